@@ -14,7 +14,10 @@ STATICCHECK := $(GOBIN)/staticcheck
 # cluster skip themselves with a clear message when they cannot run.
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build test test-unit lint fmt vet staticcheck bench bench-hbone fuzz clean
+# Nested modules keep heavy test-only dependencies (Istio) out of go.mod.
+INTEROP_MODULE := conformance/interop/istio
+
+.PHONY: all build test test-unit test-interop lint fmt vet staticcheck bench bench-hbone fuzz clean
 
 all: build
 
@@ -24,10 +27,14 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./...
 
 ## test: unit and integration tests with the race detector
-test: test-unit
+test: test-unit test-interop
 
 test-unit:
 	$(GO) test $(GO_TEST_FLAGS) ./...
+
+## test-interop: Istio's Go HBONE client and server against Skiff's
+test-interop:
+	cd $(INTEROP_MODULE) && $(GO) test $(GO_TEST_FLAGS) ./...
 
 ## lint: gofmt, go vet and staticcheck
 lint: fmt vet staticcheck
@@ -38,12 +45,14 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	cd $(INTEROP_MODULE) && $(GO) vet ./...
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
+	cd $(INTEROP_MODULE) && $(STATICCHECK) ./...
 
 ## fuzz: run every fuzz target briefly (FUZZTIME per target)
 FUZZTIME ?= 20s
