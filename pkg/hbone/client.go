@@ -1,0 +1,239 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+)
+
+// Client defaults. Istio's ztunnel also opens a new connection at 100
+// streams.
+const (
+	DefaultMaxStreamsPerConn = 100
+	DefaultIdleTimeout       = 5 * time.Minute
+	DefaultHandshakeTimeout  = 10 * time.Second
+)
+
+// Dialer opens HBONE tunnels; Client, QUICClient and FallbackDialer
+// implement it.
+type Dialer interface {
+	// Dial opens a tunnel to authority through the HBONE server at dst,
+	// presenting src, and accepting only a server whose SPIFFE ID is in
+	// expectedSANs. hdr is sent with the CONNECT (forwarded, baggage,
+	// traceparent). A refusal is a *StatusError; a wrong server identity
+	// a *SANMismatchError; a transport failure a *DialError.
+	Dial(ctx context.Context, src *tls.Certificate, dst, authority netip.AddrPort,
+		expectedSANs []spiffeid.ID, hdr http.Header) (net.Conn, error)
+}
+
+// ClientConfig configures a Client or QUICClient.
+type ClientConfig struct {
+	// Bundles holds the roots server chains are verified against.
+	Bundles x509bundle.Source
+	// MaxStreamsPerConn caps streams per connection (the server's
+	// SETTINGS may lower it); 0 means DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn int
+	// IdleTimeout closes a connection that has had no stream for this
+	// long; 0 means DefaultIdleTimeout, negative never.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds connecting plus the TLS handshake; 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// StreamWindow and ConnWindow are the receive windows; 0 means
+	// DefaultStreamWindow and DefaultConnWindow.
+	StreamWindow, ConnWindow uint32
+	// DialContext opens TCP connections (to set socket marks, say); nil
+	// means a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger      *slog.Logger
+}
+
+func (cfg *ClientConfig) check() error {
+	if cfg.Bundles == nil {
+		return errors.New("hbone: ClientConfig.Bundles is required")
+	}
+	if cfg.MaxStreamsPerConn <= 0 {
+		cfg.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
+	if cfg.ConnWindow == 0 {
+		cfg.ConnWindow = DefaultConnWindow
+	}
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{}).DialContext
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Client dials HBONE over TCP, pooling one mTLS HTTP/2 connection per
+// (source identity, expected server identities, server address).
+type Client struct {
+	cfg  ClientConfig
+	pool *pool[*h2Conn]
+}
+
+// ClientStats are a client's connection counts.
+type ClientStats struct {
+	// Dialed counts transport connections ever established.
+	Dialed uint64
+	// Open counts connections in the pool now.
+	Open int
+}
+
+// NewClient checks cfg and returns a Client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return &Client{
+		cfg:  cfg,
+		pool: newPool[*h2Conn](cfg.MaxStreamsPerConn, cfg.IdleTimeout, cfg.HandshakeTimeout),
+	}, nil
+}
+
+// Stats reports connection counts.
+func (c *Client) Stats() ClientStats {
+	return ClientStats{Dialed: c.pool.dialed.Load(), Open: c.pool.open()}
+}
+
+// Close closes every pooled connection, and tunnels on them.
+func (c *Client) Close() error {
+	c.pool.close()
+	return nil
+}
+
+// poolKey identifies connections that may share streams.
+func poolKey(src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (string, error) {
+	id, err := certID(src)
+	if err != nil {
+		return "", err
+	}
+	if len(expected) == 0 {
+		return "", errors.New("hbone: no expected server identities")
+	}
+	sans := make([]string, len(expected))
+	for i, e := range expected {
+		sans[i] = e.String()
+	}
+	slices.Sort(sans)
+	return id.String() + "|" + strings.Join(sans, ",") + "|" + dst.String(), nil
+}
+
+const maxAttempts = 3
+
+// Dial implements Dialer.
+func (c *Client) Dial(ctx context.Context, src *tls.Certificate, dst, authority netip.AddrPort,
+	expectedSANs []spiffeid.ID, hdr http.Header) (net.Conn, error) {
+	key, err := poolKey(src, dst, expectedSANs)
+	if err != nil {
+		return nil, err
+	}
+	if !authority.IsValid() || authority.Port() == 0 {
+		return nil, fmt.Errorf("hbone: invalid authority %v", authority)
+	}
+	var pc *pooled[*h2Conn]
+	dial := func(ctx context.Context) (*h2Conn, error) {
+		return c.dialConn(ctx, src, dst, expectedSANs)
+	}
+	for attempt := 1; ; attempt++ {
+		pc, err = c.pool.get(ctx, key, dial)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := c.connect(ctx, pc, authority, hdr)
+		var re retryableError
+		if errors.As(err, &re) && attempt < maxAttempts && ctx.Err() == nil {
+			continue
+		}
+		return conn, err
+	}
+}
+
+// connect sends the CONNECT on pc and waits for the answer.
+func (c *Client) connect(ctx context.Context, pc *pooled[*h2Conn], authority netip.AddrPort, hdr http.Header) (net.Conn, error) {
+	st, err := pc.c.openStream(authority.String(), hdr, func() { c.pool.release(pc) })
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-st.respCh:
+	case <-ctx.Done():
+		st.abort(http2.ErrCodeCancel)
+		return nil, ctx.Err()
+	}
+	pc.c.mu.Lock()
+	status, reset := st.status, st.reset
+	pc.c.mu.Unlock()
+	if status == 0 {
+		var sr streamResetError
+		if errors.As(reset, &sr) && sr.code == http2.ErrCodeRefusedStream {
+			return nil, retryableError{reset}
+		}
+		return nil, reset
+	}
+	if status != http.StatusOK {
+		st.Close()
+		return nil, &StatusError{Code: status}
+	}
+	return st, nil
+}
+
+// dialConn connects, handshakes and waits for the server's SETTINGS, so
+// its stream limit is known before the connection is shared.
+func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (*h2Conn, error) {
+	addr := dst.String()
+	nc, err := c.cfg.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &DialError{Addr: addr, Err: err}
+	}
+	c.pool.dialed.Add(1)
+	tc := tls.Client(nc, clientTLSConfig("h2", src, c.cfg.Bundles, expected))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, &DialError{Addr: addr, Err: fmt.Errorf("TLS handshake: %w", err)}
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		tc.Close()
+		return nil, &DialError{Addr: addr, Err: fmt.Errorf("server did not negotiate h2 (ALPN %q)", p)}
+	}
+	h := newH2Conn(tc, true, h2Config{
+		streamWindow: c.cfg.StreamWindow,
+		connWindow:   c.cfg.ConnWindow,
+		logger:       c.cfg.Logger,
+	})
+	if err := h.start(); err != nil {
+		return nil, &DialError{Addr: addr, Err: err}
+	}
+	select {
+	case <-h.settingsSeen:
+	case <-h.done:
+		return nil, &DialError{Addr: addr, Err: h.err}
+	case <-ctx.Done():
+		h.close()
+		return nil, &DialError{Addr: addr, Err: ctx.Err()}
+	}
+	return h, nil
+}

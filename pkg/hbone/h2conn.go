@@ -1,0 +1,814 @@
+package hbone
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Defaults match ztunnel's: 4 MiB per stream, 16 MiB per connection, and
+// 1 MiB frames so a bulk transfer needs few frames.
+const (
+	DefaultStreamWindow = 4 << 20
+	DefaultConnWindow   = 16 << 20
+	defaultMaxFrameSize = 1 << 20
+	maxHeaderListSize   = 64 << 10
+	initialWindowSize   = 65535 // RFC 9113 §6.9.2
+)
+
+var (
+	errConnClosed  = errors.New("hbone: connection closed")
+	errWriteClosed = errors.New("hbone: write after CloseWrite")
+)
+
+// streamResetError reports a RST_STREAM from the peer or sent by us.
+type streamResetError struct {
+	code   http2.ErrCode
+	remote bool
+}
+
+func (e streamResetError) Error() string {
+	if e.remote {
+		return "hbone: stream reset by peer: " + e.code.String()
+	}
+	return "hbone: stream reset: " + e.code.String()
+}
+
+// retryableError marks a stream the server never processed (REFUSED_STREAM,
+// or above a GOAWAY's last stream ID): the request may go on another
+// connection.
+type retryableError struct{ err error }
+
+func (e retryableError) Error() string { return e.err.Error() }
+func (e retryableError) Unwrap() error { return e.err }
+
+type h2Config struct {
+	streamWindow uint32
+	connWindow   uint32
+	maxStreams   uint32 // advertised limit of peer-initiated streams (server)
+	logger       *slog.Logger
+}
+
+// h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
+// side. It exists, rather than x/net/http2's Server, so that each side can
+// half-close a stream (END_STREAM) while still reading, as TCP can.
+//
+// Locking: wmu (frame writes, hpack encoder) may be taken before mu, never
+// after. The read loop never takes wmu, so a peer that stops reading cannot
+// deadlock us: its control replies are queued for writeLoop.
+type h2Conn struct {
+	nc     net.Conn
+	client bool
+	cfg    h2Config
+	fr     *http2.Framer
+	bw     *bufio.Writer
+	log    *slog.Logger
+
+	wmu  sync.Mutex
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+
+	ctrlMu   sync.Mutex
+	ctrl     []func() error
+	ctrlWake chan struct{}
+
+	mu             sync.Mutex
+	sendCond       *sync.Cond // waits for send window, on any stream
+	streams        map[uint32]*h2Stream
+	nextID         uint32 // client: next stream ID
+	maxPeerID      uint32 // server: highest stream ID the peer opened
+	peerMaxStreams uint32
+	peerInitWindow int64
+	peerMaxFrame   uint32
+	sendWindow     int64
+	recvWindow     int64
+	recvUnacked    int64
+	goAwaySent     bool
+	goAwayRecv     bool
+	err            error
+	done           chan struct{}
+	settingsSeen   chan struct{}
+	onClose        []func()
+
+	// onStream is called, in its own goroutine, for each stream the peer
+	// opens (server side).
+	onStream func(st *h2Stream, f *http2.MetaHeadersFrame)
+}
+
+func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
+	if cfg.streamWindow == 0 {
+		cfg.streamWindow = DefaultStreamWindow
+	}
+	if cfg.connWindow == 0 {
+		cfg.connWindow = DefaultConnWindow
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	c := &h2Conn{
+		nc:             nc,
+		client:         client,
+		cfg:            cfg,
+		bw:             bufio.NewWriterSize(nc, 64<<10),
+		log:            cfg.logger,
+		ctrlWake:       make(chan struct{}, 1),
+		streams:        make(map[uint32]*h2Stream),
+		nextID:         1,
+		peerMaxStreams: math.MaxUint32,
+		peerInitWindow: initialWindowSize,
+		peerMaxFrame:   16384,
+		sendWindow:     initialWindowSize,
+		recvWindow:     int64(cfg.connWindow),
+		done:           make(chan struct{}),
+		settingsSeen:   make(chan struct{}),
+	}
+	c.sendCond = sync.NewCond(&c.mu)
+	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, 64<<10))
+	c.fr.SetMaxReadFrameSize(defaultMaxFrameSize)
+	c.fr.MaxHeaderListSize = maxHeaderListSize
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+// start sends the preface (client) and SETTINGS, then runs the loops. The
+// server must have read the client preface already.
+func (c *h2Conn) start() error {
+	settings := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: c.cfg.streamWindow},
+		{ID: http2.SettingMaxFrameSize, Val: defaultMaxFrameSize},
+		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+	}
+	if c.client {
+		settings = append(settings, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	} else {
+		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.maxStreams})
+	}
+	c.wmu.Lock()
+	var err error
+	if c.client {
+		_, err = c.bw.WriteString(http2.ClientPreface)
+	}
+	if err == nil {
+		err = c.fr.WriteSettings(settings...)
+	}
+	if err == nil && c.cfg.connWindow > initialWindowSize {
+		err = c.fr.WriteWindowUpdate(0, c.cfg.connWindow-initialWindowSize)
+	}
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.nc.Close()
+		return fmt.Errorf("hbone: writing HTTP/2 preface: %w", err)
+	}
+	go c.readLoop()
+	go c.writeLoop()
+	return nil
+}
+
+// readClientPreface consumes the client connection preface (server side).
+func readClientPreface(r io.Reader) error {
+	buf := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return fmt.Errorf("hbone: reading HTTP/2 preface: %w", err)
+	}
+	if string(buf) != http2.ClientPreface {
+		return errors.New("hbone: bad HTTP/2 client preface")
+	}
+	return nil
+}
+
+// queue schedules a control frame write without blocking the caller.
+func (c *h2Conn) queue(fn func() error) {
+	c.ctrlMu.Lock()
+	c.ctrl = append(c.ctrl, fn)
+	c.ctrlMu.Unlock()
+	select {
+	case c.ctrlWake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *h2Conn) writeLoop() {
+	for {
+		select {
+		case <-c.ctrlWake:
+		case <-c.done:
+			return
+		}
+		c.ctrlMu.Lock()
+		q := c.ctrl
+		c.ctrl = nil
+		c.ctrlMu.Unlock()
+		c.wmu.Lock()
+		var err error
+		for _, fn := range q {
+			if err = fn(); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+			return
+		}
+	}
+}
+
+func (c *h2Conn) readLoop() {
+	err := c.readFrames()
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		c.mu.Lock()
+		last := c.maxPeerID
+		c.mu.Unlock()
+		// Best effort: tell the peer why before hanging up.
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.wmu.Lock()
+		if c.fr.WriteGoAway(last, http2.ErrCode(ce), nil) == nil {
+			c.bw.Flush()
+		}
+		c.wmu.Unlock()
+	}
+	c.closeWithError(err)
+}
+
+func (c *h2Conn) readFrames() error {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return errConnClosed
+			}
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			err = c.handleSettings(f)
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				data := f.Data
+				c.queue(func() error { return c.fr.WritePing(true, data) })
+			}
+		case *http2.WindowUpdateFrame:
+			err = c.handleWindowUpdate(f)
+		case *http2.MetaHeadersFrame:
+			err = c.handleHeaders(f)
+		case *http2.DataFrame:
+			err = c.handleData(f)
+		case *http2.RSTStreamFrame:
+			c.mu.Lock()
+			st := c.streams[f.StreamID]
+			var removed bool
+			if st != nil {
+				removed = st.resetLocked(streamResetError{code: f.ErrCode, remote: true})
+			}
+			c.mu.Unlock()
+			if removed {
+				st.released()
+			}
+		case *http2.GoAwayFrame:
+			c.handleGoAway(f)
+		case *http2.PushPromiseFrame:
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *h2Conn) handleSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	var tableSize uint32
+	haveTable := false
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerInitWindow
+			c.peerInitWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if st.sendWindow > math.MaxInt32 {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = s.Val
+		case http2.SettingMaxConcurrentStreams:
+			c.peerMaxStreams = s.Val
+		case http2.SettingHeaderTableSize:
+			tableSize, haveTable = s.Val, true
+		}
+		return nil
+	})
+	select {
+	case <-c.settingsSeen:
+	default:
+		close(c.settingsSeen)
+	}
+	c.sendCond.Broadcast()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.queue(func() error {
+		if haveTable {
+			c.enc.SetMaxDynamicTableSizeLimit(tableSize)
+		}
+		return c.fr.WriteSettingsAck()
+	})
+	return nil
+}
+
+func (c *h2Conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > math.MaxInt32 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	} else if st := c.streams[f.StreamID]; st != nil {
+		st.sendWindow += int64(f.Increment)
+		if st.sendWindow > math.MaxInt32 {
+			id := st.id
+			c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeFlowControl) })
+			st.resetLocked(streamResetError{code: http2.ErrCodeFlowControl})
+		}
+	}
+	c.sendCond.Broadcast()
+	return nil
+}
+
+func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	c.mu.Lock()
+	st := c.streams[id]
+	if c.client {
+		if st == nil {
+			c.mu.Unlock()
+			return nil // a stream we reset already
+		}
+		if st.respReceived {
+			// Trailers: only their END_STREAM matters to a tunnel.
+			removed := false
+			if f.StreamEnded() {
+				removed = st.remoteEndLocked()
+			} else {
+				c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+				removed = st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+			}
+			c.mu.Unlock()
+			if removed {
+				st.released()
+			}
+			return nil
+		}
+		status := f.PseudoValue("status")
+		code, ok := parseStatus(status)
+		if !ok {
+			c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+			removed := st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+			c.mu.Unlock()
+			if removed {
+				st.released()
+			}
+			return nil
+		}
+		if code < 200 {
+			c.mu.Unlock()
+			return nil // interim response
+		}
+		st.respReceived = true
+		st.status = code
+		st.header = headerOf(f)
+		close(st.respCh)
+		removed := false
+		if f.StreamEnded() {
+			removed = st.remoteEndLocked()
+		}
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
+		return nil
+	}
+
+	// Server side.
+	if st != nil {
+		// A second HEADERS on a CONNECT stream is not allowed.
+		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+		removed := st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
+		return nil
+	}
+	if id%2 == 0 || id <= c.maxPeerID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.maxPeerID = id
+	if c.goAwaySent || uint32(len(c.streams)) >= c.cfg.maxStreams {
+		c.mu.Unlock()
+		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return nil
+	}
+	st = c.newStreamLocked(id)
+	if f.StreamEnded() {
+		st.remoteEnded = true
+	}
+	c.mu.Unlock()
+	go c.onStream(st, f)
+	return nil
+}
+
+func (c *h2Conn) handleData(f *http2.DataFrame) error {
+	n := int64(f.Length)
+	data := f.Data()
+	pad := n - int64(len(data))
+	c.mu.Lock()
+	c.recvWindow -= n
+	if c.recvWindow < 0 {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	st := c.streams[f.StreamID]
+	if st == nil || st.remoteEnded || st.reset != nil {
+		// Not ours to buffer; give the connection credit back.
+		c.creditConnLocked(n)
+		c.mu.Unlock()
+		if st == nil && !c.knownStream(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	st.recvWindow -= n
+	if st.recvWindow < 0 {
+		id := st.id
+		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeFlowControl) })
+		removed := st.resetLocked(streamResetError{code: http2.ErrCodeFlowControl})
+		c.creditConnLocked(n)
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
+		return nil
+	}
+	if st.closed {
+		c.creditConnLocked(n)
+	} else {
+		st.buf.Write(data)
+		if pad > 0 {
+			c.creditConnLocked(pad)
+			st.creditLocked(pad)
+		}
+	}
+	removed := false
+	if f.StreamEnded() {
+		removed = st.remoteEndLocked()
+	}
+	st.cond.Broadcast()
+	c.mu.Unlock()
+	if removed {
+		st.released()
+	}
+	return nil
+}
+
+// knownStream reports whether id was ever opened (so DATA for it after
+// close is a race, not a protocol violation). Caller must not hold mu.
+func (c *h2Conn) knownStream(id uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.client {
+		return id%2 == 1 && id < c.nextID
+	}
+	return id%2 == 1 && id <= c.maxPeerID
+}
+
+func (c *h2Conn) handleGoAway(f *http2.GoAwayFrame) {
+	c.mu.Lock()
+	c.goAwayRecv = true
+	var removed []*h2Stream
+	if c.client {
+		for id, st := range c.streams {
+			if id > f.LastStreamID {
+				if st.resetLocked(retryableError{fmt.Errorf("hbone: stream refused by GOAWAY: %v", f.ErrCode)}) {
+					removed = append(removed, st)
+				}
+			}
+		}
+	}
+	idle := len(c.streams) == 0
+	c.mu.Unlock()
+	for _, st := range removed {
+		st.released()
+	}
+	if idle {
+		c.closeWithError(errConnClosed)
+	}
+}
+
+// resetStream sends RST_STREAM for id and aborts the stream locally.
+func (c *h2Conn) resetStream(id uint32, code http2.ErrCode) {
+	c.queue(func() error { return c.fr.WriteRSTStream(id, code) })
+	c.mu.Lock()
+	st := c.streams[id]
+	removed := false
+	if st != nil {
+		removed = st.resetLocked(streamResetError{code: code})
+	}
+	if !c.client && id > c.maxPeerID && id%2 == 1 {
+		c.maxPeerID = id
+	}
+	c.mu.Unlock()
+	if removed {
+		st.released()
+	}
+}
+
+func (c *h2Conn) creditConnLocked(n int64) {
+	c.recvUnacked += n
+	if c.recvUnacked >= int64(c.cfg.connWindow)/4 {
+		inc := uint32(c.recvUnacked)
+		c.recvWindow += c.recvUnacked
+		c.recvUnacked = 0
+		c.queue(func() error { return c.fr.WriteWindowUpdate(0, inc) })
+	}
+}
+
+func (c *h2Conn) newStreamLocked(id uint32) *h2Stream {
+	st := &h2Stream{
+		c:          c,
+		id:         id,
+		sendWindow: c.peerInitWindow,
+		recvWindow: int64(c.cfg.streamWindow),
+		respCh:     make(chan struct{}),
+	}
+	st.cond = sync.NewCond(&c.mu)
+	c.streams[id] = st
+	return st
+}
+
+// writeHeaders encodes and writes a header block for stream id.
+func (c *h2Conn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeHeadersLocked(id, fields, endStream)
+}
+
+func (c *h2Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) error {
+	c.hbuf.Reset()
+	for _, hf := range fields {
+		if err := c.enc.WriteField(hf); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	max := int(c.peerMaxFrame)
+	c.mu.Unlock()
+	block := c.hbuf.Bytes()
+	first := true
+	for {
+		frag := block
+		if len(frag) > max {
+			frag = frag[:max]
+		}
+		block = block[len(frag):]
+		var err error
+		if first {
+			err = c.fr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID:      id,
+				BlockFragment: frag,
+				EndStream:     endStream,
+				EndHeaders:    len(block) == 0,
+			})
+			first = false
+		} else {
+			err = c.fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			return err
+		}
+		if len(block) == 0 {
+			break
+		}
+	}
+	if err := c.bw.Flush(); err != nil {
+		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+		return err
+	}
+	return nil
+}
+
+// openStream sends a CONNECT request (client side). release is called
+// once the stream is gone, or before openStream returns an error.
+func (c *h2Conn) openStream(authority string, hdr http.Header, release func()) (*h2Stream, error) {
+	fields := []hpack.HeaderField{
+		{Name: ":method", Value: http.MethodConnect},
+		{Name: ":authority", Value: authority},
+	}
+	fields = appendHeaderFields(fields, hdr)
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.err != nil || c.goAwayRecv || c.goAwaySent || c.nextID > math.MaxInt32 {
+		err := c.err
+		c.mu.Unlock()
+		release()
+		if err == nil {
+			err = errConnClosed
+		}
+		return nil, retryableError{err}
+	}
+	id := c.nextID
+	c.nextID += 2
+	st := c.newStreamLocked(id)
+	st.release = release
+	c.mu.Unlock()
+	// IDs must hit the wire in order, hence wmu held since allocation.
+	if err := c.writeHeadersLocked(id, fields, false); err != nil {
+		c.mu.Lock()
+		removed := st.resetLocked(streamResetError{code: http2.ErrCodeInternal})
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
+		return nil, retryableError{fmt.Errorf("hbone: sending CONNECT: %w", err)}
+	}
+	return st, nil
+}
+
+// goAway stops new streams; the connection closes when the last ends.
+func (c *h2Conn) goAway() {
+	c.mu.Lock()
+	if c.goAwaySent || c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.goAwaySent = true
+	last := c.maxPeerID
+	idle := len(c.streams) == 0
+	c.mu.Unlock()
+	c.wmu.Lock()
+	if c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) == nil {
+		c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	if idle {
+		c.closeWithError(errConnClosed)
+	}
+}
+
+// streamGone is called after a stream left the map.
+func (c *h2Conn) streamGone() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0 && (c.goAwaySent || c.goAwayRecv)
+	c.mu.Unlock()
+	if idle {
+		c.closeWithError(errConnClosed)
+	}
+}
+
+// usable reports whether new streams may be opened on the connection.
+func (c *h2Conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && !c.goAwayRecv && !c.goAwaySent && c.nextID < math.MaxInt32
+}
+
+func (c *h2Conn) maxStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peerMaxStreams > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int(c.peerMaxStreams)
+}
+
+func (c *h2Conn) close() { c.closeWithError(errConnClosed) }
+
+func (c *h2Conn) closeWithError(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	var removed []*h2Stream
+	for _, st := range c.streams {
+		if st.resetLocked(fmt.Errorf("%w: %w", errConnClosed, err)) {
+			removed = append(removed, st)
+		}
+	}
+	c.sendCond.Broadcast()
+	hooks := c.onClose
+	c.onClose = nil
+	c.mu.Unlock()
+	close(c.done)
+	c.nc.Close()
+	for _, st := range removed {
+		st.released()
+	}
+	for _, fn := range hooks {
+		fn()
+	}
+}
+
+// addCloseHook runs fn once the connection is closed.
+func (c *h2Conn) addCloseHook(fn func()) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.onClose = append(c.onClose, fn)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	fn()
+}
+
+func parseStatus(s string) (int, bool) {
+	if len(s) != 3 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n >= 100
+}
+
+func headerOf(f *http2.MetaHeadersFrame) http.Header {
+	h := make(http.Header)
+	for _, hf := range f.RegularFields() {
+		h.Add(hf.Name, hf.Value)
+	}
+	return h
+}
+
+// appendHeaderFields adds hdr, lower-cased, minus connection-specific
+// fields that HTTP/2 forbids (RFC 9113 §8.2.2).
+func appendHeaderFields(fields []hpack.HeaderField, hdr http.Header) []hpack.HeaderField {
+	for k, vs := range hdr {
+		lk := strings.ToLower(k)
+		switch lk {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host":
+			continue
+		}
+		if !validHeaderName(lk) {
+			continue
+		}
+		for _, v := range vs {
+			fields = append(fields, hpack.HeaderField{Name: lk, Value: v})
+		}
+	}
+	return fields
+}
+
+func validHeaderName(s string) bool {
+	if s == "" || s[0] == ':' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || ('A' <= c && c <= 'Z') || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,377 @@
+package hbone
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Stream is one CONNECT tunnel on an h2Conn. Its state is guarded by
+// the connection's mu. It implements net.Conn and CloseWrite.
+type h2Stream struct {
+	c    *h2Conn
+	id   uint32
+	cond *sync.Cond // read side waits; on c.mu
+
+	// Receive side.
+	buf         bytes.Buffer
+	recvWindow  int64
+	recvUnacked int64
+	remoteEnded bool
+
+	// Send side.
+	wlock      sync.Mutex // one Write or CloseWrite at a time, so frames keep order
+	sendWindow int64
+	localEnded bool
+
+	reset   error // set once the stream is aborted
+	closed  bool  // Close was called
+	removed bool  // left c.streams
+	release func()
+
+	// Client: the response.
+	respCh       chan struct{}
+	respReceived bool
+	status       int
+	header       http.Header
+
+	rdl, wdl deadline
+}
+
+type deadline struct {
+	timer   *time.Timer
+	gen     uint64
+	expired bool
+}
+
+// remoteEndLocked records the peer's END_STREAM; it reports whether the
+// stream thereby left the connection.
+func (st *h2Stream) remoteEndLocked() bool {
+	st.remoteEnded = true
+	st.cond.Broadcast()
+	return st.maybeRemoveLocked()
+}
+
+// resetLocked aborts the stream with err; it reports whether the stream
+// thereby left the connection.
+func (st *h2Stream) resetLocked(err error) bool {
+	if st.reset != nil || (st.remoteEnded && st.localEnded) {
+		return st.maybeRemoveLocked()
+	}
+	st.reset = err
+	if n := int64(st.buf.Len()); n > 0 {
+		st.buf.Reset()
+		st.c.creditConnLocked(n)
+	}
+	if !st.respReceived {
+		close(st.respCh)
+		st.respReceived = true
+	}
+	st.cond.Broadcast()
+	st.c.sendCond.Broadcast()
+	return st.maybeRemoveLocked()
+}
+
+func (st *h2Stream) maybeRemoveLocked() bool {
+	if st.removed {
+		return false
+	}
+	if st.reset == nil && !(st.remoteEnded && st.localEnded) {
+		return false
+	}
+	st.removed = true
+	delete(st.c.streams, st.id)
+	st.cond.Broadcast()
+	return true
+}
+
+// released runs after the stream left the map; never with c.mu held.
+func (st *h2Stream) released() {
+	if st.release != nil {
+		st.release()
+	}
+	st.c.streamGone()
+}
+
+func (st *h2Stream) creditLocked(n int64) {
+	if st.remoteEnded || st.reset != nil {
+		return
+	}
+	st.recvUnacked += n
+	if st.recvUnacked >= int64(st.c.cfg.streamWindow)/4 {
+		inc, id := uint32(st.recvUnacked), st.id
+		st.recvWindow += st.recvUnacked
+		st.recvUnacked = 0
+		st.c.queue(func() error { return st.c.fr.WriteWindowUpdate(id, inc) })
+	}
+}
+
+func (st *h2Stream) Read(p []byte) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		switch {
+		case st.closed:
+			return 0, net.ErrClosed
+		case st.buf.Len() > 0:
+			if len(p) == 0 {
+				return 0, nil
+			}
+			n, _ := st.buf.Read(p)
+			c.creditConnLocked(int64(n))
+			st.creditLocked(int64(n))
+			return n, nil
+		case st.reset != nil:
+			return 0, st.reset
+		case st.remoteEnded:
+			return 0, io.EOF
+		case st.rdl.expired:
+			return 0, os.ErrDeadlineExceeded
+		}
+		st.cond.Wait()
+	}
+}
+
+// reserveSend waits for flow-control credit and takes up to n bytes.
+func (st *h2Stream) reserveSend(n int) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		switch {
+		case st.closed:
+			return 0, net.ErrClosed
+		case st.reset != nil:
+			return 0, st.reset
+		case st.localEnded:
+			return 0, errWriteClosed
+		case st.wdl.expired:
+			return 0, os.ErrDeadlineExceeded
+		case st.sendWindow > 0 && c.sendWindow > 0:
+			m := int64(n)
+			m = min(m, st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
+			st.sendWindow -= m
+			c.sendWindow -= m
+			return int(m), nil
+		}
+		c.sendCond.Wait()
+	}
+}
+
+func (st *h2Stream) Write(p []byte) (int, error) {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	c := st.c
+	written := 0
+	for len(p) > 0 {
+		n, err := st.reserveSend(len(p))
+		if err != nil {
+			return written, err
+		}
+		c.wmu.Lock()
+		err = c.fr.WriteData(st.id, false, p[:n])
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			c.closeWithError(err)
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// CloseWrite sends END_STREAM: the peer reads EOF, and this side can go
+// on reading.
+func (st *h2Stream) CloseWrite() error {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	return st.endLocalLocked()
+}
+
+// endLocalLocked sends END_STREAM; caller holds wlock.
+func (st *h2Stream) endLocalLocked() error {
+	c := st.c
+	c.mu.Lock()
+	switch {
+	case st.reset != nil:
+		c.mu.Unlock()
+		return st.reset
+	case st.localEnded:
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	c.wmu.Lock()
+	err := c.fr.WriteData(st.id, true, nil)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.closeWithError(err)
+		return err
+	}
+	c.mu.Lock()
+	st.localEnded = true
+	removed := st.maybeRemoveLocked()
+	c.mu.Unlock()
+	if removed {
+		st.released()
+	}
+	return nil
+}
+
+// Close ends the tunnel like closing a TCP socket: gracefully (END_STREAM)
+// if the peer has finished sending, abortively (RST_STREAM CANCEL) if it
+// has not.
+func (st *h2Stream) Close() error {
+	c := st.c
+	c.mu.Lock()
+	if st.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	if n := int64(st.buf.Len()); n > 0 {
+		st.buf.Reset()
+		c.creditConnLocked(n)
+	}
+	st.cond.Broadcast()
+	c.sendCond.Broadcast()
+	st.stopTimersLocked()
+	remoteDone := st.remoteEnded || st.reset != nil
+	localDone := st.localEnded || st.reset != nil
+	c.mu.Unlock()
+	switch {
+	case !remoteDone:
+		st.abort(http2.ErrCodeCancel)
+	case !localDone:
+		st.wlock.Lock()
+		err := st.endLocalLocked()
+		st.wlock.Unlock()
+		return err
+	}
+	return nil
+}
+
+// abort resets the stream with code.
+func (st *h2Stream) abort(code http2.ErrCode) {
+	c := st.c
+	c.mu.Lock()
+	if st.reset != nil || (st.remoteEnded && st.localEnded) {
+		c.mu.Unlock()
+		return
+	}
+	removed := st.resetLocked(streamResetError{code: code})
+	c.mu.Unlock()
+	id := st.id
+	c.queue(func() error { return c.fr.WriteRSTStream(id, code) })
+	if removed {
+		st.released()
+	}
+}
+
+// respond sends the response HEADERS (server side).
+func (st *h2Stream) respond(status int, end bool) error {
+	fields := []hpack.HeaderField{{Name: ":status", Value: itoa3(status)}}
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	if err := st.c.writeHeaders(st.id, fields, end); err != nil {
+		return err
+	}
+	if !end {
+		return nil
+	}
+	c := st.c
+	c.mu.Lock()
+	st.localEnded = true
+	removed := st.maybeRemoveLocked()
+	ended := st.remoteEnded
+	c.mu.Unlock()
+	if removed {
+		st.released()
+	}
+	if !ended {
+		// The response is complete; ask the client to stop sending
+		// (RFC 9113 §8.1).
+		st.abort(http2.ErrCodeNo)
+	}
+	return nil
+}
+
+func itoa3(n int) string {
+	if n < 100 || n > 999 {
+		n = 500
+	}
+	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
+}
+
+func (st *h2Stream) LocalAddr() net.Addr  { return st.c.nc.LocalAddr() }
+func (st *h2Stream) RemoteAddr() net.Addr { return st.c.nc.RemoteAddr() }
+
+func (st *h2Stream) SetDeadline(t time.Time) error {
+	st.SetReadDeadline(t)
+	return st.SetWriteDeadline(t)
+}
+
+func (st *h2Stream) SetReadDeadline(t time.Time) error {
+	st.setDeadline(&st.rdl, t, st.cond.Broadcast)
+	return nil
+}
+
+func (st *h2Stream) SetWriteDeadline(t time.Time) error {
+	st.setDeadline(&st.wdl, t, st.c.sendCond.Broadcast)
+	return nil
+}
+
+func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake func()) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.gen++
+	d.expired = false
+	if t.IsZero() {
+		return
+	}
+	dur := time.Until(t)
+	if dur <= 0 {
+		d.expired = true
+		wake()
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(dur, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if d.gen == gen {
+			d.expired = true
+			wake()
+		}
+	})
+}
+
+func (st *h2Stream) stopTimersLocked() {
+	for _, d := range []*deadline{&st.rdl, &st.wdl} {
+		if d.timer != nil {
+			d.timer.Stop()
+			d.timer = nil
+		}
+		d.gen++
+	}
+}

@@ -1,0 +1,159 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// quicConfig sets the flow-control windows of HBONE over QUIC like those
+// of the TCP side.
+func quicConfig(streamWindow, connWindow uint32, maxStreams int64, handshake time.Duration) *quic.Config {
+	return &quic.Config{
+		InitialStreamReceiveWindow:     uint64(streamWindow),
+		MaxStreamReceiveWindow:         uint64(streamWindow),
+		InitialConnectionReceiveWindow: uint64(connWindow),
+		MaxConnectionReceiveWindow:     uint64(connWindow),
+		MaxIncomingStreams:             maxStreams,
+		HandshakeIdleTimeout:           handshake,
+		KeepAlivePeriod:                15 * time.Second,
+	}
+}
+
+// QUICServer accepts HBONE over HTTP/3: the same CONNECT semantics and
+// certificate checks as Server, on UDP, ALPN "h3".
+type QUICServer struct {
+	cfg ServerConfig
+	h3  *http3.Server
+	log *slog.Logger
+
+	mu  sync.Mutex
+	lns []*quic.Listener
+}
+
+type quicConnKey struct{}
+
+// NewQUICServer checks cfg and returns a QUICServer.
+func NewQUICServer(cfg ServerConfig) (*QUICServer, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	s := &QUICServer{cfg: cfg, log: cfg.Logger}
+	s.h3 = &http3.Server{
+		Handler: http.HandlerFunc(s.serveHTTP),
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, quicConnKey{}, c)
+		},
+		Logger: cfg.Logger,
+	}
+	return s, nil
+}
+
+// Serve accepts QUIC connections on pc until Shutdown or Close. Closing
+// the server closes pc.
+func (s *QUICServer) Serve(pc net.PacketConn) error {
+	tlsConf := serverTLSConfig(http3.NextProtoH3, s.cfg.TrustDomain, s.cfg.Bundles, s.cfg.GetCertificate)
+	qconf := quicConfig(s.cfg.StreamWindow, s.cfg.ConnWindow, int64(s.cfg.MaxConcurrentStreams), s.cfg.HandshakeTimeout)
+	ln, err := quic.Listen(pc, tlsConf, qconf)
+	if err != nil {
+		return fmt.Errorf("hbone: QUIC listen: %w", err)
+	}
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	err = s.h3.ServeListener(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Shutdown sends GOAWAY and waits for open tunnels to end, or ctx.
+func (s *QUICServer) Shutdown(ctx context.Context) error {
+	err := s.h3.Shutdown(ctx)
+	s.closeListeners()
+	return err
+}
+
+// Close closes everything at once.
+func (s *QUICServer) Close() error {
+	err := s.h3.Close()
+	s.closeListeners()
+	return err
+}
+
+func (s *QUICServer) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	s.lns = nil
+}
+
+func (s *QUICServer) serveHTTP(rw http.ResponseWriter, hr *http.Request) {
+	qc, _ := hr.Context().Value(quicConnKey{}).(*quic.Conn)
+	if qc == nil || hr.TLS == nil {
+		rw.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	peer, err := peerID(*hr.TLS)
+	if err != nil {
+		rw.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w := &Responder{t: &h3Responder{rw: rw, local: qc.LocalAddr(), remote: qc.RemoteAddr()}}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("hbone: handler panic", "panic", p)
+		}
+		w.finish()
+	}()
+	// http3 rejects a classic CONNECT with :scheme or :path itself; an
+	// extended CONNECT shows as a Proto other than HTTP/3.0.
+	protocol := ""
+	if hr.Proto != "HTTP/3.0" {
+		protocol = hr.Proto
+	}
+	r, rerr := buildRequest(hr.Method, hr.Host, "", "", protocol, hr.Header)
+	if rerr != nil {
+		s.log.Debug("hbone: bad request", "peer", peer, "err", rerr.err)
+		w.Refuse(rerr.status)
+		return
+	}
+	r.Peer = peer
+	r.LocalAddr, r.RemoteAddr = qc.LocalAddr(), qc.RemoteAddr()
+	s.cfg.Handler.ServeHBONE(hr.Context(), w, r)
+}
+
+// h3Responder answers a CONNECT on an HTTP/3 request stream.
+type h3Responder struct {
+	rw            http.ResponseWriter
+	local, remote net.Addr
+}
+
+func (r *h3Responder) refuse(status int) error {
+	r.rw.WriteHeader(status)
+	return nil
+}
+
+func (r *h3Responder) accept() (net.Conn, error) {
+	r.rw.WriteHeader(http.StatusOK)
+	hs, ok := r.rw.(http3.HTTPStreamer)
+	if !ok {
+		return nil, errors.New("hbone: HTTP/3 stream cannot be taken over")
+	}
+	str, err := hs.HTTPStream()
+	if err != nil {
+		return nil, fmt.Errorf("hbone: taking over HTTP/3 stream: %w", err)
+	}
+	return newQUICTunnel(str, r.local, r.remote, nil), nil
+}

@@ -1,0 +1,262 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+type quicEnv struct {
+	*tcpEnv // certificates, and a TCP server on the same port number
+	qsrv    *QUICServer
+	qaddr   netip.AddrPort
+	qclient *QUICClient
+}
+
+func newQUICEnv(t *testing.T, h Handler) *quicEnv {
+	t.Helper()
+	e := newTCPEnv(t, h, envOpt{})
+	srvCert, _ := e.pki.cert(t, "ns1", "server", time.Hour)
+	qsrv, err := NewQUICServer(ServerConfig{
+		TrustDomain: e.pki.td,
+		Bundles:     e.pki.bundles,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if hello.Conn == nil || hello.Conn.LocalAddr() == nil {
+				return nil, errors.New("no local address")
+			}
+			return srvCert, nil
+		},
+		Handler: h,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go qsrv.Serve(pc)
+	qc, err := NewQUICClient(ClientConfig{Bundles: e.pki.bundles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		qc.Close()
+		qsrv.Close()
+		pc.Close()
+	})
+	return &quicEnv{tcpEnv: e, qsrv: qsrv, qaddr: pc.LocalAddr().(*net.UDPAddr).AddrPort(), qclient: qc}
+}
+
+func (e *quicEnv) qdial(ctx context.Context) (net.Conn, error) {
+	return e.qclient.Dial(ctx, e.src, e.qaddr, testAuthority, []spiffeid.ID{e.srvID}, nil)
+}
+
+func TestQUICEcho(t *testing.T) {
+	e := newQUICEnv(t, echo)
+	ctx := testCtx(t)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- quicEchoOnce(ctx, e, i)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := e.qclient.Stats().Dialed; d < 2 || d > 4 {
+		t.Errorf("dialed %d QUIC connections for %d streams at 100 per conn", d, n)
+	}
+}
+
+func quicEchoOnce(ctx context.Context, e *quicEnv, i int) error {
+	c, err := e.qdial(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %d: %w", i, err)
+	}
+	defer c.Close()
+	msg := make([]byte, 1000+i*101)
+	rand.Read(msg)
+	go func() {
+		c.Write(msg)
+		c.(closeWriter).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, msg) {
+		return fmt.Errorf("stream %d: echo %d of %d bytes, %v", i, len(got), len(msg), err)
+	}
+	return nil
+}
+
+func TestQUICHalfClose(t *testing.T) {
+	done := make(chan []byte, 1)
+	e := newQUICEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		c, _ := w.Accept()
+		c.Write([]byte("banner"))
+		c.(closeWriter).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Write([]byte("x")) // after our FIN: must fail, not panic
+		done <- got
+	}))
+	c, err := e.qdial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "banner" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	payload := bytes.Repeat([]byte("late data "), 100000)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	c.(closeWriter).CloseWrite()
+	if got := <-done; !bytes.Equal(got, payload) {
+		t.Fatalf("server read %d bytes, want %d", len(got), len(payload))
+	}
+}
+
+func TestQUICHalfCloseFromClient(t *testing.T) {
+	e := newQUICEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		c, _ := w.Accept()
+		got, _ := io.ReadAll(c)
+		c.Write(append([]byte("got "), got...))
+		c.(closeWriter).CloseWrite()
+	}))
+	c, err := e.qdial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("request"))
+	c.(closeWriter).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got request" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+}
+
+func TestQUICRefusalStatus(t *testing.T) {
+	for _, code := range []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusServiceUnavailable} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			e := newQUICEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+				w.Refuse(code)
+			}))
+			if _, err := e.qdial(testCtx(t)); statusOf(err) != code {
+				t.Fatalf("Dial error = %v, want %d", err, code)
+			}
+		})
+	}
+}
+
+func TestQUICRequestFields(t *testing.T) {
+	reqs := make(chan *Request, 1)
+	e := newQUICEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		reqs <- r
+		w.Refuse(http.StatusUnauthorized)
+	}))
+	hdr := http.Header{"Forwarded": {`for="10.1.2.3:4567"`}, "Baggage": {"a=b"}}
+	auth := netip.MustParseAddrPort("[fd00::7]:9090")
+	if _, err := e.qclient.Dial(testCtx(t), e.src, e.qaddr, auth, []spiffeid.ID{e.srvID}, hdr); statusOf(err) != 401 {
+		t.Fatal(err)
+	}
+	r := <-reqs
+	if r.Peer != e.srcID || r.Authority != auth || r.Forwarded != netip.MustParseAddrPort("10.1.2.3:4567") || r.Header.Get("Baggage") != "a=b" {
+		t.Errorf("request = %+v", r)
+	}
+}
+
+func TestQUICClientRejectsUnexpectedSAN(t *testing.T) {
+	e := newQUICEnv(t, echo)
+	want := spiffeid.RequireFromString("spiffe://cluster.local/ns/ns1/sa/other")
+	_, err := e.qclient.Dial(testCtx(t), e.src, e.qaddr, testAuthority, []spiffeid.ID{want}, nil)
+	var sm *SANMismatchError
+	if !errors.As(err, &sm) {
+		t.Fatalf("Dial error = %v, want SANMismatchError", err)
+	}
+}
+
+func TestQUICServerRejectsForeignTrustDomain(t *testing.T) {
+	e := newQUICEnv(t, echo)
+	foreign := newPKI(t, "evil.example")
+	e.pki.bundles.Set(foreign.ca.Bundle())
+	src, _ := foreign.cert(t, "ns2", "client", time.Hour)
+	if _, err := e.qclient.Dial(testCtx(t), src, e.qaddr, testAuthority, []spiffeid.ID{e.srvID}, nil); err == nil {
+		t.Fatal("QUIC dial from a foreign trust domain succeeded")
+	}
+}
+
+func TestQUICReuse(t *testing.T) {
+	e := newQUICEnv(t, echo)
+	for i := range 10 {
+		if err := quicEchoOnce(testCtx(t), e, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := e.qclient.Stats().Dialed; d != 1 {
+		t.Fatalf("dialed %d QUIC connections, want 1", d)
+	}
+}
+
+func TestFallbackToTCP(t *testing.T) {
+	e := newTCPEnv(t, echo, envOpt{})
+	// Nothing listens on UDP at the TCP server's port.
+	qc, err := NewQUICClient(ClientConfig{Bundles: e.pki.bundles, HandshakeTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.Close()
+	d := &FallbackDialer{QUIC: qc, TCP: e.client}
+	ctx := testCtx(t)
+	for i := range 3 {
+		c, err := d.Dial(ctx, e.src, e.addr, testAuthority, []spiffeid.ID{e.srvID}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if i == 0 && !d.quicBroken(e.addr) {
+			t.Fatal("QUIC failure not remembered")
+		}
+	}
+	// QUIC was tried once, then skipped.
+	if n := qc.Stats().Dialed; n != 0 {
+		t.Fatalf("QUIC connections = %d", n)
+	}
+	if e.ln.n.Load() != 1 {
+		t.Fatalf("TCP connections = %d, want 1", e.ln.n.Load())
+	}
+}
+
+func TestFallbackPrefersQUIC(t *testing.T) {
+	e := newQUICEnv(t, echo)
+	d := &FallbackDialer{QUIC: e.qclient, TCP: e.client}
+	c, err := d.Dial(testCtx(t), e.src, e.qaddr, testAuthority, []spiffeid.ID{e.srvID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if e.qclient.Stats().Dialed != 1 || e.client.Stats().Dialed != 0 {
+		t.Fatalf("QUIC %d, TCP %d", e.qclient.Stats().Dialed, e.client.Stats().Dialed)
+	}
+}
