@@ -67,5 +67,12 @@ fuzz:
 ## bench: every benchmark, Skiff beside its peers
 bench: bench-hbone
 
+BENCHTIME ?= 2s
+
+## bench-hbone: plain TCP, HBONE over TCP, HBONE over QUIC and stunnel, with ratios
+bench-hbone:
+	@command -v stunnel4 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
+	$(GO) test -run '^$$' -bench '^BenchmarkPaths$$' -benchtime $(BENCHTIME) ./pkg/hbone/
+
 clean:
 	rm -rf $(BIN)

@@ -24,8 +24,11 @@ const (
 	DefaultStreamWindow = 4 << 20
 	DefaultConnWindow   = 16 << 20
 	defaultMaxFrameSize = 1 << 20
-	maxHeaderListSize   = 64 << 10
-	initialWindowSize   = 65535 // RFC 9113 §6.9.2
+	// connBufSize sizes each connection's read and write buffers: one
+	// full TLS record. Larger frames bypass the buffers anyway.
+	connBufSize       = 16 << 10
+	maxHeaderListSize = 64 << 10
+	initialWindowSize = 65535 // RFC 9113 §6.9.2
 )
 
 var (
@@ -121,7 +124,7 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		nc:             nc,
 		client:         client,
 		cfg:            cfg,
-		bw:             bufio.NewWriterSize(nc, 64<<10),
+		bw:             bufio.NewWriterSize(nc, connBufSize),
 		log:            cfg.logger,
 		ctrlWake:       make(chan struct{}, 1),
 		streams:        make(map[uint32]*h2Stream),
@@ -135,7 +138,7 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		settingsSeen:   make(chan struct{}),
 	}
 	c.sendCond = sync.NewCond(&c.mu)
-	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, 64<<10))
+	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, connBufSize))
 	c.fr.SetMaxReadFrameSize(defaultMaxFrameSize)
 	c.fr.MaxHeaderListSize = maxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)

@@ -1,7 +1,7 @@
 package hbone
 
 import (
-	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +21,7 @@ type h2Stream struct {
 	cond *sync.Cond // read side waits; on c.mu
 
 	// Receive side.
-	buf         bytes.Buffer
+	buf         recvBuffer
 	recvWindow  int64
 	recvUnacked int64
 	remoteEnded bool
@@ -30,6 +30,10 @@ type h2Stream struct {
 	wlock      sync.Mutex // one Write or CloseWrite at a time, so frames keep order
 	sendWindow int64
 	localEnded bool
+
+	// gone, if set, is called once the stream is closed or has left the
+	// connection (server side: it cancels the handler's context).
+	gone context.CancelFunc
 
 	reset   error // set once the stream is aborted
 	closed  bool  // Close was called
@@ -89,7 +93,26 @@ func (st *h2Stream) maybeRemoveLocked() bool {
 	st.removed = true
 	delete(st.c.streams, st.id)
 	st.cond.Broadcast()
+	st.goneLocked()
 	return true
+}
+
+// cancelWhenGone arranges for cancel to run once the stream is closed or
+// has left the connection: at once if it already has.
+func (st *h2Stream) cancelWhenGone(cancel context.CancelFunc) {
+	st.c.mu.Lock()
+	defer st.c.mu.Unlock()
+	st.gone = cancel
+	if st.removed || st.closed {
+		st.goneLocked()
+	}
+}
+
+func (st *h2Stream) goneLocked() {
+	if st.gone != nil {
+		st.gone()
+		st.gone = nil
+	}
 }
 
 // released runs after the stream left the map; never with c.mu held.
@@ -125,7 +148,7 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 			if len(p) == 0 {
 				return 0, nil
 			}
-			n, _ := st.buf.Read(p)
+			n := st.buf.Read(p)
 			c.creditConnLocked(int64(n))
 			st.creditLocked(int64(n))
 			return n, nil
@@ -244,6 +267,7 @@ func (st *h2Stream) Close() error {
 		return nil
 	}
 	st.closed = true
+	st.goneLocked()
 	if n := int64(st.buf.Len()); n > 0 {
 		st.buf.Reset()
 		c.creditConnLocked(n)

@@ -241,24 +241,10 @@ func (s *Server) serveStream(c *h2Conn, st *h2Stream, f *http2.MetaHeadersFrame,
 	r.LocalAddr, r.RemoteAddr = c.nc.LocalAddr(), c.nc.RemoteAddr()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctxOf(c, st), cancel)
-	defer stop()
+	// The handler's context ends with the stream, so a handler dialing an
+	// upstream can give up once the client has gone.
+	st.cancelWhenGone(cancel)
 	s.cfg.Handler.ServeHBONE(ctx, w, r)
-}
-
-// ctxOf is a context cancelled when the stream is reset or the conn
-// closes, so a handler dialing an upstream can give up.
-func ctxOf(c *h2Conn, st *h2Stream) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer cancel()
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for !st.removed && !st.closed {
-			st.cond.Wait()
-		}
-	}()
-	return ctx
 }
 
 // Shutdown stops accepting, sends GOAWAY on every connection, and waits

@@ -14,7 +14,58 @@ type closeWriter interface {
 	CloseWrite() error
 }
 
-var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+// Copy buffers. An idle tunnel spends its life blocked in Read, holding
+// whatever buffer it passed in, so each direction reads into a small
+// buffer and borrows a large one from the pool only while reads keep
+// filling the small one: bulk transfers get large reads, idle tunnels
+// cost a few kilobytes.
+const (
+	smallCopyBuf = 1 << 10
+	largeCopyBuf = 256 << 10
+)
+
+var largeCopyBufs = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+
+// copyAdaptive copies src to dst until EOF (returning a nil error) or an
+// error, like io.Copy, switching between a small and a large buffer.
+func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
+	small := make([]byte, smallCopyBuf)
+	buf := small
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largeCopyBufs.Put(large)
+		}
+	}()
+	var written int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			written += int64(nw)
+			if werr != nil {
+				return written, werr
+			}
+			if nw != nr {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+		switch {
+		case large == nil && nr == len(small):
+			large = largeCopyBufs.Get().(*[]byte)
+			buf = *large
+		case large != nil && nr < len(small):
+			largeCopyBufs.Put(large)
+			large, buf = nil, small
+		}
+	}
+}
 
 // Splice copies a to b and b to a until both directions end. When one
 // side reaches EOF, the other is half-closed (CloseWrite), so each peer
@@ -34,14 +85,14 @@ func Splice(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 	stop := context.AfterFunc(ctx, func() { abort(ctx.Err()) })
 	defer stop()
 
+	// One direction runs on the calling goroutine: an idle tunnel costs
+	// one goroutine fewer.
 	var wg sync.WaitGroup
 	wg.Add(2)
 	pipe := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
-		bp := spliceBufs.Get().(*[]byte)
-		defer spliceBufs.Put(bp)
 		var e error
-		*n, e = io.CopyBuffer(dst, src, *bp)
+		*n, e = copyAdaptive(dst, src)
 		if e != nil {
 			abort(e)
 			return
@@ -57,7 +108,7 @@ func Splice(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 		dst.Close()
 	}
 	go pipe(b, a, &aToB)
-	go pipe(a, b, &bToA)
+	pipe(a, b, &bToA)
 	wg.Wait()
 	a.Close()
 	b.Close()
