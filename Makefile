@@ -17,7 +17,7 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 # Nested modules keep heavy test-only dependencies (Istio) out of go.mod.
 INTEROP_MODULE := conformance/interop/istio
 
-.PHONY: all build test test-unit test-interop lint fmt vet staticcheck bench bench-hbone fuzz clean
+.PHONY: all build test test-unit test-interop lint fmt vet staticcheck bench bench-hbone fuzz clean generate
 
 all: build
 
@@ -35,6 +35,17 @@ test-unit:
 ## test-interop: Istio's Go HBONE client and server against Skiff's
 test-interop:
 	cd $(INTEROP_MODULE) && $(GO) test $(GO_TEST_FLAGS) ./...
+
+## generate: regenerate the committed protobuf code and CRD manifests
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+CONTROLLER_GEN_VERSION := v0.23.0
+generate:
+	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler; }
+	@test -x $(GOBIN)/protoc-gen-go || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@test -x $(GOBIN)/protoc-gen-go-grpc || $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@test -x $(GOBIN)/controller-gen || $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	PATH="$(GOBIN):$$PATH" $(GO) generate ./pkg/xds/... ./pkg/identity/caclient/... ./pkg/apis/...
 
 ## lint: gofmt, go vet and staticcheck
 lint: fmt vet staticcheck
