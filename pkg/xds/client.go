@@ -1,0 +1,331 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/identity/caclient"
+)
+
+// Resource is one named, versioned resource as last accepted.
+type Resource struct {
+	Name    string
+	Version string
+	// Body holds the resource; decode it with Body.UnmarshalTo.
+	Body *anypb.Any
+}
+
+// Delta is one response for one type: what changed since the last accepted
+// state of that type.
+type Delta struct {
+	TypeURL string
+	Updated []Resource
+	Removed []string
+}
+
+// Subscription is one resource type the client asks for.
+type Subscription struct {
+	TypeURL string
+	// Names are the resources wanted; empty means all of them (wildcard).
+	Names []string
+	// Apply validates and applies a delta. An error rejects it (NACK): the
+	// client's state for the type stays as it was, and Apply must leave
+	// whatever it feeds unchanged too. Calls for one client are serialised.
+	Apply func(Delta) error
+}
+
+// ClientOptions configures NewClient.
+type ClientOptions struct {
+	// Address is the server's host:port (istiod-lite: 15012).
+	Address string
+	// Node identifies the client (ID, metadata such as the waypoint name).
+	Node *corev3.Node
+	// Subscriptions are the types to receive; at least one is required.
+	Subscriptions []Subscription
+
+	// TokenFile holds the service-account token sent as bearer credentials.
+	TokenFile string
+	// Transport, if set, is used as is. Otherwise TLS verifying the server as
+	// ServerName (default caclient.DefaultServerName) against Roots, or the
+	// certificates in RootCertFile.
+	Transport    credentials.TransportCredentials
+	Roots        *x509.CertPool
+	RootCertFile string
+	ServerName   string
+
+	// MinBackoff and MaxBackoff bound the jittered exponential delay between
+	// reconnection attempts (defaults 500ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxMessageSize bounds one response (default 256 MiB: a full state of
+	// a large cluster comes in one response).
+	MaxMessageSize int
+	Logger         *slog.Logger
+	DialOptions    []grpc.DialOption
+}
+
+// Client is a delta ADS client. Run drives it; State reads what it accepted.
+type Client struct {
+	opts ClientOptions
+	conn *grpc.ClientConn
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	state  map[string]map[string]Resource // type → name → resource
+	synced map[string]bool
+	ready  chan struct{}
+}
+
+// NewClient returns a client; it connects when Run is called.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.Address == "" {
+		return nil, errors.New("xds: Address is required")
+	}
+	if len(opts.Subscriptions) == 0 {
+		return nil, errors.New("xds: at least one subscription is required")
+	}
+	seen := map[string]bool{}
+	for _, s := range opts.Subscriptions {
+		if s.TypeURL == "" || s.Apply == nil {
+			return nil, errors.New("xds: a subscription needs a TypeURL and Apply")
+		}
+		if seen[s.TypeURL] {
+			return nil, fmt.Errorf("xds: %s subscribed twice", s.TypeURL)
+		}
+		seen[s.TypeURL] = true
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 256 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Node == nil {
+		opts.Node = &corev3.Node{}
+	}
+	creds := opts.Transport
+	if creds == nil {
+		roots := opts.Roots
+		if roots == nil {
+			if opts.RootCertFile == "" {
+				return nil, errors.New("xds: Transport, Roots or RootCertFile is required")
+			}
+			data, err := os.ReadFile(opts.RootCertFile)
+			if err != nil {
+				return nil, fmt.Errorf("xds: read roots: %w", err)
+			}
+			certs, err := identity.ParseCertificatesPEM(data)
+			if err != nil {
+				return nil, fmt.Errorf("xds: roots %s: %w", opts.RootCertFile, err)
+			}
+			roots = x509.NewCertPool()
+			for _, c := range certs {
+				roots.AddCert(c)
+			}
+		}
+		name := opts.ServerName
+		if name == "" {
+			name = caclient.DefaultServerName
+		}
+		creds = credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12})
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize)),
+	}
+	if opts.TokenFile != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(caclient.TokenFile(opts.TokenFile)))
+	}
+	dial = append(dial, opts.DialOptions...)
+	conn, err := grpc.NewClient(opts.Address, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	c := &Client{
+		opts:   opts,
+		conn:   conn,
+		log:    opts.Logger.With("xds_server", opts.Address),
+		state:  map[string]map[string]Resource{},
+		synced: map[string]bool{},
+		ready:  make(chan struct{}),
+	}
+	for _, s := range opts.Subscriptions {
+		c.state[s.TypeURL] = map[string]Resource{}
+	}
+	return c, nil
+}
+
+// Ready is closed once every subscription has accepted a first response.
+// It stays closed across reconnections: the last state remains in force.
+func (c *Client) Ready() <-chan struct{} { return c.ready }
+
+// State returns a copy of the last accepted resources of one type.
+func (c *Client) State(typeURL string) map[string]Resource {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.state[typeURL])
+}
+
+// Run connects and processes responses until ctx is done, reconnecting with
+// backoff after every failure. It closes the connection and returns nil
+// when ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.conn.Close()
+	failures := 0
+	for {
+		progressed, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			failures = 0
+		}
+		failures++
+		d := backoff(c.opts.MinBackoff, c.opts.MaxBackoff, failures)
+		c.log.Warn("xds stream ended; reconnecting", "err", err, "backoff", d)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+	}
+}
+
+// backoff is full-jitter exponential: a random delay in [d/2, d], where d
+// doubles per failure from min up to max.
+func backoff(minD, maxD time.Duration, failures int) time.Duration {
+	d := minD
+	for i := 1; i < failures && d < maxD; i++ {
+		d *= 2
+	}
+	d = min(d, maxD)
+	return d/2 + rand.N(d/2+1)
+}
+
+// session runs one stream. progressed reports whether any response arrived.
+func (c *Client) session(ctx context.Context) (progressed bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+	subs := map[string]Subscription{}
+	for i, s := range c.opts.Subscriptions {
+		subs[s.TypeURL] = s
+		req := &discoveryv3.DeltaDiscoveryRequest{
+			TypeUrl:                 s.TypeURL,
+			ResourceNamesSubscribe:  s.Names,
+			InitialResourceVersions: c.versions(s.TypeURL),
+		}
+		if len(s.Names) == 0 {
+			req.ResourceNamesSubscribe = []string{"*"}
+		}
+		if i == 0 {
+			req.Node = c.opts.Node
+		}
+		if err := stream.Send(req); err != nil {
+			return false, fmt.Errorf("subscribe %s: %w", s.TypeURL, err)
+		}
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("server closed the stream")
+			}
+			return progressed, err
+		}
+		progressed = true
+		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		sub, ok := subs[resp.GetTypeUrl()]
+		if !ok {
+			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: "type not subscribed: " + resp.GetTypeUrl()}
+		} else if err := c.apply(sub, resp); err != nil {
+			c.log.Warn("xds response rejected", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "err", err)
+			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		}
+		if err := stream.Send(ack); err != nil {
+			return progressed, fmt.Errorf("ack: %w", err)
+		}
+	}
+}
+
+func (c *Client) versions(typeURL string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.state[typeURL]) == 0 {
+		return nil
+	}
+	v := make(map[string]string, len(c.state[typeURL]))
+	for name, r := range c.state[typeURL] {
+		v[name] = r.Version
+	}
+	return v
+}
+
+// apply checks a response, hands it to the subscription, and records it.
+func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryResponse) error {
+	d := Delta{TypeURL: resp.GetTypeUrl(), Removed: resp.GetRemovedResources()}
+	names := map[string]bool{}
+	for _, r := range resp.GetResources() {
+		if r.GetName() == "" {
+			return errors.New("resource without a name")
+		}
+		if names[r.GetName()] {
+			return fmt.Errorf("resource %q sent twice", r.GetName())
+		}
+		names[r.GetName()] = true
+		body := r.GetResource()
+		if body == nil {
+			return fmt.Errorf("resource %q has no body", r.GetName())
+		}
+		if body.GetTypeUrl() != resp.GetTypeUrl() {
+			return fmt.Errorf("resource %q is a %s in a %s response", r.GetName(), body.GetTypeUrl(), resp.GetTypeUrl())
+		}
+		d.Updated = append(d.Updated, Resource{Name: r.GetName(), Version: r.GetVersion(), Body: body})
+	}
+	if err := sub.Apply(d); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.state[d.TypeURL]
+	for _, name := range d.Removed {
+		delete(st, name)
+	}
+	for _, r := range d.Updated {
+		st[r.Name] = r
+	}
+	if !c.synced[d.TypeURL] {
+		c.synced[d.TypeURL] = true
+		if len(c.synced) == len(c.opts.Subscriptions) {
+			close(c.ready)
+		}
+	}
+	return nil
+}
