@@ -1,0 +1,112 @@
+package telemetry
+
+import "go.opentelemetry.io/otel/attribute"
+
+// Istio's label names.
+const (
+	LabelReporter                    = "reporter"
+	LabelSourceWorkload              = "source_workload"
+	LabelSourceWorkloadNamespace     = "source_workload_namespace"
+	LabelSourcePrincipal             = "source_principal"
+	LabelSourceApp                   = "source_app"
+	LabelSourceVersion               = "source_version"
+	LabelSourceCluster               = "source_cluster"
+	LabelDestinationService          = "destination_service"
+	LabelDestinationServiceName      = "destination_service_name"
+	LabelDestinationServiceNamespace = "destination_service_namespace"
+	LabelDestinationWorkload         = "destination_workload"
+	LabelDestinationWorkloadNS       = "destination_workload_namespace"
+	LabelDestinationPrincipal        = "destination_principal"
+	LabelDestinationApp              = "destination_app"
+	LabelDestinationVersion          = "destination_version"
+	LabelDestinationCluster          = "destination_cluster"
+	LabelRequestProtocol             = "request_protocol"
+	LabelResponseCode                = "response_code"
+	LabelResponseFlags               = "response_flags"
+	LabelConnectionSecurityPolicy    = "connection_security_policy"
+)
+
+// Values Istio uses for unknown or absent labels.
+const (
+	Unknown       = "unknown"
+	NoFlags       = "-"
+	MutualTLS     = "mutual_tls"
+	ReporterSrc   = "source"
+	ReporterDst   = "destination"
+	ProtocolTCP   = "tcp"
+	ProtocolHTTP  = "http"
+	ProtocolGRPC  = "grpc"
+	FlagDenied    = "DENY"    // ztunnel: refused by authorization policy
+	FlagConnect   = "CONNECT" // ztunnel: upstream connection failure
+	FlagNoHealthy = "UH"      // no healthy upstream
+)
+
+// Peer describes one end of a connection or request.
+type Peer struct {
+	Workload  string
+	Namespace string
+	// Principal is the SPIFFE ID ("spiffe://td/ns/x/sa/y").
+	Principal string
+	// App and Version are the canonical service name and revision.
+	App, Version string
+	Cluster      string
+}
+
+// Labels are the labels of Istio's standard metrics. Empty fields are
+// reported as Unknown (ResponseFlags as NoFlags), as Istio does.
+type Labels struct {
+	// Reporter is ReporterSrc for the client-side proxy and ReporterDst
+	// for the server side.
+	Reporter    string
+	Source      Peer
+	Destination Peer
+	// DestinationService is the service hostname; Name and Namespace are
+	// its parts.
+	DestinationService          string
+	DestinationServiceName      string
+	DestinationServiceNamespace string
+	RequestProtocol             string
+	// ResponseCode is set for requests only (RequestMetrics).
+	ResponseCode string
+	// ResponseFlags explains a failure (FlagDenied, FlagConnect, ...).
+	ResponseFlags string
+	// SecurityPolicy is MutualTLS when the connection carried mTLS.
+	SecurityPolicy string
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// Set converts l to the attribute set the metrics record with. Compute it
+// once per connection; it allocates.
+func (l Labels) Set() attribute.Set {
+	kvs := []attribute.KeyValue{
+		attribute.String(LabelReporter, or(l.Reporter, Unknown)),
+		attribute.String(LabelSourceWorkload, or(l.Source.Workload, Unknown)),
+		attribute.String(LabelSourceWorkloadNamespace, or(l.Source.Namespace, Unknown)),
+		attribute.String(LabelSourcePrincipal, or(l.Source.Principal, Unknown)),
+		attribute.String(LabelSourceApp, or(l.Source.App, Unknown)),
+		attribute.String(LabelSourceVersion, or(l.Source.Version, Unknown)),
+		attribute.String(LabelSourceCluster, or(l.Source.Cluster, Unknown)),
+		attribute.String(LabelDestinationService, or(l.DestinationService, Unknown)),
+		attribute.String(LabelDestinationServiceName, or(l.DestinationServiceName, Unknown)),
+		attribute.String(LabelDestinationServiceNamespace, or(l.DestinationServiceNamespace, Unknown)),
+		attribute.String(LabelDestinationWorkload, or(l.Destination.Workload, Unknown)),
+		attribute.String(LabelDestinationWorkloadNS, or(l.Destination.Namespace, Unknown)),
+		attribute.String(LabelDestinationPrincipal, or(l.Destination.Principal, Unknown)),
+		attribute.String(LabelDestinationApp, or(l.Destination.App, Unknown)),
+		attribute.String(LabelDestinationVersion, or(l.Destination.Version, Unknown)),
+		attribute.String(LabelDestinationCluster, or(l.Destination.Cluster, Unknown)),
+		attribute.String(LabelRequestProtocol, or(l.RequestProtocol, Unknown)),
+		attribute.String(LabelResponseFlags, or(l.ResponseFlags, NoFlags)),
+		attribute.String(LabelConnectionSecurityPolicy, or(l.SecurityPolicy, Unknown)),
+	}
+	if l.ResponseCode != "" {
+		kvs = append(kvs, attribute.String(LabelResponseCode, l.ResponseCode))
+	}
+	return attribute.NewSet(kvs...)
+}

@@ -1,0 +1,74 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/otlptranslator"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// Provider is a MeterProvider whose metrics are served in the Prometheus
+// text format by Handler. Each Provider has its own registry: nothing is
+// registered globally.
+type Provider struct {
+	registry *prometheus.Registry
+	mp       *sdkmetric.MeterProvider
+}
+
+// ProviderOptions configures NewProvider.
+type ProviderOptions struct {
+	// ProcessMetrics adds the Go runtime and process collectors
+	// (go_*, process_*), as every Prometheus target usually has.
+	ProcessMetrics bool
+}
+
+// NewProvider returns a Provider. Metric names are exported as written
+// (Istio's names already carry their unit), counters get the "_total"
+// suffix, and no OpenTelemetry scope or target labels are added, so series
+// look exactly like Istio's.
+func NewProvider(opts ProviderOptions) (*Provider, error) {
+	reg := prometheus.NewRegistry()
+	if opts.ProcessMetrics {
+		if err := reg.Register(collectors.NewGoCollector()); err != nil {
+			return nil, fmt.Errorf("telemetry: registering Go collector: %w", err)
+		}
+		if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+			return nil, fmt.Errorf("telemetry: registering process collector: %w", err)
+		}
+	}
+	exp, err := otelprom.New(
+		otelprom.WithRegisterer(reg),
+		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
+		otelprom.WithoutScopeInfo(),
+		otelprom.WithoutTargetInfo(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: creating Prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(
+		sdkmetric.WithReader(exp),
+		sdkmetric.WithView(durationView),
+	)
+	return &Provider{registry: reg, mp: mp}, nil
+}
+
+// Meter returns a named Meter.
+func (p *Provider) Meter(name string) metric.Meter { return p.mp.Meter(name) }
+
+// Handler serves the metrics (for /metrics).
+func (p *Provider) Handler() http.Handler {
+	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{})
+}
+
+// Gatherer exposes the registry, for tests and for adding collectors.
+func (p *Provider) Gatherer() prometheus.Gatherer { return p.registry }
+
+// Shutdown flushes and stops the MeterProvider.
+func (p *Provider) Shutdown(ctx context.Context) error { return p.mp.Shutdown(ctx) }
