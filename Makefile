@@ -29,8 +29,17 @@ build:
 ## test: unit and integration tests with the race detector
 test: test-unit test-interop
 
-test-unit:
+test-unit: k8s-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
+
+## k8s-bin: kube-apiserver and etcd for envtest (built once, cached by
+## conformance/cluster/build-k8s.sh); exported to every test as KUBEBUILDER_ASSETS
+K8S_VERSION ?= v1.36.3
+KUBEBUILDER_ASSETS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/k8s-$(K8S_VERSION)/bin
+export KUBEBUILDER_ASSETS
+.PHONY: k8s-bin
+k8s-bin:
+	K8S_VERSION=$(K8S_VERSION) bash conformance/cluster/build-k8s.sh
 
 ## test-interop: Istio's Go HBONE client and server against Skiff's
 test-interop:

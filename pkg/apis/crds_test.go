@@ -1,0 +1,131 @@
+package apis_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffmesh/skiff/pkg/apis"
+	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+)
+
+func TestCRDsParse(t *testing.T) {
+	crds, err := apis.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"authorizationpolicies.security.istio.io":   false,
+		"ratelimitpolicies.policy.skiff.dev":        false,
+		"gateways.gateway.networking.k8s.io":        false,
+		"gatewayclasses.gateway.networking.k8s.io":  false,
+		"httproutes.gateway.networking.k8s.io":      false,
+		"grpcroutes.gateway.networking.k8s.io":      false,
+		"referencegrants.gateway.networking.k8s.io": false,
+	}
+	for _, c := range crds {
+		want[c.Name] = true
+	}
+	for name, found := range want {
+		if !found {
+			t.Errorf("CRD %s is not embedded", name)
+		}
+	}
+}
+
+// TestCRDsOnAPIServer installs the embedded CRDs in a real apiserver and
+// checks that the schemas accept good objects and reject bad ones.
+func TestCRDsOnAPIServer(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: envtest needs kube-apiserver and etcd (make test builds them)")
+	}
+	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
+		t.Skipf("no kube-apiserver in KUBEBUILDER_ASSETS: %v", err)
+	}
+	crds, err := apis.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := apis.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "crd-"}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(ctx, ns) })
+
+	route := gatewayv1.LocalPolicyTargetReference{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "r"}
+	svc := gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "s"}
+	for _, tc := range []struct {
+		name    string
+		spec    policyv1alpha1.RateLimitPolicySpec
+		wantErr string
+	}{
+		{"route target", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{route}, Limit: policyv1alpha1.Limit{Requests: 10, Unit: policyv1alpha1.Second, Burst: ptr.To[uint32](20)}}, ""},
+		{"service target per header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Minute}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader, Header: "x-user"}}, ""},
+		{"no targets", policyv1alpha1.RateLimitPolicySpec{Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}}, "targetRefs"},
+		{"bad target kind", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: "apps", Kind: "Deployment", Name: "d"}}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}}, "targetRefs must be HTTPRoutes or Services"},
+		{"zero requests", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 0, Unit: policyv1alpha1.Second}}, "requests"},
+		{"bad unit", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: "Fortnight"}}, "unit"},
+		{"header key without header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader}}, "header is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &policyv1alpha1.RateLimitPolicy{ObjectMeta: metav1.ObjectMeta{GenerateName: "rl-", Namespace: ns.Name}, Spec: tc.spec}
+			err := c.Create(ctx, p)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("create: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("create: err = %v, want one mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+
+	ap := &securityv1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-sleep", Namespace: ns.Name},
+		Spec: securityv1.AuthorizationPolicySpec{
+			Selector: &securityv1.WorkloadSelector{MatchLabels: map[string]string{"app": "httpbin"}},
+			Action:   securityv1.ActionDeny,
+			Rules: []securityv1.Rule{{
+				From: []securityv1.RuleFrom{{Source: &securityv1.Source{Principals: []string{"cluster.local/ns/default/sa/sleep"}}}},
+				To:   []securityv1.RuleTo{{Operation: &securityv1.Operation{Ports: []string{"8080"}, Paths: []string{"/admin*"}}}},
+			}},
+		},
+	}
+	if err := c.Create(ctx, ap); err != nil {
+		t.Fatalf("create AuthorizationPolicy: %v", err)
+	}
+	ap.Spec.Action = "MAYBE"
+	if err := c.Update(ctx, ap); err == nil || !strings.Contains(err.Error(), "action") {
+		t.Fatalf("update with a bad action: err = %v, want a validation error", err)
+	}
+}
