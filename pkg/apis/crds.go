@@ -9,8 +9,8 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
 
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"

@@ -97,7 +97,7 @@ const (
 )
 
 // RateLimitKey makes the limit per client.
-// +kubebuilder:validation:XValidation:rule="self.type == 'Header' ? has(self.header) && self.header != '' : !has(self.header)",message="header is required for type Header and only allowed for it"
+// +kubebuilder:validation:XValidation:rule="self.type == 'Header' ? has(self.header) && self.header != ” : !has(self.header)",message="header is required for type Header and only allowed for it"
 type RateLimitKey struct {
 	Type KeyType `json:"type"`
 	// Header is the request header whose value is the key (type Header).
