@@ -29,4 +29,6 @@ const (
 	// ProbeSNATAddress is the link-local address kubelet's probes are SNATed
 	// to on the node; the pod rules accept traffic from it without redirect.
 	ProbeSNATAddress = "169.254.7.127"
+	// ProbeSNATAddressV6 is the IPv6 equivalent (Istio's).
+	ProbeSNATAddressV6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff"
 )
