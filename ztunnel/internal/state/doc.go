@@ -1,0 +1,9 @@
+// Package state is ztunnel's view of the mesh: workloads, services and
+// authorization policies, as delivered by a configuration source (the local
+// file or xDS). A Store holds an immutable Snapshot that the proxy reads
+// without locks; every update builds and validates a new Snapshot, so a bad
+// update is rejected as a whole and the last good state stays in force.
+//
+// The model follows Istio's workload API (istio.workload.Workload, Service)
+// and converts authorization to pkg/policy for evaluation.
+package state

@@ -1,0 +1,218 @@
+package state
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/inpod"
+)
+
+// TunnelProtocol is how a workload accepts mesh traffic.
+type TunnelProtocol int
+
+const (
+	// TunnelNone: the workload is not in the mesh; traffic to it is passed
+	// through as plain TCP.
+	TunnelNone TunnelProtocol = 0
+	// TunnelHBONE: the workload's ztunnel accepts HBONE on port 15008.
+	TunnelHBONE TunnelProtocol = 1
+)
+
+func (p TunnelProtocol) String() string {
+	switch p {
+	case TunnelNone:
+		return "NONE"
+	case TunnelHBONE:
+		return "HBONE"
+	}
+	return fmt.Sprintf("TunnelProtocol(%d)", int(p))
+}
+
+// NamespacedHostname names a service.
+type NamespacedHostname struct {
+	Namespace string `json:"namespace"`
+	Hostname  string `json:"hostname"`
+}
+
+// Key is the service key "<namespace>/<hostname>".
+func (n NamespacedHostname) Key() string { return n.Namespace + "/" + n.Hostname }
+
+// GatewayAddress is how to reach a waypoint: a workload or service address,
+// or a service by name.
+type GatewayAddress struct {
+	// Address is the waypoint's IP (a workload or a service VIP).
+	Address netip.Addr
+	// Hostname names the waypoint's service when Address is not set.
+	Hostname NamespacedHostname
+	// HBONEPort is the waypoint's HBONE port (15008 when zero).
+	HBONEPort uint16
+}
+
+// Port returns the HBONE port, defaulting to 15008.
+func (g *GatewayAddress) Port() uint16 {
+	if g.HBONEPort == 0 {
+		return inpod.InboundHBONEPort
+	}
+	return g.HBONEPort
+}
+
+func (g *GatewayAddress) validate() error {
+	switch {
+	case g.Address.IsValid() && g.Hostname != (NamespacedHostname{}):
+		return fmt.Errorf("waypoint has both an address and a hostname")
+	case !g.Address.IsValid() && (g.Hostname.Namespace == "" || g.Hostname.Hostname == ""):
+		return fmt.Errorf("waypoint needs an address or a namespace and hostname")
+	}
+	return nil
+}
+
+// Port maps a service port to the port the workload listens on.
+type Port struct {
+	ServicePort uint16
+	// TargetPort 0 means "look it up in the workload's Services".
+	TargetPort uint16
+}
+
+// Workload is one endpoint: for Kubernetes, a pod.
+type Workload struct {
+	UID       string
+	Name      string
+	Namespace string
+	Addresses []netip.Addr
+	// Node is the node the workload runs on; ztunnel serves the workloads
+	// of its own node.
+	Node           string
+	TrustDomain    string
+	ServiceAccount string
+	Protocol       TunnelProtocol
+	// Waypoint receives traffic addressed to the workload, when set.
+	Waypoint *GatewayAddress
+	// Services maps service keys to this workload's ports for them.
+	Services map[string][]Port
+	// AuthorizationPolicies are keys of selector policies for the workload.
+	AuthorizationPolicies []string
+	Healthy               bool
+	CanonicalName         string
+	CanonicalRevision     string
+	WorkloadName          string
+	ClusterID             string
+
+	id spiffeid.ID
+}
+
+// Identity is the workload's SPIFFE ID.
+func (w *Workload) Identity() spiffeid.ID { return w.id }
+
+// HasAddress reports whether ip is one of the workload's addresses.
+func (w *Workload) HasAddress(ip netip.Addr) bool {
+	return slices.Contains(w.Addresses, ip.Unmap())
+}
+
+// normalize fills defaults and checks w on its own.
+func (w *Workload) normalize(defaultTD string) error {
+	switch {
+	case w.UID == "":
+		return fmt.Errorf("workload %s/%s: uid is empty", w.Namespace, w.Name)
+	case w.Name == "":
+		return fmt.Errorf("workload %s: name is empty", w.UID)
+	case w.Namespace == "":
+		return fmt.Errorf("workload %s: namespace is empty", w.UID)
+	case w.Protocol != TunnelNone && w.Protocol != TunnelHBONE:
+		return fmt.Errorf("workload %s: unknown tunnel protocol %d", w.UID, w.Protocol)
+	}
+	if w.ServiceAccount == "" {
+		w.ServiceAccount = "default"
+	}
+	if w.TrustDomain == "" {
+		w.TrustDomain = defaultTD
+	}
+	td, err := spiffeid.TrustDomainFromString(w.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("workload %s: trust domain %q: %w", w.UID, w.TrustDomain, err)
+	}
+	if w.id, err = identity.WorkloadID(td, w.Namespace, w.ServiceAccount); err != nil {
+		return fmt.Errorf("workload %s: identity: %w", w.UID, err)
+	}
+	for i, a := range w.Addresses {
+		if !a.IsValid() || a.IsUnspecified() {
+			return fmt.Errorf("workload %s: invalid address %v", w.UID, a)
+		}
+		w.Addresses[i] = a.Unmap()
+	}
+	if w.Waypoint != nil {
+		if err := w.Waypoint.validate(); err != nil {
+			return fmt.Errorf("workload %s: %w", w.UID, err)
+		}
+	}
+	for svc, ports := range w.Services {
+		for _, p := range ports {
+			if p.ServicePort == 0 {
+				return fmt.Errorf("workload %s: service %s: service port 0", w.UID, svc)
+			}
+		}
+	}
+	return nil
+}
+
+// Service is a set of workloads behind virtual IPs.
+type Service struct {
+	Name      string
+	Namespace string
+	Hostname  string
+	// Addresses are the VIPs; none for a headless service.
+	Addresses       []netip.Addr
+	Ports           []Port
+	SubjectAltNames []string
+	// Waypoint receives all traffic addressed to the service, when set.
+	Waypoint *GatewayAddress
+}
+
+// Key is "<namespace>/<hostname>", how workloads refer to the service.
+func (s *Service) Key() string { return s.Namespace + "/" + s.Hostname }
+
+// TargetPort maps a service port; ok is false when the service does not
+// expose it. A zero target means the port is named: see Workload.Services.
+func (s *Service) TargetPort(servicePort uint16) (target uint16, ok bool) {
+	for _, p := range s.Ports {
+		if p.ServicePort == servicePort {
+			return p.TargetPort, true
+		}
+	}
+	return 0, false
+}
+
+// normalize checks s on its own.
+func (s *Service) normalize() error {
+	switch {
+	case s.Namespace == "":
+		return fmt.Errorf("service %s: namespace is empty", s.Hostname)
+	case s.Hostname == "":
+		return fmt.Errorf("service %s/%s: hostname is empty", s.Namespace, s.Name)
+	}
+	seen := map[uint16]bool{}
+	for _, p := range s.Ports {
+		if p.ServicePort == 0 {
+			return fmt.Errorf("service %s: service port 0", s.Key())
+		}
+		if seen[p.ServicePort] {
+			return fmt.Errorf("service %s: port %d listed twice", s.Key(), p.ServicePort)
+		}
+		seen[p.ServicePort] = true
+	}
+	for i, a := range s.Addresses {
+		if !a.IsValid() || a.IsUnspecified() {
+			return fmt.Errorf("service %s: invalid address %v", s.Key(), a)
+		}
+		s.Addresses[i] = a.Unmap()
+	}
+	if s.Waypoint != nil {
+		if err := s.Waypoint.validate(); err != nil {
+			return fmt.Errorf("service %s: %w", s.Key(), err)
+		}
+	}
+	return nil
+}
