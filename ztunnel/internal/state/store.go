@@ -138,8 +138,8 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 type Tx struct {
 	trustDomain string
 	workloads   map[string]*Workload
-	services  map[string]*Service
-	policies  map[string]*policy.Policy
+	services    map[string]*Service
+	policies    map[string]*policy.Policy
 }
 
 // AddWorkload validates w and adds or replaces the workload with w.UID.
