@@ -1,0 +1,148 @@
+// Package auth authenticates istiod-lite's gRPC callers: a Kubernetes
+// service-account token, sent as "authorization: Bearer <token>", checked
+// with a TokenReview against the apiserver. Results are cached briefly, so a
+// node agent asking for many certificates costs one review.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Extra keys the apiserver sets for pod-bound service-account tokens.
+const (
+	ExtraPodName  = "authentication.kubernetes.io/pod-name"
+	ExtraPodUID   = "authentication.kubernetes.io/pod-uid"
+	ExtraNodeName = "authentication.kubernetes.io/node-name"
+)
+
+// Caller is an authenticated service account.
+type Caller struct {
+	Namespace, ServiceAccount string
+	// PodName, PodUID and NodeName are set for pod-bound tokens.
+	PodName, PodUID, NodeName string
+}
+
+// Reviewer creates TokenReviews (the apiserver's TokenReview client).
+type Reviewer interface {
+	Create(ctx context.Context, tr *authnv1.TokenReview, opts metav1.CreateOptions) (*authnv1.TokenReview, error)
+}
+
+// TokenReviewer authenticates bearer tokens with TokenReview.
+type TokenReviewer struct {
+	reviewer  Reviewer
+	audiences []string
+	ttl       time.Duration
+	now       func() time.Time
+
+	mu    sync.Mutex
+	cache map[[32]byte]cached
+}
+
+type cached struct {
+	caller  *Caller
+	err     error
+	expires time.Time
+}
+
+// NewTokenReviewer returns an authenticator that requires tokens for one of
+// audiences (none: the apiserver's default) and caches each answer for ttl
+// (successes) or a tenth of it (failures, so a fixed token works quickly).
+func NewTokenReviewer(r Reviewer, audiences []string, ttl time.Duration) *TokenReviewer {
+	return &TokenReviewer{reviewer: r, audiences: audiences, ttl: ttl, now: time.Now, cache: map[[32]byte]cached{}}
+}
+
+// ErrUnauthenticated is returned for missing, malformed or rejected tokens.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// FromContext authenticates the bearer token in a gRPC call's metadata. Its
+// errors are gRPC statuses (Unauthenticated, or Unavailable when the
+// apiserver could not be asked).
+func (t *TokenReviewer) FromContext(ctx context.Context) (*Caller, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "missing bearer token")
+	}
+	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok || strings.TrimSpace(tok) == "" {
+		return nil, status.Error(codes.Unauthenticated, "malformed authorization header")
+	}
+	c, err := t.Authenticate(ctx, strings.TrimSpace(tok))
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	case err != nil:
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return c, nil
+}
+
+// Authenticate reviews token. Errors wrapping ErrUnauthenticated mean the
+// token is not acceptable; others that the review could not be made.
+func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller, error) {
+	h := sha256.Sum256([]byte(token))
+	now := t.now()
+	t.mu.Lock()
+	if c, ok := t.cache[h]; ok && now.Before(c.expires) {
+		t.mu.Unlock()
+		return c.caller, c.err
+	}
+	t.mu.Unlock()
+
+	tr, err := t.reviewer.Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: t.audiences}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("token review: %w", err)
+	}
+	caller, authErr := callerFrom(tr)
+	ttl := t.ttl
+	if authErr != nil {
+		ttl /= 10
+	}
+	t.mu.Lock()
+	if len(t.cache) > 100_000 { // bound memory under a flood of distinct tokens
+		clear(t.cache)
+	}
+	t.cache[h] = cached{caller: caller, err: authErr, expires: now.Add(ttl)}
+	t.mu.Unlock()
+	return caller, authErr
+}
+
+func callerFrom(tr *authnv1.TokenReview) (*Caller, error) {
+	if !tr.Status.Authenticated {
+		msg := tr.Status.Error
+		if msg == "" {
+			msg = "token rejected"
+		}
+		return nil, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
+	}
+	// system:serviceaccount:<namespace>:<name>
+	parts := strings.Split(tr.Status.User.Username, ":")
+	if len(parts) != 4 || parts[0] != "system" || parts[1] != "serviceaccount" || parts[2] == "" || parts[3] == "" {
+		return nil, fmt.Errorf("%w: %q is not a service account", ErrUnauthenticated, tr.Status.User.Username)
+	}
+	c := &Caller{Namespace: parts[2], ServiceAccount: parts[3]}
+	extra := tr.Status.User.Extra
+	c.PodName = first(extra[ExtraPodName])
+	c.PodUID = first(extra[ExtraPodUID])
+	c.NodeName = first(extra[ExtraNodeName])
+	return c, nil
+}
+
+func first(v authnv1.ExtraValue) string {
+	if len(v) == 1 {
+		return v[0]
+	}
+	return ""
+}

@@ -1,0 +1,117 @@
+// Package controllers feeds istiod-lite's index from the cluster: one
+// controller-runtime reconciler per kind, each reading the object from the
+// informer cache and handing it (or its deletion) to the index. They run on
+// every replica (no leader election), since every replica serves xDS.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
+	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+)
+
+// feeder reconciles one kind into the index.
+type feeder[T client.Object] struct {
+	reader client.Reader
+	newObj func() T
+	set    func(ns, name string, obj T) // obj is the zero T on deletion
+}
+
+func (f *feeder[T]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	obj := f.newObj()
+	err := f.reader.Get(ctx, req.NamespacedName, obj)
+	switch {
+	case apierrors.IsNotFound(err):
+		var zero T
+		f.set(req.Namespace, req.Name, zero)
+		return reconcile.Result{}, nil
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("get %s: %w", req.NamespacedName, err)
+	}
+	f.set(req.Namespace, req.Name, obj)
+	return reconcile.Result{}, nil
+}
+
+func add[T client.Object](mgr ctrl.Manager, name string, newObj func() T, set func(ns, name string, obj T), workers int) error {
+	f := &feeder[T]{reader: mgr.GetCache(), newObj: newObj, set: set}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named(name).
+		For(newObj()).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: workers}).
+		Complete(f)
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", name, err)
+	}
+	return nil
+}
+
+// Options selects optional kinds.
+type Options struct {
+	// GatewayAPI watches Gateways, HTTPRoutes and GRPCRoutes (their CRDs
+	// must be installed).
+	GatewayAPI bool
+	// Policies watches AuthorizationPolicies and RateLimitPolicies.
+	Policies bool
+}
+
+// Setup registers the index's reconcilers with mgr.
+func Setup(mgr ctrl.Manager, ix *index.Index, opts Options) error {
+	steps := []func() error{
+		func() error {
+			return add(mgr, "index-namespace", func() *corev1.Namespace { return &corev1.Namespace{} }, func(_, name string, o *corev1.Namespace) {
+				ix.SetNamespace(name, o)
+			}, 1)
+		},
+		func() error {
+			return add(mgr, "index-pod", func() *corev1.Pod { return &corev1.Pod{} }, ix.SetPod, 2)
+		},
+		func() error {
+			return add(mgr, "index-service", func() *corev1.Service { return &corev1.Service{} }, ix.SetService, 1)
+		},
+		func() error {
+			return add(mgr, "index-endpointslice", func() *discoveryv1.EndpointSlice { return &discoveryv1.EndpointSlice{} }, ix.SetEndpointSlice, 1)
+		},
+	}
+	if opts.GatewayAPI {
+		steps = append(steps,
+			func() error {
+				return add(mgr, "index-gateway", func() *gatewayv1.Gateway { return &gatewayv1.Gateway{} }, ix.SetGateway, 1)
+			},
+			func() error {
+				return add(mgr, "index-httproute", func() *gatewayv1.HTTPRoute { return &gatewayv1.HTTPRoute{} }, ix.SetHTTPRoute, 1)
+			},
+			func() error {
+				return add(mgr, "index-grpcroute", func() *gatewayv1.GRPCRoute { return &gatewayv1.GRPCRoute{} }, ix.SetGRPCRoute, 1)
+			},
+		)
+	}
+	if opts.Policies {
+		steps = append(steps,
+			func() error {
+				return add(mgr, "index-authorizationpolicy", func() *securityv1.AuthorizationPolicy { return &securityv1.AuthorizationPolicy{} }, ix.SetAuthorizationPolicy, 1)
+			},
+			func() error {
+				return add(mgr, "index-ratelimitpolicy", func() *policyv1alpha1.RateLimitPolicy { return &policyv1alpha1.RateLimitPolicy{} }, ix.SetRateLimitPolicy, 1)
+			},
+		)
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

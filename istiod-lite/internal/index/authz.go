@@ -1,0 +1,199 @@
+package index
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
+)
+
+// translatable reports whether ztunnel enforces p: ALLOW or DENY, attached
+// by selector or namespace rather than to a waypoint.
+func translatable(p *securityv1.AuthorizationPolicy) bool {
+	if hasTargets(p) {
+		return false
+	}
+	switch p.Spec.Action {
+	case "", securityv1.ActionAllow, securityv1.ActionDeny:
+		return true
+	}
+	return false
+}
+
+// translateL4 turns a policy into ztunnel's L4 form, or nil when ztunnel
+// does not enforce it. Attributes ztunnel cannot check are handled the way
+// Istio does, never more permissively than written: in an ALLOW policy a rule
+// using them is dropped (it can never match); in a DENY policy they are left
+// out, so the rule matches on its L4 conditions alone (all traffic if none).
+// Values that do not parse are treated as such attributes.
+func translateL4(p *securityv1.AuthorizationPolicy, rootNS string) *securityapi.Authorization {
+	if !translatable(p) {
+		return nil
+	}
+	a := &securityapi.Authorization{Name: p.Name, Namespace: p.Namespace, Action: securityapi.Action_ALLOW}
+	deny := p.Spec.Action == securityv1.ActionDeny
+	if deny {
+		a.Action = securityapi.Action_DENY
+	}
+	switch {
+	case selectorOf(p) != nil:
+		a.Scope = securityapi.Scope_WORKLOAD_SELECTOR
+	case p.Namespace == rootNS:
+		a.Scope = securityapi.Scope_GLOBAL
+	default:
+		a.Scope = securityapi.Scope_NAMESPACE
+	}
+	for _, r := range p.Spec.Rules {
+		g, l7 := l4Group(r)
+		if l7 && !deny {
+			continue
+		}
+		a.Groups = append(a.Groups, g)
+	}
+	return a
+}
+
+// l4Group translates a rule; l7 reports that it used attributes (or
+// values) that could not be expressed at L4.
+func l4Group(r securityv1.Rule) (g *securityapi.Group, l7 bool) {
+	g = &securityapi.Group{}
+	if len(r.From) > 0 {
+		rules := &securityapi.Rules{}
+		for _, f := range r.From {
+			m, unsupported := sourceMatch(f.Source)
+			l7 = l7 || unsupported
+			rules.Matches = append(rules.Matches, m)
+		}
+		g.Rules = append(g.Rules, rules)
+	}
+	if len(r.To) > 0 {
+		rules := &securityapi.Rules{}
+		for _, t := range r.To {
+			m, unsupported := operationMatch(t.Operation)
+			l7 = l7 || unsupported
+			rules.Matches = append(rules.Matches, m)
+		}
+		g.Rules = append(g.Rules, rules)
+	}
+	for _, c := range r.When {
+		m, unsupported := conditionMatch(c)
+		l7 = l7 || unsupported
+		g.Rules = append(g.Rules, &securityapi.Rules{Matches: []*securityapi.Match{m}})
+	}
+	return g, l7
+}
+
+func sourceMatch(s *securityv1.Source) (*securityapi.Match, bool) {
+	m := &securityapi.Match{}
+	if s == nil {
+		return m, false
+	}
+	l7 := len(s.RequestPrincipals)+len(s.NotRequestPrincipals)+len(s.RemoteIPBlocks)+len(s.NotRemoteIPBlocks) > 0
+	m.Principals = stringMatches(s.Principals)
+	m.NotPrincipals = stringMatches(s.NotPrincipals)
+	m.Namespaces = stringMatches(s.Namespaces)
+	m.NotNamespaces = stringMatches(s.NotNamespaces)
+	var bad bool
+	m.SourceIps, bad = cidrs(s.IPBlocks)
+	l7 = l7 || bad
+	m.NotSourceIps, bad = cidrs(s.NotIPBlocks)
+	return m, l7 || bad
+}
+
+func operationMatch(o *securityv1.Operation) (*securityapi.Match, bool) {
+	m := &securityapi.Match{}
+	if o == nil {
+		return m, false
+	}
+	l7 := len(o.Hosts)+len(o.NotHosts)+len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0
+	var bad bool
+	m.DestinationPorts, bad = ports(o.Ports)
+	l7 = l7 || bad
+	m.NotDestinationPorts, bad = ports(o.NotPorts)
+	return m, l7 || bad
+}
+
+func conditionMatch(c securityv1.Condition) (*securityapi.Match, bool) {
+	m := &securityapi.Match{}
+	var bad, bad2 bool
+	switch c.Key {
+	case "source.ip":
+		m.SourceIps, bad = cidrs(c.Values)
+		m.NotSourceIps, bad2 = cidrs(c.NotValues)
+	case "destination.ip":
+		m.DestinationIps, bad = cidrs(c.Values)
+		m.NotDestinationIps, bad2 = cidrs(c.NotValues)
+	case "destination.port":
+		m.DestinationPorts, bad = ports(c.Values)
+		m.NotDestinationPorts, bad2 = ports(c.NotValues)
+	case "source.namespace":
+		m.Namespaces, m.NotNamespaces = stringMatches(c.Values), stringMatches(c.NotValues)
+	case "source.principal":
+		m.Principals, m.NotPrincipals = stringMatches(c.Values), stringMatches(c.NotValues)
+	default:
+		return &securityapi.Match{}, true
+	}
+	return m, bad || bad2
+}
+
+// StringMatch converts Istio's string syntax: "*" any non-empty value,
+// "*x" suffix, "x*" prefix, otherwise exact.
+func StringMatch(v string) *securityapi.StringMatch {
+	switch {
+	case v == "*":
+		return &securityapi.StringMatch{MatchType: &securityapi.StringMatch_Presence{Presence: &emptypb.Empty{}}}
+	case strings.HasPrefix(v, "*"):
+		return &securityapi.StringMatch{MatchType: &securityapi.StringMatch_Suffix{Suffix: v[1:]}}
+	case strings.HasSuffix(v, "*"):
+		return &securityapi.StringMatch{MatchType: &securityapi.StringMatch_Prefix{Prefix: v[:len(v)-1]}}
+	}
+	return &securityapi.StringMatch{MatchType: &securityapi.StringMatch_Exact{Exact: v}}
+}
+
+func stringMatches(vs []string) []*securityapi.StringMatch {
+	var out []*securityapi.StringMatch
+	for _, v := range vs {
+		out = append(out, StringMatch(v))
+	}
+	return out
+}
+
+// cidrs parses IPs and CIDRs; bad reports a value that does not parse
+// (which is left out).
+func cidrs(vs []string) (out []*securityapi.Address, bad bool) {
+	for _, v := range vs {
+		var p netip.Prefix
+		var err error
+		if strings.Contains(v, "/") {
+			p, err = netip.ParsePrefix(v)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(v); err == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		if err != nil {
+			bad = true
+			continue
+		}
+		p = p.Masked()
+		out = append(out, &securityapi.Address{Address: addrBytes(p.Addr()), Length: uint32(p.Bits())})
+	}
+	return out, bad
+}
+
+func ports(vs []string) (out []uint32, bad bool) {
+	for _, v := range vs {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			bad = true
+			continue
+		}
+		out = append(out, uint32(n))
+	}
+	return out, bad
+}

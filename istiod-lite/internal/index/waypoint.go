@@ -1,0 +1,513 @@
+package index
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
+	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
+)
+
+// boundGateway is the waypoint key an object is bound to by its labels or
+// its namespace's, whatever the waypoint serves.
+func (ix *Index) boundGateway(ns string, labels map[string]string) key {
+	name, wpNS := labels[LabelUseWaypoint], labels[LabelUseWaypointNS]
+	if name == "" {
+		name, wpNS = ix.nsLabel(ns, LabelUseWaypoint), ix.nsLabel(ns, LabelUseWaypointNS)
+	}
+	if name == "" || name == waypointNone {
+		return ""
+	}
+	if wpNS == "" {
+		wpNS = ns
+	}
+	return keyOf(wpNS, name)
+}
+
+func (ix *Index) buildWaypoint(g *gatewayInfo) *waypointapi.Waypoint {
+	gk := keyOf(g.ns, g.name)
+	wp := &waypointapi.Waypoint{Name: g.name, Namespace: g.ns, TrustDomain: ix.opts.TrustDomain}
+	if g.serves(WaypointForService) {
+		for _, s := range ix.services {
+			if s.external || s.labels[LabelGatewayName] != "" || ix.boundGateway(s.ns, s.labels) != gk {
+				continue
+			}
+			wp.Services = append(wp.Services, ix.waypointService(s))
+		}
+	}
+	slices.SortFunc(wp.Services, func(a, b *waypointapi.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Hostname, b.Hostname))
+	})
+	for _, p := range sortedPolicies(ix.authz) {
+		if targets(p, gatewayv1.GroupName, "Gateway", g.name) && p.Namespace == g.ns {
+			if l7 := translateL7(p); l7 != nil {
+				wp.Policies = append(wp.Policies, l7)
+			}
+		}
+	}
+	return wp
+}
+
+func sortedPolicies(m map[key]*securityv1.AuthorizationPolicy) []*securityv1.AuthorizationPolicy {
+	keys := make([]key, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]*securityv1.AuthorizationPolicy, len(keys))
+	for i, k := range keys {
+		out[i] = m[k]
+	}
+	return out
+}
+
+func targets(p *securityv1.AuthorizationPolicy, group, kind, name string) bool {
+	refs := p.Spec.TargetRefs
+	if p.Spec.TargetRef != nil {
+		refs = append(slices.Clone(refs), *p.Spec.TargetRef)
+	}
+	for _, r := range refs {
+		if r.Kind == kind && r.Name == name && (r.Group == group || (group == "" && r.Group == "core")) && (r.Namespace == "" || r.Namespace == p.Namespace) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ix *Index) waypointService(s *serviceInfo) *waypointapi.Service {
+	out := &waypointapi.Service{Name: s.name, Namespace: s.ns, Hostname: ix.hostname(s.ns, s.name)}
+	for _, ip := range s.vips {
+		out.Vips = append(out.Vips, ip.AsSlice())
+	}
+	for _, sp := range s.ports {
+		p := &waypointapi.ServicePort{Name: sp.name, Port: sp.port, AppProtocol: sp.appProtocol}
+		if sp.targetPort.Type == 0 {
+			p.TargetPort = uint32(sp.targetPort.IntVal)
+			if p.TargetPort == 0 {
+				p.TargetPort = sp.port
+			}
+		}
+		out.Ports = append(out.Ports, p)
+	}
+	routeKeys := map[string]bool{}
+	for _, r := range sortedRoutes(ix.httpRoutes, func(r *gatewayv1.HTTPRoute) metaOf { return metaOf{r.Namespace, r.Name, r.CreationTimestamp.Time} }) {
+		for _, ref := range r.Spec.ParentRefs {
+			if !refersToService(ref, r.Namespace, s) {
+				continue
+			}
+			out.HttpRoutes = append(out.HttpRoutes, ix.httpRoute(r, ref))
+			routeKeys[keyOf(r.Namespace, r.Name)] = true
+		}
+	}
+	for _, r := range sortedRoutes(ix.grpcRoutes, func(r *gatewayv1.GRPCRoute) metaOf { return metaOf{r.Namespace, r.Name, r.CreationTimestamp.Time} }) {
+		for _, ref := range r.Spec.ParentRefs {
+			if refersToService(ref, r.Namespace, s) {
+				out.GrpcRoutes = append(out.GrpcRoutes, ix.grpcRoute(r, ref))
+			}
+		}
+	}
+	rlKeys := make([]key, 0, len(ix.rateLimits))
+	for k := range ix.rateLimits {
+		rlKeys = append(rlKeys, k)
+	}
+	slices.Sort(rlKeys)
+	for _, k := range rlKeys {
+		p := ix.rateLimits[k]
+		for _, t := range p.Spec.TargetRefs {
+			switch {
+			case t.Group == "" && t.Kind == "Service" && string(t.Name) == s.name && p.Namespace == s.ns:
+				out.RateLimits = append(out.RateLimits, rateLimit(p, ""))
+			case t.Group == gatewayv1.GroupName && t.Kind == "HTTPRoute" && routeKeys[keyOf(p.Namespace, string(t.Name))]:
+				out.RateLimits = append(out.RateLimits, rateLimit(p, keyOf(p.Namespace, string(t.Name))))
+			}
+		}
+	}
+	for _, p := range sortedPolicies(ix.authz) {
+		if p.Namespace == s.ns && targets(p, "", "Service", s.name) {
+			if l7 := translateL7(p); l7 != nil {
+				out.Policies = append(out.Policies, l7)
+			}
+		}
+	}
+	return out
+}
+
+type metaOf struct {
+	ns, name string
+	created  time.Time
+}
+
+// sortedRoutes orders routes as Gateway API precedence asks: oldest first,
+// then by namespace/name.
+func sortedRoutes[T any](m map[key]*T, meta func(*T) metaOf) []*T {
+	out := make([]*T, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *T) int {
+		ma, mb := meta(a), meta(b)
+		return cmp.Or(ma.created.Compare(mb.created), cmp.Compare(ma.ns, mb.ns), cmp.Compare(ma.name, mb.name))
+	})
+	return out
+}
+
+// refersToService reports whether a parentRef of a route in routeNS names
+// service s (GAMMA: group "" or "core", kind Service).
+func refersToService(ref gatewayv1.ParentReference, routeNS string, s *serviceInfo) bool {
+	if ref.Kind == nil || *ref.Kind != "Service" {
+		return false
+	}
+	if ref.Group != nil && *ref.Group != "" && *ref.Group != "core" {
+		return false
+	}
+	ns := routeNS
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	// Producer routes only: a route in another namespace would apply to
+	// that namespace's clients alone, which Skiff does not implement.
+	return ns == s.ns && routeNS == s.ns && string(ref.Name) == s.name
+}
+
+func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.BackendRef {
+	if ref.Kind != nil && *ref.Kind != "Service" || ref.Group != nil && *ref.Group != "" {
+		return nil
+	}
+	ns := routeNS
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: ns, Hostname: ix.hostname(ns, string(ref.Name)), Weight: 1}
+	if ref.Port != nil {
+		b.Port = uint32(*ref.Port)
+	}
+	if ref.Weight != nil {
+		b.Weight = uint32(max(*ref.Weight, 0))
+	}
+	return b
+}
+
+func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, ref gatewayv1.ParentReference) *waypointapi.HTTPRoute {
+	out := &waypointapi.HTTPRoute{Name: r.Name, Namespace: r.Namespace}
+	if ref.Port != nil {
+		out.Port = uint32(*ref.Port)
+	}
+	for _, h := range r.Spec.Hostnames {
+		out.Hostnames = append(out.Hostnames, string(h))
+	}
+	for _, rule := range r.Spec.Rules {
+		rr := &waypointapi.HTTPRouteRule{}
+		if rule.Name != nil {
+			rr.Name = string(*rule.Name)
+		}
+		for _, m := range rule.Matches {
+			rr.Matches = append(rr.Matches, httpMatch(m))
+		}
+		for _, f := range rule.Filters {
+			if hf := ix.httpFilter(r.Namespace, f); hf != nil {
+				rr.Filters = append(rr.Filters, hf)
+			}
+		}
+		for _, b := range rule.BackendRefs {
+			if be := ix.backend(r.Namespace, b.BackendRef); be != nil {
+				rr.Backends = append(rr.Backends, be)
+			}
+		}
+		if t := rule.Timeouts; t != nil {
+			rr.RequestTimeoutMs = durationMs(t.Request)
+			rr.BackendTimeoutMs = durationMs(t.BackendRequest)
+		}
+		if rt := rule.Retry; rt != nil {
+			rr.Retry = &waypointapi.Retry{BackoffMs: durationMs(rt.Backoff)}
+			if rt.Attempts != nil {
+				rr.Retry.Attempts = uint32(max(*rt.Attempts, 0))
+			}
+			for _, c := range rt.Codes {
+				rr.Retry.Codes = append(rr.Retry.Codes, uint32(c))
+			}
+		}
+		out.Rules = append(out.Rules, rr)
+	}
+	return out
+}
+
+func durationMs(d *gatewayv1.Duration) uint32 {
+	if d == nil {
+		return 0
+	}
+	v, err := time.ParseDuration(string(*d))
+	if err != nil || v <= 0 {
+		return 0
+	}
+	return uint32(min(v.Milliseconds(), 1<<31))
+}
+
+func httpMatch(m gatewayv1.HTTPRouteMatch) *waypointapi.HTTPRouteMatch {
+	out := &waypointapi.HTTPRouteMatch{Path: &waypointapi.PathMatch{Type: waypointapi.MatchType_PREFIX, Value: "/"}}
+	if p := m.Path; p != nil {
+		if p.Value != nil {
+			out.Path.Value = *p.Value
+		}
+		if p.Type != nil {
+			out.Path.Type = matchType(string(*p.Type))
+		}
+	}
+	for _, h := range m.Headers {
+		t := waypointapi.MatchType_EXACT
+		if h.Type != nil {
+			t = matchType(string(*h.Type))
+		}
+		out.Headers = append(out.Headers, &waypointapi.HeaderMatch{Type: t, Name: strings.ToLower(string(h.Name)), Value: h.Value})
+	}
+	for _, q := range m.QueryParams {
+		t := waypointapi.MatchType_EXACT
+		if q.Type != nil {
+			t = matchType(string(*q.Type))
+		}
+		out.QueryParams = append(out.QueryParams, &waypointapi.HeaderMatch{Type: t, Name: string(q.Name), Value: q.Value})
+	}
+	if m.Method != nil {
+		out.Method = string(*m.Method)
+	}
+	return out
+}
+
+func matchType(t string) waypointapi.MatchType {
+	switch t {
+	case "PathPrefix":
+		return waypointapi.MatchType_PREFIX
+	case "RegularExpression":
+		return waypointapi.MatchType_REGULAR_EXPRESSION
+	}
+	return waypointapi.MatchType_EXACT
+}
+
+func headerMod(m *gatewayv1.HTTPHeaderFilter) *waypointapi.HeaderModifier {
+	out := &waypointapi.HeaderModifier{Remove: m.Remove}
+	for _, h := range m.Set {
+		out.Set = append(out.Set, &waypointapi.Header{Name: string(h.Name), Value: h.Value})
+	}
+	for _, h := range m.Add {
+		out.Add = append(out.Add, &waypointapi.Header{Name: string(h.Name), Value: h.Value})
+	}
+	return out
+}
+
+func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi.HTTPFilter {
+	switch {
+	case f.RequestHeaderModifier != nil:
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestHeaderModifier{RequestHeaderModifier: headerMod(f.RequestHeaderModifier)}}
+	case f.ResponseHeaderModifier != nil:
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_ResponseHeaderModifier{ResponseHeaderModifier: headerMod(f.ResponseHeaderModifier)}}
+	case f.RequestRedirect != nil:
+		r := f.RequestRedirect
+		out := &waypointapi.Redirect{}
+		if r.Scheme != nil {
+			out.Scheme = *r.Scheme
+		}
+		if r.Hostname != nil {
+			out.Hostname = string(*r.Hostname)
+		}
+		if r.Port != nil {
+			out.Port = uint32(*r.Port)
+		}
+		if r.StatusCode != nil {
+			out.StatusCode = uint32(*r.StatusCode)
+		}
+		out.HasPath, out.PathType, out.Path = pathMod(r.Path)
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestRedirect{RequestRedirect: out}}
+	case f.URLRewrite != nil:
+		out := &waypointapi.Rewrite{}
+		if f.URLRewrite.Hostname != nil {
+			out.Hostname = string(*f.URLRewrite.Hostname)
+		}
+		out.HasPath, out.PathType, out.Path = pathMod(f.URLRewrite.Path)
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_UrlRewrite{UrlRewrite: out}}
+	case f.RequestMirror != nil:
+		b := ix.backend(ns, gatewayv1.BackendRef{BackendObjectReference: f.RequestMirror.BackendRef})
+		if b == nil {
+			return nil
+		}
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestMirror{RequestMirror: b}}
+	}
+	return nil
+}
+
+func pathMod(p *gatewayv1.HTTPPathModifier) (bool, waypointapi.MatchType, string) {
+	if p == nil {
+		return false, 0, ""
+	}
+	if p.Type == gatewayv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil {
+		return true, waypointapi.MatchType_PREFIX, *p.ReplacePrefixMatch
+	}
+	if p.ReplaceFullPath != nil {
+		return true, waypointapi.MatchType_EXACT, *p.ReplaceFullPath
+	}
+	return false, 0, ""
+}
+
+func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, ref gatewayv1.ParentReference) *waypointapi.GRPCRoute {
+	out := &waypointapi.GRPCRoute{Name: r.Name, Namespace: r.Namespace}
+	if ref.Port != nil {
+		out.Port = uint32(*ref.Port)
+	}
+	for _, h := range r.Spec.Hostnames {
+		out.Hostnames = append(out.Hostnames, string(h))
+	}
+	for _, rule := range r.Spec.Rules {
+		rr := &waypointapi.GRPCRouteRule{}
+		if rule.Name != nil {
+			rr.Name = string(*rule.Name)
+		}
+		for _, m := range rule.Matches {
+			gm := &waypointapi.GRPCRouteMatch{}
+			if mm := m.Method; mm != nil {
+				if mm.Type != nil {
+					gm.Type = matchType(string(*mm.Type))
+				}
+				if mm.Service != nil {
+					gm.Service = *mm.Service
+				}
+				if mm.Method != nil {
+					gm.Method = *mm.Method
+				}
+			}
+			for _, h := range m.Headers {
+				t := waypointapi.MatchType_EXACT
+				if h.Type != nil {
+					t = matchType(string(*h.Type))
+				}
+				gm.Headers = append(gm.Headers, &waypointapi.HeaderMatch{Type: t, Name: strings.ToLower(string(h.Name)), Value: h.Value})
+			}
+			rr.Matches = append(rr.Matches, gm)
+		}
+		for _, f := range rule.Filters {
+			var hf *waypointapi.HTTPFilter
+			switch {
+			case f.RequestHeaderModifier != nil:
+				hf = &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestHeaderModifier{RequestHeaderModifier: headerMod(f.RequestHeaderModifier)}}
+			case f.ResponseHeaderModifier != nil:
+				hf = &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_ResponseHeaderModifier{ResponseHeaderModifier: headerMod(f.ResponseHeaderModifier)}}
+			}
+			if hf != nil {
+				rr.Filters = append(rr.Filters, hf)
+			}
+		}
+		for _, b := range rule.BackendRefs {
+			if be := ix.backend(r.Namespace, b.BackendRef); be != nil {
+				rr.Backends = append(rr.Backends, be)
+			}
+		}
+		out.Rules = append(out.Rules, rr)
+	}
+	return out
+}
+
+func rateLimit(p *policyv1alpha1.RateLimitPolicy, route string) *waypointapi.RateLimit {
+	rl := &waypointapi.RateLimit{Policy: keyOf(p.Namespace, p.Name), Route: route, Requests: p.Spec.Limit.Requests, Burst: p.Spec.Limit.Requests}
+	switch p.Spec.Limit.Unit {
+	case policyv1alpha1.Minute:
+		rl.FillIntervalMs = 60_000
+	case policyv1alpha1.Hour:
+		rl.FillIntervalMs = 3_600_000
+	default:
+		rl.FillIntervalMs = 1000
+	}
+	if p.Spec.Limit.Burst != nil {
+		rl.Burst = *p.Spec.Limit.Burst
+	}
+	rl.Key = &waypointapi.RateLimitKey{}
+	if k := p.Spec.Key; k != nil {
+		switch k.Type {
+		case policyv1alpha1.KeySourceIdentity:
+			rl.Key.Type = waypointapi.RateLimitKey_SOURCE_IDENTITY
+		case policyv1alpha1.KeySourceIP:
+			rl.Key.Type = waypointapi.RateLimitKey_SOURCE_IP
+		case policyv1alpha1.KeyHeader:
+			rl.Key.Type, rl.Key.Header = waypointapi.RateLimitKey_HEADER, strings.ToLower(k.Header)
+		}
+	}
+	return rl
+}
+
+// translateL7 turns a policy attached to a waypoint or service into the
+// waypoint's form; nil for actions Skiff does not implement. Attributes
+// the waypoint cannot check (request principals) are handled as translateL4
+// handles L7 ones: the rule is dropped from an ALLOW policy, ignored in a DENY.
+func translateL7(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization {
+	out := &waypointapi.L7Authorization{Name: p.Name, Namespace: p.Namespace, Action: securityapi.Action_ALLOW}
+	switch p.Spec.Action {
+	case "", securityv1.ActionAllow:
+	case securityv1.ActionDeny:
+		out.Action = securityapi.Action_DENY
+	default:
+		return nil
+	}
+	deny := out.Action == securityapi.Action_DENY
+	for _, r := range p.Spec.Rules {
+		g := &waypointapi.L7Group{}
+		bad := false
+		if len(r.From) > 0 {
+			rules := &waypointapi.L7Rules{}
+			for _, f := range r.From {
+				m, _ := sourceMatch(f.Source)
+				if f.Source != nil && len(f.Source.RequestPrincipals)+len(f.Source.NotRequestPrincipals) > 0 {
+					bad = true
+				}
+				if f.Source != nil {
+					var b1, b2 bool
+					rm := &securityapi.Match{}
+					rm.SourceIps, b1 = cidrs(f.Source.RemoteIPBlocks)
+					rm.NotSourceIps, b2 = cidrs(f.Source.NotRemoteIPBlocks)
+					bad = bad || b1 || b2
+					// remote IPs are the original client's; the waypoint sees them as the source.
+					m.SourceIps = append(m.SourceIps, rm.SourceIps...)
+					m.NotSourceIps = append(m.NotSourceIps, rm.NotSourceIps...)
+				}
+				rules.Matches = append(rules.Matches, &waypointapi.L7Match{L4: m})
+			}
+			g.Rules = append(g.Rules, rules)
+		}
+		if len(r.To) > 0 {
+			rules := &waypointapi.L7Rules{}
+			for _, t := range r.To {
+				m := &waypointapi.L7Match{}
+				var b bool
+				if o := t.Operation; o != nil {
+					m.L4 = &securityapi.Match{}
+					m.L4.DestinationPorts, b = ports(o.Ports)
+					bad = bad || b
+					m.L4.NotDestinationPorts, b = ports(o.NotPorts)
+					bad = bad || b
+					m.Paths, m.NotPaths = stringMatches(o.Paths), stringMatches(o.NotPaths)
+					m.Methods, m.NotMethods = stringMatches(o.Methods), stringMatches(o.NotMethods)
+					m.Hosts, m.NotHosts = stringMatches(o.Hosts), stringMatches(o.NotHosts)
+				}
+				rules.Matches = append(rules.Matches, m)
+			}
+			g.Rules = append(g.Rules, rules)
+		}
+		for _, c := range r.When {
+			if h, ok := strings.CutPrefix(c.Key, "request.headers["); ok && strings.HasSuffix(h, "]") {
+				name := strings.ToLower(strings.TrimSuffix(h, "]"))
+				g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{Headers: []*waypointapi.HeaderCondition{{
+					Name: name, Values: stringMatches(c.Values), NotValues: stringMatches(c.NotValues)}}}}})
+				continue
+			}
+			m, unsupported := conditionMatch(c)
+			bad = bad || unsupported
+			g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{L4: m}}})
+		}
+		if bad && !deny {
+			continue
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	return out
+}

@@ -1,0 +1,480 @@
+// Package xdsserver is istiod-lite's delta ADS server. It holds the current
+// resources of every type (fed by the index through Push), and for each
+// connected client what that client holds, so that it sends each client
+// exactly what changed: new or changed resources with their versions, and
+// the names of removed ones. A reconnecting client's
+// initial_resource_versions tell it what the client still holds, so nothing
+// unchanged is resent.
+package xdsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/auth"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
+	"github.com/skiffmesh/skiff/pkg/xds"
+)
+
+// Authenticator identifies the caller of a stream.
+type Authenticator interface {
+	FromContext(ctx context.Context) (*auth.Caller, error)
+}
+
+// Options configures New.
+type Options struct {
+	Auth   Authenticator
+	Logger *slog.Logger
+	Meter  metric.Meter
+}
+
+// Server serves DeltaAggregatedResources. It implements index.Sink.
+type Server struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	auth Authenticator
+	log  *slog.Logger
+
+	mu      sync.RWMutex
+	store   map[string]map[string]*entry
+	conns   map[*conn]struct{}
+	version uint64
+	synced  bool
+
+	connID atomic.Uint64
+	m      instruments
+}
+
+type entry struct {
+	version string
+	res     *discoveryv3.Resource
+}
+
+type instruments struct {
+	pushes      metric.Int64Counter
+	rejects     metric.Int64Counter
+	clients     metric.Int64UpDownCounter
+	convergence metric.Float64Histogram
+}
+
+// New returns a server with an empty state.
+func New(opts Options) (*Server, error) {
+	if opts.Auth == nil {
+		return nil, errors.New("xdsserver: an Authenticator is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Meter == nil {
+		opts.Meter = noop.NewMeterProvider().Meter("")
+	}
+	s := &Server{
+		auth:  opts.Auth,
+		log:   opts.Logger,
+		store: map[string]map[string]*entry{},
+		conns: map[*conn]struct{}{},
+	}
+	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
+		s.store[t] = map[string]*entry{}
+	}
+	var err error
+	m := opts.Meter
+	if s.m.pushes, err = m.Int64Counter("pilot_xds_pushes", metric.WithDescription("xDS responses sent, by type")); err != nil {
+		return nil, err
+	}
+	if s.m.rejects, err = m.Int64Counter("pilot_total_xds_rejects", metric.WithDescription("xDS responses rejected (NACKed) by clients, by type")); err != nil {
+		return nil, err
+	}
+	if s.m.clients, err = m.Int64UpDownCounter("pilot_xds", metric.WithDescription("Connected xDS clients")); err != nil {
+		return nil, err
+	}
+	if s.m.convergence, err = m.Float64Histogram("pilot_proxy_convergence_time", metric.WithUnit("s"),
+		metric.WithDescription("Time from a configuration change to its push to a client"),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 3, 5, 10)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Push implements index.Sink: it replaces the changed resources and tells
+// every connected client's sender which names changed.
+func (s *Server) Push(updates []index.Update) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version++
+	s.synced = true
+	for _, u := range updates {
+		st := s.store[u.TypeURL]
+		if st == nil {
+			st = map[string]*entry{}
+			s.store[u.TypeURL] = st
+		}
+		for _, r := range u.Upserted {
+			st[r.Name] = &entry{version: r.Version, res: &discoveryv3.Resource{
+				Name: r.Name, Version: r.Version,
+				Resource: &anypb.Any{TypeUrl: u.TypeURL, Value: r.Bytes},
+			}}
+		}
+		for _, name := range u.Removed {
+			delete(st, name)
+		}
+	}
+	for c := range s.conns {
+		c.enqueue(updates, now)
+	}
+}
+
+// Synced reports whether the index has pushed at least once; before that a
+// client would receive an empty state.
+func (s *Server) Synced() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.synced
+}
+
+// Clients returns the number of connected clients.
+func (s *Server) Clients() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.conns)
+}
+
+// StreamAggregatedResources is not served: Skiff speaks delta xDS only.
+func (s *Server) StreamAggregatedResources(discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return status.Error(codes.Unimplemented, "istiod-lite serves delta xDS only (DeltaAggregatedResources)")
+}
+
+// allowed reports whether caller may receive the named resource. Waypoint
+// configurations go only to the waypoint's own service account, which the
+// deployer names after the Gateway.
+func allowed(typeURL string, c *auth.Caller, name string) bool {
+	if typeURL == xds.WaypointType {
+		return name == c.Namespace+"/"+c.ServiceAccount
+	}
+	return true
+}
+
+// DeltaAggregatedResources serves one client.
+func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	ctx := stream.Context()
+	caller, err := s.auth.FromContext(ctx)
+	if err != nil {
+		return err
+	}
+	c := &conn{
+		id:      strconv.FormatUint(s.connID.Add(1), 10),
+		caller:  caller,
+		subs:    map[string]*sub{},
+		pending: map[string]map[string]bool{},
+		wake:    make(chan struct{}, 1),
+		nonces:  map[string]string{},
+	}
+	log := s.log.With("conn", c.id, "caller", caller.Namespace+"/"+caller.ServiceAccount)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.m.clients.Add(ctx, 1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.m.clients.Add(context.WithoutCancel(ctx), -1)
+	}()
+
+	reqs := make(chan *discoveryv3.DeltaDiscoveryRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	log.Info("xds client connected")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			log.Info("xds client disconnected", "err", err)
+			return nil
+		case req := <-reqs:
+			if c.node == nil && req.GetNode() != nil {
+				c.node = req.GetNode()
+				log = log.With("node", c.node.GetId())
+			}
+			if err := s.handleRequest(ctx, c, req, stream, log); err != nil {
+				return err
+			}
+		case <-c.wake:
+			if err := s.sendPending(ctx, c, stream); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+type conn struct {
+	id     string
+	caller *auth.Caller
+	node   *corev3.Node
+
+	mu      sync.Mutex
+	subs    map[string]*sub
+	pending map[string]map[string]bool
+	since   time.Time // when the oldest pending change was pushed
+	wake    chan struct{}
+	nonce   uint64
+	nonces  map[string]string // nonce → type, until (N)ACKed
+	// known is in subs; it is only touched by the stream's goroutine.
+}
+
+type sub struct {
+	wildcard bool
+	names    map[string]bool
+	// known holds the version the client has of each resource.
+	known map[string]string
+}
+
+func (sb *sub) wants(name string) bool { return sb.wildcard || sb.names[name] }
+
+func (c *conn) enqueue(updates []index.Update, at time.Time) {
+	c.mu.Lock()
+	any := false
+	for _, u := range updates {
+		if c.subs[u.TypeURL] == nil {
+			continue
+		}
+		p := c.pending[u.TypeURL]
+		if p == nil {
+			p = map[string]bool{}
+			c.pending[u.TypeURL] = p
+		}
+		for _, r := range u.Upserted {
+			p[r.Name] = true
+		}
+		for _, n := range u.Removed {
+			p[n] = true
+		}
+		any = true
+	}
+	if any && c.since.IsZero() {
+		c.since = at
+	}
+	c.mu.Unlock()
+	if any {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.DeltaDiscoveryRequest, stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, log *slog.Logger) error {
+	typeURL := req.GetTypeUrl()
+	if _, ok := s.storeHas(typeURL); !ok {
+		log.Warn("xds request for an unknown type", "type", typeURL)
+		return status.Errorf(codes.InvalidArgument, "unknown resource type %q", typeURL)
+	}
+	if n := req.GetResponseNonce(); n != "" {
+		c.mu.Lock()
+		delete(c.nonces, n)
+		c.mu.Unlock()
+		if e := req.GetErrorDetail(); e != nil {
+			// The client keeps its last accepted state; the server keeps
+			// what it sent as the client's view, so the rejected version is
+			// not resent in a loop, and the next change is sent as usual.
+			s.m.rejects.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typeURL)))
+			log.Warn("xds response rejected by client (NACK)", "type", typeURL, "nonce", n, "error", e.GetMessage())
+		}
+		if len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) == 0 {
+			return nil
+		}
+	}
+
+	// A new subscription or a change to one.
+	c.mu.Lock()
+	sb, existed := c.subs[typeURL]
+	if !existed {
+		sb = &sub{names: map[string]bool{}, known: map[string]string{}}
+		if len(req.GetResourceNamesSubscribe()) == 0 {
+			sb.wildcard = true // legacy wildcard: empty first subscription
+		}
+		for name, v := range req.GetInitialResourceVersions() {
+			sb.known[name] = v
+		}
+	}
+	var added []string
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" {
+			sb.wildcard = true
+			continue
+		}
+		if !sb.names[n] {
+			sb.names[n] = true
+			added = append(added, n)
+		}
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			sb.wildcard = false
+			continue
+		}
+		delete(sb.names, n)
+		if !sb.wildcard {
+			delete(sb.known, n)
+		}
+	}
+	c.mu.Unlock()
+
+	// Compute what to send under the store lock, and register the
+	// subscription before releasing it, so no Push falls in between.
+	s.mu.RLock()
+	c.mu.Lock()
+	c.subs[typeURL] = sb
+	c.mu.Unlock()
+	var resp *discoveryv3.DeltaDiscoveryResponse
+	st := s.store[typeURL]
+	if !existed {
+		resp = s.diffLocked(c, typeURL, sb, nil, true)
+	} else if len(added) > 0 {
+		resp = s.diffLocked(c, typeURL, sb, added, false)
+	}
+	version := s.version
+	s.mu.RUnlock()
+	_ = st
+	if resp == nil || (existed && len(resp.Resources)+len(resp.RemovedResources) == 0) {
+		return nil
+	}
+	return s.send(ctx, c, stream, resp, version, time.Time{})
+}
+
+func (s *Server) storeHas(typeURL string) (map[string]*entry, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st, ok := s.store[typeURL]
+	return st, ok
+}
+
+// diffLocked builds the response that brings the client's view of typeURL up
+// to date, for names (all subscribed ones when all is set). The caller
+// holds s.mu for reading.
+func (s *Server) diffLocked(c *conn, typeURL string, sb *sub, names []string, all bool) *discoveryv3.DeltaDiscoveryResponse {
+	st := s.store[typeURL]
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: typeURL}
+	consider := func(name string) {
+		e := st[name]
+		if e != nil && sb.wants(name) && allowed(typeURL, c.caller, name) {
+			if sb.known[name] != e.version {
+				sb.known[name] = e.version
+				resp.Resources = append(resp.Resources, e.res)
+			}
+			return
+		}
+		if _, had := sb.known[name]; had {
+			delete(sb.known, name)
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		} else if e == nil && !all && sb.names[name] && !sb.wildcard {
+			// An explicitly requested resource that does not exist.
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		}
+	}
+	if all {
+		if sb.wildcard {
+			for name := range st {
+				consider(name)
+			}
+		} else {
+			for name := range sb.names {
+				consider(name)
+			}
+		}
+		for name := range sb.known {
+			if st[name] == nil || !sb.wants(name) {
+				consider(name)
+			}
+		}
+	} else {
+		for _, name := range names {
+			consider(name)
+		}
+	}
+	return resp
+}
+
+// sendPending sends what changed since the last push to this client.
+func (s *Server) sendPending(ctx context.Context, c *conn, stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	c.mu.Lock()
+	pending, since := c.pending, c.since
+	c.pending, c.since = map[string]map[string]bool{}, time.Time{}
+	c.mu.Unlock()
+	for typeURL, names := range pending {
+		c.mu.Lock()
+		sb := c.subs[typeURL]
+		c.mu.Unlock()
+		if sb == nil {
+			continue
+		}
+		list := make([]string, 0, len(names))
+		for n := range names {
+			list = append(list, n)
+		}
+		s.mu.RLock()
+		resp := s.diffLocked(c, typeURL, sb, list, false)
+		version := s.version
+		s.mu.RUnlock()
+		if len(resp.Resources)+len(resp.RemovedResources) == 0 {
+			continue
+		}
+		if err := s.send(ctx, c, stream, resp, version, since); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, resp *discoveryv3.DeltaDiscoveryResponse, version uint64, since time.Time) error {
+	c.mu.Lock()
+	c.nonce++
+	resp.Nonce = c.id + "-" + strconv.FormatUint(c.nonce, 10)
+	if len(c.nonces) < 1000 {
+		c.nonces[resp.Nonce] = resp.TypeUrl
+	}
+	c.mu.Unlock()
+	resp.SystemVersionInfo = strconv.FormatUint(version, 10)
+	if err := stream.Send(resp); err != nil {
+		return fmt.Errorf("send %s: %w", resp.TypeUrl, err)
+	}
+	attrs := metric.WithAttributes(attribute.String("type", resp.TypeUrl))
+	s.m.pushes.Add(ctx, 1, attrs)
+	if !since.IsZero() {
+		s.m.convergence.Record(ctx, time.Since(since).Seconds(), attrs)
+	}
+	return nil
+}
