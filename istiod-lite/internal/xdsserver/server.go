@@ -55,8 +55,16 @@ type Server struct {
 	version uint64
 	synced  bool
 
-	connID atomic.Uint64
-	m      instruments
+	connID   atomic.Uint64
+	m        instruments
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// Shutdown ends every stream with Unavailable, so that clients reconnect to
+// another replica, and refuses new ones.
+func (s *Server) Shutdown() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
 type entry struct {
@@ -83,10 +91,11 @@ func New(opts Options) (*Server, error) {
 		opts.Meter = noop.NewMeterProvider().Meter("")
 	}
 	s := &Server{
-		auth:  opts.Auth,
-		log:   opts.Logger,
-		store: map[string]map[string]*entry{},
-		conns: map[*conn]struct{}{},
+		auth:     opts.Auth,
+		log:      opts.Logger,
+		store:    map[string]map[string]*entry{},
+		conns:    map[*conn]struct{}{},
+		stopping: make(chan struct{}),
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
@@ -218,6 +227,8 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "istiod-lite is shutting down")
 		case err := <-recvErr:
 			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
 				return nil

@@ -1,0 +1,293 @@
+// Package app wires istiod-lite together: the index and its reconcilers,
+// the xDS and CA gRPC services on one TLS port, the waypoint deployer, the
+// root certificate publisher, leader election, /metrics and /readyz.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/go-logr/logr"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/auth"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/ca"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/controllers"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/deployer"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/xdsserver"
+	"github.com/skiffmesh/skiff/pkg/apis"
+	"github.com/skiffmesh/skiff/pkg/identity/caclient/caapi"
+)
+
+// Config is everything istiod-lite needs to run.
+type Config struct {
+	Rest *rest.Config
+	// Namespace istiod-lite runs in; it holds the CA secrets and the
+	// leader-election lease (default istio-system).
+	Namespace   string
+	TrustDomain string
+	// GRPCAddr serves xDS and the CA over TLS (default :15012).
+	GRPCAddr string
+	// HTTPAddr serves /metrics, /readyz and /healthz (default :15014).
+	HTTPAddr string
+	// DNSNames of the serving certificate (clients verify one of them).
+	DNSNames []string
+	// Audiences accepted in client tokens (default istio-ca).
+	Audiences     []string
+	NodeAccounts  []string
+	TokenCacheTTL time.Duration
+
+	LeaderElection bool
+	Debounce       time.Duration
+	MaxDelay       time.Duration
+	CertTTL        time.Duration
+	MaxCertTTL     time.Duration
+	// GatewayAPI and Policies enable watching those CRDs (they must be
+	// installed).
+	GatewayAPI bool
+	Policies   bool
+	Deployer   deployer.Options
+	// ShutdownGrace bounds graceful shutdown of the servers.
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+
+	// Ready, if set, receives the gRPC listener's address once serving.
+	Ready func(grpcAddr, httpAddr string)
+}
+
+func (c *Config) defaults() {
+	if c.Namespace == "" {
+		c.Namespace = "istio-system"
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "cluster.local"
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = ":15012"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":15014"
+	}
+	if len(c.DNSNames) == 0 {
+		c.DNSNames = []string{"istiod." + c.Namespace + ".svc", "istiod-lite." + c.Namespace + ".svc", "istiod"}
+	}
+	if c.Audiences == nil {
+		c.Audiences = []string{"istio-ca"}
+	}
+	if c.TokenCacheTTL == 0 {
+		c.TokenCacheTTL = time.Minute
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Run runs istiod-lite until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	logger := cfg.Logger
+	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("trust domain: %w", err)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := apis.AddToScheme(scheme); err != nil {
+		return err
+	}
+
+	// Metrics: OpenTelemetry instruments, exported in Prometheus format.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
+	defer mp.Shutdown(context.WithoutCancel(ctx))
+	meter := mp.Meter("istiod-lite")
+
+	direct, err := client.New(cfg.Rest, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	material, err := ca.LoadOrCreate(ctx, direct, cfg.Namespace, td, cfg.CertTTL, cfg.MaxCertTTL)
+	if err != nil {
+		return err
+	}
+	logger.Info("certificate authority ready", "root", material.Source, "trust_domain", td.Name())
+	serving, err := material.ServingCertificate(cfg.DNSNames, spiffeid.ID{}, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+
+	clientset, err := kubernetes.NewForConfig(cfg.Rest)
+	if err != nil {
+		return err
+	}
+	authn := auth.NewTokenReviewer(clientset.AuthenticationV1().TokenReviews(), cfg.Audiences, cfg.TokenCacheTTL)
+
+	xdsSrv, err := xdsserver.New(xdsserver.Options{Auth: authn, Logger: logger.With("component", "xds"), Meter: meter})
+	if err != nil {
+		return err
+	}
+	ix := index.New(index.Options{
+		TrustDomain: cfg.TrustDomain, RootNamespace: cfg.Namespace,
+		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Logger: logger.With("component", "index"),
+	}, xdsSrv)
+
+	mgr, err := ctrl.NewManager(cfg.Rest, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                cfg.LeaderElection,
+		LeaderElectionID:              "istiod-lite-leader",
+		LeaderElectionNamespace:       cfg.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		GracefulShutdownTimeout:       &cfg.ShutdownGrace,
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, ix, controllers.Options{GatewayAPI: cfg.GatewayAPI, Policies: cfg.Policies}); err != nil {
+		return err
+	}
+	if err := ca.SetupRootPublisher(mgr, material.RootPEM); err != nil {
+		return err
+	}
+	if cfg.GatewayAPI {
+		if err := deployer.Setup(mgr, cfg.Deployer); err != nil {
+			return err
+		}
+	}
+	caSrv, err := ca.NewServer(ca.ServerOptions{
+		CA: material.CA, Auth: authn, Nodes: ix, Pods: mgr.GetAPIReader(),
+		NodeAccounts: cfg.NodeAccounts, Logger: logger.With("component", "ca"), Meter: meter,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*serving}, MinVersion: tls.VersionTLS12})),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(100_000),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, xdsSrv)
+	caapi.RegisterIstioCertificateServiceServer(grpcSrv, caSrv)
+
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.GRPCAddr, err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: waiting for the cluster state", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	wg.Go(func() {
+		if err := mgr.Start(ctx); err != nil {
+			errs <- fmt.Errorf("manager: %w", err)
+		}
+	})
+	wg.Go(func() { ix.Run(ctx) })
+	wg.Go(func() {
+		if err := grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errs <- fmt.Errorf("grpc: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("http: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return
+		}
+		// Let the reconcilers drain the initial events, then publish.
+		ix.Flush()
+		ready.Store(true)
+		logger.Info("istiod-lite ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	})
+	if cfg.Ready != nil {
+		cfg.Ready(grpcLis.Addr().String(), httpLis.Addr().String())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	logger.Info("shutting down")
+	ready.Store(false)
+	cancel()
+	xdsSrv.Shutdown()
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownGrace):
+		grpcSrv.Stop()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer scancel()
+	_ = httpSrv.Shutdown(sctx)
+	wg.Wait()
+	return runErr
+}

@@ -1,0 +1,260 @@
+// Package deployer turns waypoint Gateways (class istio-waypoint) into
+// running waypoints: a ServiceAccount, Deployment and Service per Gateway,
+// owned by it (so deleting the Gateway deletes them), and reports the
+// Gateway's Accepted and Programmed conditions and address. It also creates
+// the istio-waypoint GatewayClass and reports, for HTTPRoutes attached to
+// Services, each parent's Accepted and ResolvedRefs conditions.
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Names of Istio's waypoint contract.
+const (
+	ClassName      = "istio-waypoint"
+	ControllerName = "istio.io/mesh-controller"
+	labelGateway   = "gateway.networking.k8s.io/gateway-name"
+	HBONEPort      = 15008
+	ReadinessPort  = 15021
+	MetricsPort    = 15020
+)
+
+// Options configure the waypoints the deployer creates.
+type Options struct {
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
+	Replicas        int32
+	// Requests and Limits of the waypoint container (resource quantities).
+	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
+	// XDSAddress is where waypoints reach istiod-lite.
+	XDSAddress string
+	// TrustDomain of the mesh.
+	TrustDomain string
+}
+
+// Setup registers the deployer (leader-elected) with mgr.
+func Setup(mgr ctrl.Manager, o Options) error {
+	if o.Image == "" {
+		o.Image = "skiff/waypoint:latest"
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.XDSAddress == "" {
+		o.XDSAddress = "istiod.istio-system.svc:15012"
+	}
+	d := &deployer{c: mgr.GetClient(), o: o}
+	if err := mgr.Add(manager.RunnableFunc(d.ensureClass)); err != nil {
+		return err
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("waypoint-deployer").
+		For(&gatewayv1.Gateway{}).
+		Owns(&corev1.Service{}).Owns(&appsv1.Deployment{}).Owns(&corev1.ServiceAccount{}).
+		Complete(d); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).Named("mesh-route-status").
+		For(&gatewayv1.HTTPRoute{}).
+		Complete(&routeStatus{c: mgr.GetClient()})
+}
+
+type deployer struct {
+	c client.Client
+	o Options
+}
+
+// ensureClass creates the istio-waypoint GatewayClass and accepts it.
+func (d *deployer) ensureClass(ctx context.Context) error {
+	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName}}
+	_, err := controllerutil.CreateOrUpdate(ctx, d.c, gc, func() error {
+		gc.Spec.ControllerName = ControllerName
+		d := "Skiff waypoints: L7 proxies for services and workloads in the ambient mesh"
+		gc.Spec.Description = &d
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gatewayclass %s: %w", ClassName, err)
+	}
+	meta.SetStatusCondition(&gc.Status.Conditions, metav1.Condition{
+		Type: string(gatewayv1.GatewayClassConditionStatusAccepted), Status: metav1.ConditionTrue,
+		Reason: string(gatewayv1.GatewayClassReasonAccepted), Message: "Handled by Skiff's istiod-lite", ObservedGeneration: gc.Generation,
+	})
+	if err := d.c.Status().Update(ctx, gc); err != nil {
+		return fmt.Errorf("gatewayclass %s status: %w", ClassName, err)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var gw gatewayv1.Gateway
+	if err := d.c.Get(ctx, req.NamespacedName, &gw); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if gw.Spec.GatewayClassName != ClassName || gw.DeletionTimestamp != nil {
+		return reconcile.Result{}, nil
+	}
+	// A waypoint has one HBONE listener on 15008.
+	valid, msg := validListeners(&gw)
+	if !valid {
+		return reconcile.Result{}, d.setStatus(ctx, &gw, false, msg, "", nil)
+	}
+	labels := map[string]string{labelGateway: gw.Name, "gateway.istio.io/managed": "istio.io-mesh-controller"}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, sa, func() error {
+		sa.Labels = mergeLabels(sa.Labels, labels)
+		return controllerutil.SetControllerReference(&gw, sa, d.c.Scheme())
+	}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("serviceaccount: %w", err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, svc, func() error {
+		svc.Labels = mergeLabels(svc.Labels, labels)
+		svc.Spec.Selector = map[string]string{labelGateway: gw.Name}
+		svc.Spec.Ports = []corev1.ServicePort{{Name: "mesh", Port: HBONEPort, TargetPort: intstr.FromInt32(HBONEPort), Protocol: corev1.ProtocolTCP}}
+		return controllerutil.SetControllerReference(&gw, svc, d.c.Scheme())
+	}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("service: %w", err)
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, dep, func() error {
+		dep.Labels = mergeLabels(dep.Labels, labels)
+		d.deploymentSpec(&gw, dep, labels)
+		return controllerutil.SetControllerReference(&gw, dep, d.c.Scheme())
+	}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("deployment: %w", err)
+	}
+	var addrs []gatewayv1.GatewayStatusAddress
+	for _, ip := range svc.Spec.ClusterIPs {
+		if ip != "" && ip != corev1.ClusterIPNone {
+			addrs = append(addrs, gatewayv1.GatewayStatusAddress{Type: ptr.To(gatewayv1.IPAddressType), Value: ip})
+		}
+	}
+	return reconcile.Result{}, d.setStatus(ctx, &gw, true, "", svc.Name, addrs)
+}
+
+func validListeners(gw *gatewayv1.Gateway) (bool, string) {
+	if len(gw.Spec.Listeners) == 0 {
+		return false, "a waypoint needs a listener {name: mesh, port: 15008, protocol: HBONE}"
+	}
+	for _, l := range gw.Spec.Listeners {
+		if l.Protocol != "HBONE" || l.Port != HBONEPort {
+			return false, fmt.Sprintf("listener %q: a waypoint listens only with protocol HBONE on port %d", l.Name, HBONEPort)
+		}
+	}
+	return true, ""
+}
+
+func mergeLabels(dst, src map[string]string) map[string]string {
+	if dst == nil {
+		dst = map[string]string{}
+	}
+	maps.Copy(dst, src)
+	return dst
+}
+
+func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment, labels map[string]string) {
+	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	for _, q := range []struct {
+		list corev1.ResourceList
+		name corev1.ResourceName
+		v    string
+	}{{res.Requests, corev1.ResourceCPU, d.o.CPURequest}, {res.Requests, corev1.ResourceMemory, d.o.MemoryRequest}, {res.Limits, corev1.ResourceCPU, d.o.CPULimit}, {res.Limits, corev1.ResourceMemory, d.o.MemoryLimit}} {
+		if q.v != "" {
+			if v, err := resource.ParseQuantity(q.v); err == nil {
+				q.list[q.name] = v
+			}
+		}
+	}
+	podLabels := mergeLabels(map[string]string{}, labels)
+	// The waypoint is itself in the mesh, with its own identity.
+	podLabels["istio.io/dataplane-mode"] = "ambient"
+	dep.Spec.Replicas = ptr.To(d.o.Replicas)
+	dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{labelGateway: gw.Name}}
+	dep.Spec.Template = corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+		Spec: corev1.PodSpec{
+			ServiceAccountName:            gw.Name,
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			Containers: []corev1.Container{{
+				Name:            "waypoint",
+				Image:           d.o.Image,
+				ImagePullPolicy: d.o.ImagePullPolicy,
+				Args:            []string{"--waypoint=" + gw.Namespace + "/" + gw.Name},
+				Env: []corev1.EnvVar{
+					{Name: "XDS_ADDRESS", Value: d.o.XDSAddress},
+					{Name: "TRUST_DOMAIN", Value: d.o.TrustDomain},
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+					{Name: "SERVICE_ACCOUNT", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.serviceAccountName"}}},
+				},
+				Ports: []corev1.ContainerPort{
+					{Name: "hbone", ContainerPort: HBONEPort, Protocol: corev1.ProtocolTCP},
+					{Name: "status", ContainerPort: ReadinessPort, Protocol: corev1.ProtocolTCP},
+					{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+				},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(ReadinessPort)}}},
+				Resources:      res,
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "istio-token", MountPath: "/var/run/secrets/tokens", ReadOnly: true},
+					{Name: "istiod-ca-cert", MountPath: "/var/run/secrets/istio", ReadOnly: true},
+				},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1337)},
+			}},
+			Volumes: []corev1.Volume{
+				{Name: "istio-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
+					ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "istio-ca", ExpirationSeconds: ptr.To[int64](43200), Path: "istio-token"},
+				}}}}},
+				{Name: "istiod-ca-cert", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "istio-ca-root-cert"}}}},
+			},
+		},
+	}
+}
+
+func (d *deployer) setStatus(ctx context.Context, gw *gatewayv1.Gateway, accepted bool, msg, svcName string, addrs []gatewayv1.GatewayStatusAddress) error {
+	acc := metav1.Condition{Type: string(gatewayv1.GatewayConditionAccepted), Status: metav1.ConditionTrue, Reason: string(gatewayv1.GatewayReasonAccepted), Message: "Waypoint deployed", ObservedGeneration: gw.Generation}
+	prog := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionTrue, Reason: string(gatewayv1.GatewayReasonProgrammed), Message: "Service " + svcName + " has an address", ObservedGeneration: gw.Generation}
+	if !accepted {
+		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonListenersNotValid), msg
+		prog.Status, prog.Reason, prog.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonInvalid), msg
+	} else if len(addrs) == 0 {
+		prog.Status, prog.Reason, prog.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonAddressNotAssigned), "Service "+svcName+" has no cluster IP yet"
+	}
+	meta.SetStatusCondition(&gw.Status.Conditions, acc)
+	meta.SetStatusCondition(&gw.Status.Conditions, prog)
+	gw.Status.Addresses = addrs
+	gw.Status.Listeners = nil
+	for _, l := range gw.Spec.Listeners {
+		ls := gatewayv1.ListenerStatus{Name: l.Name, SupportedKinds: []gatewayv1.RouteGroupKind{}, Conditions: []metav1.Condition{}}
+		meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionAccepted), Status: acc.Status, Reason: string(gatewayv1.ListenerReasonAccepted), ObservedGeneration: gw.Generation})
+		if !accepted {
+			meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionAccepted), Status: metav1.ConditionFalse, Reason: string(gatewayv1.ListenerReasonUnsupportedProtocol), Message: msg, ObservedGeneration: gw.Generation})
+		}
+		meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionProgrammed), Status: prog.Status, Reason: prog.Reason, ObservedGeneration: gw.Generation})
+		gw.Status.Listeners = append(gw.Status.Listeners, ls)
+	}
+	if err := d.c.Status().Update(ctx, gw); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("gateway %s/%s status: %w", gw.Namespace, gw.Name, err)
+	} else if apierrors.IsConflict(err) {
+		return err // requeue with the fresh object
+	}
+	return nil
+}
