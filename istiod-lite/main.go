@@ -1,0 +1,110 @@
+// Command istiod-lite is Skiff's control plane: it watches the cluster,
+// signs workload certificates and pushes configuration to ztunnels and
+// waypoints over delta xDS. Every flag can also be set with an environment
+// variable (the flag name upper-cased, dashes as underscores, prefixed with
+// ISTIOD_), which the flag overrides.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/app"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "istiod-lite:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("istiod-lite", flag.ContinueOnError)
+	var (
+		cfg       app.Config
+		dns       = fs.String("dns-names", "", "comma-separated DNS names of the serving certificate (default istiod.<namespace>.svc,...)")
+		audiences = fs.String("token-audiences", "istio-ca", "comma-separated audiences accepted in client tokens")
+		nodeAccts = fs.String("node-accounts", "istio-system/ztunnel", "comma-separated <ns>/<sa> allowed to request other identities on their node")
+		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		pull      = fs.String("waypoint-image-pull-policy", "IfNotPresent", "waypoint image pull policy")
+	)
+	fs.StringVar(&cfg.Namespace, "namespace", "istio-system", "namespace istiod-lite runs in (CA secrets, leader lease)")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "xDS and CA gRPC (TLS) listen address")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "/metrics, /readyz and /healthz listen address")
+	fs.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect a leader for status and deployment writes")
+	fs.DurationVar(&cfg.Debounce, "debounce", 20*time.Millisecond, "quiet period after a change before a push")
+	fs.DurationVar(&cfg.MaxDelay, "debounce-max", 100*time.Millisecond, "longest a push waits under constant change")
+	fs.DurationVar(&cfg.CertTTL, "cert-ttl", 24*time.Hour, "default workload certificate lifetime")
+	fs.DurationVar(&cfg.MaxCertTTL, "max-cert-ttl", 90*24*time.Hour, "maximum workload certificate lifetime")
+	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", true, "watch Gateway API resources and deploy waypoints (CRDs must be installed)")
+	fs.BoolVar(&cfg.Policies, "policies", true, "watch AuthorizationPolicy and RateLimitPolicy (CRDs must be installed)")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "graceful shutdown deadline")
+	fs.StringVar(&cfg.Deployer.Image, "waypoint-image", "skiff/waypoint:latest", "waypoint container image")
+	fs.StringVar(&cfg.Deployer.XDSAddress, "waypoint-xds-address", "istiod.istio-system.svc:15012", "istiod-lite address given to waypoints")
+	fs.StringVar(&cfg.Deployer.CPURequest, "waypoint-cpu-request", "100m", "waypoint CPU request")
+	fs.StringVar(&cfg.Deployer.MemoryRequest, "waypoint-memory-request", "64Mi", "waypoint memory request")
+	fs.StringVar(&cfg.Deployer.CPULimit, "waypoint-cpu-limit", "", "waypoint CPU limit")
+	fs.StringVar(&cfg.Deployer.MemoryLimit, "waypoint-memory-limit", "512Mi", "waypoint memory limit")
+	var replicas int
+	fs.IntVar(&replicas, "waypoint-replicas", 1, "waypoint replicas")
+
+	// Environment variables first, so that flags override them.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "ISTIOD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.DNSNames = split(*dns)
+	cfg.Audiences = split(*audiences)
+	cfg.NodeAccounts = split(*nodeAccts)
+	cfg.Deployer.ImagePullPolicy = corev1.PullPolicy(*pull)
+	cfg.Deployer.Replicas = int32(replicas)
+	cfg.Deployer.TrustDomain = cfg.TrustDomain
+
+	rest, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes config: %w", err)
+	}
+	cfg.Rest = rest
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return app.Run(ctx, cfg)
+}
+
+func split(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
