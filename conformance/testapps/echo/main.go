@@ -1,0 +1,147 @@
+// Command echo is the end-to-end test app of the local cluster.
+//
+//	echo serve [-listen :8080] [-grpc :9090]
+//	                                 HTTP (and gRPC) server: every request gets a
+//	                                 report of who answered (node, pod, addresses)
+//	echo get URL [-n 1]              HTTP client: GET the URL n times, print bodies
+//	echo grpc ADDR [-n 1]            gRPC client: call Echo n times, print reports
+//
+// The server reports NODE_NAME, POD_NAME, POD_NAMESPACE and POD_IP from the
+// environment (set them with the downward API). GET /write?path=P&data=D
+// writes D to the file P (for hostPath tests) and /read?path=P reads it back.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: echo serve [-listen :8080] [-grpc :9090] | echo get URL [-n N] | echo grpc ADDR [-n N]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:])
+	case "grpc":
+		err = grpcCall(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", ":8080", "address to listen on")
+	grpcListen := fs.String("grpc", "", "address for the gRPC Echo service (off when empty)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	host, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
+		p, d := r.URL.Query().Get("path"), r.URL.Query().Get("data")
+		if err := os.WriteFile(p, []byte(d), 0o644); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "written\n")
+	})
+	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Write(b)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		fmt.Fprintf(w, "node=%s\npod=%s\nnamespace=%s\npod_ip=%s\nhostname=%s\nremote=%s\nhost=%s\npath=%s\n",
+			os.Getenv("NODE_NAME"), os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"),
+			os.Getenv("POD_IP"), host, r.RemoteAddr, r.Host, r.URL.Path)
+	})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if *grpcListen != "" {
+		gln, err := net.Listen("tcp", *grpcListen)
+		if err != nil {
+			return fmt.Errorf("grpc listen: %w", err)
+		}
+		defer serveGRPC(gln, log).GracefulStop()
+	}
+	log.Info("listening", "addr", ln.Addr().String())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func get(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ContinueOnError)
+	n := fs.Int("n", 1, "number of requests")
+	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
+	// Accept the URL before or after the flags.
+	var url string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		url, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if url == "" {
+		url = fs.Arg(0)
+	}
+	if url == "" {
+		return errors.New("get: missing URL")
+	}
+	c := &http.Client{Timeout: *timeout}
+	for i := 0; i < *n; i++ {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+		}
+		os.Stdout.Write(b)
+	}
+	return nil
+}
