@@ -26,8 +26,8 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./...
 
-## test: unit and integration tests with the race detector
-test: test-unit test-interop
+## test: unit, integration and end-to-end tests (the race detector on)
+test: test-unit test-interop test-e2e
 
 test-unit: k8s-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
@@ -55,6 +55,31 @@ generate:
 	@test -x $(GOBIN)/protoc-gen-go-grpc || $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	@test -x $(GOBIN)/controller-gen || $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	PATH="$(GOBIN):$$PATH" $(GO) generate ./pkg/xds/... ./pkg/identity/caclient/... ./pkg/apis/...
+
+## test-e2e: the local cluster's smoke test (brings the cluster up or reuses it, and leaves it up)
+test-e2e:
+	cd conformance/cluster && SKIFF_E2E=1 SKIFF_NODES=$(NODES) $(GO) test -count=1 -timeout 30m -run '^TestSmoke$$' -v .
+
+## Local cluster (conformance/cluster): real etcd, kube-apiserver, controller
+## manager, scheduler, CoreDNS, and NODES worker nodes (own netns, containerd,
+## kubelet, kube-proxy). Kubeconfig: /var/lib/skiff-cluster/kubeconfig.
+NODES ?= 2
+
+## k8s-bins: build (once, cached by version) Kubernetes, etcd, CNI plugins, CoreDNS
+k8s-bins:
+	conformance/cluster/build-k8s.sh
+
+## cluster: bring the local cluster up (idempotent: a healthy one is reused)
+cluster:
+	SKIFF_NODES=$(NODES) conformance/cluster/up.sh
+
+## cluster-down: stop everything the cluster started and remove what it created
+cluster-down:
+	conformance/cluster/down.sh
+
+## images: rebuild the images and load them into every node (ISTIO=1 adds Istio's echo app)
+images:
+	$(GO) run ./conformance/cmd/skiff-images $(if $(ISTIO),-istio)
 
 ## lint: gofmt, go vet and staticcheck
 lint: fmt vet staticcheck
