@@ -29,9 +29,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -181,6 +183,9 @@ func Run(ctx context.Context, cfg Config) error {
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 		GracefulShutdownTimeout:       &cfg.ShutdownGrace,
+		// Run may be called more than once in a process (tests, benchmarks);
+		// controller names are otherwise required to be process-unique.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
@@ -217,6 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.GRPCAddr, err)
 	}
+	defer grpcLis.Close()
 	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		grpcLis.Close()
@@ -247,11 +253,6 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	wg.Go(func() { ix.Run(ctx) })
 	wg.Go(func() {
-		if err := grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errs <- fmt.Errorf("grpc: %w", err)
-		}
-	})
-	wg.Go(func() {
 		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("http: %w", err)
 		}
@@ -260,10 +261,18 @@ func Run(ctx context.Context, cfg Config) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return
 		}
-		// Let the reconcilers drain the initial events, then publish.
+		// Serve only a complete state: a client that resumes against a
+		// partial one would be told that resources it holds were removed.
+		if err := controllers.Prime(ctx, mgr.GetCache(), ix, controllers.Options{GatewayAPI: cfg.GatewayAPI, Policies: cfg.Policies}); err != nil {
+			errs <- err
+			return
+		}
 		ix.Flush()
 		ready.Store(true)
 		logger.Info("istiod-lite ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+		if err := grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errs <- fmt.Errorf("grpc: %w", err)
+		}
 	})
 	if cfg.Ready != nil {
 		cfg.Ready(grpcLis.Addr().String(), httpLis.Addr().String())

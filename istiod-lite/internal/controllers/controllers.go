@@ -115,3 +115,78 @@ func Setup(mgr ctrl.Manager, ix *index.Index, opts Options) error {
 	}
 	return nil
 }
+
+// Prime feeds the index everything in the informer cache, once it has
+// synced, so that the first state clients see is complete rather than
+// whatever the reconcilers have reached. The reconcilers then feed the same
+// objects again, which changes nothing.
+func Prime(ctx context.Context, r client.Reader, ix *index.Index, opts Options) error {
+	var nss corev1.NamespaceList
+	if err := r.List(ctx, &nss); err != nil {
+		return fmt.Errorf("prime namespaces: %w", err)
+	}
+	for i := range nss.Items {
+		ix.SetNamespace(nss.Items[i].Name, &nss.Items[i])
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods); err != nil {
+		return fmt.Errorf("prime pods: %w", err)
+	}
+	for i := range pods.Items {
+		ix.SetPod(pods.Items[i].Namespace, pods.Items[i].Name, &pods.Items[i])
+	}
+	var svcs corev1.ServiceList
+	if err := r.List(ctx, &svcs); err != nil {
+		return fmt.Errorf("prime services: %w", err)
+	}
+	for i := range svcs.Items {
+		ix.SetService(svcs.Items[i].Namespace, svcs.Items[i].Name, &svcs.Items[i])
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := r.List(ctx, &slices); err != nil {
+		return fmt.Errorf("prime endpointslices: %w", err)
+	}
+	for i := range slices.Items {
+		ix.SetEndpointSlice(slices.Items[i].Namespace, slices.Items[i].Name, &slices.Items[i])
+	}
+	if opts.GatewayAPI {
+		var gws gatewayv1.GatewayList
+		if err := r.List(ctx, &gws); err != nil {
+			return fmt.Errorf("prime gateways: %w", err)
+		}
+		for i := range gws.Items {
+			ix.SetGateway(gws.Items[i].Namespace, gws.Items[i].Name, &gws.Items[i])
+		}
+		var hr gatewayv1.HTTPRouteList
+		if err := r.List(ctx, &hr); err != nil {
+			return fmt.Errorf("prime httproutes: %w", err)
+		}
+		for i := range hr.Items {
+			ix.SetHTTPRoute(hr.Items[i].Namespace, hr.Items[i].Name, &hr.Items[i])
+		}
+		var gr gatewayv1.GRPCRouteList
+		if err := r.List(ctx, &gr); err != nil {
+			return fmt.Errorf("prime grpcroutes: %w", err)
+		}
+		for i := range gr.Items {
+			ix.SetGRPCRoute(gr.Items[i].Namespace, gr.Items[i].Name, &gr.Items[i])
+		}
+	}
+	if opts.Policies {
+		var aps securityv1.AuthorizationPolicyList
+		if err := r.List(ctx, &aps); err != nil {
+			return fmt.Errorf("prime authorizationpolicies: %w", err)
+		}
+		for i := range aps.Items {
+			ix.SetAuthorizationPolicy(aps.Items[i].Namespace, aps.Items[i].Name, &aps.Items[i])
+		}
+		var rls policyv1alpha1.RateLimitPolicyList
+		if err := r.List(ctx, &rls); err != nil {
+			return fmt.Errorf("prime ratelimitpolicies: %w", err)
+		}
+		for i := range rls.Items {
+			ix.SetRateLimitPolicy(rls.Items[i].Namespace, rls.Items[i].Name, &rls.Items[i])
+		}
+	}
+	return nil
+}

@@ -86,7 +86,7 @@ func (d *deployer) ensureClass(ctx context.Context) error {
 	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName}}
 	_, err := controllerutil.CreateOrUpdate(ctx, d.c, gc, func() error {
 		gc.Spec.ControllerName = ControllerName
-		d := "Skiff waypoints: L7 proxies for services and workloads in the ambient mesh"
+		d := "Skiff waypoints: L7 proxies of the ambient mesh"
 		gc.Spec.Description = &d
 		return nil
 	})
