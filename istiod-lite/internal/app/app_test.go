@@ -36,6 +36,7 @@ import (
 
 // cluster is a real apiserver and etcd with Skiff's CRDs.
 type cluster struct {
+	env *envtest.Environment
 	cfg *rest.Config
 	c   client.Client
 	cs  *kubernetes.Clientset
@@ -67,7 +68,7 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cluster{cfg: cfg, c: c, cs: kubernetes.NewForConfigOrDie(cfg)}
+	return &cluster{env: env, cfg: cfg, c: c, cs: kubernetes.NewForConfigOrDie(cfg)}
 }
 
 func freePort(t *testing.T) string {

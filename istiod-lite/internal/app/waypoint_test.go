@@ -1,0 +1,298 @@
+package app_test
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffmesh/skiff/pkg/xds"
+	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
+	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
+)
+
+// eventually polls cond until it holds or a generous deadline passes; the
+// deadline is a failure bound, not an expectation about timing.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startGC runs kube-controller-manager's garbage collector against the
+// cluster, so owned objects are deleted with their owner as in a cluster.
+func startGC(t *testing.T, cl *cluster) {
+	t.Helper()
+	bin := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kube-controller-manager")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("no kube-controller-manager beside kube-apiserver: %v", err)
+	}
+	user, err := cl.env.AddUser(envtest.User{Name: "gc", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kcPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--kubeconfig="+kcPath, "--controllers=garbagecollector", "--leader-elect=false",
+		"--use-service-account-credentials=false", fmt.Sprintf("--secure-port=%d", port), "--bind-address=127.0.0.1", "--cert-dir="+dir)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+}
+
+func TestWaypointDeployer(t *testing.T) {
+	cl := startCluster(t)
+	startGC(t, cl)
+	ctx := context.Background()
+	cl.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}})
+	cl.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}})
+	cl.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel"}})
+	cl.create(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}})
+	ztunnel := cl.pod(t, "istio-system", "ztunnel-a", "ztunnel", "node-a", "", nil)
+
+	grpcAddr := freePort(t)
+	stop := runIstiod(t, cl, grpcAddr)
+	defer stop()
+	roots := cl.roots(t, "shop")
+
+	t.Run("GatewayClass", func(t *testing.T) {
+		eventually(t, "GatewayClass istio-waypoint accepted", func() error {
+			var gc gatewayv1.GatewayClass
+			if err := cl.c.Get(ctx, client.ObjectKey{Name: "istio-waypoint"}, &gc); err != nil {
+				return err
+			}
+			if !meta.IsStatusConditionTrue(gc.Status.Conditions, "Accepted") {
+				return fmt.Errorf("conditions %v", gc.Status.Conditions)
+			}
+			return nil
+		})
+	})
+
+	gw := &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "wp", Labels: map[string]string{"istio.io/waypoint-for": "service"}},
+		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "istio-waypoint", Listeners: []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE"}}},
+	}
+	cl.create(t, gw)
+	var wpIP string
+	t.Run("deploys and reports status", func(t *testing.T) {
+		for _, obj := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}} {
+			eventually(t, fmt.Sprintf("%T owned by the Gateway", obj), func() error {
+				if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "wp"}, obj); err != nil {
+					return err
+				}
+				ref := metav1.GetControllerOf(obj)
+				if ref == nil || ref.Kind != "Gateway" || ref.Name != "wp" {
+					return fmt.Errorf("controller reference %v", ref)
+				}
+				return nil
+			})
+		}
+		var svc corev1.Service
+		_ = cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "wp"}, &svc)
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15008 {
+			t.Fatalf("waypoint service ports %v, want HBONE 15008", svc.Spec.Ports)
+		}
+		wpIP = svc.Spec.ClusterIP
+		eventually(t, "Gateway Accepted and Programmed with the Service address", func() error {
+			var g gatewayv1.Gateway
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "wp"}, &g); err != nil {
+				return err
+			}
+			if !meta.IsStatusConditionTrue(g.Status.Conditions, "Accepted") || !meta.IsStatusConditionTrue(g.Status.Conditions, "Programmed") {
+				return fmt.Errorf("conditions %v", g.Status.Conditions)
+			}
+			if len(g.Status.Addresses) != 1 || g.Status.Addresses[0].Value != wpIP {
+				return fmt.Errorf("addresses %v, want %s", g.Status.Addresses, wpIP)
+			}
+			return nil
+		})
+	})
+
+	t.Run("bad listener is not accepted", func(t *testing.T) {
+		bad := &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "bad"},
+			Spec:       gatewayv1.GatewaySpec{GatewayClassName: "istio-waypoint", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: "HTTP"}}},
+		}
+		cl.create(t, bad)
+		eventually(t, "Gateway with an HTTP listener refused", func() error {
+			var g gatewayv1.Gateway
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "bad"}, &g); err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(g.Status.Conditions, "Accepted")
+			if c == nil || c.Status != metav1.ConditionFalse {
+				return fmt.Errorf("conditions %v", g.Status.Conditions)
+			}
+			return nil
+		})
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "bad"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("deployment for a refused Gateway: err = %v, want NotFound", err)
+		}
+	})
+
+	// A service bound to the waypoint, with an HTTPRoute.
+	for _, name := range []string{"reviews", "reviews-v1"} {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name},
+			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Name: "http", Port: 9080}}},
+		}
+		if name == "reviews" {
+			svc.Labels = map[string]string{"istio.io/use-waypoint": "wp"}
+		}
+		cl.create(t, svc)
+	}
+	route := &gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews"},
+		Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To[gatewayv1.Group](""), Kind: ptr.To[gatewayv1.Kind]("Service"), Name: "reviews", Port: ptr.To[gatewayv1.PortNumber](9080)}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "reviews-v1", Port: ptr.To[gatewayv1.PortNumber](9080)}, Weight: ptr.To[int32](90)}},
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "reviews-v2", Port: ptr.To[gatewayv1.PortNumber](9080)}, Weight: ptr.To[int32](10)}},
+			}}},
+		},
+	}
+	cl.create(t, route)
+	t.Run("route parent status", func(t *testing.T) {
+		eventually(t, "HTTPRoute parent Accepted, ResolvedRefs false for the missing backend", func() error {
+			var r gatewayv1.HTTPRoute
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "reviews"}, &r); err != nil {
+				return err
+			}
+			if len(r.Status.Parents) != 1 {
+				return fmt.Errorf("parents %v", r.Status.Parents)
+			}
+			conds := r.Status.Parents[0].Conditions
+			rr := meta.FindStatusCondition(conds, "ResolvedRefs")
+			if !meta.IsStatusConditionTrue(conds, "Accepted") || rr == nil || rr.Status != metav1.ConditionFalse || rr.Reason != "BackendNotFound" {
+				return fmt.Errorf("conditions %v", conds)
+			}
+			return nil
+		})
+	})
+
+	t.Run("ztunnel sees the service's waypoint", func(t *testing.T) {
+		xc := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.AddressType})
+		eventually(t, "service reviews bound to the waypoint", func() error {
+			r, ok := xc.State(xds.AddressType)["shop/reviews.shop.svc.cluster.local"]
+			if !ok {
+				return fmt.Errorf("no service")
+			}
+			var a workloadapi.Address
+			if err := r.Body.UnmarshalTo(&a); err != nil {
+				return err
+			}
+			wp := a.GetService().GetWaypoint()
+			if wp == nil || net.IP(wp.GetAddress().GetAddress()).String() != wpIP || wp.GetHboneMtlsPort() != 15008 {
+				return fmt.Errorf("waypoint %v, want %s:15008", wp, wpIP)
+			}
+			return nil
+		})
+	})
+
+	t.Run("waypoint gets its own configuration only", func(t *testing.T) {
+		wpPod := cl.pod(t, "shop", "wp-0", "wp", "node-a", "10.2.0.9", nil)
+		xc := startClient(t, grpcAddr, roots, cl.token(t, wpPod), xds.Subscription{TypeURL: xds.WaypointType, Names: []string{"shop/wp", "shop/other"}})
+		eventually(t, "waypoint config with the route", func() error {
+			st := xc.State(xds.WaypointType)
+			if _, ok := st["shop/other"]; ok {
+				return fmt.Errorf("got another waypoint's configuration")
+			}
+			r, ok := st["shop/wp"]
+			if !ok {
+				return fmt.Errorf("no configuration")
+			}
+			var w waypointapi.Waypoint
+			if err := r.Body.UnmarshalTo(&w); err != nil {
+				return err
+			}
+			if len(w.Services) != 1 || w.Services[0].Hostname != "reviews.shop.svc.cluster.local" || len(w.Services[0].HttpRoutes) != 1 {
+				return fmt.Errorf("config %v", &w)
+			}
+			b := w.Services[0].HttpRoutes[0].Rules[0].Backends
+			if len(b) != 2 || b[0].Weight != 90 || b[1].Weight != 10 {
+				return fmt.Errorf("backends %v", b)
+			}
+			return nil
+		})
+		ztClient := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.WaypointType, Names: []string{"shop/wp"}})
+		<-ztClient.Ready()
+		if len(ztClient.State(xds.WaypointType)) != 0 {
+			t.Fatal("ztunnel's account received a waypoint configuration")
+		}
+	})
+
+	t.Run("deleting the Gateway deletes what it owned", func(t *testing.T) {
+		if err := cl.c.Delete(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+		for _, obj := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}} {
+			eventually(t, fmt.Sprintf("%T deleted", obj), func() error {
+				err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "wp"}, obj)
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("still there (err %v)", err)
+			})
+		}
+	})
+}
+
+func startClient(t *testing.T, addr string, roots *x509.CertPool, token string, sub xds.Subscription) *xds.Client {
+	t.Helper()
+	sub.Apply = func(xds.Delta) error { return nil }
+	opts := xds.ClientOptions{
+		Address: addr, TokenFile: token, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Subscriptions: []xds.Subscription{sub}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	opts.Roots = roots
+	xc, err := xds.NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = xc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return xc
+}
