@@ -30,12 +30,12 @@ pid_of() { if [[ -f "$SKIFF_STATE/pids/$1" ]]; then cat "$SKIFF_STATE/pids/$1"; 
 
 node_nums() {
 	local f
-	for f in "$SKIFF_STATE"/node[0-9]* /run/netns/skiff-node[0-9]* /sys/fs/cgroup/pids/skiff-node[0-9]*; do
+	for f in "$SKIFF_STATE"/node[0-9]* /run/netns/skiff-node[0-9]* /sys/fs/cgroup/*/skiff-node[0-9]*; do
 		[[ -e "$f" ]] && basename "$f" | sed 's/^skiff-node//; s/^node//'
 	done | sort -u
 }
 mapfile -t nodes < <(node_nums)
-mapfile -t cg_mounts < <(awk '$3 == "cgroup" {print $2}' /proc/self/mounts)
+mapfile -t cg_mounts < <(awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts)
 
 step "stop node daemons"
 for i in "${nodes[@]}"; do

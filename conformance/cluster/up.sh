@@ -313,9 +313,11 @@ for i in $(seq 1 "$SKIFF_NODES"); do
 	wait_for "containerd on node $i" 30 ctr -a "$SKIFF_STATE/node$i/root/run/containerd/containerd.sock" version
 done
 
-step "images (build and import into every node)"
+# The cluster needs only these; Skiff's own images come with make images.
+BASE_IMAGES=registry.k8s.io/pause,skiff.local/echo,skiff.local/toolbox,skiff.local/coredns
+step "base images (build and import into every node)"
 export SKIFF_CACHE SKIFF_STATE COREDNS_VERSION
-(cd "$repo" && "$SKIFF_CACHE/bin/skiff-images" >"$SKIFF_STATE/logs/images.log" 2>&1) ||
+(cd "$repo" && "$SKIFF_CACHE/bin/skiff-images" -only "$BASE_IMAGES" >"$SKIFF_STATE/logs/images.log" 2>&1) ||
 	die "image build/import failed: $(tail -20 "$SKIFF_STATE/logs/images.log")"
 
 step "kubelet, kube-proxy on each node"
