@@ -15,7 +15,7 @@
 //	skiff.local/coredns:<version>   CoreDNS built by build-k8s.sh
 //	skiff.local/<component>:dev     each Skiff binary: <component>/main.go for the
 //	                                components listed in skiffComponents, when present
-//	registry.k8s.io/gateway-api/conformance/echo-advanced:<tag>
+//	registry.k8s.io/gateway-api/echo-advanced:v1.5.1
 //	                                Istio's echo app (with -istio; slow the first time)
 //
 // Run it from the repository (it builds with the go tool): go run ./conformance/cmd/skiff-images
@@ -25,12 +25,19 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"log"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,7 +95,7 @@ func main() {
 		busybox  = flag.String("busybox", "/bin/busybox", "static busybox binary (Debian package busybox-static)")
 		istio    = flag.Bool("istio", false, "also build Istio's echo app as the Gateway API conformance echo-advanced image")
 		istioVer = flag.String("istio-version", envOr("ISTIO_VERSION", "v0.0.0-20260827124520-eed52ebb66ad"), "istio.io/istio module version (the one the interop suite pins)")
-		istioTag = flag.String("istio-tag", envOr("ECHO_ADVANCED_TAG", "v20251204-v1.4.1"), "tag of the echo-advanced image")
+		istioImg = flag.String("istio-image", envOr("ECHO_ADVANCED_IMAGE", "registry.k8s.io/gateway-api/echo-advanced:v1.5.1"), "name of the echo-advanced image (the one the Gateway API conformance suite's mesh manifests use)")
 	)
 	flag.Parse()
 
@@ -187,7 +194,7 @@ func main() {
 				return err
 			}
 			imgs = append(imgs, image{
-				name:       "registry.k8s.io/gateway-api/conformance/echo-advanced:" + *istioTag,
+				name:       *istioImg,
 				files:      files,
 				entrypoint: []string{"/usr/local/bin/server"},
 			})
@@ -542,5 +549,51 @@ func istioEcho(cache, tmp, ver string) ([]file, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []file{exe("usr/local/bin/server", s), exe("usr/local/bin/client", c), {path: "tmp/", mode: 0o1777}}, nil
+	crt, key, err := echoCert(bin)
+	if err != nil {
+		return nil, err
+	}
+	return []file{
+		exe("usr/local/bin/server", s), exe("usr/local/bin/client", c), {path: "tmp/", mode: 0o1777},
+		// The conformance manifests start the server with --crt=/cert.crt --key=/cert.key.
+		{path: "cert.crt", data: crt, mode: 0o644}, {path: "cert.key", data: key, mode: 0o644},
+	}, nil
+}
+
+// echoCert returns the echo app's self-signed serving certificate and key,
+// made once and kept in dir so rebuilt images stay identical.
+func echoCert(dir string) (crt, key []byte, err error) {
+	cp, kp := filepath.Join(dir, "cert.crt"), filepath.Join(dir, "cert.key")
+	crt, err1 := os.ReadFile(cp)
+	key, err2 := os.ReadFile(kp)
+	if err1 == nil && err2 == nil {
+		return crt, key, nil
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "echo"},
+		DNSNames:     []string{"echo", "*.gateway-conformance-mesh.svc.cluster.local", "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(10, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		return nil, nil, fmt.Errorf("echo certificate: %w", err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	crt = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	key = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	if err := os.WriteFile(cp, crt, 0o644); err != nil {
+		return nil, nil, err
+	}
+	return crt, key, os.WriteFile(kp, key, 0o600)
 }
