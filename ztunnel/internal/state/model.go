@@ -22,6 +22,9 @@ const (
 	TunnelHBONE TunnelProtocol = 1
 )
 
+// MarshalText writes the protocol's name.
+func (p TunnelProtocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
 func (p TunnelProtocol) String() string {
 	switch p {
 	case TunnelNone:
@@ -45,11 +48,11 @@ func (n NamespacedHostname) Key() string { return n.Namespace + "/" + n.Hostname
 // or a service by name.
 type GatewayAddress struct {
 	// Address is the waypoint's IP (a workload or a service VIP).
-	Address netip.Addr
+	Address netip.Addr `json:"address,omitzero"`
 	// Hostname names the waypoint's service when Address is not set.
-	Hostname NamespacedHostname
+	Hostname NamespacedHostname `json:"hostname,omitzero"`
 	// HBONEPort is the waypoint's HBONE port (15008 when zero).
-	HBONEPort uint16
+	HBONEPort uint16 `json:"hbonePort,omitempty"`
 }
 
 // Port returns the HBONE port, defaulting to 15008.
@@ -72,34 +75,34 @@ func (g *GatewayAddress) validate() error {
 
 // Port maps a service port to the port the workload listens on.
 type Port struct {
-	ServicePort uint16
+	ServicePort uint16 `json:"servicePort,omitempty"`
 	// TargetPort 0 means "look it up in the workload's Services".
-	TargetPort uint16
+	TargetPort uint16 `json:"targetPort,omitempty"`
 }
 
 // Workload is one endpoint: for Kubernetes, a pod.
 type Workload struct {
-	UID       string
-	Name      string
-	Namespace string
-	Addresses []netip.Addr
+	UID       string       `json:"uid,omitempty"`
+	Name      string       `json:"name,omitempty"`
+	Namespace string       `json:"namespace,omitempty"`
+	Addresses []netip.Addr `json:"addresses,omitempty"`
 	// Node is the node the workload runs on; ztunnel serves the workloads
 	// of its own node.
-	Node           string
-	TrustDomain    string
-	ServiceAccount string
-	Protocol       TunnelProtocol
+	Node           string         `json:"node,omitempty"`
+	TrustDomain    string         `json:"trustDomain,omitempty"`
+	ServiceAccount string         `json:"serviceAccount,omitempty"`
+	Protocol       TunnelProtocol `json:"protocol"`
 	// Waypoint receives traffic addressed to the workload, when set.
-	Waypoint *GatewayAddress
+	Waypoint *GatewayAddress `json:"waypoint,omitempty"`
 	// Services maps service keys to this workload's ports for them.
-	Services map[string][]Port
+	Services map[string][]Port `json:"services,omitempty"`
 	// AuthorizationPolicies are keys of selector policies for the workload.
-	AuthorizationPolicies []string
-	Healthy               bool
-	CanonicalName         string
-	CanonicalRevision     string
-	WorkloadName          string
-	ClusterID             string
+	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
+	Healthy               bool     `json:"healthy"`
+	CanonicalName         string   `json:"canonicalName,omitempty"`
+	CanonicalRevision     string   `json:"canonicalRevision,omitempty"`
+	WorkloadName          string   `json:"workloadName,omitempty"`
+	ClusterID             string   `json:"clusterId,omitempty"`
 
 	id spiffeid.ID
 }
@@ -160,15 +163,15 @@ func (w *Workload) normalize(defaultTD string) error {
 
 // Service is a set of workloads behind virtual IPs.
 type Service struct {
-	Name      string
-	Namespace string
-	Hostname  string
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Hostname  string `json:"hostname,omitzero"`
 	// Addresses are the VIPs; none for a headless service.
-	Addresses       []netip.Addr
-	Ports           []Port
-	SubjectAltNames []string
+	Addresses       []netip.Addr `json:"addresses,omitempty"`
+	Ports           []Port       `json:"ports,omitempty"`
+	SubjectAltNames []string     `json:"subjectAltNames,omitempty"`
 	// Waypoint receives all traffic addressed to the service, when set.
-	Waypoint *GatewayAddress
+	Waypoint *GatewayAddress `json:"waypoint,omitempty"`
 }
 
 // Key is "<namespace>/<hostname>", how workloads refer to the service.

@@ -1,0 +1,327 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// baseConfig describes the world of twoNodes.
+const baseConfig = `
+workloads:
+- {name: a, namespace: default, serviceAccount: sa-a, addresses: [10.1.1.2], node: n1}
+- name: c
+  namespace: default
+  serviceAccount: sa-c
+  addresses: [10.1.2.2]
+  node: n1
+  services: {default/echo.default.svc.cluster.local: [{servicePort: 80, targetPort: 8080}]}
+- name: b
+  namespace: default
+  serviceAccount: sa-b
+  addresses: [10.2.1.2]
+  node: n2
+  services: {default/echo.default.svc.cluster.local: [{servicePort: 80, targetPort: 8080}]}
+- {name: legacy, namespace: default, addresses: [10.2.2.2], node: n2, protocol: NONE}
+- {name: wp, namespace: default, serviceAccount: waypoint, addresses: [10.2.3.2], node: n2}
+services:
+- name: echo
+  namespace: default
+  addresses: [10.96.0.10]
+  ports: [{servicePort: 80, targetPort: 8080}]
+- name: routed
+  namespace: default
+  addresses: [10.96.0.20]
+  ports: [{servicePort: 80, targetPort: 8080}]
+  waypoint: {address: 10.2.3.2}
+`
+
+// world is two nodes, each with a ztunnel in in-pod mode: pods a and c on
+// n1, b on n2 (all in the mesh), legacy on n2 (outside the mesh) and a
+// waypoint wp on n2. Every pod serves the echo application on 8080.
+type world struct {
+	m               *mesh
+	n1, n2          *node
+	a, b, c, legacy *pod
+	wp              *pod
+}
+
+func twoNodes(t *testing.T, policies string) *world {
+	m := newMesh(t)
+	m.writeConfig(baseConfig + policies)
+	w := &world{m: m, n1: m.newNode("n1"), n2: m.newNode("n2")}
+	link(t, w.n1, w.n2, "10.10.0.1", "10.10.0.2")
+	w.a = w.n1.addPod("a", "10.1.1.2", "sa-a", true)
+	w.c = w.n1.addPod("c", "10.1.2.2", "sa-c", true)
+	w.b = w.n2.addPod("b", "10.2.1.2", "sa-b", true)
+	w.legacy = w.n2.addPod("legacy", "10.2.2.2", "", false)
+	w.wp = w.n2.addPod("wp", "10.2.3.2", "waypoint", false)
+	for _, p := range []*pod{w.a, w.b, w.c, w.legacy} {
+		p.serveEcho(t, 8080)
+	}
+	w.n1.startZtunnel(defaultPorts)
+	w.n2.startZtunnel(defaultPorts)
+	return w
+}
+
+func TestPodToPodOverHBONE(t *testing.T) {
+	w := twoNodes(t, "")
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"across nodes", "a", "10.2.1.2:8080", "b 10.1.1.2"},
+		{"same node", "a", "10.1.2.2:8080", "c 10.1.1.2"},
+		{"reverse", "b", "10.1.1.2:8080", "a 10.2.1.2"},
+		{"to a pod outside the mesh", "a", "10.2.2.2:8080", "legacy 10.1.1.2"},
+	}
+	pods := map[string]*pod{"a": w.a, "b": w.b, "c": w.c}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := pods[tt.from].greet(t, tt.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The application sees the client pod's own address.
+			if got != tt.want {
+				t.Fatalf("greeting %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// One access log line per connection, with both identities.
+	w.n2.z.waitLog(t, `direction=inbound src.addr=10.1.1.2:`, `src.identity=spiffe://cluster.local/ns/default/sa/sa-a dst.addr=10.2.1.2:8080 dst.workload=b dst.namespace=default dst.identity=spiffe://cluster.local/ns/default/sa/sa-b`)
+	w.n1.z.waitLog(t, `direction=outbound src.addr=10.1.1.2:`, `dst.addr=10.2.2.2:8080 dst.workload=legacy dst.namespace=default route=passthrough`)
+}
+
+func TestServiceVIPSpreadsOverEndpoints(t *testing.T) {
+	w := twoNodes(t, "")
+	seen := map[string]int{}
+	for range 40 {
+		got, err := w.a.greet(t, "10.96.0.10:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, _, _ := strings.Cut(got, " ")
+		seen[pod]++
+	}
+	if seen["b"] == 0 || seen["c"] == 0 || len(seen) != 2 {
+		t.Fatalf("connections to the VIP landed on %v; want both endpoints b and c", seen)
+	}
+}
+
+func TestWaypointGetsTheVIPAsAuthority(t *testing.T) {
+	w := twoNodes(t, "")
+	wp := w.m.serveWaypoint(t, w.wp, "waypoint")
+	got, err := w.a.greetLine(t, "10.96.0.20:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "waypoint 10.96.0.20:80" {
+		t.Fatalf("greeting %q: the connection did not reach the waypoint with the VIP as authority", got)
+	}
+	if tun := wp.tunnels(); len(tun) != 1 || tun[0] != "spiffe://cluster.local/ns/default/sa/sa-a 10.96.0.20:80" {
+		t.Fatalf("waypoint saw %q; want one tunnel from a's identity to the VIP", tun)
+	}
+}
+
+func TestPlaintextFromOutsideTheMesh(t *testing.T) {
+	w := twoNodes(t, "")
+	// legacy is not redirected: it reaches b's inbound plaintext port.
+	got, err := w.legacy.greet(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "b 10.2.2.2" {
+		t.Fatalf("greeting %q, want b seeing legacy's address", got)
+	}
+	w.n2.z.waitLog(t, "direction=inbound src.addr=10.2.2.2:", "dst.workload=b")
+}
+
+func TestSOCKS5InPod(t *testing.T) {
+	w := twoNodes(t, "")
+	c, err := w.a.dial(t, "127.0.0.1:15080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// Greeting (no auth), then CONNECT 10.2.1.2:8080.
+	if _, err := c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 2, 1, 2, 0x1f, 0x90}); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 12)
+	if _, err := io.ReadFull(c, resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp[0] != 5 || resp[1] != 0 || resp[3] != 0 {
+		t.Fatalf("SOCKS5 answers %x, want success", resp)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "b 10.1.1.2\n" {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+}
+
+const denyAtoB = `
+policies:
+- name: deny-a
+  namespace: default
+  scope: WorkloadSelector
+  action: Deny
+  groups:
+  - rules:
+    - matches:
+      - principals: [cluster.local/ns/default/sa/sa-a]
+`
+
+// withPolicyOnB lists deny-a among b's policies.
+func withPolicyOnB(cfg string) string {
+	return strings.Replace(cfg, "  addresses: [10.2.1.2]\n", "  addresses: [10.2.1.2]\n  authorizationPolicies: [default/deny-a]\n", 1)
+}
+
+func TestDenyPolicyRefusesConnections(t *testing.T) {
+	w := twoNodes(t, "")
+	w.m.writeConfig(withPolicyOnB(baseConfig) + denyAtoB)
+	w.n2.z.waitConfig(t, `"key": "default/deny-a"`)
+	if got, err := w.a.greet(t, "10.2.1.2:8080"); err == nil {
+		t.Fatalf("a reached b (%q) despite the DENY policy", got)
+	}
+	// c is not named by the policy.
+	if got, err := w.c.greet(t, "10.2.1.2:8080"); err != nil || got != "b 10.1.2.2" {
+		t.Fatalf("c → b: %q, %v", got, err)
+	}
+	w.n2.z.waitLog(t, "connection failed", "src.identity=spiffe://cluster.local/ns/default/sa/sa-a", "denied by authorization policy default/deny-a")
+	w.n1.z.waitLog(t, "connection failed", "dst.workload=b", "401")
+}
+
+func TestPolicyAddedClosesOpenConnection(t *testing.T) {
+	w := twoNodes(t, "")
+	c, err := w.a.dial(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if line, err := r.ReadString('\n'); err != nil || line != "b 10.1.1.2\n" {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	w.m.writeConfig(withPolicyOnB(baseConfig) + denyAtoB)
+	// The open connection is closed: the read ends without data.
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	n, err := r.Read(make([]byte, 1))
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after the policy change: %d bytes, %v; want the connection closed", n, err)
+	}
+	w.n2.z.waitLog(t, "no longer allowed by authorization policy")
+}
+
+// TestMutualTLSOnTheWire captures the link between the nodes: the payload
+// never crosses it in clear, and the metrics carry both identities.
+func TestMutualTLSOnTheWire(t *testing.T) {
+	w := twoNodes(t, "")
+	capture := filepath.Join(t.TempDir(), "wire.pcap")
+	tcpdump := startCapture(t, w.n1.ns.Name, "to-n2", capture)
+	// Enough payload that the capture must hold many data packets.
+	secret := strings.Repeat("the-payload-must-not-be-visible.", 2048) + "\n"
+	c, err := w.a.dial(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	go io.WriteString(c, secret)
+	if echo, err := r.ReadString('\n'); err != nil || echo != secret {
+		t.Fatalf("echo of %d bytes: got %d, %v", len(secret), len(echo), err)
+	}
+	c.Close()
+	// Both directions carried the payload: wait until the capture holds
+	// at least that much, then stop it.
+	pcap := tcpdump(2 * len(secret))
+	if !bytes.Contains(pcap, []byte{0x3a, 0xa0}) { // port 15008 in a TCP header
+		out, _ := exec.Command("tcpdump", "-nn", "-r", capture).CombinedOutput()
+		t.Fatalf("capture (%d bytes) has no traffic to port 15008:\n%.3000s", len(pcap), out)
+	}
+	if bytes.Contains(pcap, []byte("the-payload-must-not-be-visible")) {
+		t.Fatal("the payload crossed the wire in clear text")
+	}
+
+	w.n2.z.waitLog(t, "direction=inbound src.addr=10.1.1.2:", "dst.workload=b")
+	_, metrics, err := w.n2.z.get(w.n2.z.ports.metrics, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`istio_tcp_connections_opened_total{`,
+		`istio_tcp_connections_closed_total{`,
+		`istio_tcp_received_bytes_total{`,
+		`istio_tcp_sent_bytes_total{`,
+		`connection_security_policy="mutual_tls"`,
+		`source_principal="spiffe://cluster.local/ns/default/sa/sa-a"`,
+		`destination_principal="spiffe://cluster.local/ns/default/sa/sa-b"`,
+		`reporter="destination"`,
+		`source_workload="a"`,
+		`destination_workload="b"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("n2 metrics lack %s", want)
+		}
+	}
+}
+
+// startCapture runs tcpdump on dev inside the named namespace. The
+// returned function waits until the capture file holds at least min bytes,
+// stops tcpdump and returns the capture.
+func startCapture(t *testing.T, ns, dev, file string) func(min int) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Skip("tcpdump not installed (apt-get install tcpdump)")
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", dev, "-U", "-s", "0", "-w", file, "tcp")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// tcpdump says "listening on ..." once it captures.
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "listening on") {
+	}
+	go io.Copy(io.Discard, stderr)
+	stopped := false
+	stop := func(min int) []byte {
+		ctx := bounded(t)
+		for !stopped {
+			if fi, err := os.Stat(file); err == nil && fi.Size() >= int64(min) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("capture never reached %d bytes", min)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if !stopped {
+			stopped = true
+			cmd.Process.Signal(syscall.SIGINT)
+			cmd.Wait()
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Cleanup(func() { stop(0) })
+	return stop
+}

@@ -1,0 +1,89 @@
+// Package admin serves ztunnel's operational endpoints: the localhost admin
+// interface (/config_dump, /debug/pprof, /logging), Prometheus /metrics and
+// the /healthz/ready readiness probe.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"strings"
+)
+
+// Admin returns the localhost admin handler. dump produces /config_dump;
+// level is the log level /logging reads and sets.
+func Admin(level *slog.LevelVar, dump func(ctx context.Context) any) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(dump(r.Context())); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/logging", func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+		case http.MethodPost, http.MethodPut:
+			v := r.URL.Query().Get("level")
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(v)); err != nil {
+				http.Error(w, fmt.Sprintf("bad level %q: want debug, info, warn or error", v), http.StatusBadRequest)
+				return
+			}
+			level.Set(l)
+		default:
+			w.Header().Set("Allow", "GET, POST, PUT")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		fmt.Fprintf(w, "level=%s\n", strings.ToLower(level.Level().String()))
+	})
+	return localOnly(mux)
+}
+
+// localOnly refuses requests from anything but loopback, whatever address
+// the admin listener was bound to.
+func localOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		a, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil || !a.Unmap().IsLoopback() {
+			http.Error(w, "admin is only served to localhost", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Readiness serves /healthz/ready: 200 when ready returns nil, else 503
+// with the reason.
+func Readiness(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// Metrics serves /metrics with h.
+func Metrics(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return mux
+}

@@ -1,0 +1,364 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/skiffmesh/skiff/pkg/hbone"
+	"github.com/skiffmesh/skiff/pkg/inpod"
+	"github.com/skiffmesh/skiff/pkg/policy"
+	"github.com/skiffmesh/skiff/ztunnel/internal/socket"
+)
+
+// PodInfo identifies the pod an in-pod Instance serves, as the node agent
+// described it.
+type PodInfo struct {
+	UID, Name, Namespace, ServiceAccount string
+	// ID is the pod's workload identity.
+	ID spiffeid.ID
+}
+
+// InstanceConfig configures one set of listeners.
+type InstanceConfig struct {
+	// Name appears in logs (the pod's namespace/name, or "shared").
+	Name string
+	// Namespace is where sockets are created; nil is ztunnel's own.
+	Namespace *socket.Namespace
+	// Pod is set in in-pod mode: the Instance serves this pod only. In
+	// shared mode (nil) workloads are found by address.
+	Pod *PodInfo
+	// Listen addresses; an empty one disables that listener.
+	Outbound, Plaintext, HBONE, SOCKS5 string
+	// Mark is set on every socket (inpod.SocketMark in pods).
+	Mark uint32
+	// ReusePort lets a replacement ztunnel bind the same ports.
+	ReusePort bool
+	// Transparent makes the inbound listeners accept TPROXY'd connections
+	// and connects to the application from the client's address.
+	Transparent bool
+}
+
+// Instance serves one pod, or the node in shared mode.
+type Instance struct {
+	p      *Proxy
+	cfg    InstanceConfig
+	ns     *socket.Namespace
+	log    *slog.Logger
+	ctx    context.Context // ends every connection of the instance
+	cancel context.CancelCauseFunc
+
+	dialer   hbone.Dialer
+	closers  []func() error // HBONE clients
+	hboneSrv *hbone.Server
+	quicSrv  *hbone.QUICServer
+
+	listeners []net.Listener
+	udp       *net.UDPConn
+	wg        sync.WaitGroup
+
+	mu     sync.Mutex
+	conns  map[*tracked]struct{}
+	idle   chan struct{} // closed when conns becomes empty, while draining
+	closed bool
+}
+
+// tracked is an open connection.
+type tracked struct {
+	inbound bool
+	dstUID  string
+	pc      policy.Conn
+	cancel  context.CancelCauseFunc
+}
+
+var errInstanceClosed = errors.New("closed: workload removed or ztunnel stopped")
+
+// Start opens the listeners of cfg (all or none) and serves them.
+func (p *Proxy) Start(cfg InstanceConfig) (*Instance, error) {
+	if cfg.Name == "" {
+		cfg.Name = "shared"
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	i := &Instance{
+		p:      p,
+		cfg:    cfg,
+		ns:     cfg.Namespace,
+		log:    p.log.With("proxy", cfg.Name),
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  map[*tracked]struct{}{},
+	}
+	if err := i.open(); err != nil {
+		i.Close()
+		return nil, err
+	}
+	p.mu.Lock()
+	p.instances[i] = struct{}{}
+	p.mu.Unlock()
+	return i, nil
+}
+
+func (i *Instance) open() error {
+	clientCfg := hbone.ClientConfig{
+		Bundles:     i.p.cfg.Bundles,
+		DialContext: i.ns.DialContext(socket.Options{Mark: i.cfg.Mark}),
+		Logger:      i.log,
+	}
+	tcpClient, err := hbone.NewClient(clientCfg)
+	if err != nil {
+		return err
+	}
+	i.closers = append(i.closers, tcpClient.Close)
+	i.dialer = tcpClient
+	if i.p.cfg.QUIC {
+		// The client's UDP socket must live in the pod's namespace.
+		var qc *hbone.QUICClient
+		if err := i.ns.Do(func() error {
+			var err error
+			qc, err = hbone.NewQUICClient(clientCfg)
+			return err
+		}); err != nil {
+			return fmt.Errorf("QUIC client: %w", err)
+		}
+		i.closers = append(i.closers, qc.Close)
+		i.dialer = &hbone.FallbackDialer{QUIC: qc, TCP: tcpClient}
+	}
+
+	lo := socket.Options{Mark: i.cfg.Mark, ReusePort: i.cfg.ReusePort}
+	in := lo
+	in.Transparent = i.cfg.Transparent
+	ctx := context.Background()
+	listen := func(addr string, o socket.Options, serve func(*net.TCPConn)) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := i.ns.Listen(ctx, addr, o)
+		if err != nil {
+			return err
+		}
+		i.listeners = append(i.listeners, ln)
+		if serve != nil {
+			i.wg.Add(1)
+			go i.acceptLoop(ln, serve)
+		}
+		return nil
+	}
+	if err := listen(i.cfg.Outbound, lo, i.handleRedirected); err != nil {
+		return err
+	}
+	if err := listen(i.cfg.Plaintext, in, i.handlePlaintext); err != nil {
+		return err
+	}
+	if err := listen(i.cfg.SOCKS5, lo, i.handleSOCKS5); err != nil {
+		return err
+	}
+	if i.cfg.HBONE != "" {
+		srvCfg := hbone.ServerConfig{
+			TrustDomain:    i.p.cfg.TrustDomain,
+			Bundles:        i.p.cfg.Bundles,
+			GetCertificate: i.serverCertificate,
+			Handler:        hbone.HandlerFunc(i.serveHBONE),
+			Logger:         i.log,
+		}
+		if i.hboneSrv, err = hbone.NewServer(srvCfg); err != nil {
+			return err
+		}
+		if err := listen(i.cfg.HBONE, in, nil); err != nil {
+			return err
+		}
+		ln := i.listeners[len(i.listeners)-1]
+		i.wg.Add(1)
+		go func() {
+			defer i.wg.Done()
+			if err := i.hboneSrv.Serve(ln); err != nil && !errors.Is(err, hbone.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				i.log.Error("HBONE listener failed", "err", err)
+			}
+		}()
+		if i.p.cfg.QUIC {
+			if i.quicSrv, err = hbone.NewQUICServer(srvCfg); err != nil {
+				return err
+			}
+			if i.udp, err = i.ns.ListenPacket(ctx, i.cfg.HBONE, lo); err != nil {
+				return err
+			}
+			i.wg.Add(1)
+			go func() {
+				defer i.wg.Done()
+				if err := i.quicSrv.Serve(i.udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+					i.log.Error("HBONE QUIC listener failed", "err", err)
+				}
+			}()
+		}
+	}
+	return nil
+}
+
+// Addrs returns the listeners' addresses, in the order outbound,
+// plaintext, SOCKS5, HBONE (those configured).
+func (i *Instance) Addrs() []net.Addr {
+	out := make([]net.Addr, len(i.listeners))
+	for n, ln := range i.listeners {
+		out[n] = ln.Addr()
+	}
+	return out
+}
+
+func (i *Instance) acceptLoop(ln net.Listener, serve func(*net.TCPConn)) {
+	defer i.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: back off, do not spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			i.log.Warn("accept failed", "addr", ln.Addr(), "err", err)
+			select {
+			case <-time.After(delay):
+			case <-i.ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		go serve(c.(*net.TCPConn))
+	}
+}
+
+// serverCertificate answers HBONE handshakes as the destination workload:
+// the pod in in-pod mode, else the local workload at the address dialled.
+func (i *Instance) serverCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	id := spiffeid.ID{}
+	if i.cfg.Pod != nil {
+		id = i.cfg.Pod.ID
+	} else {
+		local := socket.AddrPort(hello.Conn.LocalAddr())
+		w := i.p.cfg.Store.Snapshot().WorkloadByIP(local.Addr())
+		if !i.p.local(w) {
+			return nil, fmt.Errorf("no local workload at %v", local.Addr())
+		}
+		id = w.Identity()
+	}
+	c, err := i.p.cfg.Certs.Get(hello.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return &c.TLS, nil
+}
+
+func (i *Instance) track(t *tracked) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.closed {
+		return false
+	}
+	i.conns[t] = struct{}{}
+	return true
+}
+
+func (i *Instance) untrack(t *tracked) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	delete(i.conns, t)
+	if len(i.conns) == 0 && i.idle != nil {
+		close(i.idle)
+		i.idle = nil
+	}
+}
+
+func (i *Instance) trackedConns() []*tracked {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	out := make([]*tracked, 0, len(i.conns))
+	for t := range i.conns {
+		out = append(out, t)
+	}
+	return out
+}
+
+// isOwnPort reports whether dst is one of ztunnel's ports on a pod, which
+// must never be proxied to (a loop).
+func isOwnPort(dst netip.AddrPort) bool {
+	switch dst.Port() {
+	case inpod.OutboundPort, inpod.InboundPlaintextPort, inpod.InboundHBONEPort:
+		return true
+	}
+	return false
+}
+
+func (i *Instance) stopAccepting() {
+	for _, ln := range i.listeners {
+		ln.Close()
+	}
+}
+
+// Shutdown stops accepting, tells HBONE peers to go away, waits for open
+// connections to finish or ctx to end, and then closes everything.
+func (i *Instance) Shutdown(ctx context.Context) error {
+	i.stopAccepting()
+	if i.hboneSrv != nil {
+		go i.hboneSrv.Shutdown(ctx)
+	}
+	if i.quicSrv != nil {
+		go i.quicSrv.Shutdown(ctx)
+	}
+	i.mu.Lock()
+	var idle chan struct{}
+	if len(i.conns) > 0 {
+		if i.idle == nil {
+			i.idle = make(chan struct{})
+		}
+		idle = i.idle
+	}
+	i.mu.Unlock()
+	var err error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+			i.log.Info("drain deadline reached; closing connections", "open", len(i.trackedConns()))
+		}
+	}
+	i.Close()
+	return err
+}
+
+// Close closes the listeners and every connection at once.
+func (i *Instance) Close() error {
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		return nil
+	}
+	i.closed = true
+	i.mu.Unlock()
+	i.stopAccepting()
+	if i.hboneSrv != nil {
+		i.hboneSrv.Close()
+	}
+	if i.quicSrv != nil {
+		i.quicSrv.Close()
+	} else if i.udp != nil {
+		i.udp.Close()
+	}
+	i.cancel(errInstanceClosed)
+	for _, c := range i.closers {
+		c()
+	}
+	i.wg.Wait()
+	i.p.mu.Lock()
+	delete(i.p.instances, i)
+	i.p.mu.Unlock()
+	return nil
+}
