@@ -32,9 +32,9 @@ const DefaultKubeconfig = "/etc/cni/net.d/skiff-cni.kubeconfig"
 // DefaultTimeout bounds one ADD, including the wait for ztunnel's ack.
 const DefaultTimeout = 30 * time.Second
 
-// SupportedVersions are the CNI spec versions the plugin speaks: CHECK needs
+// SupportedVersions are the CNI spec versions the plugin speaks. CHECK needs
 // 0.4.0 or later, STATUS and GC 1.1.0.
-var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
 // Config is the plugin's entry in the network configuration list, as the
 // runtime passes it on stdin (with prevResult added).
