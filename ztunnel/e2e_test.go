@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
 )
 
 // baseConfig describes the world of twoNodes.
@@ -324,4 +328,179 @@ func startCapture(t *testing.T, ns, dev, file string) func(min int) []byte {
 	}
 	t.Cleanup(func() { stop(0) })
 	return stop
+}
+
+// TestRestartLosesNoConnection replaces a node's ztunnel while a client
+// keeps connecting through it: the new ztunnel binds the same ports with
+// SO_REUSEPORT, the old one drains, and no connection attempt fails.
+func TestRestartLosesNoConnection(t *testing.T) {
+	for _, restart := range []string{"source node", "destination node"} {
+		t.Run(restart, func(t *testing.T) {
+			w := twoNodes(t, "")
+			n := w.n1
+			if restart == "destination node" {
+				n = w.n2
+			}
+			old := n.z
+			// Several clients connect back to back throughout the restart.
+			const clients = 4
+			stop := make(chan struct{})
+			type result struct {
+				ok, failed int
+				errs       []string
+			}
+			done := make(chan result, clients)
+			for range clients {
+				go func() {
+					var r result
+					for {
+						select {
+						case <-stop:
+							done <- r
+							return
+						default:
+						}
+						if got, err := w.a.greet(t, "10.2.1.2:8080"); err != nil || got != "b 10.1.1.2" {
+							r.failed++
+							if len(r.errs) < 5 {
+								r.errs = append(r.errs, fmt.Sprintf("%q %v", got, err))
+							}
+						} else {
+							r.ok++
+						}
+					}
+				}()
+			}
+			// The replacement gets the pods from the node agent and opens
+			// its listeners beside the old ones.
+			n.startZtunnel(ports{16000, 16020, 16021})
+			if err := old.stop(); err != nil {
+				t.Errorf("old ztunnel: %v", err)
+			}
+			// Keep going through the new one alone for a while.
+			n.z.waitLog(t, "direction=", "connection complete")
+			before := strings.Count(n.z.logs.String(), "connection complete")
+			ctx := bounded(t)
+			for strings.Count(n.z.logs.String(), "connection complete") < before+20 {
+				select {
+				case <-ctx.Done():
+					t.Fatal("no traffic through the new ztunnel")
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			close(stop)
+			var r result
+			for range clients {
+				c := <-done
+				r.ok, r.failed, r.errs = r.ok+c.ok, r.failed+c.failed, append(r.errs, c.errs...)
+			}
+			if r.failed > 0 || r.ok == 0 {
+				t.Fatalf("%d connections succeeded, %d failed: %v", r.ok, r.failed, r.errs)
+			}
+			if strings.Count(old.logs.String(), "connection complete") == 0 {
+				t.Fatal("the old ztunnel served no connection: the test did not overlap the restart")
+			}
+			t.Logf("%d connections, none failed", r.ok)
+		})
+	}
+}
+
+// TestDrainOnSIGTERM: after SIGTERM, ztunnel reports not ready, keeps
+// serving open connections until the drain deadline, then closes them and
+// exits.
+func TestDrainOnSIGTERM(t *testing.T) {
+	m := newMesh(t)
+	m.writeConfig(baseConfig)
+	n1, n2 := m.newNode("n1"), m.newNode("n2")
+	link(t, n1, n2, "10.10.0.1", "10.10.0.2")
+	a := n1.addPod("a", "10.1.1.2", "sa-a", true)
+	b := n2.addPod("b", "10.2.1.2", "sa-b", true)
+	b.serveEcho(t, 8080)
+	n1.startZtunnel(defaultPorts)
+	z := n2.startZtunnel(defaultPorts, "--drain-timeout", "2s")
+
+	c, err := a.dial(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	z.cmd.Process.Signal(syscall.SIGTERM)
+	z.waitLog(t, "msg=draining", "open=1")
+	if code, body, err := z.get(z.ports.readiness, "/healthz/ready"); err != nil || code != 503 || !strings.Contains(body, "draining") {
+		t.Fatalf("readiness while draining: %d %q %v", code, body, err)
+	}
+	// The open connection still works while draining.
+	if _, err := io.WriteString(c, "still there\n"); err != nil {
+		t.Fatal(err)
+	}
+	if echo, err := r.ReadString('\n'); err != nil || echo != "still there\n" {
+		t.Fatalf("echo during drain: %q, %v", echo, err)
+	}
+	// At the deadline it is closed and ztunnel exits.
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after the drain deadline: %d, %v", n, err)
+	}
+	if err := z.stop(); err != nil {
+		t.Fatalf("ztunnel exit: %v", err)
+	}
+	z.waitLog(t, "drain deadline reached")
+}
+
+// TestSharedMode runs ztunnel with its listeners in the node's own
+// namespace, the workloads being addresses of the nodes: a client uses
+// SOCKS5, and the destination node's ztunnel takes HBONE for its workload.
+func TestSharedMode(t *testing.T) {
+	m := newMesh(t)
+	m.writeConfig(`
+workloads:
+- {name: a, namespace: default, serviceAccount: sa-a, addresses: [10.1.1.2], node: n1}
+- {name: b, namespace: default, serviceAccount: sa-b, addresses: [10.2.1.2], node: n2}
+`)
+	n1, n2 := m.newNode("n1"), m.newNode("n2")
+	link(t, n1, n2, "10.10.0.1", "10.10.0.2")
+	inpodtest.AddAddr(t, n1.ns, "lo", netip.MustParsePrefix("10.1.1.2/32"))
+	inpodtest.AddAddr(t, n2.ns, "lo", netip.MustParsePrefix("10.2.1.2/32"))
+	app := &pod{name: "b", ns: n2.ns}
+	app.serveEchoOn(t, "10.2.1.2:8080")
+	shared := []string{"--mode", "shared", "--socks5-addr", "127.0.0.1:15080"}
+	n1.startZtunnel(defaultPorts, shared...)
+	n2.startZtunnel(defaultPorts, shared...)
+
+	ctx := bounded(t)
+	c, err := inpodtest.Dial(ctx, n1.ns.File, "127.0.0.1:15080", netip.MustParseAddrPort("10.1.1.2:0"), inpodtest.SocketOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 2, 1, 2, 0x1f, 0x90}); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 12) // method selection, then the reply
+	if _, err := io.ReadFull(c, resp); err != nil || resp[3] != 0 {
+		t.Fatalf("SOCKS5 reply %x, %v", resp, err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "b ") {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	c.Close() // the access log line comes at the end
+	n2.z.waitLog(t, "direction=inbound", "src.identity=spiffe://cluster.local/ns/default/sa/sa-a", "dst.identity=spiffe://cluster.local/ns/default/sa/sa-b")
+
+	// A client that is not a workload of this node gets no tunnel.
+	c2, err := inpodtest.Dial(ctx, n1.ns.File, "127.0.0.1:15080", netip.AddrPort{}, inpodtest.SocketOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(10 * time.Second))
+	c2.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 2, 1, 2, 0x1f, 0x90})
+	if _, err := io.ReadFull(c2, resp); err != nil || resp[3] != 2 {
+		t.Fatalf("SOCKS5 reply for an unknown source %x, %v; want 2 (not allowed)", resp, err)
+	}
 }

@@ -299,7 +299,13 @@ func (s *syncBuffer) String() string {
 // "<pod> <client ip>" and then an echo of what it sends.
 func (p *pod) serveEcho(t *testing.T, port int) {
 	t.Helper()
-	ln, err := inpodtest.Listen(p.ns.File, fmt.Sprintf("0.0.0.0:%d", port), inpodtest.SocketOpts{})
+	p.serveEchoOn(t, fmt.Sprintf("0.0.0.0:%d", port))
+}
+
+// serveEchoOn is serveEcho on a given address.
+func (p *pod) serveEchoOn(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := inpodtest.Listen(p.ns.File, addr, inpodtest.SocketOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,10 @@ func main() {
 
 func run() error {
 	var cfg app.Config
+	var env envErrors
+	envInt := env.int
+	envBool := env.bool
+	envDuration := env.duration
 	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
 	str := func(p *string, name, env, def, usage string) {
 		fs.StringVar(p, name, envOr(env, def), usage+" (env "+env+")")
@@ -63,6 +68,12 @@ func run() error {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
+	if err := errors.Join(env...); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
 	cfg.LogLevel = new(slog.LevelVar)
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -86,23 +97,45 @@ func envOr(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
+// envErrors collects malformed environment variables, reported after the
+// flags are parsed.
+type envErrors []error
+
+func (e *envErrors) int(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		*e = append(*e, fmt.Errorf("%s=%q: not an integer", name, v))
+		return def
+	}
+	return n
 }
 
-func envBool(name string, def bool) bool {
-	if v, err := strconv.ParseBool(os.Getenv(name)); err == nil {
-		return v
+func (e *envErrors) bool(name string, def bool) bool {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		*e = append(*e, fmt.Errorf("%s=%q: not a boolean", name, v))
+		return def
+	}
+	return b
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
+func (e *envErrors) duration(name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		*e = append(*e, fmt.Errorf("%s=%q: not a duration (like 5s)", name, v))
+		return def
+	}
+	return d
 }
