@@ -286,10 +286,16 @@ func TestMutualTLSOnTheWire(t *testing.T) {
 // stops tcpdump and returns the capture.
 func startCapture(t *testing.T, ns, dev, file string) func(min int) []byte {
 	t.Helper()
+	return startCaptureFilter(t, ns, dev, file, "tcp")
+}
+
+// startCaptureFilter is startCapture with a tcpdump filter.
+func startCaptureFilter(t *testing.T, ns, dev, file, filter string) func(min int) []byte {
+	t.Helper()
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		t.Skip("tcpdump not installed (apt-get install tcpdump)")
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", dev, "-U", "-s", "0", "-w", file, "tcp")
+	cmd := exec.Command("ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", dev, "-U", "-s", "0", "-w", file, filter)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -502,5 +508,39 @@ workloads:
 	c2.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 2, 1, 2, 0x1f, 0x90})
 	if _, err := io.ReadFull(c2, resp); err != nil || resp[3] != 2 {
 		t.Fatalf("SOCKS5 reply for an unknown source %x, %v; want 2 (not allowed)", resp, err)
+	}
+}
+
+// TestHBONEOverQUIC: with --hbone-quic on both nodes, tunnels go over UDP
+// 15008 (still mutual TLS, no plaintext on the wire).
+func TestHBONEOverQUIC(t *testing.T) {
+	m := newMesh(t)
+	m.writeConfig(baseConfig)
+	n1, n2 := m.newNode("n1"), m.newNode("n2")
+	link(t, n1, n2, "10.10.0.1", "10.10.0.2")
+	a := n1.addPod("a", "10.1.1.2", "sa-a", true)
+	b := n2.addPod("b", "10.2.1.2", "sa-b", true)
+	b.serveEcho(t, 8080)
+	n1.startZtunnel(defaultPorts, "--hbone-quic")
+	n2.startZtunnel(defaultPorts, "--hbone-quic")
+	capture := filepath.Join(t.TempDir(), "wire.pcap")
+	tcpdump := startCaptureFilter(t, n1.ns.Name, "to-n2", capture, "udp port 15008")
+	secret := strings.Repeat("quic-payload-must-not-be-visible.", 512) + "\n"
+	c, err := a.dial(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if line, err := r.ReadString('\n'); err != nil || line != "b 10.1.1.2\n" {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	go io.WriteString(c, secret)
+	if echo, err := r.ReadString('\n'); err != nil || echo != secret {
+		t.Fatalf("echo: %d bytes, %v", len(echo), err)
+	}
+	pcap := tcpdump(2 * len(secret))
+	if bytes.Contains(pcap, []byte("quic-payload-must-not-be-visible")) {
+		t.Fatal("payload in clear text on the wire")
 	}
 }
