@@ -1,0 +1,138 @@
+// Package netnsfind finds a running pod's network namespace on the node
+// from the pod's addresses, for pods the node agent did not see through CNI
+// ADD (a namespace labelled after the pod started, or an agent restart).
+package netnsfind
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// DefaultDirs hold the network namespaces container runtimes pin with bind
+// mounts (containerd and CRI-O use /var/run/netns).
+var DefaultDirs = []string{"/var/run/netns"}
+
+// ErrNotFound reports that no network namespace holds the addresses.
+var ErrNotFound = errors.New("no network namespace holds the pod's addresses")
+
+// Finder scans for network namespaces.
+type Finder struct {
+	// Dirs are directories of pinned namespaces; DefaultDirs when nil.
+	Dirs []string
+	// ProcRoot, when set (normally "/proc"), also scans every process's
+	// namespace; the agent needs the host's PID namespace for that.
+	ProcRoot string
+}
+
+type nsKey struct{ dev, ino uint64 }
+
+func key(fi os.FileInfo) (nsKey, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nsKey{}, false
+	}
+	return nsKey{uint64(st.Dev), st.Ino}, true
+}
+
+// candidates lists paths of distinct network namespaces other than the
+// caller's own.
+func (f *Finder) candidates() []string {
+	seen := map[nsKey]bool{}
+	if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
+		if k, ok := key(fi); ok {
+			seen[k] = true // the node's own namespace is never a pod's
+		}
+	}
+	var out []string
+	add := func(p string) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return
+		}
+		k, ok := key(fi)
+		if !ok || seen[k] {
+			return
+		}
+		seen[k] = true
+		out = append(out, p)
+	}
+	dirs := f.Dirs
+	if dirs == nil {
+		dirs = DefaultDirs
+	}
+	for _, d := range dirs {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			add(filepath.Join(d, e.Name()))
+		}
+	}
+	if f.ProcRoot != "" {
+		entries, err := os.ReadDir(f.ProcRoot)
+		if err == nil {
+			for _, e := range entries {
+				if _, err := strconv.Atoi(e.Name()); err == nil {
+					add(filepath.Join(f.ProcRoot, e.Name(), "ns", "net"))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Find returns the open network namespace (and a path it was found at)
+// that has one of ips on an interface.
+func (f *Finder) Find(ips []netip.Addr) (*os.File, string, error) {
+	if len(ips) == 0 {
+		return nil, "", fmt.Errorf("%w: the pod has no addresses", ErrNotFound)
+	}
+	for _, p := range f.candidates() {
+		file, err := os.Open(p)
+		if err != nil {
+			continue // gone since listed
+		}
+		ok, err := holds(file, ips)
+		if err == nil && ok {
+			return file, p, nil
+		}
+		file.Close()
+	}
+	return nil, "", fmt.Errorf("%w (%v)", ErrNotFound, ips)
+}
+
+// Holds reports whether the namespace ns has one of ips on an interface.
+func Holds(ns *os.File, ips []netip.Addr) (bool, error) { return holds(ns, ips) }
+
+func holds(ns *os.File, ips []netip.Addr) (bool, error) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	if err != nil {
+		return false, err
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		got, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		for _, ip := range ips {
+			if got.Unmap() == ip.Unmap() {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
