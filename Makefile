@@ -17,7 +17,7 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 # Nested modules keep heavy test-only dependencies (Istio) out of go.mod.
 INTEROP_MODULE := conformance/interop/istio
 
-.PHONY: all build test test-unit test-interop lint fmt vet staticcheck bench bench-hbone fuzz clean generate
+.PHONY: all build test test-unit test-interop lint fmt vet staticcheck bench bench-hbone fuzz clean generate bench-control-plane
 
 all: build
 
@@ -118,6 +118,12 @@ BENCHTIME ?= 2s
 bench-hbone:
 	@command -v stunnel4 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
 	$(GO) test -run '^$$' -bench '^BenchmarkPaths$$' -benchtime $(BENCHTIME) ./pkg/hbone/
+
+## bench-control-plane: istiod-lite with 10,000 pods, 1,000 services and 100
+## simulated ztunnels on a real apiserver: full-state time, update p99, RSS, CSRs/s
+bench: bench-control-plane
+bench-control-plane: k8s-bin
+	$(GO) test -run '^$$' -bench '^BenchmarkControlPlane$$' -benchtime 1x -timeout 30m ./istiod-lite/internal/bench/
 
 clean:
 	rm -rf $(BIN)

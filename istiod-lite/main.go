@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/app"
@@ -38,6 +41,7 @@ func run() error {
 		nodeAccts = fs.String("node-accounts", "istio-system/ztunnel", "comma-separated <ns>/<sa> allowed to request other identities on their node")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		pull      = fs.String("waypoint-image-pull-policy", "IfNotPresent", "waypoint image pull policy")
+		kubecfg   = fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
 	)
 	fs.StringVar(&cfg.Namespace, "namespace", "istio-system", "namespace istiod-lite runs in (CA secrets, leader lease)")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
@@ -74,6 +78,9 @@ func run() error {
 		return envErr
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 
@@ -89,7 +96,13 @@ func run() error {
 	cfg.Deployer.Replicas = int32(replicas)
 	cfg.Deployer.TrustDomain = cfg.TrustDomain
 
-	rest, err := ctrl.GetConfig()
+	var rest *rest.Config
+	var err error
+	if *kubecfg != "" {
+		rest, err = clientcmd.BuildConfigFromFlags("", *kubecfg)
+	} else {
+		rest, err = ctrl.GetConfig()
+	}
 	if err != nil {
 		return fmt.Errorf("kubernetes config: %w", err)
 	}
