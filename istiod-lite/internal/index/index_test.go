@@ -1,0 +1,236 @@
+package index
+
+import (
+	"encoding/json"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+	"github.com/skiffmesh/skiff/pkg/xds"
+	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
+	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
+)
+
+type sink struct{ got [][]Update }
+
+func (s *sink) Push(u []Update) { s.got = append(s.got, u) }
+
+func (s *sink) last(t *testing.T) map[string][]Update {
+	t.Helper()
+	if len(s.got) == 0 {
+		return nil
+	}
+	out := map[string][]Update{}
+	for _, u := range s.got[len(s.got)-1] {
+		out[u.TypeURL] = append(out[u.TypeURL], u)
+	}
+	s.got = nil
+	return out
+}
+
+func ns(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+func pod(nsName, name, ip string, labels map[string]string, ready bool) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nsName, Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: ip}}},
+	}
+	if ready {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	}
+	return p
+}
+
+func decodeWorkload(t *testing.T, r Resource) *workloadapi.Workload {
+	t.Helper()
+	var a workloadapi.Address
+	if err := proto.Unmarshal(r.Bytes, &a); err != nil {
+		t.Fatal(err)
+	}
+	return a.GetWorkload()
+}
+
+func TestWorkloads(t *testing.T) {
+	s := &sink{}
+	ix := New(Options{}, s)
+	ix.SetNamespace("app", ns("app", map[string]string{LabelDataplaneMode: DataplaneAmbient}))
+	ix.SetNamespace("plain", ns("plain", nil))
+	ix.SetService("app", "web", &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, ClusterIPs: []string{"10.96.0.10"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("web")}, {Port: 81, TargetPort: intstr.FromString("missing")}, {Port: 90}}},
+	})
+	for _, p := range []*corev1.Pod{
+		pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true),
+		pod("app", "out", "10.0.0.2", map[string]string{LabelDataplaneMode: DataplaneNone}, false),
+		pod("plain", "optin", "10.0.0.3", map[string]string{LabelDataplaneMode: DataplaneAmbient}, false),
+		pod("plain", "noip", "", nil, false),
+	} {
+		ix.SetPod(p.Namespace, p.Name, p)
+	}
+	if n := ix.Flush(); n != 4 { // 3 workloads + 1 service
+		t.Fatalf("first flush: %d changes, want 4", n)
+	}
+	u := s.last(t)[xds.AddressType][0]
+	got := map[string]*workloadapi.Workload{}
+	for _, r := range u.Upserted {
+		if w := decodeWorkload(t, r); w != nil {
+			got[w.Name] = w
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		tunnel  workloadapi.TunnelProtocol
+		healthy bool
+	}{{"in", workloadapi.TunnelProtocol_HBONE, true}, {"out", workloadapi.TunnelProtocol_NONE, false}, {"optin", workloadapi.TunnelProtocol_HBONE, false}} {
+		w := got[tc.name]
+		if w == nil {
+			t.Fatalf("no workload %s", tc.name)
+		}
+		if w.TunnelProtocol != tc.tunnel || (w.Status == workloadapi.WorkloadStatus_HEALTHY) != tc.healthy {
+			t.Errorf("%s: tunnel %v status %v", tc.name, w.TunnelProtocol, w.Status)
+		}
+	}
+	ports := got["in"].Services["app/web.app.svc.cluster.local"].GetPorts()
+	if len(ports) != 2 || ports[0].TargetPort != 8080 || ports[1].ServicePort != 90 || ports[1].TargetPort != 90 {
+		t.Errorf("in: service ports %v, want 80→8080 (named) and 90→90, not the unresolvable 81", ports)
+	}
+	if got["in"].Uid != "Kubernetes//Pod/app/in" || got["in"].TrustDomain != "cluster.local" {
+		t.Errorf("in: uid %q trust domain %q", got["in"].Uid, got["in"].TrustDomain)
+	}
+
+	// Nothing changed: nothing is pushed.
+	ix.SetPod("app", "in", pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true))
+	if n := ix.Flush(); n != 0 {
+		t.Fatalf("unchanged pod: %d changes", n)
+	}
+	// Namespace leaves the mesh: its pods change, others do not.
+	ix.SetNamespace("app", ns("app", nil))
+	ix.Flush()
+	u = s.last(t)[xds.AddressType][0]
+	if len(u.Upserted) != 1 || u.Upserted[0].Name != "Kubernetes//Pod/app/in" {
+		t.Fatalf("namespace unenrolled: %d upserted", len(u.Upserted))
+	}
+	ix.SetPod("app", "in", nil)
+	ix.Flush()
+	u = s.last(t)[xds.AddressType][0]
+	if len(u.Removed) != 1 || u.Removed[0] != "Kubernetes//Pod/app/in" || len(u.Upserted) != 0 {
+		t.Fatalf("pod deleted: %+v", u)
+	}
+}
+
+func TestWaypointBinding(t *testing.T) {
+	s := &sink{}
+	ix := New(Options{}, s)
+	ix.SetNamespace("app", ns("app", map[string]string{LabelDataplaneMode: DataplaneAmbient, LabelUseWaypoint: "wp"}))
+	ix.SetService("app", "svc", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "svc"}, Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.1"}}})
+	ix.SetPod("app", "p", pod("app", "p", "10.0.0.1", nil, true))
+	for _, tc := range []struct {
+		waypointFor           string
+		wantSvc, wantWorkload bool
+	}{{"service", true, false}, {"workload", false, true}, {"all", true, true}, {"none", false, false}} {
+		ix.SetGateway("app", "wp", &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "wp", Labels: map[string]string{LabelWaypointFor: tc.waypointFor}},
+			Spec:       gatewayv1.GatewaySpec{GatewayClassName: WaypointClass},
+			Status:     gatewayv1.GatewayStatus{Addresses: []gatewayv1.GatewayStatusAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: "10.96.0.99"}}},
+		})
+		ix.Flush()
+		ix.mu.Lock()
+		svc := ix.buildService(ix.services["app/svc"])
+		w := ix.buildWorkload(ix.pods["app/p"])
+		ix.mu.Unlock()
+		if (svc.Waypoint != nil) != tc.wantSvc || (w.Waypoint != nil) != tc.wantWorkload {
+			t.Errorf("waypoint-for %s: service waypoint %v, workload waypoint %v", tc.waypointFor, svc.Waypoint, w.Waypoint)
+		}
+	}
+}
+
+func TestTranslateL4(t *testing.T) {
+	policy := func(js string) *securityv1.AuthorizationPolicy {
+		p := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+		if err := json.Unmarshal([]byte(js), &p.Spec); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name   string
+		spec   string
+		nilOut bool
+		check  func(*securityapi.Authorization) bool
+	}{
+		{"allow principals and ports", `{"selector":{"matchLabels":{"app":"x"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/a/sa/b"]}}],"to":[{"operation":{"ports":["8080"]}}]}]}`, false,
+			func(a *securityapi.Authorization) bool {
+				g := a.Groups
+				return a.Scope == securityapi.Scope_WORKLOAD_SELECTOR && len(g) == 1 && len(g[0].Rules) == 2 &&
+					g[0].Rules[0].Matches[0].Principals[0].GetExact() == "cluster.local/ns/a/sa/b" && g[0].Rules[1].Matches[0].DestinationPorts[0] == 8080
+			}},
+		{"allow with L7 drops the rule", `{"rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}`, false,
+			func(a *securityapi.Authorization) bool {
+				return a.Scope == securityapi.Scope_NAMESPACE && len(a.Groups) == 0
+			}},
+		{"deny with L7 keeps the L4 part", `{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin"],"ports":["80"]}}]}]}`, false,
+			func(a *securityapi.Authorization) bool {
+				return a.Action == securityapi.Action_DENY && len(a.Groups) == 1 && a.Groups[0].Rules[0].Matches[0].DestinationPorts[0] == 80
+			}},
+		{"bad ip in allow drops the rule", `{"rules":[{"from":[{"source":{"ipBlocks":["nope"]}}]}]}`, false,
+			func(a *securityapi.Authorization) bool { return len(a.Groups) == 0 }},
+		{"cidr and wildcard strings", `{"rules":[{"from":[{"source":{"ipBlocks":["10.1.2.3/8"],"namespaces":["*"],"notPrincipals":["*/sa/x"]}}]}]}`, false,
+			func(a *securityapi.Authorization) bool {
+				m := a.Groups[0].Rules[0].Matches[0]
+				return len(m.SourceIps) == 1 && m.SourceIps[0].Length == 8 && m.SourceIps[0].Address[0] == 10 && m.SourceIps[0].Address[1] == 0 &&
+					m.Namespaces[0].GetPresence() != nil && m.NotPrincipals[0].GetSuffix() == "/sa/x"
+			}},
+		{"when conditions", `{"rules":[{"when":[{"key":"source.ip","values":["1.2.3.4"]},{"key":"request.headers[x]","values":["y"]}]}],"action":"DENY"}`, false,
+			func(a *securityapi.Authorization) bool {
+				r := a.Groups[0].Rules
+				return len(r) == 2 && len(r[0].Matches[0].SourceIps) == 1 && proto.Equal(r[1].Matches[0], &securityapi.Match{})
+			}},
+		{"waypoint policies are not for ztunnel", `{"targetRefs":[{"kind":"Service","name":"s"}],"rules":[{}]}`, true, nil},
+		{"custom is not enforced here", `{"action":"CUSTOM","provider":{"name":"x"}}`, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := translateL4(policy(tc.spec), "istio-system")
+			if tc.nilOut {
+				if a != nil {
+					t.Fatalf("got %v, want none", a)
+				}
+				return
+			}
+			if a == nil || !tc.check(a) {
+				t.Fatalf("got %v", a)
+			}
+		})
+	}
+}
+
+// FuzzTranslate feeds arbitrary policy specs through both translators.
+func FuzzTranslate(f *testing.F) {
+	f.Add(`{"rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/8"],"principals":["*"]}}],"to":[{"operation":{"ports":["80"],"paths":["/x*"]}}],"when":[{"key":"request.headers[a]","values":["b"]}]}]}`)
+	f.Add(`{"action":"DENY","targetRefs":[{"kind":"Gateway","group":"gateway.networking.k8s.io","name":"wp"}],"rules":[{}]}`)
+	f.Fuzz(func(t *testing.T, js string) {
+		p := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "n"}}
+		if json.Unmarshal([]byte(js), &p.Spec) != nil {
+			return
+		}
+		if a := translateL4(p, "istio-system"); a != nil {
+			if _, err := proto.Marshal(a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l7 := translateL7(p); l7 != nil {
+			if _, err := proto.Marshal(l7); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
