@@ -41,3 +41,16 @@ func Do(ns *os.File, f func() error) error {
 	}()
 	return <-errc
 }
+
+// CurrentNetNS opens the network namespace of the calling goroutine's
+// thread. (/proc/self/ns/net names the main thread's, which need not be the
+// same.)
+func CurrentNetNS() (*os.File, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		return nil, fmt.Errorf("inpod: opening current network namespace: %w", err)
+	}
+	return f, nil
+}

@@ -40,7 +40,7 @@ func IsConfFile(name string) bool {
 type Entry struct {
 	AgentSocket       string   `json:"agentSocket,omitempty"`
 	Kubeconfig        string   `json:"kubeconfig,omitempty"`
-	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+	ExcludeNamespaces []string `json:"excludeNamespaces"`
 	Timeout           string   `json:"timeout,omitempty"`
 }
 

@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/skiffmesh/skiff/pkg/inpod"
 )
 
 // DefaultDirs hold the network namespaces container runtimes pin with bind
@@ -46,10 +48,13 @@ func key(fi os.FileInfo) (nsKey, bool) {
 // caller's own.
 func (f *Finder) candidates() []string {
 	seen := map[nsKey]bool{}
-	if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
-		if k, ok := key(fi); ok {
-			seen[k] = true // the node's own namespace is never a pod's
+	if self, err := inpod.CurrentNetNS(); err == nil {
+		if fi, err := self.Stat(); err == nil {
+			if k, ok := key(fi); ok {
+				seen[k] = true // the node's own namespace is never a pod's
+			}
 		}
+		self.Close()
 	}
 	var out []string
 	add := func(p string) {

@@ -3,6 +3,7 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,13 +45,27 @@ type Cluster struct {
 
 // Start starts an apiserver for the test (stopped at cleanup), or skips the
 // test when the binaries are not built.
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB) *Cluster { return StartOn(t, "") }
+
+// StartOn is Start with the apiserver bound to address (an address of this
+// host; "" for loopback), for clients in other network namespaces.
+func StartOn(t testing.TB, address string) *Cluster {
 	t.Helper()
 	dir := Assets()
 	if dir == "" {
 		t.Skip("skipping: kube-apiserver and etcd not found; set KUBEBUILDER_ASSETS (make test builds them with conformance/cluster/build-k8s.sh)")
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: dir}
+	if address != "" {
+		// envtest picks a loopback address unless given a port too.
+		ln, err := net.Listen("tcp", net.JoinHostPort(address, "0"))
+		if err != nil {
+			t.Fatalf("finding a port on %s: %v", address, err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ln.Close()
+		env.ControlPlane.GetAPIServer().SecureServing.ListenAddr = envtest.ListenAddr{Address: address, Port: port}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting envtest: %v", err)

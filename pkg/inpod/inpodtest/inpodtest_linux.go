@@ -52,7 +52,14 @@ type NetNS struct {
 // as `ip netns add` does) with lo up, removed when the test ends.
 func NewNetNS(t testing.TB, prefix string) *NetNS {
 	t.Helper()
-	ns, err := CreateNetNS(RandName(prefix))
+	return NewNetNSIn(t, NetNSDir, prefix)
+}
+
+// NewNetNSIn is NewNetNS with the namespace pinned in dir instead of
+// NetNSDir, so a test can scan a directory holding only its own.
+func NewNetNSIn(t testing.TB, dir, prefix string) *NetNS {
+	t.Helper()
+	ns, err := CreateNetNSIn(dir, RandName(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +72,14 @@ func NewNetNS(t testing.TB, prefix string) *NetNS {
 }
 
 // CreateNetNS creates the named network namespace name with lo up.
-func CreateNetNS(name string) (*NetNS, error) {
-	if err := os.MkdirAll(NetNSDir, 0o755); err != nil {
+func CreateNetNS(name string) (*NetNS, error) { return CreateNetNSIn(NetNSDir, name) }
+
+// CreateNetNSIn creates the network namespace name pinned in dir.
+func CreateNetNSIn(dir, name string) (*NetNS, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(NetNSDir, name)
+	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", path, err)
@@ -77,16 +87,30 @@ func CreateNetNS(name string) (*NetNS, error) {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is left locked, so it exits with the goroutine rather
-		// than returning to the pool in the new namespace.
 		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mounting netns: %w", err)
+		merr := unix.Mount(src, path, "none", unix.MS_BIND, "")
+		// Switch the thread back so it can serve other goroutines; if that
+		// fails it stays locked and exits with this goroutine.
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("returning to the original namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		if merr != nil {
+			errc <- fmt.Errorf("bind-mounting netns: %w", merr)
 			return
 		}
 		errc <- nil
@@ -206,4 +230,16 @@ func DefaultRoute(t testing.TB, ns *NetNS, gw netip.Addr) {
 	}); err != nil {
 		t.Fatalf("default route via %s: %v", gw, err)
 	}
+}
+
+// Self returns the test process's own network namespace (the "host" of
+// the namespaces a test creates). It is closed, never deleted, at cleanup.
+func Self(t testing.TB) *NetNS {
+	t.Helper()
+	f, err := inpod.CurrentNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &NetNS{Name: "self", File: f}
 }

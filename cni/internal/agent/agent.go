@@ -1,0 +1,631 @@
+// Package agent is Skiff's node agent: it enrols the node's mesh pods
+// (redirect rules in the pod's network namespace, probe SNAT on the node,
+// the namespace handed to ztunnel over ZDS), for the CNI plugin on ADD and
+// for running pods whose namespace joins or leaves the mesh, and rebuilds
+// its state from the node's pods and the rules it finds when it restarts.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/skiffmesh/skiff/cni/internal/agentapi"
+	"github.com/skiffmesh/skiff/cni/internal/mesh"
+	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
+	"github.com/skiffmesh/skiff/cni/internal/probesnat"
+	"github.com/skiffmesh/skiff/pkg/inpod"
+	"github.com/skiffmesh/skiff/pkg/zds"
+)
+
+// Config wires an Agent.
+type Config struct {
+	// NodeName is this node; only its pods are handled.
+	NodeName string
+	Kube     kubernetes.Interface
+	// ZDS is the server ztunnel connects to; the Agent starts serving it
+	// once its state is rebuilt, so ztunnel's first snapshot is complete.
+	ZDS *zds.Server
+	// Rules is the in-pod redirection (its probe address must match SNAT's).
+	Rules inpod.Rules
+	SNAT  *probesnat.SNAT
+	// Finder locates running pods' namespaces.
+	Finder *netnsfind.Finder
+	// ExcludeNamespaces are never enrolled (mesh.DefaultExcludedNamespaces
+	// when nil).
+	ExcludeNamespaces []string
+	// Meter records the agent's metrics; none when nil.
+	Meter metric.Meter
+	Log   *slog.Logger
+}
+
+// Agent is the node agent.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	podLister listersv1.PodLister
+	nsLister  listersv1.NamespaceLister
+	queue     workqueue.TypedRateLimitingInterface[string]
+
+	locks keyedMutex
+
+	mu   sync.Mutex
+	pods map[types.UID]*podState
+
+	synced   atomic.Bool
+	failures metric.Int64Counter
+	events   metric.Int64Counter
+}
+
+// podState is an enrolled pod.
+type podState struct {
+	uid                    types.UID
+	name, namespace, sa    string
+	netns                  *os.File
+	netnsPath, containerID string
+	ips                    []netip.Addr
+}
+
+func (p *podState) key() string { return p.namespace + "/" + p.name }
+
+func (p *podState) workload() zds.Workload {
+	return zds.Workload{UID: string(p.uid), Name: p.name, Namespace: p.namespace, ServiceAccount: p.sa}
+}
+
+func (p *podState) rules(base inpod.Rules) inpod.Rules {
+	base.IPv6 = slices.ContainsFunc(p.ips, func(a netip.Addr) bool { return a.Is6() && !a.Is4In6() })
+	return base
+}
+
+// New returns an Agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.NodeName == "" || cfg.Kube == nil || cfg.ZDS == nil || cfg.SNAT == nil {
+		return nil, errors.New("agent: node name, Kubernetes client, ZDS server and probe SNAT are required")
+	}
+	if cfg.Finder == nil {
+		cfg.Finder = &netnsfind.Finder{}
+	}
+	if cfg.ExcludeNamespaces == nil {
+		cfg.ExcludeNamespaces = mesh.DefaultExcludedNamespaces
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{
+		cfg:  cfg,
+		log:  cfg.Log,
+		pods: map[types.UID]*podState{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "skiff-cni-pods"}),
+	}
+	if err := a.initMetrics(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) initMetrics() error {
+	m := a.cfg.Meter
+	if m == nil {
+		return nil
+	}
+	var err error
+	if a.failures, err = m.Int64Counter("skiff_cni_enrolment_failures",
+		metric.WithDescription("Failed pod enrolments and removals, by operation.")); err != nil {
+		return err
+	}
+	if a.events, err = m.Int64Counter("nodeagent_reconcile_events",
+		metric.WithDescription("Pod reconciliations, by result.")); err != nil {
+		return err
+	}
+	if _, err := m.Int64ObservableGauge("skiff_cni_pods_enrolled",
+		metric.WithDescription("Pods whose traffic this node agent redirects to ztunnel."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(a.Enrolled()))
+			return nil
+		})); err != nil {
+		return err
+	}
+	_, err = m.Int64ObservableGauge("ztunnel_connected",
+		metric.WithDescription("Number of ztunnels connected to this node agent."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			v := int64(0)
+			if a.cfg.ZDS.Connected() {
+				v = 1
+			}
+			o.Observe(v)
+			return nil
+		}))
+	return err
+}
+
+func (a *Agent) countFailure(op string) {
+	if a.failures != nil {
+		a.failures.Add(context.Background(), 1, metric.WithAttributes(attribute.String("operation", op)))
+	}
+}
+
+func (a *Agent) countEvent(result string) {
+	if a.events != nil {
+		a.events.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", result)))
+	}
+}
+
+// Enrolled returns the number of enrolled pods.
+func (a *Agent) Enrolled() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pods)
+}
+
+// IsEnrolled reports whether the pod with uid is enrolled.
+func (a *Agent) IsEnrolled(uid types.UID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pods[uid] != nil
+}
+
+// Synced reports whether the agent has rebuilt its state and serves.
+func (a *Agent) Synced() bool { return a.synced.Load() }
+
+// Run watches the node's pods and their namespaces, rebuilds the agent's
+// state, then serves ztunnel (ZDS) and the plugin (on pluginLn), and
+// enrols and un-enrols running pods as labels change, until ctx ends.
+func (a *Agent) Run(ctx context.Context, pluginLn net.Listener) error {
+	defer a.queue.ShutDown()
+	podInf := informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
+		}))
+	nsInf := informers.NewSharedInformerFactory(a.cfg.Kube, 0)
+	pods := podInf.Core().V1().Pods()
+	nss := nsInf.Core().V1().Namespaces()
+	a.podLister, a.nsLister = pods.Lister(), nss.Lister()
+
+	enqueuePod := func(obj any) {
+		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			a.queue.Add(k)
+		}
+	}
+	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueuePod,
+		UpdateFunc: func(_, obj any) { enqueuePod(obj) },
+		DeleteFunc: enqueuePod,
+	}); err != nil {
+		return err
+	}
+	if _, err := nss.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, obj any) {
+			o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
+			if o.Labels[mesh.DataplaneModeLabel] == n.Labels[mesh.DataplaneModeLabel] {
+				return
+			}
+			list, _ := a.podLister.Pods(n.Name).List(labels.Everything())
+			for _, p := range list {
+				a.queue.Add(p.Namespace + "/" + p.Name)
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	podInf.Start(ctx.Done())
+	nsInf.Start(ctx.Done())
+	defer podInf.Shutdown()
+	defer nsInf.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, nss.Informer().HasSynced) {
+		return ctx.Err()
+	}
+
+	if err := a.rebuild(ctx); err != nil {
+		return fmt.Errorf("agent: rebuilding state: %w", err)
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- a.cfg.ZDS.Serve(ctx) }()
+	go func() { errc <- agentapi.Serve(ctx, pluginLn, agentapi.Handler(a, a.log)) }()
+	a.synced.Store(true)
+	a.log.Info("node agent ready", "node", a.cfg.NodeName, "enrolled", a.Enrolled())
+
+	go func() {
+		for a.processNext(ctx) {
+		}
+	}()
+	var first error
+	for range 2 {
+		if err := <-errc; err != nil && first == nil && ctx.Err() == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (a *Agent) processNext(ctx context.Context) bool {
+	key, quit := a.queue.Get()
+	if quit {
+		return false
+	}
+	defer a.queue.Done(key)
+	if err := a.reconcile(ctx, key); err != nil {
+		a.countEvent("error")
+		a.log.Warn("reconciling pod", "pod", key, "err", err)
+		a.queue.AddRateLimited(key)
+		return true
+	}
+	a.countEvent("success")
+	a.queue.Forget(key)
+	return true
+}
+
+func podIPs(p *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+func terminal(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// wants reports whether the running pod belongs in the mesh now.
+func (a *Agent) wants(p *corev1.Pod) bool {
+	if terminal(p) || p.Spec.HostNetwork {
+		return false
+	}
+	ns, err := a.nsLister.Get(p.Namespace)
+	if err != nil {
+		ns = nil
+	}
+	return mesh.Decide(p, ns, a.cfg.ExcludeNamespaces).Enrol
+}
+
+func serviceAccount(p *corev1.Pod) string {
+	if p.Spec.ServiceAccountName != "" {
+		return p.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+// rebuild restores the state after a (re)start, before ztunnel or the
+// plugin are served: every pod of the node that belongs in the mesh gets
+// complete rules and is remembered for ztunnel's snapshot; rules and
+// annotations on pods that no longer belong are removed.
+func (a *Agent) rebuild(ctx context.Context) error {
+	list, err := a.podLister.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var ips []netip.Addr
+	for _, p := range list {
+		if p.Spec.HostNetwork || terminal(p) {
+			continue
+		}
+		want := a.wants(p)
+		annotated := p.Annotations[mesh.RedirectionAnnotation] == mesh.RedirectionEnabled
+		if !want && !annotated {
+			continue
+		}
+		pips := podIPs(p)
+		netns, path, err := a.cfg.Finder.Find(pips)
+		if err != nil {
+			if want {
+				// Retried by the worker once serving.
+				a.log.Warn("pod's network namespace not found at start", "pod", p.Namespace+"/"+p.Name, "err", err)
+				a.queue.Add(p.Namespace + "/" + p.Name)
+			}
+			continue
+		}
+		if !want {
+			if err := a.cfg.Rules.Remove(netns); err != nil {
+				a.log.Warn("removing rules from a pod that left the mesh", "pod", p.Namespace+"/"+p.Name, "err", err)
+			}
+			netns.Close()
+			if err := a.setAnnotation(ctx, p.Namespace, p.Name, false); err != nil {
+				a.log.Warn("removing annotation", "pod", p.Namespace+"/"+p.Name, "err", err)
+			}
+			continue
+		}
+		st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
+			netns: netns, netnsPath: path, ips: pips}
+		rules := st.rules(a.cfg.Rules)
+		found, err := rules.Inspect(netns)
+		if err != nil || !found.Complete() {
+			a.log.Info("repairing pod rules found at start", "pod", st.key(), "state", found.String(), "err", err)
+			if err := rules.Install(netns); err != nil {
+				a.countFailure("restore")
+				a.log.Error("installing pod rules", "pod", st.key(), "err", err)
+				netns.Close()
+				a.queue.Add(st.key())
+				continue
+			}
+		}
+		// Not connected yet: the server remembers the pod for the snapshot.
+		if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), netns); err != nil && !errors.Is(err, zds.ErrNotConnected) {
+			a.log.Warn("registering pod with ZDS", "pod", st.key(), "err", err)
+		}
+		a.store(st)
+		ips = append(ips, pips...)
+		if !annotated {
+			if err := a.setAnnotation(ctx, p.Namespace, p.Name, true); err != nil {
+				a.log.Warn("annotating pod", "pod", st.key(), "err", err)
+			}
+		}
+	}
+	return a.cfg.SNAT.Reset(ips)
+}
+
+func (a *Agent) store(st *podState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.pods[st.uid]; old != nil && old.netns != st.netns {
+		old.netns.Close()
+	}
+	a.pods[st.uid] = st
+}
+
+func (a *Agent) forget(uid types.UID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.pods[uid]; old != nil {
+		old.netns.Close()
+		delete(a.pods, uid)
+	}
+}
+
+func (a *Agent) lookup(uid types.UID) *podState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pods[uid]
+}
+
+// byName returns the enrolled pods named ns/name (there may be an old UID
+// still enrolled after a pod was replaced under the same name).
+func (a *Agent) byName(ns, name string) []*podState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*podState
+	for _, p := range a.pods {
+		if p.namespace == ns && p.name == name {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// reconcile brings one pod (namespace/name) to its desired state.
+func (a *Agent) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	pod, err := a.podLister.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		for _, st := range a.byName(ns, name) {
+			if err := a.unenrol(ctx, st.uid, false, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// A pod replaced under the same name leaves its predecessor behind.
+	for _, st := range a.byName(ns, name) {
+		if st.uid != pod.UID {
+			if err := a.unenrol(ctx, st.uid, false, false); err != nil {
+				return err
+			}
+		}
+	}
+	want := a.wants(pod)
+	st := a.lookup(pod.UID)
+	annotated := pod.Annotations[mesh.RedirectionAnnotation] == mesh.RedirectionEnabled
+	switch {
+	case want && st == nil:
+		if pod.DeletionTimestamp != nil {
+			return nil
+		}
+		ips := podIPs(pod)
+		if len(ips) == 0 {
+			return nil // not networked yet; the plugin enrols it on ADD
+		}
+		return a.enrolRunning(ctx, pod, ips)
+	case !want && st != nil:
+		a.log.Info("pod left the mesh", "pod", key)
+		return a.unenrol(ctx, pod.UID, true, !terminal(pod) && pod.DeletionTimestamp == nil)
+	case want && st != nil && !annotated:
+		return a.setAnnotation(ctx, ns, name, true)
+	case !want && st == nil && annotated && pod.DeletionTimestamp == nil:
+		return a.setAnnotation(ctx, ns, name, false)
+	}
+	return nil
+}
+
+// enrolRunning enrols an already running pod (live enrolment).
+func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.Addr) error {
+	unlock := a.locks.lock(string(pod.UID))
+	defer unlock()
+	if a.lookup(pod.UID) != nil {
+		return nil // enrolled by the plugin meanwhile
+	}
+	netns, path, err := a.cfg.Finder.Find(ips)
+	if err != nil {
+		a.countFailure("live_enrol")
+		return fmt.Errorf("enrolling running pod: %w", err)
+	}
+	st := &podState{uid: pod.UID, name: pod.Name, namespace: pod.Namespace, sa: serviceAccount(pod),
+		netns: netns, netnsPath: path, ips: ips}
+	a.log.Info("enrolling running pod", "pod", st.key(), "netns", path)
+	if err := a.enrol(ctx, st); err != nil {
+		netns.Close()
+		a.countFailure("live_enrol")
+		return err
+	}
+	return nil
+}
+
+// enrol installs everything for st and hands it to ztunnel; on failure it
+// leaves nothing behind. The caller holds st's lock; on success the state
+// owns st.netns.
+func (a *Agent) enrol(ctx context.Context, st *podState) error {
+	if !a.cfg.ZDS.Connected() {
+		return &agentapi.Error{Message: "ztunnel is not connected to the node agent", Retryable: true}
+	}
+	rules := st.rules(a.cfg.Rules)
+	if err := rules.Install(st.netns); err != nil {
+		return fmt.Errorf("installing redirect rules for %s: %w", st.key(), err)
+	}
+	rollback := func() {
+		if err := rules.Remove(st.netns); err != nil {
+			a.log.Warn("rolling back redirect rules", "pod", st.key(), "err", err)
+		}
+		if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
+			a.log.Warn("rolling back probe SNAT", "pod", st.key(), "err", err)
+		}
+	}
+	if err := a.cfg.SNAT.Add(st.ips...); err != nil {
+		rollback()
+		return fmt.Errorf("probe SNAT for %s: %w", st.key(), err)
+	}
+	if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), st.netns); err != nil {
+		rollback()
+		a.forget(st.uid) // a previous enrolment of the pod is void now too
+		// Forget it, or the next ztunnel would get a pod that is not set up.
+		if derr := a.cfg.ZDS.DelWorkload(context.WithoutCancel(ctx), string(st.uid)); derr != nil {
+			a.log.Warn("forgetting pod after failed hand-off", "pod", st.key(), "err", derr)
+		}
+		if errors.Is(err, zds.ErrNotConnected) {
+			return &agentapi.Error{Message: fmt.Sprintf("handing %s to ztunnel: ztunnel is not connected to the node agent", st.key()), Retryable: true}
+		}
+		return fmt.Errorf("handing %s to ztunnel: %w", st.key(), err)
+	}
+	a.store(st)
+	if err := a.setAnnotation(ctx, st.namespace, st.name, true); err != nil {
+		// Redirection works; the annotation is retried by the worker.
+		a.log.Warn("annotating enrolled pod", "pod", st.key(), "err", err)
+		a.queue.AddRateLimited(st.key())
+	}
+	a.log.Info("pod enrolled", "pod", st.key(), "uid", st.uid, "ips", st.ips)
+	return nil
+}
+
+// unenrol forgets the pod, tells ztunnel, and optionally removes its rules
+// (for a running pod leaving the mesh) and its annotation.
+func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeAnnotation bool) error {
+	unlock := a.locks.lock(string(uid))
+	defer unlock()
+	st := a.lookup(uid)
+	if st == nil {
+		return nil
+	}
+	if err := a.cfg.ZDS.DelWorkload(ctx, string(uid)); err != nil {
+		a.countFailure("del")
+		return fmt.Errorf("removing %s from ztunnel: %w", st.key(), err)
+	}
+	var errs []error
+	if removeRules {
+		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
+			errs = append(errs, fmt.Errorf("removing redirect rules of %s: %w", st.key(), err))
+		}
+	}
+	if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
+		errs = append(errs, err)
+	}
+	a.mu.Lock()
+	delete(a.pods, uid)
+	a.mu.Unlock()
+	st.netns.Close()
+	if removeAnnotation {
+		if err := a.setAnnotation(ctx, st.namespace, st.name, false); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		a.countFailure("del")
+	}
+	a.log.Info("pod removed from the mesh", "pod", st.key(), "uid", uid)
+	return errors.Join(errs...)
+}
+
+// setAnnotation adds or removes the redirection annotation.
+func (a *Agent) setAnnotation(ctx context.Context, ns, name string, enabled bool) error {
+	val := "null"
+	if enabled {
+		val = `"` + mesh.RedirectionEnabled + `"`
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + mesh.RedirectionAnnotation + `":` + val + `}}}`)
+	_, err := a.cfg.Kube.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil {
+		return fmt.Errorf("annotating pod %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+// keyedMutex serialises work per pod UID (ZDS requires it, and the
+// plugin's ADD may race the watcher).
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*refMutex
+}
+
+type refMutex struct {
+	sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*refMutex{}
+	}
+	m := k.m[key]
+	if m == nil {
+		m = &refMutex{}
+		k.m[key] = m
+	}
+	m.refs++
+	k.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		k.mu.Lock()
+		m.refs--
+		if m.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
