@@ -37,6 +37,11 @@ test-unit: k8s-bin
 K8S_VERSION ?= v1.36.3
 KUBEBUILDER_ASSETS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/k8s-$(K8S_VERSION)/bin
 export KUBEBUILDER_ASSETS
+# The CNI reference plugins (bridge, host-local, ...), built and cached by the
+# same script; the CNI end-to-end test (cni/e2e_test.go) runs them.
+CNI_PLUGINS_VERSION ?= v1.9.1
+SKIFF_CNI_PLUGINS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/cni-plugins-$(CNI_PLUGINS_VERSION)/bin
+export SKIFF_CNI_PLUGINS
 .PHONY: k8s-bin
 k8s-bin:
 	K8S_VERSION=$(K8S_VERSION) bash conformance/cluster/build-k8s.sh
