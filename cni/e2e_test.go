@@ -8,6 +8,7 @@ package cni_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +60,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	if os.Geteuid() == 0 {
+	{
 		dir, err := os.MkdirTemp("", "skiff-cni-e2e")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -870,4 +871,52 @@ func grep(s, pattern string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The plugin binary answers malformed input with a CNI error result on
+// stdout and exit status 1, never a crash.
+func TestPluginBinaryMalformedInput(t *testing.T) {
+	good := `{"cniVersion":"1.0.0","name":"n","type":"skiff-cni","agentSocket":"/nonexistent/agent.sock","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}`
+	netns := "/proc/self/ns/net" // any namespace file: checked only after ADD
+	tests := []struct {
+		name, command, args, stdin string
+		code                       uint
+	}{
+		{"truncated JSON", "ADD", "", `{"cniVersion":"1.0.0","name":`, cnitypes.ErrDecodingFailure},
+		{"not an object", "ADD", "", `[1,2,3]`, cnitypes.ErrDecodingFailure},
+		{"binary garbage", "ADD", "", "\x00\xff\xfe{", cnitypes.ErrDecodingFailure},
+		{"wrong type field", "ADD", "", `{"cniVersion":"1.0.0","name":"n","type":"skiff-cni","excludeNamespaces":7}`, cnitypes.ErrInvalidNetworkConfig},
+		{"unsupported version", "ADD", "", `{"cniVersion":"9.9.9","name":"n","type":"skiff-cni"}`, cnitypes.ErrIncompatibleCNIVersion},
+		{"malformed args", "ADD", "K8S_POD_NAME", good, cnitypes.ErrInvalidEnvironmentVariables},
+		{"bad pod name", "ADD", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=../../x", good, cnitypes.ErrInvalidEnvironmentVariables},
+		{"no prevResult", "ADD", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b", `{"cniVersion":"1.0.0","name":"n","type":"skiff-cni"}`, cnitypes.ErrInvalidNetworkConfig},
+		{"agent down on STATUS", "STATUS", "", strings.Replace(good, `"1.0.0","name"`, `"1.1.0","name"`, 1), cnitypes.ErrPluginNotAvailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(pluginBinary)
+			cmd.Env = []string{
+				"CNI_COMMAND=" + tc.command, "CNI_CONTAINERID=c1", "CNI_NETNS=" + netns,
+				"CNI_IFNAME=eth0", "CNI_PATH=/nonexistent", "CNI_ARGS=" + tc.args,
+			}
+			cmd.Stdin = strings.NewReader(tc.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("exit: %v (stderr %s)", err, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "panic") {
+				t.Fatalf("plugin panicked: %s", stderr.String())
+			}
+			var res cnitypes.Error
+			if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+				t.Fatalf("stdout is not a CNI error result: %q", stdout.String())
+			}
+			if res.Code != tc.code || res.Msg == "" {
+				t.Fatalf("error result %+v, want code %d", res, tc.code)
+			}
+		})
+	}
 }
