@@ -58,7 +58,7 @@ type world struct {
 	wp              *pod
 }
 
-func twoNodes(t *testing.T, policies string) *world {
+func twoNodes(t *testing.T, policies string, flags ...string) *world {
 	m := newMesh(t)
 	m.writeConfig(baseConfig + policies)
 	w := &world{m: m, n1: m.newNode("n1"), n2: m.newNode("n2")}
@@ -71,8 +71,8 @@ func twoNodes(t *testing.T, policies string) *world {
 	for _, p := range []*pod{w.a, w.b, w.c, w.legacy} {
 		p.serveEcho(t, 8080)
 	}
-	w.n1.startZtunnel(defaultPorts)
-	w.n2.startZtunnel(defaultPorts)
+	w.n1.startZtunnel(defaultPorts, flags...)
+	w.n2.startZtunnel(defaultPorts, flags...)
 	return w
 }
 
@@ -149,7 +149,7 @@ func TestPlaintextFromOutsideTheMesh(t *testing.T) {
 }
 
 func TestSOCKS5InPod(t *testing.T) {
-	w := twoNodes(t, "")
+	w := twoNodes(t, "", "--socks5-port", "15080")
 	c, err := w.a.dial(t, "127.0.0.1:15080")
 	if err != nil {
 		t.Fatal(err)

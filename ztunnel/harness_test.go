@@ -31,7 +31,15 @@ import (
 // ztunnelBin is built once by TestMain.
 var ztunnelBin string
 
+// echoServerEnv makes the test binary an echo server on the address it
+// holds: a process of its own, for benchmarks with many connections.
+const echoServerEnv = "ZTUNNEL_TEST_ECHO_SERVER"
+
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(echoServerEnv); addr != "" {
+		runEchoServer(addr)
+		return
+	}
 	if os.Geteuid() != 0 {
 		// Every test here needs network namespaces; each skips itself.
 		os.Exit(m.Run())
@@ -58,13 +66,13 @@ const trustDomain = "cluster.local"
 
 // mesh is a test world: a CA, a local config file and nodes.
 type mesh struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	ca     *identity.CA
 	config string // path of the local config file
 }
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	t.Helper()
 	inpodtest.RequireRoot(t)
 	dir := t.TempDir()
@@ -127,7 +135,7 @@ func (m *mesh) newNode(name string) *node {
 
 // link connects two nodes; each routes everything it does not know to the
 // other.
-func link(t *testing.T, a, b *node, aIP, bIP string) {
+func link(t testing.TB, a, b *node, aIP, bIP string) {
 	inpodtest.Veth(t, a.ns, "to-"+b.name, netip.MustParsePrefix(aIP+"/24"), b.ns, "to-"+a.name, netip.MustParsePrefix(bIP+"/24"))
 	inpodtest.DefaultRoute(t, a.ns, netip.MustParseAddr(bIP))
 	inpodtest.DefaultRoute(t, b.ns, netip.MustParseAddr(aIP))
@@ -241,7 +249,7 @@ func (z *ztunnel) get(port int, path string) (int, string, error) {
 
 // waitReady polls the readiness endpoint, as a kubelet would, until the
 // process reports ready or exits.
-func (z *ztunnel) waitReady(t *testing.T) {
+func (z *ztunnel) waitReady(t testing.TB) {
 	t.Helper()
 	ctx := bounded(t)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -261,7 +269,7 @@ func (z *ztunnel) waitReady(t *testing.T) {
 }
 
 // waitConfig polls /config_dump until it contains want (after a reload).
-func (z *ztunnel) waitConfig(t *testing.T, want string) {
+func (z *ztunnel) waitConfig(t testing.TB, want string) {
 	t.Helper()
 	ctx := bounded(t)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -297,13 +305,13 @@ func (s *syncBuffer) String() string {
 
 // serveEcho runs an application in the pod: each connection gets a line
 // "<pod> <client ip>" and then an echo of what it sends.
-func (p *pod) serveEcho(t *testing.T, port int) {
+func (p *pod) serveEcho(t testing.TB, port int) {
 	t.Helper()
 	p.serveEchoOn(t, fmt.Sprintf("0.0.0.0:%d", port))
 }
 
 // serveEchoOn is serveEcho on a given address.
-func (p *pod) serveEchoOn(t *testing.T, addr string) {
+func (p *pod) serveEchoOn(t testing.TB, addr string) {
 	t.Helper()
 	ln, err := inpodtest.Listen(p.ns.File, addr, inpodtest.SocketOpts{})
 	if err != nil {
@@ -332,7 +340,7 @@ func (p *pod) serveEchoOn(t *testing.T, addr string) {
 }
 
 // dial connects from inside the pod, as its application would.
-func (p *pod) dial(t *testing.T, addr string) (net.Conn, error) {
+func (p *pod) dial(t testing.TB, addr string) (net.Conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -341,7 +349,7 @@ func (p *pod) dial(t *testing.T, addr string) (net.Conn, error) {
 
 // greet connects to addr from the pod and returns the echo server's
 // greeting line ("<pod> <client ip>"), after checking the echo.
-func (p *pod) greet(t *testing.T, addr string) (string, error) {
+func (p *pod) greet(t testing.TB, addr string) (string, error) {
 	t.Helper()
 	c, err := p.dial(t, addr)
 	if err != nil {
@@ -372,7 +380,7 @@ type waypoint struct {
 	seen []string // "<peer> <authority>"
 }
 
-func (m *mesh) serveWaypoint(t *testing.T, p *pod, sa string) *waypoint {
+func (m *mesh) serveWaypoint(t testing.TB, p *pod, sa string) *waypoint {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString(trustDomain)
 	id, err := identity.WorkloadID(td, "default", sa)
@@ -420,7 +428,7 @@ func (w *waypoint) tunnels() []string {
 }
 
 // waitLog waits until one line of the process's log contains every part.
-func (z *ztunnel) waitLog(t *testing.T, parts ...string) string {
+func (z *ztunnel) waitLog(t testing.TB, parts ...string) string {
 	t.Helper()
 	ctx := bounded(t)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -445,14 +453,14 @@ func (z *ztunnel) waitLog(t *testing.T, parts ...string) string {
 
 // bounded returns a context that ends with the test or after a generous
 // bound, so that a broken test fails instead of hanging.
-func bounded(t *testing.T) context.Context {
+func bounded(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // greetLine connects from the pod and returns the first line it receives.
-func (p *pod) greetLine(t *testing.T, addr string) (string, error) {
+func (p *pod) greetLine(t testing.TB, addr string) (string, error) {
 	t.Helper()
 	c, err := p.dial(t, addr)
 	if err != nil {
@@ -462,4 +470,24 @@ func (p *pod) greetLine(t *testing.T, addr string) (string, error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line), err
+}
+
+func runEchoServer(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		// A plain copy loop: io.Copy would splice through a pipe, three
+		// descriptors per connection.
+		go func() {
+			io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
+			c.Close()
+		}()
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -58,7 +59,8 @@ func run() error {
 	str(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
 	str(&cfg.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":15020", "Prometheus /metrics")
 	str(&cfg.ReadinessAddr, "readiness-addr", "READINESS_ADDR", ":15021", "/healthz/ready")
-	fs.IntVar(&cfg.SOCKS5Port, "socks5-port", envInt("SOCKS5_PORT", 15080), "in-pod mode: SOCKS5 port on each pod's loopback, 0 disables (env SOCKS5_PORT)")
+	fs.IntVar(&cfg.SOCKS5Port, "socks5-port", envInt("SOCKS5_PORT", 0), "in-pod mode: SOCKS5 port (15080) on each pod's loopback; 0, the default, disables it (env SOCKS5_PORT)")
+	workers := fs.Int("worker-threads", envInt("ZTUNNEL_WORKER_THREADS", 0), "OS threads running Go code at once (GOMAXPROCS); 0 leaves the Go default, one per CPU (env ZTUNNEL_WORKER_THREADS)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("DRAIN_TIMEOUT", 5*time.Second), "how long open connections may finish after SIGTERM (env DRAIN_TIMEOUT)")
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", envDuration("CERT_TTL", 24*time.Hour), "workload certificate lifetime (env CERT_TTL)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", envDuration("CONNECT_TIMEOUT", 10*time.Second), "upstream connect timeout (env CONNECT_TIMEOUT)")
@@ -73,6 +75,12 @@ func run() error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *workers < 0 {
+		return fmt.Errorf("worker threads %d: want 0 or more", *workers)
+	}
+	if *workers > 0 {
+		runtime.GOMAXPROCS(*workers)
 	}
 	cfg.LogLevel = new(slog.LevelVar)
 	var l slog.Level

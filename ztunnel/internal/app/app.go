@@ -59,7 +59,8 @@ type Config struct {
 	ZDSPath string
 	// Shared-mode listen addresses ("" disables).
 	Outbound, Plaintext, HBONE, SOCKS5 string
-	// SOCKS5Port opens SOCKS5 on each pod's loopback in in-pod mode.
+	// SOCKS5Port opens SOCKS5 on each pod's loopback in in-pod mode (0:
+	// none).
 	SOCKS5Port int
 	// Mark is set on shared-mode sockets (in-pod always uses the pod mark).
 	Mark uint32

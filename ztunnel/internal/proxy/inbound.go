@@ -65,14 +65,19 @@ func (i *Instance) serveHBONE(ctx context.Context, w *hbone.Responder, r *hbone.
 	rec.mtls = true
 	rec.src.id = r.Peer
 	rec.dst.addr = r.Authority
-	if err := i.inbound(ctx, rec, r.Authority, socket.AddrPort(r.LocalAddr), r.Peer, w.Accept); err != nil {
-		status := http.StatusServiceUnavailable
+	client, app, t, err := i.admit(ctx, rec, r.Authority, socket.AddrPort(r.LocalAddr), r.Peer, w.Accept)
+	if err != nil {
 		var ie *inboundError
 		if errors.As(err, &ie) {
-			status = ie.status
+			w.Refuse(ie.status)
 		}
-		w.Refuse(status)
+		return
 	}
+	// The tunnel lives as long as this handler, whose goroutine hbone owns:
+	// copy from this shallow frame, and count the connection elsewhere, so
+	// the stack stays small for the connection's lifetime.
+	go rec.open(context.Background())
+	i.pump(rec, t, client, app)
 }
 
 // handlePlaintext serves a connection from outside the mesh, redirected
@@ -82,25 +87,45 @@ func (i *Instance) handlePlaintext(c *net.TCPConn) {
 	dst := socket.AddrPort(c.LocalAddr())
 	rec.dst.addr = dst
 	accept := func() (net.Conn, error) { return c, nil }
-	if err := i.inbound(i.ctx, rec, dst, dst, rec.src.id, accept); err != nil {
+	client, app, t, err := i.admit(i.ctx, rec, dst, dst, rec.src.id, accept)
+	if err != nil {
 		c.Close()
+		return
 	}
+	rec.open(i.ctx)
+	// Fresh goroutines: this one's stack grew while connecting.
+	go i.pump(rec, t, client, app)
 }
 
-// inbound authorizes a connection to dst, connects to the application and
-// copies. accept answers the client and returns its side; an error
-// returned before accept was called tells the caller to refuse.
-func (i *Instance) inbound(ctx context.Context, rec *record, dst, local netip.AddrPort, peer spiffeid.ID, accept func() (net.Conn, error)) (err error) {
-	cctx, cancel := context.WithCancelCause(i.ctx)
-	defer cancel(nil)
+// pump copies between an admitted connection's two sides until both end.
+func (i *Instance) pump(rec *record, t *tracked, client, app net.Conn) {
+	defer i.untrack(t)
+	var err error
+	rec.sent, rec.recv, err = hbone.Splice(context.Background(), client, app)
+	if kerr := t.err(); kerr != nil {
+		err = kerr
+	}
+	rec.finish(err)
+}
+
+// admit authorizes a connection to dst, connects to the application and
+// answers the client with accept. On success the connection is tracked
+// and the caller pumps it; on failure it is finished and untracked, and an
+// *inboundError tells the caller to refuse with its status (other errors
+// mean the client was answered or went away).
+func (i *Instance) admit(ctx context.Context, rec *record, dst, local netip.AddrPort, peer spiffeid.ID, accept func() (net.Conn, error)) (client, app net.Conn, t *tracked, err error) {
 	pc := policy.Conn{SrcIP: rec.src.addr.Addr(), DstIP: dst.Addr(), DstPort: dst.Port(), Peer: peer}
-	t := &tracked{inbound: true, pc: pc, cancel: cancel}
+	t = &tracked{inbound: true, pc: pc}
 	if !i.track(t) {
 		err := refuse(http.StatusServiceUnavailable, "%w", errInstanceClosed)
 		rec.finish(err)
-		return err
+		return nil, nil, nil, err
 	}
-	defer i.untrack(t)
+	fail := func(err error) (net.Conn, net.Conn, *tracked, error) {
+		i.untrack(t)
+		rec.finish(err)
+		return nil, nil, nil, err
+	}
 	// Tracked before the snapshot is read: a policy change from here on
 	// re-evaluates this connection.
 	snap := i.p.cfg.Store.Snapshot()
@@ -109,41 +134,38 @@ func (i *Instance) inbound(ctx context.Context, rec *record, dst, local netip.Ad
 	}
 	dw, ierr := i.destination(snap, dst, local)
 	if ierr != nil {
-		rec.finish(ierr)
-		return ierr
+		return fail(ierr)
 	}
 	rec.dst.w, rec.dst.id = dw, dw.Identity()
 	t.dstUID = dw.UID
 	if d := policy.Evaluate(snap.PoliciesFor(dw), pc); !d.Allowed {
 		rec.flags = telemetry.FlagDenied
-		err := refuse(http.StatusUnauthorized, "denied by authorization policy %s (%s)", d.Policy, d.Reason)
-		rec.finish(err)
-		return err
+		return fail(refuse(http.StatusUnauthorized, "denied by authorization policy %s (%s)", d.Policy, d.Reason))
 	}
 
 	dctx, dcancel := context.WithTimeout(ctx, i.p.cfg.ConnectTimeout)
-	app, derr := i.dialApp(dctx, dst, rec.src.addr.Addr())
+	up, derr := i.dialApp(dctx, dst, rec.src.addr.Addr())
 	dcancel()
 	if derr != nil {
 		rec.flags = telemetry.FlagConnect
-		err := refuse(http.StatusServiceUnavailable, "connecting to application %v: %w", dst, derr)
-		rec.finish(err)
-		return err
+		return fail(refuse(http.StatusServiceUnavailable, "connecting to application %v: %w", dst, derr))
 	}
-	client, aerr := accept()
+	if !t.attach(up) {
+		status := http.StatusServiceUnavailable
+		if errors.Is(t.err(), errPolicyChanged) {
+			status = http.StatusUnauthorized
+		}
+		return fail(refuse(status, "%w", t.err()))
+	}
+	c, aerr := accept()
 	if aerr != nil {
-		app.Close()
-		rec.finish(aerr)
-		return nil // answered (or gone): nothing more to refuse
+		up.Close()
+		return fail(aerr)
 	}
-	rec.open(cctx)
-	var serr error
-	rec.sent, rec.recv, serr = hbone.Splice(cctx, client, app)
-	if cctx.Err() != nil {
-		serr = context.Cause(cctx)
+	if !t.attach(c) {
+		return fail(t.err())
 	}
-	rec.finish(serr)
-	return nil
+	return c, up, t, nil
 }
 
 // dialApp connects to the application inside the namespace, from the

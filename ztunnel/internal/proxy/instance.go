@@ -71,12 +71,52 @@ type Instance struct {
 	closed bool
 }
 
-// tracked is an open connection.
+// tracked is an open connection. Killing it closes its sockets, which
+// ends the copy; it is lighter than a context per connection.
 type tracked struct {
 	inbound bool
 	dstUID  string
 	pc      policy.Conn
-	cancel  context.CancelCauseFunc
+
+	mu     sync.Mutex
+	conns  [2]net.Conn
+	n      int
+	cause  error
+	killed bool
+}
+
+// attach adds a socket to close on kill; if already killed it closes c
+// and returns false.
+func (t *tracked) attach(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.killed {
+		c.Close()
+		return false
+	}
+	t.conns[t.n] = c
+	t.n++
+	return true
+}
+
+// kill closes the connection's sockets, recording why.
+func (t *tracked) kill(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.killed {
+		return
+	}
+	t.killed, t.cause = true, cause
+	for _, c := range t.conns[:t.n] {
+		c.Close()
+	}
+}
+
+// err is the cause of a kill, nil otherwise.
+func (t *tracked) err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cause
 }
 
 var errInstanceClosed = errors.New("closed: workload removed or ztunnel stopped")
@@ -353,6 +393,9 @@ func (i *Instance) Close() error {
 		i.udp.Close()
 	}
 	i.cancel(errInstanceClosed)
+	for _, t := range i.trackedConns() {
+		t.kill(errInstanceClosed)
+	}
 	for _, c := range i.closers {
 		c()
 	}

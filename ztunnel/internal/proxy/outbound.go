@@ -82,16 +82,13 @@ var (
 func (i *Instance) outbound(c *net.TCPConn, dst netip.AddrPort, reply func(error, netip.AddrPort) error) {
 	rec := i.p.newRecord(false, socket.AddrPort(c.RemoteAddr()))
 	rec.dst.addr = dst
-	ctx, cancel := context.WithCancelCause(i.ctx)
-	defer cancel(nil)
-	t := &tracked{cancel: cancel}
+	t := &tracked{}
+	t.attach(c)
 	if !i.track(t) {
 		c.Close()
 		return
 	}
-	defer i.untrack(t)
-
-	up, release, err := i.connect(ctx, rec, dst)
+	up, release, err := i.connect(i.ctx, rec, dst)
 	if reply != nil {
 		var bind netip.AddrPort
 		if up != nil {
@@ -103,18 +100,29 @@ func (i *Instance) outbound(c *net.TCPConn, dst netip.AddrPort, reply func(error
 			release()
 		}
 	}
+	if err == nil && !t.attach(up) {
+		err = t.err()
+		release()
+	}
 	if err != nil {
+		i.untrack(t)
 		c.Close()
 		rec.finish(err)
 		return
 	}
-	defer release()
-	rec.open(ctx)
-	rec.sent, rec.recv, err = hbone.Splice(ctx, c, up)
-	if ctx.Err() != nil {
-		err = context.Cause(ctx)
-	}
-	rec.finish(err)
+	rec.open(i.ctx)
+	// Copy on fresh goroutines, so the stack this one grew while
+	// connecting is freed for the connection's lifetime.
+	go func() {
+		defer i.untrack(t)
+		defer release()
+		var err error
+		rec.sent, rec.recv, err = hbone.Splice(context.Background(), c, up)
+		if kerr := t.err(); kerr != nil {
+			err = kerr
+		}
+		rec.finish(err)
+	}()
 }
 
 // connect resolves dst and opens the upstream side. release uncounts the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/policy"
@@ -73,6 +74,9 @@ type Proxy struct {
 
 	loadMu sync.Mutex
 	load   map[string]*atomic.Int64 // open outbound connections per workload uid
+
+	attrMu   sync.Mutex
+	attrSets map[telemetry.Labels]attribute.Set
 }
 
 // New returns a Proxy.
@@ -104,6 +108,7 @@ func New(cfg Config) (*Proxy, error) {
 		log:       cfg.Logger,
 		instances: map[*Instance]struct{}{},
 		load:      map[string]*atomic.Int64{},
+		attrSets:  map[telemetry.Labels]attribute.Set{},
 	}, nil
 }
 
@@ -147,7 +152,7 @@ func (p *Proxy) reevaluate(snap *state.Snapshot) {
 				continue // the pod's own removal closes its connections
 			}
 			if d := policy.Evaluate(snap.PoliciesFor(dst), c.pc); !d.Allowed {
-				c.cancel(errPolicyChanged)
+				c.kill(errPolicyChanged)
 				closed++
 			}
 		}

@@ -56,7 +56,7 @@ func (r *record) open(ctx context.Context) {
 		return
 	}
 	r.opened = true
-	r.attrs = r.labels().Set()
+	r.attrs = r.p.attributes(r.labels())
 	r.p.cfg.Metrics.Opened(ctx, r.attrs)
 }
 
@@ -189,4 +189,24 @@ func baggage(w *state.Workload, cluster string) string {
 	b.WriteString(",service.version=")
 	b.WriteString(firstOf(w.CanonicalRevision, "latest"))
 	return b.String()
+}
+
+// maxAttrSets bounds the cache of metric label sets.
+const maxAttrSets = 4096
+
+// attributes returns the attribute set for l, shared by every connection
+// with the same labels: building one per connection costs a kilobyte and
+// more for as long as the connection lives.
+func (p *Proxy) attributes(l telemetry.Labels) attribute.Set {
+	p.attrMu.Lock()
+	defer p.attrMu.Unlock()
+	if s, ok := p.attrSets[l]; ok {
+		return s
+	}
+	if len(p.attrSets) >= maxAttrSets {
+		clear(p.attrSets)
+	}
+	s := l.Set()
+	p.attrSets[l] = s
+	return s
 }
