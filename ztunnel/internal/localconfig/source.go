@@ -66,6 +66,7 @@ func (s *Source) load() error {
 	if err := s.store.Replace(cfg); err != nil {
 		return fmt.Errorf("config %s: %w", s.path, err)
 	}
+	s.store.SetLoaded() // the file is the whole state
 	return nil
 }
 

@@ -126,6 +126,9 @@ func (i *Instance) admit(ctx context.Context, rec *record, dst, local netip.Addr
 		rec.finish(err)
 		return nil, nil, nil, err
 	}
+	if !i.p.cfg.Store.IsLoaded() {
+		return fail(refuse(http.StatusServiceUnavailable, "%w", errNotLoaded))
+	}
 	// Tracked before the snapshot is read: a policy change from here on
 	// re-evaluates this connection.
 	snap := i.p.cfg.Store.Snapshot()

@@ -73,6 +73,9 @@ func socksReply(err error) socks5.Reply {
 }
 
 var (
+	// errNotLoaded: without the whole state, traffic could bypass a
+	// tunnel or a policy; refuse it.
+	errNotLoaded     = errors.New("configuration not loaded yet")
 	errUnknownSource = errors.New("source is not a workload served by this ztunnel")
 	errLoop          = errors.New("destination is a ztunnel port")
 )
@@ -128,6 +131,9 @@ func (i *Instance) outbound(c *net.TCPConn, dst netip.AddrPort, reply func(error
 // connect resolves dst and opens the upstream side. release uncounts the
 // destination's load once the connection is over.
 func (i *Instance) connect(ctx context.Context, rec *record, dst netip.AddrPort) (net.Conn, func(), error) {
+	if !i.p.cfg.Store.IsLoaded() {
+		return nil, nil, errNotLoaded
+	}
 	snap := i.p.cfg.Store.Snapshot()
 	src, err := i.source(snap, rec.src.addr)
 	if err != nil {

@@ -49,8 +49,32 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// Loaded is closed once a source has delivered a first state.
+// Loaded is closed once the source has delivered a complete first state
+// (SetLoaded). Until then the proxy refuses traffic: with partial state it
+// could pass through what should be tunnelled or allow what a policy not
+// yet received denies.
 func (s *Store) Loaded() <-chan struct{} { return s.loaded }
+
+// SetLoaded marks the state complete; later calls do nothing.
+func (s *Store) SetLoaded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.loaded:
+	default:
+		close(s.loaded)
+	}
+}
+
+// IsLoaded reports whether SetLoaded was called.
+func (s *Store) IsLoaded() bool {
+	select {
+	case <-s.loaded:
+		return true
+	default:
+		return false
+	}
+}
 
 // Version counts accepted updates.
 func (s *Store) Version() uint64 {
@@ -125,11 +149,6 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	s.version++
 	close(s.changed)
 	s.changed = make(chan struct{})
-	select {
-	case <-s.loaded:
-	default:
-		close(s.loaded)
-	}
 	return nil
 }
 

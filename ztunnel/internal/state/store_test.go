@@ -15,7 +15,9 @@ func TestUpdateAppliesDeltasAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-changed
-	<-st.Loaded()
+	if st.IsLoaded() {
+		t.Fatal("an update alone marked the state loaded")
+	}
 	snap := st.Snapshot()
 	got := snap.WorkloadByIP(netip.MustParseAddr("10.0.0.1"))
 	if got == nil || got == a {
