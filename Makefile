@@ -145,3 +145,11 @@ bench-ztunnel: ztunnel-tools
 ztunnel-tools:
 	@command -v stunnel4 >/dev/null && command -v tcpdump >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 tcpdump; }
 test-unit: ztunnel-tools
+
+## bench-cni: in-pod rule installation per new pod, Skiff's nftables over
+## netlink beside Istio's iptables-restore (nft and legacy backends), with ratios
+.PHONY: bench-cni
+bench: bench-cni
+bench-cni:
+	@command -v iptables-nft-restore >/dev/null && command -v iptables-legacy-restore >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; }
+	$(GO) test -run '^$$' -bench '^BenchmarkPodRules$$' -benchtime 500x ./pkg/inpod/

@@ -163,11 +163,16 @@ func (r Rules) Install(ns *os.File) error {
 		return fmt.Errorf("inpod: nftables: %w", err)
 	}
 	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	// Add (no-op if present), delete, add: one batch that replaces whatever
-	// was there, applied by the kernel atomically.
 	conn.AddTable(table)
-	conn.DelTable(table)
-	conn.AddTable(table)
+	// An existing table is replaced: add (no-op), delete, add, in the one
+	// batch the kernel applies atomically. Deleting costs milliseconds
+	// (the kernel waits for readers), so a new pod's namespace skips it.
+	if _, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err == nil {
+		conn.DelTable(table)
+		conn.AddTable(table)
+	} else if !errors.Is(err, unix.ENOENT) && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("inpod: listing nftables table: %w", err)
+	}
 	chains := addChains(conn, table)
 	fp := r.fingerprint()
 	for _, spec := range r.ruleSpecs() {
