@@ -13,8 +13,8 @@
 //	skiff.local/echo:dev            conformance/testapps/echo
 //	skiff.local/toolbox:dev         busybox-static (sh, wget, nslookup, ...) + echo
 //	skiff.local/coredns:<version>   CoreDNS built by build-k8s.sh
-//	skiff.local/<component>:dev     each Skiff binary: <component>/main.go for the
-//	                                components listed in skiffComponents, when present
+//	skiff.local/<component>:dev     Skiff's binaries (istiod-lite, ztunnel, waypoint,
+//	                                cni), each component's binaries in one image
 //	registry.k8s.io/gateway-api/echo-advanced:v1.5.1
 //	                                Istio's echo app (with -istio; slow the first time)
 //
@@ -56,9 +56,19 @@ import (
 // PauseImage is the sandbox image name; up.sh configures containerd with it.
 const PauseImage = "registry.k8s.io/pause:3.10"
 
-// skiffComponents are the repository directories whose main package becomes
-// an image skiff.local/<dir>:dev (the hook for Skiff's own binaries).
-var skiffComponents = []string{"ztunnel", "waypoint", "istiod-lite", "cni"}
+// skiffComponents are Skiff's own images, skiff.local/<name>:dev: every
+// binary of the component side by side in /, the first one the entry point.
+// A component whose first package does not exist yet is skipped.
+var skiffComponents = []struct {
+	name string
+	pkgs []string // relative to the repository root
+}{
+	{"istiod-lite", []string{"istiod-lite"}},
+	{"ztunnel", []string{"ztunnel"}},
+	{"waypoint", []string{"waypoint"}},
+	// The node agent installs the plugin binary found next to itself.
+	{"cni", []string{"cni/cmd/skiff-cni-agent", "cni/cmd/skiff-cni"}},
+}
 
 // file is one file of an image layer.
 type file struct {
@@ -171,19 +181,23 @@ func main() {
 		})
 	}
 	for _, c := range skiffComponents {
-		name := "skiff.local/" + c + ":dev"
+		name := "skiff.local/" + c.name + ":dev"
 		if !want(name) {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(root, c, "main.go")); err != nil {
+		if _, err := os.Stat(filepath.Join(root, c.pkgs[0], "main.go")); err != nil {
 			continue
 		}
-		step("build "+c, func() error {
-			b, err := goBuild(root, tmp, "./"+c)
-			if err != nil {
-				return err
+		step("build "+c.name, func() error {
+			im := image{name: name, entrypoint: []string{"/" + filepath.Base(c.pkgs[0])}}
+			for _, p := range c.pkgs {
+				b, err := goBuild(root, tmp, "./"+p)
+				if err != nil {
+					return err
+				}
+				im.files = append(im.files, exe(filepath.Base(p), b))
 			}
-			imgs = append(imgs, image{name: name, files: []file{exe(c, b)}, entrypoint: []string{"/" + c}})
+			imgs = append(imgs, im)
 			return nil
 		})
 	}
