@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -181,8 +182,11 @@ func Run(ctx context.Context, cfg Config) error {
 		LeaderElectionID:              "istiod-lite-leader",
 		LeaderElectionNamespace:       cfg.Namespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
-		GracefulShutdownTimeout:       &cfg.ShutdownGrace,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: controllers.TrimPod}},
+		},
+		GracefulShutdownTimeout: &cfg.ShutdownGrace,
 		// Run may be called more than once in a process (tests, benchmarks);
 		// controller names are otherwise required to be process-unique.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
@@ -214,6 +218,7 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(100_000),
+		grpc.ForceServerCodecV2(xdsserver.Codec{}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, xdsSrv)
 	caapi.RegisterIstioCertificateServiceServer(grpcSrv, caSrv)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -301,8 +302,13 @@ func TestControlPlane(t *testing.T) {
 	if got := names(initial.Updated); len(got) != 3 || got[0] != uid("far") || got[1] != uid("near") || got[2] != "default/kubernetes.default.svc.cluster.local" || len(initial.Removed) != 0 {
 		t.Fatalf("initial state: updated %v, removed %v", got, initial.Removed)
 	}
-	w := workload(t, initial.Updated[0])
-	if initial.Updated[0].Name != uid("far") || w.GetTunnelProtocol() != workloadapi.TunnelProtocol_HBONE || w.GetNode() != "node-b" || w.GetServiceAccount() != "far" || w.GetStatus() != workloadapi.WorkloadStatus_UNHEALTHY {
+	var w *workloadapi.Workload
+	for _, r := range initial.Updated {
+		if r.Name == uid("far") {
+			w = workload(t, r)
+		}
+	}
+	if w.GetTunnelProtocol() != workloadapi.TunnelProtocol_HBONE || w.GetNode() != "node-b" || w.GetServiceAccount() != "far" || w.GetStatus() != workloadapi.WorkloadStatus_UNHEALTHY {
 		t.Fatalf("workload far: %v", w)
 	}
 
@@ -372,10 +378,12 @@ func TestControlPlane(t *testing.T) {
 	})
 }
 
+// names returns the resources' names, sorted.
 func names(rs []xds.Resource) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Name)
 	}
+	sort.Strings(out)
 	return out
 }

@@ -190,3 +190,42 @@ func Prime(ctx context.Context, r client.Reader, ix *index.Index, opts Options) 
 	}
 	return nil
 }
+
+// TrimPod is a cache transform that drops what the index does not read
+// from pods (volumes, env, annotations, most of the status), so that a large
+// cluster's pods cost little memory.
+func TrimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	p.ManagedFields = nil
+	p.Annotations = nil
+	spec := corev1.PodSpec{
+		NodeName:           p.Spec.NodeName,
+		ServiceAccountName: p.Spec.ServiceAccountName,
+		HostNetwork:        p.Spec.HostNetwork,
+	}
+	for _, c := range p.Spec.Containers {
+		if len(c.Ports) > 0 {
+			spec.Containers = append(spec.Containers, corev1.Container{Name: c.Name, Ports: c.Ports})
+		}
+	}
+	p.Spec = spec
+	p.Status = corev1.PodStatus{
+		Phase:      p.Status.Phase,
+		PodIP:      p.Status.PodIP,
+		PodIPs:     p.Status.PodIPs,
+		Conditions: readyOnly(p.Status.Conditions),
+	}
+	return p, nil
+}
+
+func readyOnly(cs []corev1.PodCondition) []corev1.PodCondition {
+	for _, c := range cs {
+		if c.Type == corev1.PodReady {
+			return []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,6 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/auth"
 	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
@@ -59,7 +59,15 @@ type Server struct {
 	m        instruments
 	stopping chan struct{}
 	stopOnce sync.Once
+	// bigSends bounds how many large responses (full states) are encoded
+	// and written at once: each holds its whole encoding in memory until
+	// written, so 100 ztunnels connecting together would otherwise hold 100.
+	bigSends chan struct{}
 }
+
+// bigResponse is the resource count above which a response takes a
+// bigSends slot.
+const bigResponse = 1000
 
 // Shutdown ends every stream with Unavailable, so that clients reconnect to
 // another replica, and refuses new ones.
@@ -69,7 +77,10 @@ func (s *Server) Shutdown() {
 
 type entry struct {
 	version string
-	res     *discoveryv3.Resource
+	// wire is the resource encoded as one element of
+	// DeltaDiscoveryResponse.resources (tag, length, Resource), shared by
+	// every response that carries it.
+	wire []byte
 }
 
 type instruments struct {
@@ -96,6 +107,7 @@ func New(opts Options) (*Server, error) {
 		store:    map[string]map[string]*entry{},
 		conns:    map[*conn]struct{}{},
 		stopping: make(chan struct{}),
+		bigSends: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
@@ -134,10 +146,12 @@ func (s *Server) Push(updates []index.Update) {
 			s.store[u.TypeURL] = st
 		}
 		for _, r := range u.Upserted {
-			st[r.Name] = &entry{version: r.Version, res: &discoveryv3.Resource{
-				Name: r.Name, Version: r.Version,
-				Resource: &anypb.Any{TypeUrl: u.TypeURL, Value: r.Bytes},
-			}}
+			wire, err := encodeResource(u.TypeURL, r)
+			if err != nil {
+				s.log.Error("encode xds resource", "type", u.TypeURL, "name", r.Name, "err", err)
+				continue
+			}
+			st[r.Name] = &entry{version: r.Version, wire: wire}
 		}
 		for _, name := range u.Removed {
 			delete(st, name)
@@ -269,7 +283,10 @@ type conn struct {
 type sub struct {
 	wildcard bool
 	names    map[string]bool
-	// known holds the version the client has of each resource.
+	// known holds the version the client has of each resource, for
+	// explicit subscriptions. A wildcard subscriber is kept equal to the
+	// store (every change is sent to it), so it needs no such map: with
+	// 10,000 workloads and 100 clients that saves a million entries.
 	known map[string]string
 }
 
@@ -337,9 +354,6 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			sb.wildcard = true // legacy wildcard: empty first subscription
 		}
-		for name, v := range req.GetInitialResourceVersions() {
-			sb.known[name] = v
-		}
 	}
 	var added []string
 	for _, n := range req.GetResourceNamesSubscribe() {
@@ -354,7 +368,12 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	}
 	for _, n := range req.GetResourceNamesUnsubscribe() {
 		if n == "*" {
-			sb.wildcard = false
+			if sb.wildcard {
+				// From now on only named resources are tracked; the client
+				// keeps what it has of the others (as the protocol says).
+				sb.wildcard = false
+				sb.known = map[string]string{}
+			}
 			continue
 		}
 		delete(sb.names, n)
@@ -370,20 +389,65 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	c.mu.Lock()
 	c.subs[typeURL] = sb
 	c.mu.Unlock()
-	var resp *discoveryv3.DeltaDiscoveryResponse
-	st := s.store[typeURL]
+	var d *delta
 	if !existed {
-		resp = s.diffLocked(c, typeURL, sb, nil, true)
+		d = s.initialLocked(c, typeURL, sb, req.GetInitialResourceVersions())
 	} else if len(added) > 0 {
-		resp = s.diffLocked(c, typeURL, sb, added, false)
+		d = s.diffLocked(c, typeURL, sb, added)
 	}
 	version := s.version
 	s.mu.RUnlock()
-	_ = st
-	if resp == nil || (existed && len(resp.Resources)+len(resp.RemovedResources) == 0) {
+	if d == nil || (existed && d.empty()) {
 		return nil
 	}
-	return s.send(ctx, c, stream, resp, version, time.Time{})
+	return s.send(ctx, c, stream, d, version, time.Time{})
+}
+
+// delta is one response's content.
+type delta struct {
+	typeURL string
+	entries []*entry
+	removed []string
+}
+
+func (d *delta) empty() bool { return len(d.entries)+len(d.removed) == 0 }
+
+// initialLocked answers a new subscription: everything subscribed whose
+// version differs from what the client says it has (initial), and removals
+// for what it has that no longer exists. The caller holds s.mu for reading.
+func (s *Server) initialLocked(c *conn, typeURL string, sb *sub, initial map[string]string) *delta {
+	st := s.store[typeURL]
+	d := &delta{typeURL: typeURL}
+	give := func(name string, e *entry) {
+		if initial[name] != e.version {
+			d.entries = append(d.entries, e)
+		}
+		if !sb.wildcard {
+			sb.known[name] = e.version
+		}
+	}
+	if sb.wildcard {
+		for name, e := range st {
+			if allowed(typeURL, c.caller, name) {
+				give(name, e)
+			}
+		}
+	} else {
+		for name := range sb.names {
+			if e := st[name]; e != nil && allowed(typeURL, c.caller, name) {
+				give(name, e)
+			} else if _, had := initial[name]; !had {
+				d.removed = append(d.removed, name) // requested but does not exist
+			}
+		}
+	}
+	for name := range initial {
+		e := st[name]
+		if e == nil || !sb.wants(name) || !allowed(typeURL, c.caller, name) {
+			d.removed = append(d.removed, name)
+		}
+	}
+	return d
 }
 
 func (s *Server) storeHas(typeURL string) (map[string]*entry, bool) {
@@ -393,50 +457,39 @@ func (s *Server) storeHas(typeURL string) (map[string]*entry, bool) {
 	return st, ok
 }
 
-// diffLocked builds the response that brings the client's view of typeURL up
-// to date, for names (all subscribed ones when all is set). The caller
-// holds s.mu for reading.
-func (s *Server) diffLocked(c *conn, typeURL string, sb *sub, names []string, all bool) *discoveryv3.DeltaDiscoveryResponse {
+// diffLocked brings the client's view of the named resources of typeURL up
+// to date. The caller holds s.mu for reading.
+func (s *Server) diffLocked(c *conn, typeURL string, sb *sub, names []string) *delta {
 	st := s.store[typeURL]
-	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: typeURL}
-	consider := func(name string) {
+	d := &delta{typeURL: typeURL}
+	for _, name := range names {
 		e := st[name]
-		if e != nil && sb.wants(name) && allowed(typeURL, c.caller, name) {
+		ok := e != nil && sb.wants(name) && allowed(typeURL, c.caller, name)
+		if sb.wildcard {
+			// The name changed since the last push: send it, or its
+			// removal (harmless if the client never had it).
+			if ok {
+				d.entries = append(d.entries, e)
+			} else if e == nil {
+				d.removed = append(d.removed, name)
+			}
+			continue
+		}
+		if ok {
 			if sb.known[name] != e.version {
 				sb.known[name] = e.version
-				resp.Resources = append(resp.Resources, e.res)
+				d.entries = append(d.entries, e)
 			}
-			return
+			continue
 		}
 		if _, had := sb.known[name]; had {
 			delete(sb.known, name)
-			resp.RemovedResources = append(resp.RemovedResources, name)
-		} else if e == nil && !all && sb.names[name] && !sb.wildcard {
-			// An explicitly requested resource that does not exist.
-			resp.RemovedResources = append(resp.RemovedResources, name)
+			d.removed = append(d.removed, name)
+		} else if e == nil && sb.names[name] {
+			d.removed = append(d.removed, name) // requested but does not exist
 		}
 	}
-	if all {
-		if sb.wildcard {
-			for name := range st {
-				consider(name)
-			}
-		} else {
-			for name := range sb.names {
-				consider(name)
-			}
-		}
-		for name := range sb.known {
-			if st[name] == nil || !sb.wants(name) {
-				consider(name)
-			}
-		}
-	} else {
-		for _, name := range names {
-			consider(name)
-		}
-	}
-	return resp
+	return d
 }
 
 // sendPending sends what changed since the last push to this client.
@@ -457,32 +510,43 @@ func (s *Server) sendPending(ctx context.Context, c *conn, stream discoveryv3.Ag
 			list = append(list, n)
 		}
 		s.mu.RLock()
-		resp := s.diffLocked(c, typeURL, sb, list, false)
+		d := s.diffLocked(c, typeURL, sb, list)
 		version := s.version
 		s.mu.RUnlock()
-		if len(resp.Resources)+len(resp.RemovedResources) == 0 {
+		if d.empty() {
 			continue
 		}
-		if err := s.send(ctx, c, stream, resp, version, since); err != nil {
+		if err := s.send(ctx, c, stream, d, version, since); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, resp *discoveryv3.DeltaDiscoveryResponse, version uint64, since time.Time) error {
+func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, d *delta, version uint64, since time.Time) error {
 	c.mu.Lock()
 	c.nonce++
-	resp.Nonce = c.id + "-" + strconv.FormatUint(c.nonce, 10)
+	nonce := c.id + "-" + strconv.FormatUint(c.nonce, 10)
 	if len(c.nonces) < 1000 {
-		c.nonces[resp.Nonce] = resp.TypeUrl
+		c.nonces[nonce] = d.typeURL
 	}
 	c.mu.Unlock()
-	resp.SystemVersionInfo = strconv.FormatUint(version, 10)
-	if err := stream.Send(resp); err != nil {
-		return fmt.Errorf("send %s: %w", resp.TypeUrl, err)
+	if len(d.entries) > bigResponse {
+		select {
+		case s.bigSends <- struct{}{}:
+			defer func() { <-s.bigSends }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	attrs := metric.WithAttributes(attribute.String("type", resp.TypeUrl))
+	msg, err := encodeResponse(d, nonce, strconv.FormatUint(version, 10))
+	if err != nil {
+		return err
+	}
+	if err := stream.SendMsg(msg); err != nil {
+		return fmt.Errorf("send %s: %w", d.typeURL, err)
+	}
+	attrs := metric.WithAttributes(attribute.String("type", d.typeURL))
 	s.m.pushes.Add(ctx, 1, attrs)
 	if !since.IsZero() {
 		s.m.convergence.Record(ctx, time.Since(since).Seconds(), attrs)

@@ -40,7 +40,7 @@ func newEnv(t *testing.T, caller *auth.Caller) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
