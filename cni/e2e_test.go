@@ -622,6 +622,7 @@ func TestCNI(t *testing.T) {
 	e := newEnv(t)
 	e.namespace(t, "mesh", true)
 	e.namespace(t, "plain", false)
+	e.namespace(t, "other", false)
 
 	// A listener on the node, as a destination outside the pods.
 	nodeLn, err := inpodtest.Listen(e.node.File, "0.0.0.0:9999", inpodtest.SocketOpts{})
@@ -741,13 +742,24 @@ func TestCNI(t *testing.T) {
 	})
 
 	step("an agent restart rebuilds the state from the pods and the rules", func(t *testing.T) {
+		stray := e.createPod(t, "other", "stray")
+		if err := e.add(t, stray); err != nil {
+			t.Fatal(err)
+		}
 		adds, snaps := e.zt.addCount(web.uid()), e.zt.snapshotCount()
 		e.stopAgent(t)
-		// While the agent is down, a rule disappears from the mesh pod and
-		// the other namespace joins the mesh.
+		// While the agent is down, a rule disappears from the mesh pod, the
+		// other namespace joins the mesh, and a pod outside the mesh has
+		// rules (as if an agent had died while enrolling it).
 		deleteRule(t, web.ns.File, inpod.ChainOutputNAT)
 		e.labelNamespace(t, "plain", true)
+		if err := (inpod.Rules{}).Install(stray.ns.File); err != nil {
+			t.Fatal(err)
+		}
 		e.startAgent(t)
+		if st := e.rules(t, stray); !st.Absent() {
+			t.Fatalf("rules of a pod outside the mesh survived the restart: %v", st)
+		}
 		e.eventually(t, "ztunnel's snapshot from the new agent", func() bool {
 			return e.zt.snapshotCount() > snaps && e.zt.addCount(web.uid()) > adds
 		})

@@ -328,17 +328,15 @@ func (a *Agent) rebuild(ctx context.Context) error {
 		return err
 	}
 	var ips []netip.Addr
+	idx := a.cfg.Finder.Index() // one scan of the node's namespaces
 	for _, p := range list {
-		if p.Spec.HostNetwork || terminal(p) {
+		pips := podIPs(p)
+		if p.Spec.HostNetwork || terminal(p) || len(pips) == 0 {
 			continue
 		}
 		want := a.wants(p)
 		annotated := p.Annotations[mesh.RedirectionAnnotation] == mesh.RedirectionEnabled
-		if !want && !annotated {
-			continue
-		}
-		pips := podIPs(p)
-		netns, path, err := a.cfg.Finder.Find(pips)
+		netns, path, err := netnsfind.Open(idx, pips)
 		if err != nil {
 			if want {
 				// Retried by the worker once serving.
@@ -348,12 +346,18 @@ func (a *Agent) rebuild(ctx context.Context) error {
 			continue
 		}
 		if !want {
-			if err := a.cfg.Rules.Remove(netns); err != nil {
-				a.log.Warn("removing rules from a pod that left the mesh", "pod", p.Namespace+"/"+p.Name, "err", err)
+			// Whatever an earlier agent left (even mid-enrolment) goes.
+			if found, err := a.cfg.Rules.Inspect(netns); err != nil || !found.Absent() {
+				a.log.Info("removing rules from a pod outside the mesh", "pod", p.Namespace+"/"+p.Name, "state", found.String())
+				if err := a.cfg.Rules.Remove(netns); err != nil {
+					a.log.Warn("removing rules", "pod", p.Namespace+"/"+p.Name, "err", err)
+				}
 			}
 			netns.Close()
-			if err := a.setAnnotation(ctx, p.Namespace, p.Name, false); err != nil {
-				a.log.Warn("removing annotation", "pod", p.Namespace+"/"+p.Name, "err", err)
+			if annotated {
+				if err := a.setAnnotation(ctx, p.Namespace, p.Name, false); err != nil {
+					a.log.Warn("removing annotation", "pod", p.Namespace+"/"+p.Name, "err", err)
+				}
 			}
 			continue
 		}

@@ -115,29 +115,81 @@ func (f *Finder) Find(ips []netip.Addr) (*os.File, string, error) {
 	return nil, "", fmt.Errorf("%w (%v)", ErrNotFound, ips)
 }
 
+// Index maps every address found on an interface of a pod namespace to a
+// path of that namespace, in one scan (for checking all of a node's pods).
+func (f *Finder) Index() map[netip.Addr]string {
+	idx := map[netip.Addr]string{}
+	for _, p := range f.candidates() {
+		file, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		addrs, err := addresses(file)
+		file.Close()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+				idx[a] = p
+			}
+		}
+	}
+	return idx
+}
+
+// Open opens the namespace that holds one of ips according to idx.
+func Open(idx map[netip.Addr]string, ips []netip.Addr) (*os.File, string, error) {
+	for _, ip := range ips {
+		p, ok := idx[ip.Unmap()]
+		if !ok {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if ok, err := holds(f, ips); err == nil && ok {
+			return f, p, nil
+		}
+		f.Close()
+	}
+	return nil, "", fmt.Errorf("%w (%v)", ErrNotFound, ips)
+}
+
 // Holds reports whether the namespace ns has one of ips on an interface.
 func Holds(ns *os.File, ips []netip.Addr) (bool, error) { return holds(ns, ips) }
 
 func holds(ns *os.File, ips []netip.Addr) (bool, error) {
-	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	addrs, err := addresses(ns)
 	if err != nil {
 		return false, err
 	}
-	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		got, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
+	for _, got := range addrs {
 		for _, ip := range ips {
-			if got.Unmap() == ip.Unmap() {
+			if got == ip.Unmap() {
 				return true, nil
 			}
 		}
 	}
 	return false, nil
+}
+
+func addresses(ns *os.File) ([]netip.Addr, error) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	list, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(list))
+	for _, a := range list {
+		if got, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, got.Unmap())
+		}
+	}
+	return out, nil
 }

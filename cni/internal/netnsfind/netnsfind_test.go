@@ -34,6 +34,19 @@ func TestFind(t *testing.T) {
 	if _, _, err := f.Find(nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("no addresses: %v", err)
 	}
+
+	idx := f.Index()
+	if idx[netip.MustParseAddr("10.77.0.2")] != a.Path || idx[netip.MustParseAddr("10.77.0.3")] != b.Path {
+		t.Fatalf("index %v", idx)
+	}
+	file2, path2, err := Open(idx, []netip.Addr{netip.MustParseAddr("10.77.0.2")})
+	if err != nil || path2 != a.Path {
+		t.Fatalf("Open from index: %s, %v", path2, err)
+	}
+	file2.Close()
+	if _, _, err := Open(idx, []netip.Addr{netip.MustParseAddr("10.77.0.99")}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Open of an absent address: %v", err)
+	}
 }
 
 func sameFile(a, b *os.File) (bool, error) {
