@@ -70,6 +70,9 @@ type mesh struct {
 	dir    string
 	ca     *identity.CA
 	config string // path of the local config file
+	// xds, when set, is the control plane address ztunnels use instead
+	// of the local config file.
+	xds string
 }
 
 func newMesh(t testing.TB) *mesh {
@@ -188,15 +191,20 @@ func (n *node) startZtunnel(p ports, extra ...string) *ztunnel {
 	t.Helper()
 	args := []string{"netns", "exec", n.ns.Name, ztunnelBin,
 		"--mode", "inpod", "--node-name", n.name,
-		"--local-config", n.m.config,
-		"--ca-cert", filepath.Join(n.m.dir, "ca", "ca-cert.pem"),
-		"--ca-key", filepath.Join(n.m.dir, "ca", "ca-key.pem"),
 		"--zds-socket", n.sock,
 		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", p.admin),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", p.metrics),
 		"--readiness-addr", fmt.Sprintf("127.0.0.1:%d", p.readiness),
 		"--drain-timeout", "10s",
 		"--log-level", "debug",
+	}
+	if n.m.xds != "" {
+		args = append(args, "--xds-address", n.m.xds, "--xds-root-cert", filepath.Join(n.m.dir, "ca", "ca-cert.pem"),
+			"--token-file", filepath.Join(n.m.dir, "token"))
+	} else {
+		args = append(args, "--local-config", n.m.config,
+			"--ca-cert", filepath.Join(n.m.dir, "ca", "ca-cert.pem"),
+			"--ca-key", filepath.Join(n.m.dir, "ca", "ca-key.pem"))
 	}
 	cmd := exec.Command("ip", append(args, extra...)...)
 	z := &ztunnel{cmd: cmd, logs: &syncBuffer{}, ns: n.ns, ports: p, done: make(chan struct{})}

@@ -51,6 +51,7 @@ func run() error {
 	str(&cfg.CAAddress, "ca-address", "CA_ADDRESS", "", "certificate authority host:port (default: the xDS address)")
 	str(&cfg.TokenFile, "token-file", "TOKEN_FILE", "/var/run/secrets/tokens/istio-token", "service-account token for the control plane and CA")
 	str(&cfg.XDSRootCert, "xds-root-cert", "XDS_ROOT_CA", "/var/run/secrets/istio/root-cert.pem", "roots that verify the control plane and CA")
+	str(&cfg.XDSServerName, "xds-server-name", "XDS_SERVER_NAME", "", "name the control plane's and CA's certificates are checked for (default istiod.istio-system.svc)")
 	str(&cfg.ZDSPath, "zds-socket", "ZDS_SOCKET", zds.DefaultPath, "node agent socket (in-pod mode)")
 	str(&cfg.Outbound, "outbound-addr", "OUTBOUND_ADDR", fmt.Sprintf("0.0.0.0:%d", inpod.OutboundPort), "shared mode: outbound listener")
 	str(&cfg.Plaintext, "inbound-plaintext-addr", "INBOUND_PLAINTEXT_ADDR", fmt.Sprintf("0.0.0.0:%d", inpod.InboundPlaintextPort), "shared mode: inbound plaintext listener")

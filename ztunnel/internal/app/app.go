@@ -54,6 +54,9 @@ type Config struct {
 	// empty); CAAddress the CA (default XDS); TokenFile the
 	// service-account token; XDSRootCert the roots that verify both.
 	XDS, CAAddress, TokenFile, XDSRootCert string
+	// XDSServerName is the name checked in the control plane's and CA's
+	// certificates (default istiod.istio-system.svc).
+	XDSServerName string
 
 	// ZDSPath is the node agent's socket (in-pod mode).
 	ZDSPath string

@@ -2,15 +2,23 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/identity/caclient"
+	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/ztunnel/internal/localconfig"
 	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/ztunnel/internal/xdssource"
 )
 
 // source is where state and certificates come from.
@@ -52,6 +60,67 @@ func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *state.Store, log
 	}, nil
 }
 
+// newXDSSource takes workloads, services and policies from the control
+// plane over delta ADS, and certificates from its CA, asking for each
+// local workload's identity with ImpersonatedIdentity.
 func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *state.Store, logger *slog.Logger) (*source, error) {
-	return nil, errors.New("xDS mode is not implemented yet")
+	pemRoots, err := os.ReadFile(cfg.XDSRootCert)
+	if err != nil {
+		return nil, fmt.Errorf("mesh root certificates: %w", err)
+	}
+	roots, err := identity.ParseCertificatesPEM(pemRoots)
+	if err != nil {
+		return nil, fmt.Errorf("mesh root certificates %s: %w", cfg.XDSRootCert, err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	src := xdssource.New(store)
+	node := &corev3.Node{
+		Id: "ztunnel~" + cfg.NodeName,
+		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"NODE_NAME":  structpb.NewStringValue(cfg.NodeName),
+			"CLUSTER_ID": structpb.NewStringValue(cfg.ClusterID),
+		}},
+	}
+	client, err := xds.NewClient(xds.ClientOptions{
+		Address:       cfg.XDS,
+		Node:          node,
+		Subscriptions: src.Subscriptions(),
+		TokenFile:     cfg.TokenFile,
+		Roots:         pool,
+		ServerName:    cfg.XDSServerName,
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xDS client: %w", err)
+	}
+	caAddr := cfg.CAAddress
+	if caAddr == "" {
+		caAddr = cfg.XDS
+	}
+	ca, err := caclient.New(caclient.Options{
+		Address:     caAddr,
+		ServerName:  cfg.XDSServerName,
+		Roots:       pool,
+		TokenFile:   cfg.TokenFile,
+		Impersonate: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("CA client: %w", err)
+	}
+	return &source{
+		run: func(ctx context.Context) error {
+			go src.Run(ctx, client.Ready())
+			err := client.Run(ctx)
+			ca.Close()
+			return err
+		},
+		status: func(st *state.Store) map[string]any {
+			return map[string]any{"source": "xds", "address": cfg.XDS, "ca": caAddr, "version": st.Version(), "loaded": st.IsLoaded()}
+		},
+		certs:   newIdentityManager(ca, cfg, logger),
+		bundles: identity.NewBundles(x509bundle.FromX509Authorities(td, roots)),
+	}, nil
 }

@@ -1,0 +1,237 @@
+package xdssource
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/skiffmesh/skiff/pkg/policy"
+	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
+	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
+	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+)
+
+func addr(b []byte) (netip.Addr, error) {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("address of %d bytes", len(b))
+	}
+	return a.Unmap(), nil
+}
+
+func port(p uint32) (uint16, error) {
+	if p > 65535 {
+		return 0, fmt.Errorf("port %d out of range", p)
+	}
+	return uint16(p), nil
+}
+
+func ports(in []*workloadapi.Port) ([]state.Port, error) {
+	out := make([]state.Port, 0, len(in))
+	for _, p := range in {
+		sp, err := port(p.GetServicePort())
+		if err != nil {
+			return nil, err
+		}
+		tp, err := port(p.GetTargetPort())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, state.Port{ServicePort: sp, TargetPort: tp})
+	}
+	return out, nil
+}
+
+func gateway(g *workloadapi.GatewayAddress) (*state.GatewayAddress, error) {
+	if g == nil {
+		return nil, nil
+	}
+	hp, err := port(g.GetHboneMtlsPort())
+	if err != nil {
+		return nil, fmt.Errorf("waypoint: %w", err)
+	}
+	out := &state.GatewayAddress{HBONEPort: hp}
+	switch d := g.GetDestination().(type) {
+	case *workloadapi.GatewayAddress_Address:
+		if out.Address, err = addr(d.Address.GetAddress()); err != nil {
+			return nil, fmt.Errorf("waypoint: %w", err)
+		}
+	case *workloadapi.GatewayAddress_Hostname:
+		out.Hostname = state.NamespacedHostname{Namespace: d.Hostname.GetNamespace(), Hostname: d.Hostname.GetHostname()}
+	default:
+		return nil, fmt.Errorf("waypoint without a destination")
+	}
+	return out, nil
+}
+
+// workload converts an xDS workload; name is its resource name (the uid).
+func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
+	out := &state.Workload{
+		UID:                   w.GetUid(),
+		Name:                  w.GetName(),
+		Namespace:             w.GetNamespace(),
+		Node:                  w.GetNode(),
+		TrustDomain:           w.GetTrustDomain(),
+		ServiceAccount:        w.GetServiceAccount(),
+		AuthorizationPolicies: w.GetAuthorizationPolicies(),
+		Healthy:               w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY,
+		CanonicalName:         w.GetCanonicalName(),
+		CanonicalRevision:     w.GetCanonicalRevision(),
+		WorkloadName:          w.GetWorkloadName(),
+		ClusterID:             w.GetClusterId(),
+	}
+	if out.UID == "" {
+		out.UID = name
+	}
+	if out.UID != name {
+		return nil, fmt.Errorf("workload %s: resource named %q", out.UID, name)
+	}
+	switch w.GetTunnelProtocol() {
+	case workloadapi.TunnelProtocol_NONE:
+		out.Protocol = state.TunnelNone
+	case workloadapi.TunnelProtocol_HBONE:
+		out.Protocol = state.TunnelHBONE
+	default:
+		return nil, fmt.Errorf("workload %s: unknown tunnel protocol %v", name, w.GetTunnelProtocol())
+	}
+	for _, b := range w.GetAddresses() {
+		a, err := addr(b)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", name, err)
+		}
+		out.Addresses = append(out.Addresses, a)
+	}
+	var err error
+	if out.Waypoint, err = gateway(w.GetWaypoint()); err != nil {
+		return nil, fmt.Errorf("workload %s: %w", name, err)
+	}
+	if len(w.GetServices()) > 0 {
+		out.Services = make(map[string][]state.Port, len(w.GetServices()))
+		for key, pl := range w.GetServices() {
+			if out.Services[key], err = ports(pl.GetPorts()); err != nil {
+				return nil, fmt.Errorf("workload %s: service %s: %w", name, key, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// service converts an xDS service; name is its resource name
+// ("<namespace>/<hostname>").
+func service(name string, s *workloadapi.Service) (*state.Service, error) {
+	out := &state.Service{
+		Name:            s.GetName(),
+		Namespace:       s.GetNamespace(),
+		Hostname:        s.GetHostname(),
+		SubjectAltNames: s.GetSubjectAltNames(),
+	}
+	if out.Key() != name {
+		return nil, fmt.Errorf("service %s: resource named %q", out.Key(), name)
+	}
+	for _, na := range s.GetAddresses() {
+		a, err := addr(na.GetAddress())
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", name, err)
+		}
+		out.Addresses = append(out.Addresses, a)
+	}
+	var err error
+	if out.Ports, err = ports(s.GetPorts()); err != nil {
+		return nil, fmt.Errorf("service %s: %w", name, err)
+	}
+	if out.Waypoint, err = gateway(s.GetWaypoint()); err != nil {
+		return nil, fmt.Errorf("service %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// authorization converts an xDS policy; the result is validated.
+func authorization(name string, a *securityapi.Authorization) (*policy.Policy, error) {
+	p := &policy.Policy{
+		Name:      a.GetName(),
+		Namespace: a.GetNamespace(),
+		Scope:     policy.Scope(a.GetScope()),
+		Action:    policy.Action(a.GetAction()),
+	}
+	if p.Key() != name {
+		return nil, fmt.Errorf("policy %s: resource named %q", p.Key(), name)
+	}
+	for _, g := range a.GetGroups() {
+		var pg policy.Group
+		for _, r := range g.GetRules() {
+			var pr policy.Rules
+			for _, m := range r.GetMatches() {
+				pm, err := match(m)
+				if err != nil {
+					return nil, fmt.Errorf("policy %s: %w", name, err)
+				}
+				pr.Matches = append(pr.Matches, pm)
+			}
+			pg.Rules = append(pg.Rules, pr)
+		}
+		p.Groups = append(p.Groups, pg)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func match(m *securityapi.Match) (policy.Match, error) {
+	out := policy.Match{
+		Namespaces:          stringMatches(m.GetNamespaces()),
+		NotNamespaces:       stringMatches(m.GetNotNamespaces()),
+		Principals:          stringMatches(m.GetPrincipals()),
+		NotPrincipals:       stringMatches(m.GetNotPrincipals()),
+		DestinationPorts:    m.GetDestinationPorts(),
+		NotDestinationPorts: m.GetNotDestinationPorts(),
+	}
+	var err error
+	for _, l := range []struct {
+		in  []*securityapi.Address
+		out *[]netip.Prefix
+	}{
+		{m.GetSourceIps(), &out.SourceIPs},
+		{m.GetNotSourceIps(), &out.NotSourceIPs},
+		{m.GetDestinationIps(), &out.DestinationIPs},
+		{m.GetNotDestinationIps(), &out.NotDestinationIPs},
+	} {
+		for _, a := range l.in {
+			ip, aerr := addr(a.GetAddress())
+			if aerr != nil {
+				return policy.Match{}, aerr
+			}
+			if a.GetLength() > uint32(ip.BitLen()) {
+				return policy.Match{}, fmt.Errorf("prefix length %d for %v", a.GetLength(), ip)
+			}
+			var p netip.Prefix
+			if p, err = ip.Prefix(int(a.GetLength())); err != nil {
+				return policy.Match{}, err
+			}
+			*l.out = append(*l.out, p)
+		}
+	}
+	return out, nil
+}
+
+func stringMatches(in []*securityapi.StringMatch) []policy.StringMatch {
+	out := make([]policy.StringMatch, 0, len(in))
+	for _, m := range in {
+		switch v := m.GetMatchType().(type) {
+		case *securityapi.StringMatch_Exact:
+			out = append(out, policy.StringMatch{Kind: policy.Exact, Value: v.Exact})
+		case *securityapi.StringMatch_Prefix:
+			out = append(out, policy.StringMatch{Kind: policy.Prefix, Value: v.Prefix})
+		case *securityapi.StringMatch_Suffix:
+			out = append(out, policy.StringMatch{Kind: policy.Suffix, Value: v.Suffix})
+		case *securityapi.StringMatch_Presence:
+			out = append(out, policy.StringMatch{Kind: policy.Presence})
+		default:
+			// An empty match matches nothing: an unknown kind never widens.
+			out = append(out, policy.StringMatch{Kind: policy.MatchKind(255)})
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
