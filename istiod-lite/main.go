@@ -61,6 +61,9 @@ func run() error {
 	fs.StringVar(&cfg.Deployer.MemoryRequest, "waypoint-memory-request", "64Mi", "waypoint memory request")
 	fs.StringVar(&cfg.Deployer.CPULimit, "waypoint-cpu-limit", "", "waypoint CPU limit")
 	fs.StringVar(&cfg.Deployer.MemoryLimit, "waypoint-memory-limit", "512Mi", "waypoint memory limit")
+	var qps float64
+	fs.Float64Var(&qps, "kube-qps", 100, "requests per second to the apiserver")
+	fs.IntVar(&cfg.KubeBurst, "kube-burst", 200, "request burst to the apiserver")
 	var replicas int
 	fs.IntVar(&replicas, "waypoint-replicas", 1, "waypoint replicas")
 
@@ -94,6 +97,7 @@ func run() error {
 	cfg.NodeAccounts = split(*nodeAccts)
 	cfg.Deployer.ImagePullPolicy = corev1.PullPolicy(*pull)
 	cfg.Deployer.Replicas = int32(replicas)
+	cfg.KubeQPS = float32(qps)
 	cfg.Deployer.TrustDomain = cfg.TrustDomain
 
 	var rest *rest.Config

@@ -82,6 +82,11 @@ type Config struct {
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
 
+	// KubeQPS and KubeBurst bound istiod-lite's requests to the apiserver
+	// (TokenReviews, status and deployment writes); defaults 100 and 200.
+	KubeQPS   float32
+	KubeBurst int
+
 	// Ready, if set, receives the gRPC listener's address once serving.
 	Ready func(grpcAddr, httpAddr string)
 }
@@ -114,12 +119,20 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.KubeQPS == 0 {
+		c.KubeQPS = 100
+	}
+	if c.KubeBurst == 0 {
+		c.KubeBurst = 200
+	}
 }
 
 // Run runs istiod-lite until ctx is done, then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	logger := cfg.Logger
+	cfg.Rest = rest.CopyConfig(cfg.Rest)
+	cfg.Rest.QPS, cfg.Rest.Burst = cfg.KubeQPS, cfg.KubeBurst
 	log.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {

@@ -48,6 +48,15 @@ type TokenReviewer struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]cached
+	// inflight shares one review among concurrent callers with one token
+	// (a node agent asking for many certificates at once).
+	inflight map[[32]byte]*flight
+}
+
+type flight struct {
+	done   chan struct{}
+	caller *Caller
+	err    error
 }
 
 type cached struct {
@@ -60,7 +69,7 @@ type cached struct {
 // audiences (none: the apiserver's default) and caches each answer for ttl
 // (successes) or a tenth of it (failures, so a fixed token works quickly).
 func NewTokenReviewer(r Reviewer, audiences []string, ttl time.Duration) *TokenReviewer {
-	return &TokenReviewer{reviewer: r, audiences: audiences, ttl: ttl, now: time.Now, cache: map[[32]byte]cached{}}
+	return &TokenReviewer{reviewer: r, audiences: audiences, ttl: ttl, now: time.Now, cache: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}}
 }
 
 // ErrUnauthenticated is returned for missing, malformed or rejected tokens.
@@ -99,24 +108,43 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller
 		t.mu.Unlock()
 		return c.caller, c.err
 	}
+	if f, ok := t.inflight[h]; ok {
+		t.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.caller, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	t.inflight[h] = f
 	t.mu.Unlock()
 
+	f.caller, f.err = t.review(ctx, token)
+	t.mu.Lock()
+	delete(t.inflight, h)
+	if f.err == nil || errors.Is(f.err, ErrUnauthenticated) {
+		ttl := t.ttl
+		if f.err != nil {
+			ttl /= 10
+		}
+		if len(t.cache) > 100_000 { // bound memory under a flood of distinct tokens
+			clear(t.cache)
+		}
+		t.cache[h] = cached{caller: f.caller, err: f.err, expires: now.Add(ttl)}
+	}
+	t.mu.Unlock()
+	close(f.done)
+	return f.caller, f.err
+}
+
+func (t *TokenReviewer) review(ctx context.Context, token string) (*Caller, error) {
 	tr, err := t.reviewer.Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: t.audiences}}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("token review: %w", err)
 	}
-	caller, authErr := callerFrom(tr)
-	ttl := t.ttl
-	if authErr != nil {
-		ttl /= 10
-	}
-	t.mu.Lock()
-	if len(t.cache) > 100_000 { // bound memory under a flood of distinct tokens
-		clear(t.cache)
-	}
-	t.cache[h] = cached{caller: caller, err: authErr, expires: now.Add(ttl)}
-	t.mu.Unlock()
-	return caller, authErr
+	return callerFrom(tr)
 }
 
 func callerFrom(tr *authnv1.TokenReview) (*Caller, error) {

@@ -107,7 +107,7 @@ func New(opts Options) (*Server, error) {
 		store:    map[string]map[string]*entry{},
 		conns:    map[*conn]struct{}{},
 		stopping: make(chan struct{}),
-		bigSends: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		bigSends: make(chan struct{}, max(64, 8*runtime.GOMAXPROCS(0))),
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
