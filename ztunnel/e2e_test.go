@@ -99,6 +99,16 @@ func TestPodToPodOverHBONE(t *testing.T) {
 			}
 		})
 	}
+	// The admin endpoint lists the pods' certificates with their expiry.
+	_, dump, err := w.n1.z.get(w.n1.z.ports.admin, "/config_dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"identity": "spiffe://cluster.local/ns/default/sa/sa-a"`, `"state": "available"`, `"expirationTime": "`, `"name": "a"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("config_dump lacks %s", want)
+		}
+	}
 	// One access log line per connection, with both identities.
 	w.n2.z.waitLog(t, `direction=inbound src.addr=10.1.1.2:`, `src.identity=spiffe://cluster.local/ns/default/sa/sa-a dst.addr=10.2.1.2:8080 dst.workload=b dst.namespace=default dst.identity=spiffe://cluster.local/ns/default/sa/sa-b`)
 	w.n1.z.waitLog(t, `direction=outbound src.addr=10.1.1.2:`, `dst.addr=10.2.2.2:8080 dst.workload=legacy dst.namespace=default route=passthrough`)
