@@ -28,8 +28,11 @@ import (
 	"github.com/skiffmesh/skiff/pkg/zds"
 )
 
-// ztunnelBin is built once by TestMain.
-var ztunnelBin string
+// ztunnelBin is built once by TestMain, with buildFlags.
+var (
+	ztunnelBin string
+	buildFlags []string
+)
 
 // echoServerEnv makes the test binary an echo server on the address it
 // holds: a process of its own, for benchmarks with many connections.
@@ -50,7 +53,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ztunnelBin = filepath.Join(dir, "ztunnel")
-	build := exec.Command("go", "build", "-o", ztunnelBin, ".")
+	build := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", ztunnelBin, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building ztunnel:", err)
@@ -215,6 +218,9 @@ func (n *node) startZtunnel(p ports, extra ...string) *ztunnel {
 	go func() { z.waitErr = cmd.Wait(); close(z.done) }()
 	t.Cleanup(func() {
 		z.stop()
+		if strings.Contains(z.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("ztunnel %s reported a data race", n.name)
+		}
 		if t.Failed() {
 			t.Logf("ztunnel %s logs:\n%s", n.name, z.logs.String())
 		}

@@ -76,7 +76,7 @@ func (i *Instance) serveHBONE(ctx context.Context, w *hbone.Responder, r *hbone.
 	// The tunnel lives as long as this handler, whose goroutine hbone owns:
 	// copy from this shallow frame, and count the connection elsewhere, so
 	// the stack stays small for the connection's lifetime.
-	go rec.open(context.Background())
+	rec.openAsync()
 	i.pump(rec, t, client, app)
 }
 

@@ -51,13 +51,29 @@ func (p *Proxy) newRecord(inbound bool, src netip.AddrPort) *record {
 
 // open counts the connection as opened, once its two ends are known.
 func (r *record) open(ctx context.Context) {
+	if r.prepare() {
+		r.p.cfg.Metrics.Opened(ctx, r.attrs)
+	}
+}
+
+// openAsync is open with the count recorded on another goroutine, whose
+// deep call into the metrics SDK then does not grow the caller's stack
+// (which stays allocated as long as the connection lives).
+func (r *record) openAsync() {
+	if r.prepare() {
+		go r.p.cfg.Metrics.Opened(context.Background(), r.attrs)
+	}
+}
+
+// prepare sets the labels; it reports whether the opening is to be counted.
+func (r *record) prepare() bool {
 	if r.opened || r.p.cfg.Metrics == nil {
 		r.opened = true
-		return
+		return false
 	}
 	r.opened = true
 	r.attrs = r.p.attributes(r.labels())
-	r.p.cfg.Metrics.Opened(ctx, r.attrs)
+	return true
 }
 
 // finish records the end of the connection, err being why it failed or
