@@ -147,9 +147,11 @@ ztunnel-tools:
 test-unit: ztunnel-tools
 
 ## bench-cni: in-pod rule installation per new pod, Skiff's nftables over
-## netlink beside Istio's iptables-restore (nft and legacy backends), with ratios
+## netlink beside Istio's iptables-restore (nft and legacy backends); CNI ADD
+## latency of bridge + host-local alone and with skiff-cni chained; with ratios
 .PHONY: bench-cni
 bench: bench-cni
-bench-cni:
+bench-cni: k8s-bin
 	@command -v iptables-nft-restore >/dev/null && command -v iptables-legacy-restore >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; }
 	$(GO) test -run '^$$' -bench '^BenchmarkPodRules$$' -benchtime 500x ./pkg/inpod/
+	$(GO) test -run '^$$' -bench '^BenchmarkChainADD$$' -benchtime 100x ./cni/

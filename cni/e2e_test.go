@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -85,7 +86,7 @@ func runMain(m *testing.M) int {
 
 // referencePlugins returns the directory of the bridge and host-local
 // plugins, or skips.
-func referencePlugins(t *testing.T) string {
+func referencePlugins(t testing.TB) string {
 	dir := os.Getenv("SKIFF_CNI_PLUGINS")
 	if dir == "" {
 		cache, _ := os.UserCacheDir()
@@ -190,7 +191,7 @@ func (z *ztunnel) stop() {
 // over which the plugin reaches the apiserver), CNI directories, the
 // apiserver, the node agent and ztunnel.
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	node       *inpodtest.NetNS
 	podDir     string
 	confDir    string
@@ -211,7 +212,10 @@ type env struct {
 
 const nodeName = "node-1"
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with the agent's configuration adjusted by adjust.
+func newEnvWith(t testing.TB, adjust func(*app.Config)) *env {
 	inpodtest.RequireRoot(t)
 	plugins := referencePlugins(t)
 	if testenv.Assets() == "" {
@@ -299,6 +303,9 @@ func newEnv(t *testing.T) *env {
 		HTTPAddr:          "127.0.0.1:0",
 		Log:               slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
+	if adjust != nil {
+		adjust(&e.agentCfg)
+	}
 	e.zt = startZtunnel(e.agentCfg.ZDSSocket)
 	t.Cleanup(func() { e.zt.stop() })
 	e.startAgent(t)
@@ -306,14 +313,14 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func writeKubeconfig(t *testing.T, path, server, token string, ca []byte) {
+func writeKubeconfig(t testing.TB, path, server, token string, ca []byte) {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
 	cfg.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: token}
@@ -361,7 +368,7 @@ func (e *env) serviceAccount() (string, []byte) {
 
 func ptr[T any](v T) *T { return &v }
 
-func (e *env) startAgent(t *testing.T) {
+func (e *env) startAgent(t testing.TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.agentStop = cancel
 	e.agentDone = make(chan error, 1)
@@ -378,7 +385,7 @@ func (e *env) startAgent(t *testing.T) {
 	e.eventually(t, "the node agent to be ready", func() bool { return e.get("/readyz") == http.StatusOK })
 }
 
-func (e *env) stopAgent(t *testing.T) {
+func (e *env) stopAgent(t testing.TB) {
 	if e.agentStop == nil {
 		return
 	}
@@ -398,7 +405,7 @@ func (e *env) get(path string) int {
 	return resp.StatusCode
 }
 
-func (e *env) metrics(t *testing.T) string {
+func (e *env) metrics(t testing.TB) string {
 	resp, err := http.Get(e.metricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +417,7 @@ func (e *env) metrics(t *testing.T) string {
 
 // eventually polls cond until it holds; the deadline only bounds a broken
 // run.
-func (e *env) eventually(t *testing.T, what string, cond func() bool) {
+func (e *env) eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(arrive)
 	for !cond() {
@@ -421,7 +428,7 @@ func (e *env) eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (e *env) namespace(t *testing.T, name string, ambient bool) {
+func (e *env) namespace(t testing.TB, name string, ambient bool) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if ambient {
 		ns.Labels = map[string]string{mesh.DataplaneModeLabel: mesh.ModeAmbient}
@@ -431,7 +438,7 @@ func (e *env) namespace(t *testing.T, name string, ambient bool) {
 	}
 }
 
-func (e *env) labelNamespace(t *testing.T, name string, ambient bool) {
+func (e *env) labelNamespace(t testing.TB, name string, ambient bool) {
 	val := "null"
 	if ambient {
 		val = `"` + mesh.ModeAmbient + `"`
@@ -453,7 +460,7 @@ type pod struct {
 
 func (p *pod) uid() string { return string(p.obj.UID) }
 
-func (e *env) createPod(t *testing.T, ns, name string) *pod {
+func (e *env) createPod(t testing.TB, ns, name string) *pod {
 	obj, err := e.admin.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{
@@ -468,13 +475,13 @@ func (e *env) createPod(t *testing.T, ns, name string) *pod {
 	return &pod{obj: obj, ns: inpodtest.NewNetNSIn(t, e.podDir, "pod-"), id: inpodtest.RandName("c")}
 }
 
-func (e *env) deletePod(t *testing.T, p *pod) {
+func (e *env) deletePod(t testing.TB, p *pod) {
 	if err := e.admin.CoreV1().Pods(p.obj.Namespace).Delete(context.Background(), p.obj.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (e *env) conflist(t *testing.T) *libcni.NetworkConfigList {
+func (e *env) conflist(t testing.TB) *libcni.NetworkConfigList {
 	var path string
 	e.eventually(t, "the installer to chain skiff-cni", func() bool {
 		entries, _ := os.ReadDir(e.confDir)
@@ -522,7 +529,7 @@ func (e *env) cni(f func(ctx context.Context, c *libcni.CNIConfig) error) error 
 
 // add runs CNI ADD for p as kubelet would, then records the pod's IP in
 // its status as kubelet does.
-func (e *env) add(t *testing.T, p *pod) error {
+func (e *env) add(t testing.TB, p *pod) error {
 	p.list = e.conflist(t)
 	var res cnitypes.Result
 	err := e.cni(func(ctx context.Context, c *libcni.CNIConfig) error {
@@ -555,7 +562,7 @@ func (e *env) check(p *pod) error {
 	return e.cni(func(ctx context.Context, c *libcni.CNIConfig) error { return c.CheckNetworkList(ctx, p.list, p.rt()) })
 }
 
-func (e *env) rules(t *testing.T, p *pod) inpod.State {
+func (e *env) rules(t testing.TB, p *pod) inpod.State {
 	st, err := (inpod.Rules{}).Inspect(p.ns.File)
 	if err != nil {
 		t.Fatal(err)
@@ -563,7 +570,7 @@ func (e *env) rules(t *testing.T, p *pod) inpod.State {
 	return st
 }
 
-func (e *env) annotated(t *testing.T, p *pod) bool {
+func (e *env) annotated(t testing.TB, p *pod) bool {
 	obj, err := e.admin.CoreV1().Pods(p.obj.Namespace).Get(context.Background(), p.obj.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -571,7 +578,7 @@ func (e *env) annotated(t *testing.T, p *pod) bool {
 	return obj.Annotations[mesh.RedirectionAnnotation] == mesh.RedirectionEnabled
 }
 
-func (e *env) snatMembers(t *testing.T) []netip.Addr {
+func (e *env) snatMembers(t testing.TB) []netip.Addr {
 	s, err := probesnat.New(probesnat.Config{Table: e.agentCfg.SNATTable, NetNS: e.node.File})
 	if err != nil {
 		t.Fatal(err)
@@ -584,7 +591,7 @@ func (e *env) snatMembers(t *testing.T) []netip.Addr {
 }
 
 // dialFrom connects from ns to addr.
-func dialFrom(t *testing.T, ns *inpodtest.NetNS, addr netip.AddrPort) net.Conn {
+func dialFrom(t testing.TB, ns *inpodtest.NetNS, addr netip.AddrPort) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), arrive)
 	defer cancel()
@@ -597,7 +604,7 @@ func dialFrom(t *testing.T, ns *inpodtest.NetNS, addr netip.AddrPort) net.Conn {
 }
 
 // lands asserts that a connection just made arrives on ln.
-func lands(t *testing.T, ln net.Listener, what string) net.Conn {
+func lands(t testing.TB, ln net.Listener, what string) net.Conn {
 	t.Helper()
 	if ln == nil {
 		t.Fatalf("%s: no listener", what)
@@ -853,7 +860,7 @@ func TestCNI(t *testing.T) {
 }
 
 // deleteRule removes the last rule of chain from the pod's table.
-func deleteRule(t *testing.T, ns *os.File, chain string) {
+func deleteRule(t testing.TB, ns *os.File, chain string) {
 	t.Helper()
 	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
 	if err != nil {
@@ -932,3 +939,72 @@ func TestPluginBinaryMalformedInput(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkChainADD measures CNI ADD of a new pod as the runtime sees it:
+// the primary chain alone (bridge + host-local) and with skiff-cni chained
+// (pod and namespace lookups, rules, probe SNAT, ztunnel's ack). Creating
+// and tearing down the sandbox is not timed. It prints the overhead.
+func BenchmarkChainADD(b *testing.B) {
+	e := newEnvWith(b, func(c *app.Config) { c.Log = slog.New(slog.DiscardHandler) })
+	e.namespace(b, "mesh", true)
+	primary, err := libcni.ConfListFromBytes(e.primaryRaw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chains := []struct {
+		name string
+		list *libcni.NetworkConfigList
+	}{{"bridge+host-local", primary}, {"bridge+host-local+skiff-cni", e.conflist(b)}}
+	type stats struct{ mean, p50, p99 time.Duration }
+	res := map[string]stats{}
+	seq := 0
+	for _, c := range chains {
+		b.Run(c.name, func(b *testing.B) {
+			var lat []time.Duration
+			var total time.Duration
+			for range b.N {
+				b.StopTimer()
+				seq++
+				p := e.createPod(b, "mesh", fmt.Sprintf("bench-%d", seq))
+				p.list = c.list
+				b.StartTimer()
+				start := time.Now()
+				err := e.cni(func(ctx context.Context, cc *libcni.CNIConfig) error {
+					_, err := cc.AddNetworkList(ctx, p.list, p.rt())
+					return err
+				})
+				d := time.Since(start)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := e.del(p); err != nil {
+					b.Fatal(err)
+				}
+				e.deletePod(b, p)
+				p.ns.Delete()
+				lat = append(lat, d)
+				total += d
+				b.StartTimer()
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			res[c.name] = stats{total / time.Duration(b.N), lat[len(lat)/2], lat[len(lat)*99/100]}
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+	base, ok := res[chains[0].name]
+	if !ok {
+		return
+	}
+	fmt.Println("\nCNI ADD of a new pod (ratio: to the primary chain alone)")
+	fmt.Printf("%-30s %10s %10s %10s %8s\n", "chain", "mean ms", "p50 ms", "p99 ms", "ratio")
+	for _, c := range chains {
+		r, ok := res[c.name]
+		if !ok {
+			continue
+		}
+		fmt.Printf("%-30s %10.2f %10.2f %10.2f %8.2f\n", c.name, ms(r.mean), ms(r.p50), ms(r.p99), float64(r.mean)/float64(base.mean))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -10,9 +10,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffmesh/skiff/cni/internal/agentapi"
 	"github.com/skiffmesh/skiff/cni/internal/mesh"
@@ -23,7 +20,7 @@ type Plugin struct {
 	stdout io.Writer
 	log    *slog.Logger
 	// kube builds a Kubernetes client from a kubeconfig path.
-	kube func(path string) (kubernetes.Interface, error)
+	kube func(path string) (*kubeLookup, error)
 }
 
 // New returns a plugin that prints results to stdout and logs to stderr.
@@ -31,22 +28,13 @@ func New(stdout, stderr io.Writer) *Plugin {
 	return &Plugin{
 		stdout: stdout,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		kube:   kubeClient,
+		kube:   newKubeLookup,
 	}
 }
 
 // Funcs returns the plugin's commands for skel.PluginMainFuncs.
 func (p *Plugin) Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status, GC: p.GC}
-}
-
-func kubeClient(path string) (kubernetes.Interface, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, err
-	}
-	cfg.UserAgent = TypeName
-	return kubernetes.NewForConfig(cfg)
 }
 
 // parse decodes stdin and CNI_ARGS into CNI errors on failure.
@@ -185,7 +173,7 @@ func (p *Plugin) decide(conf *Config, k8s Args, args *skel.CmdArgs) (*agentapi.A
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout)
 	defer cancel()
-	pod, err := kc.CoreV1().Pods(k8s.PodNamespace).Get(ctx, k8s.PodName, metav1.GetOptions{})
+	pod, err := kc.pod(ctx, k8s.PodNamespace, k8s.PodName)
 	if err != nil {
 		return nil, false, cniError(types.ErrTryAgainLater, fmt.Sprintf("skiff-cni: looking up pod %s/%s", k8s.PodNamespace, k8s.PodName), err)
 	}
@@ -193,7 +181,7 @@ func (p *Plugin) decide(conf *Config, k8s Args, args *skel.CmdArgs) (*agentapi.A
 		return nil, false, cniError(types.ErrTryAgainLater,
 			fmt.Sprintf("skiff-cni: pod %s/%s has UID %s, not the sandbox's %s", k8s.PodNamespace, k8s.PodName, pod.UID, k8s.PodUID), nil)
 	}
-	ns, err := kc.CoreV1().Namespaces().Get(ctx, k8s.PodNamespace, metav1.GetOptions{})
+	ns, err := kc.namespace(ctx, k8s.PodNamespace)
 	if err != nil {
 		return nil, false, cniError(types.ErrTryAgainLater, fmt.Sprintf("skiff-cni: looking up namespace %s", k8s.PodNamespace), err)
 	}
