@@ -155,7 +155,11 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize), grpc.ForceCodecV2(clientCodec{})),
+		// A full state arrives as one large message; a large fixed window
+		// lets it stream at once instead of waiting for window growth.
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(8 << 20),
 	}
 	if opts.TokenFile != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(caclient.TokenFile(opts.TokenFile)))
@@ -290,8 +294,8 @@ func (c *Client) versions(typeURL string) map[string]string {
 
 // apply checks a response, hands it to the subscription, and records it.
 func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryResponse) error {
-	d := Delta{TypeURL: resp.GetTypeUrl(), Removed: resp.GetRemovedResources()}
-	names := map[string]bool{}
+	d := Delta{TypeURL: resp.GetTypeUrl(), Removed: resp.GetRemovedResources(), Updated: make([]Resource, 0, len(resp.GetResources()))}
+	names := make(map[string]bool, len(resp.GetResources()))
 	for _, r := range resp.GetResources() {
 		if r.GetName() == "" {
 			return errors.New("resource without a name")
@@ -315,6 +319,10 @@ func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryRespons
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.state[d.TypeURL]
+	if len(st) == 0 && len(d.Updated) > 0 {
+		st = make(map[string]Resource, len(d.Updated))
+		c.state[d.TypeURL] = st
+	}
 	for _, name := range d.Removed {
 		delete(st, name)
 	}
