@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.GatewayAPI {
+		cfg.Deployer.RateLimitPolicies = cfg.Policies
 		if err := deployer.Setup(mgr, cfg.Deployer); err != nil {
 			return err
 		}

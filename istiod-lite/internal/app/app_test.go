@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,10 +84,10 @@ func freePort(t *testing.T) string {
 }
 
 // runIstiod starts istiod-lite and waits until /readyz answers 200.
-func runIstiod(t *testing.T, cl *cluster, grpcAddr string) (stop func()) {
+func runIstiod(t *testing.T, cl *cluster, grpcAddr string) (stop func(), httpAddr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	httpAddr := freePort(t)
+	httpAddr = freePort(t)
 	done := make(chan error, 1)
 	go func() {
 		done <- app.Run(ctx, app.Config{
@@ -115,7 +116,7 @@ func runIstiod(t *testing.T, cl *cluster, grpcAddr string) (stop func()) {
 		if err := <-done; err != nil {
 			t.Errorf("istiod-lite: %v", err)
 		}
-	}
+	}, httpAddr
 }
 
 func (cl *cluster) create(t *testing.T, obj client.Object) {
@@ -209,7 +210,7 @@ func TestControlPlane(t *testing.T) {
 	cl.pod(t, "app", "far", "far", "node-b", "10.1.0.2", nil)
 
 	grpcAddr := freePort(t)
-	stop := runIstiod(t, cl, grpcAddr)
+	stop, httpAddr := runIstiod(t, cl, grpcAddr)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -352,12 +353,25 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("delta: updated %v removed %v; want only %s removed", names(d.Updated), d.Removed, uid("new"))
 		}
 	})
+	t.Run("metrics", func(t *testing.T) {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, name := range []string{"pilot_xds_pushes", "\npilot_xds ", "pilot_proxy_convergence_time", "citadel_server_csr_count", "citadel_server_success_cert_issuance_count", `citadel_server_csr_denied_count_total{reason="impersonation_denied"}`} {
+			if !strings.Contains(string(body), name) {
+				t.Errorf("/metrics lacks %s", name)
+			}
+		}
+	})
 	t.Run("reconnect resumes without a full resend", func(t *testing.T) {
 		stop()
 		stopped = true
 		// While istiod-lite is down, one pod appears.
 		cl.pod(t, "app", "while-down", "far", "node-b", "10.1.0.4", nil)
-		stop = runIstiod(t, cl, grpcAddr)
+		stop, _ = runIstiod(t, cl, grpcAddr)
 		stopped = false
 		// The restarted istiod-lite reuses the persisted root, so the
 		// client's trust still holds, and sends only what changed.

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
@@ -92,7 +93,7 @@ func TestWaypointDeployer(t *testing.T) {
 	ztunnel := cl.pod(t, "istio-system", "ztunnel-a", "ztunnel", "node-a", "", nil)
 
 	grpcAddr := freePort(t)
-	stop := runIstiod(t, cl, grpcAddr)
+	stop, _ := runIstiod(t, cl, grpcAddr)
 	defer stop()
 	roots := cl.roots(t, "shop")
 
@@ -211,6 +212,71 @@ func TestWaypointDeployer(t *testing.T) {
 		})
 	})
 
+	t.Run("creating the missing backend resolves the route", func(t *testing.T) {
+		cl.create(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews-v2"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 9080}}}})
+		eventually(t, "ResolvedRefs true", func() error {
+			var r gatewayv1.HTTPRoute
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "reviews"}, &r); err != nil {
+				return err
+			}
+			if len(r.Status.Parents) != 1 || !meta.IsStatusConditionTrue(r.Status.Parents[0].Conditions, "ResolvedRefs") {
+				return fmt.Errorf("parents %v", r.Status.Parents)
+			}
+			return nil
+		})
+	})
+
+	t.Run("GRPCRoute parent status", func(t *testing.T) {
+		cl.create(t, &gatewayv1.GRPCRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "grpc"},
+			Spec:       gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: ptr.To[gatewayv1.Group](""), Kind: ptr.To[gatewayv1.Kind]("Service"), Name: "nosuch"}}}},
+		})
+		eventually(t, "GRPCRoute to a missing Service not accepted", func() error {
+			var r gatewayv1.GRPCRoute
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "grpc"}, &r); err != nil {
+				return err
+			}
+			if len(r.Status.Parents) != 1 {
+				return fmt.Errorf("parents %v", r.Status.Parents)
+			}
+			c := meta.FindStatusCondition(r.Status.Parents[0].Conditions, "Accepted")
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "NoMatchingParent" {
+				return fmt.Errorf("conditions %v", r.Status.Parents[0].Conditions)
+			}
+			return nil
+		})
+	})
+
+	t.Run("RateLimitPolicy status", func(t *testing.T) {
+		for _, p := range []*policyv1alpha1.RateLimitPolicy{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "per-user"}, Spec: policyv1alpha1.RateLimitPolicySpec{
+				TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "reviews"}},
+				Limit:      policyv1alpha1.Limit{Requests: 10, Unit: policyv1alpha1.Second, Burst: ptr.To[uint32](20)},
+				Key:        &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader, Header: "X-User"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "dangling"}, Spec: policyv1alpha1.RateLimitPolicySpec{
+				TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: "nosuch"}},
+				Limit:      policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Minute}}},
+		} {
+			cl.create(t, p)
+		}
+		for name, want := range map[string]string{"per-user": "Accepted", "dangling": "TargetNotFound"} {
+			eventually(t, "RateLimitPolicy "+name, func() error {
+				var p policyv1alpha1.RateLimitPolicy
+				if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &p); err != nil {
+					return err
+				}
+				if len(p.Status.Ancestors) != 1 {
+					return fmt.Errorf("ancestors %v", p.Status.Ancestors)
+				}
+				c := meta.FindStatusCondition(p.Status.Ancestors[0].Conditions, "Accepted")
+				if c == nil || c.Reason != want {
+					return fmt.Errorf("conditions %v", p.Status.Ancestors[0].Conditions)
+				}
+				return nil
+			})
+		}
+	})
+
 	t.Run("ztunnel sees the service's waypoint", func(t *testing.T) {
 		xc := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.AddressType})
 		eventually(t, "service reviews bound to the waypoint", func() error {
@@ -252,6 +318,11 @@ func TestWaypointDeployer(t *testing.T) {
 			b := w.Services[0].HttpRoutes[0].Rules[0].Backends
 			if len(b) != 2 || b[0].Weight != 90 || b[1].Weight != 10 {
 				return fmt.Errorf("backends %v", b)
+			}
+			rl := w.Services[0].RateLimits
+			if len(rl) != 1 || rl[0].Route != "shop/reviews" || rl[0].Requests != 10 || rl[0].Burst != 20 || rl[0].FillIntervalMs != 1000 ||
+				rl[0].Key.GetType() != waypointapi.RateLimitKey_HEADER || rl[0].Key.GetHeader() != "x-user" {
+				return fmt.Errorf("rate limits %v", rl)
 			}
 			return nil
 		})

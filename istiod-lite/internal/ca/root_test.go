@@ -50,7 +50,9 @@ func issue(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.P
 	return c, key
 }
 
-func pemOf(t *testing.T, certs ...*x509.Certificate) []byte { return identity.EncodeCertificatesPEM(certs) }
+func pemOf(t *testing.T, certs ...*x509.Certificate) []byte {
+	return identity.EncodeCertificatesPEM(certs)
+}
 
 func TestLoadOrCreateGeneratesOnceAndPersists(t *testing.T) {
 	c := fakeClient(t)

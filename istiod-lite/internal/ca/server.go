@@ -87,7 +87,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if s.denied, err = o.Meter.Int64Counter("citadel_server_csr_denied_count", metric.WithDescription("Certificate signing requests refused, by reason")); err != nil {
 		return nil, err
 	}
-	if s.latency, err = o.Meter.Float64Histogram("citadel_server_csr_sign_duration", metric.WithUnit("s"), metric.WithDescription("Time to authenticate, authorize and sign a CSR")); err != nil {
+	if s.latency, err = o.Meter.Float64Histogram("citadel_server_csr_sign_duration", metric.WithUnit("s"), metric.WithDescription("Time to authenticate, authorize and sign a CSR"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)); err != nil {
 		return nil, err
 	}
 	return s, nil

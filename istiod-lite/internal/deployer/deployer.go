@@ -17,14 +17,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 )
 
 // Names of Istio's waypoint contract.
@@ -48,6 +52,9 @@ type Options struct {
 	XDSAddress string
 	// TrustDomain of the mesh.
 	TrustDomain string
+	// RateLimitPolicies reports RateLimitPolicy status (its CRD must be
+	// installed).
+	RateLimitPolicies bool
 }
 
 // Setup registers the deployer (leader-elected) with mgr.
@@ -71,9 +78,44 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Complete(d); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).Named("mesh-route-status").
-		For(&gatewayv1.HTTPRoute{}).
-		Complete(&routeStatus{c: mgr.GetClient()})
+	for name, kind := range map[string]routeKind{"mesh-httproute-status": httpRoutes, "mesh-grpcroute-status": grpcRoutes} {
+		// A Service appearing or going changes the status of the routes
+		// in its namespace (parents and backends).
+		listRoutes := routesInNamespace(mgr.GetClient(), kind)
+		if err := ctrl.NewControllerManagedBy(mgr).Named(name).For(kind.newObj()).
+			Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(listRoutes)).
+			Complete(&routeStatus{c: mgr.GetClient(), kind: kind}); err != nil {
+			return err
+		}
+	}
+	if o.RateLimitPolicies {
+		if err := ctrl.NewControllerManagedBy(mgr).Named("ratelimitpolicy-status").
+			For(&policyv1alpha1.RateLimitPolicy{}).
+			Complete(&rateLimitStatus{c: mgr.GetClient()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func routesInNamespace(c client.Client, kind routeKind) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var reqs []reconcile.Request
+		var list client.ObjectList = &gatewayv1.HTTPRouteList{}
+		if _, ok := kind.newObj().(*gatewayv1.GRPCRoute); ok {
+			list = &gatewayv1.GRPCRouteList{}
+		}
+		if err := c.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
+			return nil
+		}
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			if co, ok := o.(client.Object); ok {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(co)})
+			}
+			return nil
+		})
+		return reqs
+	}
 }
 
 type deployer struct {
