@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries (from the Go module proxy), etcd, the CNI
-# reference plugins and CoreDNS into a cache keyed by version:
+# reference plugins, CoreDNS and helm into a cache keyed by version:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/skiff/k8s-<version>/bin
 # Binaries already present are not rebuilt. Usage: build-k8s.sh [-f]
 set -euo pipefail
@@ -98,5 +98,12 @@ if [[ -n "$force" || ! -x "$COREDNS_BIN_CACHE/coredns" ]]; then
 	step "build coredns ${COREDNS_VERSION}"
 	mkdir -p "$COREDNS_BIN_CACHE"
 	GOBIN="$COREDNS_BIN_CACHE" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}"
+fi
+if [[ -n "$force" || ! -x "$HELM_BIN_CACHE/helm" ]]; then
+	step "build helm ${HELM_VERSION}"
+	mkdir -p "$HELM_BIN_CACHE"
+	GOBIN="$HELM_BIN_CACHE" go install -trimpath \
+		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+		"helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 fi
 step_done

@@ -193,6 +193,15 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	})
+	t.Run("hostNetwork pod to ClusterIP", func(t *testing.T) {
+		ip := k.must("-n", smokeNS, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
+		for _, p := range strings.Fields(k.must("-n", smokeNS, "get", "pods", "-l", "app=hostnet", "-o", "jsonpath={.items[*].metadata.name}")) {
+			out := k.eventually(t, 30*time.Second, "-n", smokeNS, "exec", p, "--", "/echo", "get", "http://"+ip+"/")
+			if !strings.Contains(out, "namespace="+smokeNS) {
+				t.Errorf("GET %s from %s: %s", ip, p, out)
+			}
+		}
+	})
 	t.Run("hostPath per node", func(t *testing.T) {
 		pods := k.must("-n", smokeNS, "get", "pods", "-l", "app=hostpath", "-o",
 			`jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}`)

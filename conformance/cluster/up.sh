@@ -175,6 +175,10 @@ for i in $(seq 1 "$SKIFF_NODES"); do
 	ip -n "$ns" addr add "$(node_ip "$i")/24" dev eth0
 	ip -n "$ns" link set eth0 up
 	ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.route_localnet=1
+	# Like a real machine, a node has a default route: without one the
+	# kernel refuses connections to ClusterIPs from hostNetwork pods before
+	# kube-proxy's rules can rewrite them.
+	ip -n "$ns" route add default via "$CP_IP" dev eth0
 	ip route add "$(node_cidr "$i")" via "$(node_ip "$i")" dev "$BRIDGE"
 	for j in $(seq 1 "$SKIFF_NODES"); do
 		[[ "$j" == "$i" ]] || ip -n "$ns" route add "$(node_cidr "$j")" via "$(node_ip "$j")" dev eth0
