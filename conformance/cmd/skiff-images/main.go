@@ -189,7 +189,8 @@ func main() {
 			continue
 		}
 		step("build "+c.name, func() error {
-			im := image{name: name, entrypoint: []string{"/" + filepath.Base(c.pkgs[0])}}
+			im := image{name: name, entrypoint: []string{"/" + filepath.Base(c.pkgs[0])},
+				files: []file{{path: "tmp/", mode: 0o1777}}}
 			for _, p := range c.pkgs {
 				b, err := goBuild(root, tmp, "./"+p)
 				if err != nil {
