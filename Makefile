@@ -32,8 +32,9 @@ test: test-unit test-interop test-e2e
 test-unit: k8s-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
-## k8s-bin: kube-apiserver and etcd for envtest (built once, cached by
-## conformance/cluster/build-k8s.sh); exported to every test as KUBEBUILDER_ASSETS
+## k8s-bin: Kubernetes, etcd, the CNI plugins, CoreDNS and helm, built once and
+## cached by version (conformance/cluster/build-k8s.sh); kube-apiserver and etcd
+## are exported to every test as KUBEBUILDER_ASSETS (envtest)
 K8S_VERSION ?= v1.36.3
 KUBEBUILDER_ASSETS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/k8s-$(K8S_VERSION)/bin
 export KUBEBUILDER_ASSETS
@@ -61,20 +62,19 @@ generate:
 	@test -x $(GOBIN)/controller-gen || $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	PATH="$(GOBIN):$$PATH" $(GO) generate ./pkg/xds/... ./pkg/identity/caclient/... ./pkg/apis/...
 
-## test-e2e: the local cluster's smoke test (brings the cluster up or reuses it, and leaves it up)
+## test-e2e: the local cluster's smoke test, then Skiff installed from its charts
+## on it with real traffic (brings the cluster up or reuses it, and leaves it up)
+.PHONY: test-e2e
 test-e2e:
-	cd conformance/cluster && SKIFF_E2E=1 SKIFF_NODES=$(NODES) $(GO) test -count=1 -timeout 30m -run '^TestSmoke$$' -v .
+	SKIFF_E2E=1 SKIFF_NODES=$(NODES) $(GO) test -p 1 -count=1 -timeout 40m -v ./conformance/cluster ./conformance/mesh
 
 ## Local cluster (conformance/cluster): real etcd, kube-apiserver, controller
 ## manager, scheduler, CoreDNS, and NODES worker nodes (own netns, containerd,
 ## kubelet, kube-proxy). Kubeconfig: /var/lib/skiff-cluster/kubeconfig.
 NODES ?= 2
 
-## k8s-bins: build (once, cached by version) Kubernetes, etcd, CNI plugins, CoreDNS
-k8s-bins:
-	conformance/cluster/build-k8s.sh
-
 ## cluster: bring the local cluster up (idempotent: a healthy one is reused)
+.PHONY: cluster cluster-down images
 cluster:
 	SKIFF_NODES=$(NODES) conformance/cluster/up.sh
 
