@@ -3,9 +3,11 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/skiffmesh/skiff/pkg/hbone"
+	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
 )
 
@@ -552,5 +558,65 @@ func TestHBONEOverQUIC(t *testing.T) {
 	pcap := tcpdump(2 * len(secret))
 	if bytes.Contains(pcap, []byte("quic-payload-must-not-be-visible")) {
 		t.Fatal("payload in clear text on the wire")
+	}
+}
+
+// TestInboundAnswers checks the HBONE answers of a pod's ztunnel to a
+// client speaking HBONE directly (from the node, with a's certificate).
+func TestInboundAnswers(t *testing.T) {
+	w := twoNodes(t, "")
+	td := spiffeid.RequireTrustDomainFromString(trustDomain)
+	aID, _ := identity.WorkloadID(td, "default", "sa-a")
+	bID, _ := identity.WorkloadID(td, "default", "sa-b")
+	cert, err := identity.NewManager(identity.LocalCAClient{CA: w.m.ca}, identity.ManagerOptions{}).Get(t.Context(), aID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := hbone.NewClient(hbone.ClientConfig{
+		Bundles: identity.NewBundles(w.m.ca.Bundle()),
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return inpodtest.Dial(ctx, w.n1.ns.File, addr, netip.AddrPort{}, inpodtest.SocketOpts{})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := netip.MustParseAddrPort("10.2.1.2:15008")
+	tests := []struct {
+		name, authority string
+		want            int // HTTP status, 200 for a tunnel
+	}{
+		{"the pod's application", "10.2.1.2:8080", 200},
+		{"another address", "10.2.1.99:8080", 400},
+		{"a ztunnel port", "10.2.1.2:15001", 400},
+		{"nothing listening", "10.2.1.2:9999", 503},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, &cert.TLS, server, netip.MustParseAddrPort(tt.authority), []spiffeid.ID{bID}, nil)
+			var se *hbone.StatusError
+			switch {
+			case tt.want == 200 && err != nil:
+				t.Fatalf("CONNECT %s: %v", tt.authority, err)
+			case tt.want == 200:
+				line, err := bufio.NewReader(c).ReadString('\n')
+				c.Close()
+				// The node's address: the HBONE connection came from it.
+				if err != nil || line != "b 10.10.0.1\n" {
+					t.Fatalf("greeting %q, %v", line, err)
+				}
+			case !errors.As(err, &se) || se.Code != tt.want:
+				t.Fatalf("CONNECT %s: %v, want status %d", tt.authority, err, tt.want)
+			}
+		})
+	}
+	// A server presenting another identity than expected is refused.
+	_, err = client.Dial(t.Context(), &cert.TLS, server, netip.MustParseAddrPort("10.2.1.2:8080"), []spiffeid.ID{aID}, nil)
+	var sm *hbone.SANMismatchError
+	if !errors.As(err, &sm) {
+		t.Fatalf("dial expecting the wrong identity: %v", err)
 	}
 }
