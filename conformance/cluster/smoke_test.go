@@ -15,15 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// Paths fixed by lib.sh (SKIFF_STATE defaults to /var/lib/skiff-cluster).
-func stateDir() string {
-	if s := os.Getenv("SKIFF_STATE"); s != "" {
-		return s
-	}
-	return "/var/lib/skiff-cluster"
-}
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
+)
 
 const smokeNS = "skiff-smoke"
 
@@ -33,41 +27,36 @@ const smokeNS = "skiff-smoke"
 //
 //	SKIFF_E2E=1 go test ./conformance/cluster -run TestSmoke -v -timeout 30m
 func TestSmoke(t *testing.T) {
-	if os.Getenv("SKIFF_E2E") != "1" {
-		t.Skip("end-to-end test: set SKIFF_E2E=1 to bring up (or reuse) the local cluster and run it (needs root)")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("SKIFF_E2E=1 needs root: the local cluster uses network namespaces, mounts and cgroups")
-	}
+	kubetest.RequireE2E(t)
 	up := exec.Command("./up.sh")
 	up.Stdout, up.Stderr = os.Stdout, os.Stderr
 	if err := up.Run(); err != nil {
 		t.Fatalf("up.sh: %v", err)
 	}
-	k := &kube{t: t, bin: filepath.Join(stateDir(), "bin", "kubectl"), cfg: filepath.Join(stateDir(), "kubeconfig")}
+	k := kubetest.New(t)
 
-	nodes := strings.Fields(k.must("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"))
+	nodes := strings.Fields(k.Must("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"))
 	if len(nodes) < 2 {
 		t.Fatalf("want at least 2 nodes, got %v", nodes)
 	}
 	nodeIPs := map[string]string{}
 	for _, n := range nodes {
-		nodeIPs[n] = k.must("get", "node", n, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+		nodeIPs[n] = k.Must("get", "node", n, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
 	}
 	t.Logf("nodes: %v", nodeIPs)
 
-	k.run("delete", "namespace", smokeNS, "--ignore-not-found", "--wait=true", "--timeout=120s")
-	k.apply(smokeManifests())
-	k.must("-n", smokeNS, "rollout", "status", "deploy/echo", "--timeout=180s")
-	k.must("-n", smokeNS, "rollout", "status", "ds/hostnet", "--timeout=180s")
-	k.must("-n", smokeNS, "rollout", "status", "ds/hostpath", "--timeout=180s")
-	k.must("-n", smokeNS, "wait", "--for=condition=Ready", "pod/client", "--timeout=180s")
+	k.Run("delete", "namespace", smokeNS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+	k.Apply(smokeManifests())
+	k.Must("-n", smokeNS, "rollout", "status", "deploy/echo", "--timeout=180s")
+	k.Must("-n", smokeNS, "rollout", "status", "ds/hostnet", "--timeout=180s")
+	k.Must("-n", smokeNS, "rollout", "status", "ds/hostpath", "--timeout=180s")
+	k.Must("-n", smokeNS, "wait", "--for=condition=Ready", "pod/client", "--timeout=180s")
 
 	// The 4 echo replicas are spread over the nodes.
 	type pod struct{ name, ip, node string }
 	var echo []pod
 	perNode := map[string]int{}
-	for _, l := range strings.Split(k.must("-n", smokeNS, "get", "pods", "-l", "app=echo", "-o",
+	for _, l := range strings.Split(k.Must("-n", smokeNS, "get", "pods", "-l", "app=echo", "-o",
 		`jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{"\n"}{end}`), "\n") {
 		f := strings.Fields(l)
 		if len(f) == 3 {
@@ -84,12 +73,12 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("echo pods per node: %v", perNode)
-	clientNode := k.must("-n", smokeNS, "get", "pod", "client", "-o", "jsonpath={.spec.nodeName}")
+	clientNode := k.Must("-n", smokeNS, "get", "pod", "client", "-o", "jsonpath={.spec.nodeName}")
 
 	t.Run("pod-to-pod across nodes", func(t *testing.T) {
 		crossed := false
 		for _, p := range echo {
-			out := k.eventually(t, 30*time.Second, "-n", smokeNS, "exec", "client", "--",
+			out := k.Eventually(t, 30*time.Second, nil, "-n", smokeNS, "exec", "client", "--",
 				"echo-app", "get", fmt.Sprintf("http://%s:8080/", p.ip))
 			if !strings.Contains(out, "pod="+p.name+"\n") || !strings.Contains(out, "node="+p.node+"\n") {
 				t.Errorf("GET %s (pod %s on %s): unexpected answer:\n%s", p.ip, p.name, p.node, out)
@@ -101,11 +90,11 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("pod to ClusterIP", func(t *testing.T) {
-		ip := k.must("-n", smokeNS, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
+		ip := k.Must("-n", smokeNS, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
 		seen := map[string]bool{}
 		deadline := time.Now().Add(60 * time.Second)
 		for len(seen) < 2 && time.Now().Before(deadline) {
-			out, err := k.run("-n", smokeNS, "exec", "client", "--", "echo-app", "get", "-timeout", "3s", "http://"+ip+"/")
+			out, err := k.Run("-n", smokeNS, "exec", "client", "--", "echo-app", "get", "-timeout", "3s", "http://"+ip+"/")
 			if m := regexp.MustCompile(`node=(\S+)`).FindStringSubmatch(out); err == nil && m != nil {
 				seen[m[1]] = true
 			} else {
@@ -117,37 +106,37 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("gRPC to the Service by name", func(t *testing.T) {
-		out := k.eventually(t, 60*time.Second, "-n", smokeNS, "exec", "client", "--",
+		out := k.Eventually(t, 60*time.Second, nil, "-n", smokeNS, "exec", "client", "--",
 			"echo-app", "grpc", "echo:9090", "-message", "ping")
 		if !strings.Contains(out, "message=ping\n") || !strings.Contains(out, "namespace="+smokeNS) {
 			t.Errorf("gRPC Echo via echo:9090: %s", out)
 		}
 	})
 	t.Run("DNS", func(t *testing.T) {
-		out := k.eventually(t, 60*time.Second, "-n", smokeNS, "exec", "client", "--",
+		out := k.Eventually(t, 60*time.Second, nil, "-n", smokeNS, "exec", "client", "--",
 			"nslookup", "kubernetes.default.svc.cluster.local")
 		if !strings.Contains(out, "10.96.0.1") {
 			t.Errorf("nslookup kubernetes.default: %s", out)
 		}
-		out = k.eventually(t, 60*time.Second, "-n", smokeNS, "exec", "client", "--",
+		out = k.Eventually(t, 60*time.Second, nil, "-n", smokeNS, "exec", "client", "--",
 			"echo-app", "get", "http://echo/")
 		if !strings.Contains(out, "namespace="+smokeNS) {
 			t.Errorf("GET http://echo/ (search path): %s", out)
 		}
 	})
 	t.Run("exec and logs", func(t *testing.T) {
-		out := k.must("-n", smokeNS, "exec", echo[0].name, "--", "/echo", "get", "http://127.0.0.1:8080/x")
+		out := k.Must("-n", smokeNS, "exec", echo[0].name, "--", "/echo", "get", "http://127.0.0.1:8080/x")
 		if !strings.Contains(out, "path=/x") {
 			t.Errorf("exec: %s", out)
 		}
-		logs := k.must("-n", smokeNS, "logs", echo[0].name)
+		logs := k.Must("-n", smokeNS, "logs", echo[0].name)
 		if !strings.Contains(logs, "listening") || !strings.Contains(logs, "path=/x") {
 			t.Errorf("logs of %s lack the expected lines:\n%s", echo[0].name, logs)
 		}
 	})
 	t.Run("port-forward", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		cmd := exec.CommandContext(ctx, k.bin, "--kubeconfig", k.cfg, "-n", smokeNS, "port-forward",
+		cmd := exec.CommandContext(ctx, k.Bin, "--kubeconfig", k.Cfg, "-n", smokeNS, "port-forward",
 			"--address", "127.0.0.1", "pod/"+echo[0].name, ":8080")
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -194,16 +183,16 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("hostNetwork pod to ClusterIP", func(t *testing.T) {
-		ip := k.must("-n", smokeNS, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
-		for _, p := range strings.Fields(k.must("-n", smokeNS, "get", "pods", "-l", "app=hostnet", "-o", "jsonpath={.items[*].metadata.name}")) {
-			out := k.eventually(t, 30*time.Second, "-n", smokeNS, "exec", p, "--", "/echo", "get", "http://"+ip+"/")
+		ip := k.Must("-n", smokeNS, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
+		for _, p := range strings.Fields(k.Must("-n", smokeNS, "get", "pods", "-l", "app=hostnet", "-o", "jsonpath={.items[*].metadata.name}")) {
+			out := k.Eventually(t, 30*time.Second, nil, "-n", smokeNS, "exec", p, "--", "/echo", "get", "http://"+ip+"/")
 			if !strings.Contains(out, "namespace="+smokeNS) {
 				t.Errorf("GET %s from %s: %s", ip, p, out)
 			}
 		}
 	})
 	t.Run("hostPath per node", func(t *testing.T) {
-		pods := k.must("-n", smokeNS, "get", "pods", "-l", "app=hostpath", "-o",
+		pods := k.Must("-n", smokeNS, "get", "pods", "-l", "app=hostpath", "-o",
 			`jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}`)
 		count := 0
 		for _, l := range strings.Split(pods, "\n") {
@@ -214,12 +203,12 @@ func TestSmoke(t *testing.T) {
 			count++
 			// Every pod wrote its node name at start; a shared host path
 			// would hold the last writer's name for both.
-			out := k.eventually(t, 30*time.Second, "-n", smokeNS, "exec", f[0], "--", "cat", "/host-run/skiff-smoke/owner")
+			out := k.Eventually(t, 30*time.Second, nil, "-n", smokeNS, "exec", f[0], "--", "cat", "/host-run/skiff-smoke/owner")
 			if strings.TrimSpace(out) != f[1] {
 				t.Errorf("pod %s on %s reads %q from its node's /var/run/skiff-smoke/owner", f[0], f[1], out)
 			}
 			num := strings.TrimPrefix(f[1], "skiff-node")
-			b, err := os.ReadFile(filepath.Join(stateDir(), "node"+num, "root", "run", "skiff-smoke", "owner"))
+			b, err := os.ReadFile(filepath.Join(kubetest.StateDir(), "node"+num, "root", "run", "skiff-smoke", "owner"))
 			if err != nil || strings.TrimSpace(string(b)) != f[1] {
 				t.Errorf("node %s's /var/run/skiff-smoke/owner on the host side: %q, %v", f[1], b, err)
 			}
@@ -229,53 +218,7 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	if !t.Failed() {
-		k.run("delete", "namespace", smokeNS, "--wait=false")
-	}
-}
-
-type kube struct {
-	t        *testing.T
-	bin, cfg string
-}
-
-func (k *kube) run(args ...string) (string, error) {
-	cmd := exec.Command(k.bin, append([]string{"--kubeconfig", k.cfg}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
-}
-
-func (k *kube) must(args ...string) string {
-	k.t.Helper()
-	out, err := k.run(args...)
-	if err != nil {
-		k.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// eventually retries a kubectl command until it succeeds (new pods, service
-// rules and DNS records take a moment to be in place everywhere).
-func (k *kube) eventually(t *testing.T, d time.Duration, args ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		out, err := k.run(args...)
-		if err == nil {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
-func (k *kube) apply(manifest string) {
-	k.t.Helper()
-	cmd := exec.Command(k.bin, "--kubeconfig", k.cfg, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		k.t.Fatalf("kubectl apply: %v\n%s", err, out)
+		k.Run("delete", "namespace", smokeNS, "--wait=false")
 	}
 }
 
@@ -299,70 +242,8 @@ kind: Namespace
 metadata:
   name: ` + smokeNS + `
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-  namespace: ` + smokeNS + `
-spec:
-  replicas: 4
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      topologySpreadConstraints:
-      - maxSkew: 1
-        topologyKey: kubernetes.io/hostname
-        whenUnsatisfiable: DoNotSchedule
-        labelSelector:
-          matchLabels: {app: echo}
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: echo
-        image: skiff.local/echo:dev
-        imagePullPolicy: IfNotPresent
-        args: [serve, -listen, ":8080", -grpc, ":9090"]
-        ports: [{containerPort: 8080}, {containerPort: 9090}]
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8080}
-          periodSeconds: 1
-        env:
-        - name: NODE_NAME
-          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: POD_NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        - name: POD_IP
-          valueFrom: {fieldRef: {fieldPath: status.podIP}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  namespace: ` + smokeNS + `
-spec:
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: 8080}
-  - {name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: ` + smokeNS + `
-spec:
-  nodeSelector: {kubernetes.io/hostname: skiff-node1}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: toolbox
-    image: skiff.local/toolbox:dev
-    imagePullPolicy: IfNotPresent
-    command: [sleep, "3600"]
----
+` + kubetest.Echo(smokeNS, 4, "") + `---
+` + kubetest.Client(smokeNS, "skiff-node1", "") + `---
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:

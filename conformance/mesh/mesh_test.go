@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
 )
 
 const (
@@ -27,29 +29,29 @@ const (
 func TestMesh(t *testing.T) {
 	c := setUp(t)
 
-	c.kubectl.run("delete", "namespace", meshNS, outsideNS, "--ignore-not-found", "--wait=true", "--timeout=120s")
-	c.kubectl.apply(manifests())
-	c.kubectl.must("-n", meshNS, "rollout", "status", "deploy/echo", "--timeout=180s")
+	c.kubectl.Run("delete", "namespace", meshNS, outsideNS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+	c.kubectl.Apply(manifests())
+	c.kubectl.Must("-n", meshNS, "rollout", "status", "deploy/echo", "--timeout=180s")
 	for _, p := range []string{meshNS + "/client", outsideNS + "/client"} {
 		ns, name, _ := strings.Cut(p, "/")
-		c.kubectl.must("-n", ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
+		c.kubectl.Must("-n", ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
 	}
-	clientIP := c.kubectl.must("-n", meshNS, "get", "pod", "client", "-o", "jsonpath={.status.podIP}")
-	outsideIP := c.kubectl.must("-n", outsideNS, "get", "pod", "client", "-o", "jsonpath={.status.podIP}")
-	echoPods := c.pods(meshNS, "app=echo")
-	if len(echoPods) != 2 || echoPods[0].node == echoPods[1].node {
+	clientIP := c.kubectl.Must("-n", meshNS, "get", "pod", "client", "-o", "jsonpath={.status.podIP}")
+	outsideIP := c.kubectl.Must("-n", outsideNS, "get", "pod", "client", "-o", "jsonpath={.status.podIP}")
+	echoPods := c.kubectl.Pods(meshNS, "app=echo")
+	if len(echoPods) != 2 || echoPods[0].Node == echoPods[1].Node {
 		t.Fatalf("want 2 echo pods on different nodes, got %v", echoPods)
 	}
 
 	t.Run("enrolled pods are annotated", func(t *testing.T) {
-		for _, p := range append(echoPods, pod{name: "client"}) {
-			got := c.kubectl.eventually(t, 60*time.Second, func(out string) bool { return out == "enabled" },
-				"-n", meshNS, "get", "pod", p.name, "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
+		for _, p := range append(echoPods, kubetest.Pod{Name: "client"}) {
+			got := c.kubectl.Eventually(t, 60*time.Second, func(out string) bool { return out == "enabled" },
+				"-n", meshNS, "get", "pod", p.Name, "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
 			if got != "enabled" {
-				t.Errorf("pod %s: ambient.istio.io/redirection=%q, want enabled", p.name, got)
+				t.Errorf("pod %s: ambient.istio.io/redirection=%q, want enabled", p.Name, got)
 			}
 		}
-		got, _ := c.kubectl.run("-n", outsideNS, "get", "pod", "client", "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
+		got, _ := c.kubectl.Run("-n", outsideNS, "get", "pod", "client", "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
 		if got != "" {
 			t.Errorf("pod outside the mesh annotated %q", got)
 		}
@@ -58,17 +60,17 @@ func TestMesh(t *testing.T) {
 	t.Run("mesh to mesh over mutual TLS, across nodes, source address kept", func(t *testing.T) {
 		nodes := map[string]bool{}
 		for _, p := range echoPods {
-			out := c.kubectl.eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
-				"echo-app", "get", fmt.Sprintf("http://%s:8080/direct", p.ip))
-			if !strings.Contains(out, "pod="+p.name+"\n") {
-				t.Errorf("GET pod %s: unexpected answer:\n%s", p.name, out)
+			out := c.kubectl.Eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
+				"echo-app", "get", fmt.Sprintf("http://%s:8080/direct", p.IP))
+			if !strings.Contains(out, "pod="+p.Name+"\n") {
+				t.Errorf("GET pod %s: unexpected answer:\n%s", p.Name, out)
 			}
 			// The application sees the client pod's own address, as it
 			// does without the mesh.
 			if !strings.Contains(out, "remote="+clientIP+":") {
-				t.Errorf("GET pod %s: the app saw a source other than the client %s:\n%s", p.name, clientIP, out)
+				t.Errorf("GET pod %s: the app saw a source other than the client %s:\n%s", p.Name, clientIP, out)
 			}
-			nodes[p.node] = true
+			nodes[p.Node] = true
 		}
 		// Both ztunnels reported the connection as mutual TLS between the
 		// two SPIFFE identities.
@@ -88,7 +90,7 @@ func TestMesh(t *testing.T) {
 		seen := map[string]bool{}
 		deadline := time.Now().Add(60 * time.Second)
 		for len(seen) < 2 && time.Now().Before(deadline) {
-			out, err := c.kubectl.run("-n", meshNS, "exec", "client", "--", "echo-app", "get", "-timeout", "3s", "http://echo/svc")
+			out, err := c.kubectl.Run("-n", meshNS, "exec", "client", "--", "echo-app", "get", "-timeout", "3s", "http://echo/svc")
 			if m := regexp.MustCompile(`pod=(\S+)`).FindStringSubmatch(out); err == nil && m != nil {
 				seen[m[1]] = true
 			}
@@ -99,7 +101,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("outside the mesh to mesh (plaintext inbound)", func(t *testing.T) {
-		out := c.kubectl.eventually(t, 60*time.Second, nil, "-n", outsideNS, "exec", "client", "--",
+		out := c.kubectl.Eventually(t, 60*time.Second, nil, "-n", outsideNS, "exec", "client", "--",
 			"echo-app", "get", fmt.Sprintf("http://echo.%s/", meshNS))
 		if !strings.Contains(out, "remote="+outsideIP+":") {
 			t.Errorf("the app saw a source other than the outside client %s:\n%s", outsideIP, out)
@@ -107,7 +109,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("DENY policy refuses, deleting it restores", func(t *testing.T) {
-		c.kubectl.apply(`apiVersion: security.istio.io/v1
+		c.kubectl.Apply(`apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
   name: deny-client
@@ -121,34 +123,34 @@ spec:
     - source:
         principals: ["` + td + `/ns/` + meshNS + `/sa/client"]
 `)
-		target := fmt.Sprintf("http://%s:8080/deny", echoPods[0].ip)
-		c.kubectl.eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
+		target := fmt.Sprintf("http://%s:8080/deny", echoPods[0].IP)
+		c.kubectl.Eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
 			"sh", "-c", "! echo-app get -timeout 3s "+target)
 		// Callers the policy does not name still get through.
-		c.kubectl.eventually(t, 30*time.Second, nil, "-n", outsideNS, "exec", "client", "--",
+		c.kubectl.Eventually(t, 30*time.Second, nil, "-n", outsideNS, "exec", "client", "--",
 			"echo-app", "get", "-timeout", "3s", target)
 
-		c.kubectl.must("-n", meshNS, "delete", "authorizationpolicy", "deny-client")
-		c.kubectl.eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
+		c.kubectl.Must("-n", meshNS, "delete", "authorizationpolicy", "deny-client")
+		c.kubectl.Eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
 			"echo-app", "get", "-timeout", "3s", target)
 	})
 
 	t.Run("removing the namespace label takes pods out of the mesh", func(t *testing.T) {
-		c.kubectl.must("label", "namespace", meshNS, "istio.io/dataplane-mode-")
+		c.kubectl.Must("label", "namespace", meshNS, "istio.io/dataplane-mode-")
 		for _, p := range echoPods {
-			c.kubectl.eventually(t, 60*time.Second, func(out string) bool { return out == "" },
-				"-n", meshNS, "get", "pod", p.name, "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
+			c.kubectl.Eventually(t, 60*time.Second, func(out string) bool { return out == "" },
+				"-n", meshNS, "get", "pod", p.Name, "-o", `jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}`)
 		}
-		out := c.kubectl.eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
-			"echo-app", "get", fmt.Sprintf("http://%s:8080/unlabelled", echoPods[1].ip))
+		out := c.kubectl.Eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
+			"echo-app", "get", fmt.Sprintf("http://%s:8080/unlabelled", echoPods[1].IP))
 		if !strings.Contains(out, "remote="+clientIP+":") {
 			t.Errorf("after un-enrolment: unexpected answer:\n%s", out)
 		}
-		c.kubectl.must("label", "namespace", meshNS, "istio.io/dataplane-mode=ambient")
+		c.kubectl.Must("label", "namespace", meshNS, "istio.io/dataplane-mode=ambient")
 	})
 
 	if !t.Failed() {
-		c.kubectl.run("delete", "namespace", meshNS, outsideNS, "--wait=false")
+		c.kubectl.Run("delete", "namespace", meshNS, outsideNS, "--wait=false")
 	}
 }
 
@@ -183,84 +185,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata: {name: client, namespace: ` + meshNS + `}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-  namespace: ` + meshNS + `
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      serviceAccountName: echo
-      topologySpreadConstraints:
-      - maxSkew: 1
-        topologyKey: kubernetes.io/hostname
-        whenUnsatisfiable: DoNotSchedule
-        labelSelector:
-          matchLabels: {app: echo}
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: echo
-        image: skiff.local/echo:dev
-        imagePullPolicy: IfNotPresent
-        args: [serve, -listen, ":8080", -grpc, ":9090"]
-        ports: [{containerPort: 8080}, {containerPort: 9090}]
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8080}
-          periodSeconds: 1
-        env:
-        - name: NODE_NAME
-          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: POD_NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        - name: POD_IP
-          valueFrom: {fieldRef: {fieldPath: status.podIP}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  namespace: ` + meshNS + `
-spec:
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: 8080}
-  - {name: grpc, port: 9090, targetPort: 9090}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: ` + meshNS + `
-spec:
-  serviceAccountName: client
-  nodeSelector: {kubernetes.io/hostname: skiff-node1}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: toolbox
-    image: skiff.local/toolbox:dev
-    imagePullPolicy: IfNotPresent
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: ` + outsideNS + `
-spec:
-  nodeSelector: {kubernetes.io/hostname: skiff-node1}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: toolbox
-    image: skiff.local/toolbox:dev
-    imagePullPolicy: IfNotPresent
-    command: [sleep, "3600"]
-`
+` + kubetest.Echo(meshNS, 2, "echo") + `---
+` + kubetest.Client(meshNS, "skiff-node1", "client") + `---
+` + kubetest.Client(outsideNS, "skiff-node1", "")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
 )
 
 // Paths fixed by conformance/cluster/lib.sh.
@@ -21,7 +23,6 @@ func envOr(k, def string) string {
 }
 
 var (
-	stateDir = envOr("SKIFF_STATE", "/var/lib/skiff-cluster")
 	cacheDir = envOr("SKIFF_CACHE", filepath.Join(os.Getenv("HOME"), ".cache", "skiff"))
 	helmBin  = filepath.Join(cacheDir, "helm-"+envOr("HELM_VERSION", "v3.22.0"), "bin", "helm")
 )
@@ -41,7 +42,7 @@ const istioNS = "istio-system"
 
 type cluster struct {
 	t       *testing.T
-	kubectl *kube
+	kubectl *kubetest.Kubectl
 	repo    string
 }
 
@@ -50,18 +51,12 @@ type cluster struct {
 // from its Helm charts.
 func setUp(t *testing.T) *cluster {
 	t.Helper()
-	if os.Getenv("SKIFF_E2E") != "1" {
-		t.Skip("end-to-end test: set SKIFF_E2E=1 to bring up (or reuse) the local cluster and install Skiff on it (needs root)")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("SKIFF_E2E=1 needs root: the local cluster uses network namespaces, mounts and cgroups")
-	}
+	kubetest.RequireE2E(t)
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, repo: repo,
-		kubectl: &kube{t: t, bin: filepath.Join(stateDir, "bin", "kubectl"), cfg: filepath.Join(stateDir, "kubeconfig")}}
+	c := &cluster{t: t, repo: repo, kubectl: kubetest.New(t)}
 
 	c.step("cluster", "conformance/cluster/up.sh")
 	c.step("images", "go", "run", "./conformance/cmd/skiff-images", "-only", strings.Join(skiffImages, ","))
@@ -72,7 +67,7 @@ func setUp(t *testing.T) *cluster {
 	for _, r := range releases {
 		args := []string{"upgrade", "--install", r.name, filepath.Join(repo, "helm", r.chart),
 			"--namespace", istioNS, "--create-namespace", "--wait", "--timeout", "5m",
-			"--kubeconfig", c.kubectl.cfg}
+			"--kubeconfig", c.kubectl.Cfg}
 		switch r.chart {
 		case "istiod":
 			args = append(args, "--set-string", "pilot.podAnnotations.skiff\\.dev/build="+build)
@@ -81,7 +76,7 @@ func setUp(t *testing.T) *cluster {
 		}
 		start := time.Now()
 		if out, err := exec.Command(helmBin, args...).CombinedOutput(); err != nil {
-			t.Logf("pods:\n%s", c.kubectl.must("-n", istioNS, "get", "pods", "-o", "wide"))
+			t.Logf("pods:\n%s", c.kubectl.Must("-n", istioNS, "get", "pods", "-o", "wide"))
 			t.Fatalf("helm upgrade --install %s: %v\n%s", r.name, err, out)
 		}
 		t.Logf("helm: %s installed (%.1fs)", r.name, time.Since(start).Seconds())
@@ -120,71 +115,11 @@ func imagesDigest(t *testing.T) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-type pod struct{ name, ip, node string }
-
-func (c *cluster) pods(ns, selector string) []pod {
-	var out []pod
-	for _, l := range strings.Split(c.kubectl.must("-n", ns, "get", "pods", "-l", selector, "-o",
-		`jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{"\n"}{end}`), "\n") {
-		if f := strings.Fields(l); len(f) == 3 {
-			out = append(out, pod{f[0], f[1], f[2]})
-		}
-	}
-	return out
-}
-
 // ztunnelMetrics reads /metrics of the ztunnel on node, through the
 // apiserver's pod proxy.
 func (c *cluster) ztunnelMetrics(t *testing.T, node string) string {
 	t.Helper()
-	name := c.kubectl.must("-n", istioNS, "get", "pods", "-l", "app=ztunnel",
+	name := c.kubectl.Must("-n", istioNS, "get", "pods", "-l", "app=ztunnel",
 		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}")
-	return c.kubectl.must("get", "--raw", "/api/v1/namespaces/"+istioNS+"/pods/"+name+":15020/proxy/metrics")
-}
-
-type kube struct {
-	t        *testing.T
-	bin, cfg string
-}
-
-func (k *kube) run(args ...string) (string, error) {
-	cmd := exec.Command(k.bin, append([]string{"--kubeconfig", k.cfg}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
-}
-
-func (k *kube) must(args ...string) string {
-	k.t.Helper()
-	out, err := k.run(args...)
-	if err != nil {
-		k.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// eventually retries a kubectl command until it succeeds and its output
-// satisfies ok (when given): the mesh converges asynchronously, after
-// informers, pushes and rule installs.
-func (k *kube) eventually(t *testing.T, d time.Duration, ok func(string) bool, args ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		out, err := k.run(args...)
-		if err == nil && (ok == nil || ok(out)) {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kubectl %s: did not converge in %v: %v\n%s", strings.Join(args, " "), d, err, out)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
-func (k *kube) apply(manifest string) {
-	k.t.Helper()
-	cmd := exec.Command(k.bin, "--kubeconfig", k.cfg, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		k.t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
+	return c.kubectl.Must("get", "--raw", "/api/v1/namespaces/"+istioNS+"/pods/"+name+":15020/proxy/metrics")
 }
