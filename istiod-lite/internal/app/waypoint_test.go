@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -147,6 +148,21 @@ func TestWaypointDeployer(t *testing.T) {
 				return fmt.Errorf("addresses %v, want %s", g.Status.Addresses, wpIP)
 			}
 			return nil
+		})
+	})
+
+	t.Run("events", func(t *testing.T) {
+		eventually(t, "a Deployed event on the Gateway", func() error {
+			var evs eventsv1.EventList
+			if err := cl.c.List(ctx, &evs, client.InNamespace("shop")); err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Regarding.Kind == "Gateway" && e.Regarding.Name == "wp" && e.Reason == "Deployed" && e.Type == corev1.EventTypeNormal {
+					return nil
+				}
+			}
+			return fmt.Errorf("%d events, none Deployed for wp", len(evs.Items))
 		})
 	})
 

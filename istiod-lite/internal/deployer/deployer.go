@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,7 +70,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.XDSAddress == "" {
 		o.XDSAddress = "istiod.istio-system.svc:15012"
 	}
-	d := &deployer{c: mgr.GetClient(), o: o}
+	d := &deployer{c: mgr.GetClient(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
 	if err := mgr.Add(manager.RunnableFunc(d.ensureClass)); err != nil {
 		return err
 	}
@@ -119,8 +121,9 @@ func routesInNamespace(c client.Client, kind routeKind) handler.MapFunc {
 }
 
 type deployer struct {
-	c client.Client
-	o Options
+	c      client.Client
+	o      Options
+	events events.EventRecorder
 }
 
 // ensureClass creates the istio-waypoint GatewayClass and accepts it.
@@ -157,32 +160,48 @@ func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	// A waypoint has one HBONE listener on 15008.
 	valid, msg := validListeners(&gw)
 	if !valid {
+		d.events.Eventf(&gw, nil, corev1.EventTypeWarning, "InvalidListeners", "Deploy", "%s", msg)
 		return reconcile.Result{}, d.setStatus(ctx, &gw, false, msg, "", nil)
+	}
+	var changed []string
+	note := func(kind string, res controllerutil.OperationResult) {
+		if res != controllerutil.OperationResultNone {
+			changed = append(changed, kind+" "+string(res))
+		}
 	}
 	labels := map[string]string{labelGateway: gw.Name, "gateway.istio.io/managed": "istio.io-mesh-controller"}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, sa, func() error {
+	res, err := controllerutil.CreateOrUpdate(ctx, d.c, sa, func() error {
 		sa.Labels = mergeLabels(sa.Labels, labels)
 		return controllerutil.SetControllerReference(&gw, sa, d.c.Scheme())
-	}); err != nil {
+	})
+	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("serviceaccount: %w", err)
 	}
+	note("ServiceAccount", res)
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, svc, func() error {
+	res, err = controllerutil.CreateOrUpdate(ctx, d.c, svc, func() error {
 		svc.Labels = mergeLabels(svc.Labels, labels)
 		svc.Spec.Selector = map[string]string{labelGateway: gw.Name}
 		svc.Spec.Ports = []corev1.ServicePort{{Name: "mesh", Port: HBONEPort, TargetPort: intstr.FromInt32(HBONEPort), Protocol: corev1.ProtocolTCP}}
 		return controllerutil.SetControllerReference(&gw, svc, d.c.Scheme())
-	}); err != nil {
+	})
+	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("service: %w", err)
 	}
+	note("Service", res)
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, d.c, dep, func() error {
+	res, err = controllerutil.CreateOrUpdate(ctx, d.c, dep, func() error {
 		dep.Labels = mergeLabels(dep.Labels, labels)
 		d.deploymentSpec(&gw, dep, labels)
 		return controllerutil.SetControllerReference(&gw, dep, d.c.Scheme())
-	}); err != nil {
+	})
+	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("deployment: %w", err)
+	}
+	note("Deployment", res)
+	if len(changed) > 0 {
+		d.events.Eventf(&gw, nil, corev1.EventTypeNormal, "Deployed", "Deploy", "waypoint %s: %s", gw.Name, strings.Join(changed, ", "))
 	}
 	var addrs []gatewayv1.GatewayStatusAddress
 	for _, ip := range svc.Spec.ClusterIPs {
