@@ -84,18 +84,20 @@ func freePort(t *testing.T) string {
 }
 
 // runIstiod starts istiod-lite and waits until /readyz answers 200.
-func runIstiod(t *testing.T, cl *cluster, grpcAddr string) (stop func(), httpAddr string) {
+func runIstiod(t *testing.T, cl *cluster, grpcAddr string, opts ...func(*app.Config)) (stop func(), httpAddr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	httpAddr = freePort(t)
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.Config{
-			Rest: cl.cfg, GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DNSNames: []string{caclient.DefaultServerName},
-			GatewayAPI: true, Policies: true, ShutdownGrace: 5 * time.Second,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-	}()
+	cfg := app.Config{
+		Rest: cl.cfg, GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DNSNames: []string{caclient.DefaultServerName},
+		GatewayAPI: true, Policies: true, ShutdownGrace: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	go func() { done <- app.Run(ctx, cfg) }()
 	for {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err == nil {
