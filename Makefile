@@ -73,6 +73,11 @@ test-e2e:
 ## kubelet, kube-proxy). Kubeconfig: /var/lib/skiff-cluster/kubeconfig.
 NODES ?= 2
 
+## demo: Skiff on the local cluster with real traffic, showing what the mesh does
+.PHONY: demo
+demo:
+	conformance/demo/demo.sh
+
 ## cluster: bring the local cluster up (idempotent: a healthy one is reused)
 .PHONY: cluster cluster-down images
 cluster:
