@@ -50,7 +50,7 @@ type RateLimitPolicySpec struct {
 	// the requests that route matches; a Service target all requests to it.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:XValidation:rule="self.all(t, (t.group == 'gateway.networking.k8s.io' && t.kind == 'HTTPRoute') || (t.group == '' && t.kind == 'Service'))",message="targetRefs must be HTTPRoutes or Services"
+	// +kubebuilder:validation:XValidation:rule="self.all(t, (t.group == 'gateway.networking.k8s.io' && t.kind == 'HTTPRoute') || (size(t.group) == 0 && t.kind == 'Service'))",message="targetRefs must be HTTPRoutes or Services"
 	TargetRefs []gatewayv1.LocalPolicyTargetReference `json:"targetRefs"`
 	// Limit is the token bucket.
 	Limit Limit `json:"limit"`
@@ -97,7 +97,7 @@ const (
 )
 
 // RateLimitKey makes the limit per client.
-// +kubebuilder:validation:XValidation:rule="self.type == 'Header' ? has(self.header) && self.header != ” : !has(self.header)",message="header is required for type Header and only allowed for it"
+// +kubebuilder:validation:XValidation:rule="self.type == 'Header' ? has(self.header) && size(self.header) > 0 : !has(self.header)",message="header is required for type Header and only allowed for it"
 type RateLimitKey struct {
 	Type KeyType `json:"type"`
 	// Header is the request header whose value is the key (type Header).
