@@ -109,6 +109,22 @@ func TestWaypointDeployer(t *testing.T) {
 			}
 			return nil
 		})
+		var gc gatewayv1.GatewayClass
+		_ = cl.c.Get(ctx, client.ObjectKey{Name: "istio-waypoint"}, &gc)
+		oldUID := gc.UID
+		if err := cl.c.Delete(ctx, &gc); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "GatewayClass recreated after deletion", func() error {
+			var gc gatewayv1.GatewayClass
+			if err := cl.c.Get(ctx, client.ObjectKey{Name: "istio-waypoint"}, &gc); err != nil {
+				return err
+			}
+			if gc.UID == oldUID || !meta.IsStatusConditionTrue(gc.Status.Conditions, "Accepted") {
+				return fmt.Errorf("not recreated and accepted yet")
+			}
+			return nil
+		})
 	})
 
 	gw := &gatewayv1.Gateway{

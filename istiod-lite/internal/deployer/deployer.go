@@ -23,10 +23,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -71,7 +73,22 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		o.XDSAddress = "istiod.istio-system.svc:15012"
 	}
 	d := &deployer{c: mgr.GetClient(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
-	if err := mgr.Add(manager.RunnableFunc(d.ensureClass)); err != nil {
+	// The class is created on start and kept as it should be: recreated if
+	// deleted, re-accepted if edited.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := d.ensureClass(ctx); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("waypoint-gatewayclass").
+		For(&gatewayv1.GatewayClass{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == ClassName }))).
+		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{}, d.ensureClass(ctx)
+		})); err != nil {
 		return err
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("waypoint-deployer").
@@ -128,6 +145,9 @@ type deployer struct {
 
 // ensureClass creates the istio-waypoint GatewayClass and accepts it.
 func (d *deployer) ensureClass(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return nil
+	}
 	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName}}
 	_, err := controllerutil.CreateOrUpdate(ctx, d.c, gc, func() error {
 		gc.Spec.ControllerName = ControllerName
@@ -145,7 +165,6 @@ func (d *deployer) ensureClass(ctx context.Context) error {
 	if err := d.c.Status().Update(ctx, gc); err != nil {
 		return fmt.Errorf("gatewayclass %s status: %w", ClassName, err)
 	}
-	<-ctx.Done()
 	return nil
 }
 
