@@ -256,20 +256,23 @@ func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *stunnelPair {
 		s.procs = append(s.procs, cmd)
 		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
-	// Wait until the client side accepts.
+	// Wait until a round trip crosses both: the client side may accept
+	// before the server side listens.
 	ctx := bounded(b)
-	for _, local := range s.clientPort {
-		for {
-			c, err := inpodtest.Dial(ctx, client.ns.File, fmt.Sprintf("127.0.0.1:%d", local), netip.AddrPort{}, inpodtest.SocketOpts{})
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-ctx.Done():
-				b.Fatalf("stunnel never listened: %v", err)
-			case <-time.After(20 * time.Millisecond):
-			}
+	for {
+		c, err := inpodtest.Dial(ctx, client.ns.File, fmt.Sprintf("127.0.0.1:%d", s.clientPort[echoPort]), netip.AddrPort{}, inpodtest.SocketOpts{})
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = benchpeer.RoundTrips(c, 1, 1)
+			c.Close()
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("stunnel pair not working: %v", err)
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return s
