@@ -189,6 +189,15 @@ func (r Rules) Install(ns *os.File) error {
 	if err := withNetlink(ns, func(h *netlink.Handle) error { return r.installRouting(h) }); err != nil {
 		return err
 	}
+	// A replacement ztunnel takes over the pod's listeners with SO_REUSEPORT;
+	// with request migration the kernel hands connections still queued on
+	// the old listener to the new one instead of resetting them. ztunnel
+	// cannot set it itself where /proc/sys is read-only (in a container).
+	if err := Do(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte("1"), 0o644)
+	}); err != nil {
+		return fmt.Errorf("inpod: enabling net.ipv4.tcp_migrate_req: %w", err)
+	}
 	return nil
 }
 

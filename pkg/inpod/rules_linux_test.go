@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +67,13 @@ func TestInstallInspectRemove(t *testing.T) {
 		if !st.Complete() {
 			t.Fatalf("after install #%d: state %v, want complete", i+1, st)
 		}
+	}
+	var migrate []byte
+	if err := inpod.Do(top.pod.File, func() (err error) {
+		migrate, err = os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+		return err
+	}); err != nil || strings.TrimSpace(string(migrate)) != "1" {
+		t.Errorf("net.ipv4.tcp_migrate_req in the pod = %q, %v; want 1", migrate, err)
 	}
 
 	// Rules written for another probe address are stale.
