@@ -26,63 +26,107 @@ const (
 
 // DecodeDeltaResponse decodes a DeltaDiscoveryResponse, reading only the
 // fields a delta client uses (type, nonce, version, resources with name,
-// version and body, removed names) and skipping the rest. Resource bodies
-// alias b, which must not change afterwards. A full state of many thousand
-// resources decodes faster, and with fewer allocations, than with reflection.
+// version and body, removed names) and skipping the rest. It allocates a
+// handful of blocks whatever the number of resources: bodies alias b (which
+// must not change afterwards) and strings share one copy of it, so a decoded
+// resource keeps its whole response alive. A full state of thousands of
+// resources decodes about twice as fast as with reflection.
 func DecodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
+	// Two passes: count the resources, so that they and their bodies are
+	// allocated in two slabs; then decode, taking every string as a
+	// substring of one copy of the message.
+	n := 0
+	for rest := b; len(rest) > 0; {
+		num, _, r, err := nextField(rest, func(n protowire.Number) bool { return n == respResources })
+		if err != nil {
+			return nil, fmt.Errorf("xds: decode DeltaDiscoveryResponse: %w", err)
+		}
+		if num == respResources {
+			n++
+		}
+		rest = r
+	}
+	d := &decoder{buf: b, str: string(b), res: make([]discoveryv3.Resource, n), anys: make([]anypb.Any, n)}
 	resp := &discoveryv3.DeltaDiscoveryResponse{}
-	for len(b) > 0 {
-		num, v, rest, err := nextField(b, func(n protowire.Number) bool {
+	if n > 0 {
+		resp.Resources = make([]*discoveryv3.Resource, 0, n)
+	}
+	for rest := b; len(rest) > 0; {
+		num, v, r, err := nextField(rest, func(n protowire.Number) bool {
 			return n == respSystemVersion || n == respResources || n == respTypeURL || n == respNonce || n == respRemoved
 		})
 		if err != nil {
 			return nil, fmt.Errorf("xds: decode DeltaDiscoveryResponse: %w", err)
 		}
-		b = rest
+		off := len(b) - len(r) - len(v)
+		rest = r
 		switch num {
 		case respSystemVersion:
-			resp.SystemVersionInfo = string(v)
+			resp.SystemVersionInfo = d.string(off, v)
 		case respTypeURL:
-			resp.TypeUrl = string(v)
+			resp.TypeUrl = d.string(off, v)
 		case respNonce:
-			resp.Nonce = string(v)
+			resp.Nonce = d.string(off, v)
 		case respRemoved:
-			resp.RemovedResources = append(resp.RemovedResources, string(v))
+			resp.RemovedResources = append(resp.RemovedResources, d.string(off, v))
 		case respResources:
-			r, err := decodeResource(v)
+			res, err := d.resource(off, v)
 			if err != nil {
 				return nil, fmt.Errorf("xds: decode DeltaDiscoveryResponse: resource %d: %w", len(resp.Resources), err)
 			}
-			resp.Resources = append(resp.Resources, r)
+			resp.Resources = append(resp.Resources, res)
 		}
 	}
 	return resp, nil
 }
 
-func decodeResource(b []byte) (*discoveryv3.Resource, error) {
-	r := &discoveryv3.Resource{}
-	for len(b) > 0 {
-		num, v, rest, err := nextField(b, func(n protowire.Number) bool { return n == resName || n == resVersion || n == resBody })
+// decoder holds one message being decoded and the slabs its resources are
+// taken from.
+type decoder struct {
+	buf  []byte
+	str  string // buf as a string: names and versions are substrings of it
+	res  []discoveryv3.Resource
+	anys []anypb.Any
+}
+
+// string returns v, which starts at off in the message, as a string.
+func (d *decoder) string(off int, v []byte) string { return d.str[off : off+len(v)] }
+
+// resource decodes the Resource v, which starts at off in the message.
+func (d *decoder) resource(off int, b []byte) (*discoveryv3.Resource, error) {
+	r := &d.res[0]
+	d.res = d.res[1:]
+	for rest := b; len(rest) > 0; {
+		num, v, next, err := nextField(rest, func(n protowire.Number) bool { return n == resName || n == resVersion || n == resBody })
 		if err != nil {
 			return nil, err
 		}
-		b = rest
+		voff := off + len(b) - len(next) - len(v)
+		rest = next
 		switch num {
 		case resName:
-			r.Name = string(v)
+			r.Name = d.string(voff, v)
 		case resVersion:
-			r.Version = string(v)
+			r.Version = d.string(voff, v)
 		case resBody:
-			a := &anypb.Any{}
-			for len(v) > 0 {
-				num, av, arest, err := nextField(v, func(n protowire.Number) bool { return n == anyTypeURL || n == anyValue })
+			// A repeated body field replaces the previous one, as a later
+			// occurrence of a message field merges into it; bodies here
+			// only have scalar fields, so merging is replacing them.
+			a := r.Resource
+			if a == nil {
+				a = &d.anys[0]
+				d.anys = d.anys[1:]
+			}
+			for arest := v; len(arest) > 0; {
+				num, av, anext, err := nextField(arest, func(n protowire.Number) bool { return n == anyTypeURL || n == anyValue })
 				if err != nil {
 					return nil, err
 				}
-				v = arest
+				aoff := voff + len(v) - len(anext) - len(av)
+				arest = anext
 				switch num {
 				case anyTypeURL:
-					a.TypeUrl = internType(av)
+					a.TypeUrl = internType(d.str[aoff : aoff+len(av)])
 				case anyValue:
 					a.Value = av[:len(av):len(av)]
 				}
@@ -93,9 +137,10 @@ func decodeResource(b []byte) (*discoveryv3.Resource, error) {
 	return r, nil
 }
 
-// internType avoids allocating the same few type URLs for every resource.
-func internType(b []byte) string {
-	switch string(b) { // no allocation: the compiler compares in place
+// internType shares the constant for the usual type URLs, so that the
+// state does not keep the whole message alive for them alone.
+func internType(s string) string {
+	switch s {
 	case AddressType:
 		return AddressType
 	case AuthorizationType:
@@ -103,7 +148,7 @@ func internType(b []byte) string {
 	case WaypointType:
 		return WaypointType
 	}
-	return string(b)
+	return s
 }
 
 // nextField consumes one field of b. For a length-delimited field that read

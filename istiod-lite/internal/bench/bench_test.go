@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -208,52 +209,85 @@ func BenchmarkControlPlane(b *testing.B) {
 		mu sync.Mutex
 		at map[string]time.Time // name → arrival of its latest small update
 	}
-	clients := make([]*seen, nClients)
-	var full sync.WaitGroup
-	full.Add(nClients)
-	cctx, ccancel := context.WithCancel(ctx)
-	defer ccancel()
-	var runs sync.WaitGroup
-	t0 := time.Now()
-	cpu0, selfCPU0 := procCPU(cmd.Process.Pid), procCPU(os.Getpid())
-	var fullAt atomic.Int64
-	for i := range clients {
-		s := &seen{at: map[string]time.Time{}}
-		clients[i] = s
-		var got atomic.Int64
-		var once sync.Once
-		xc, err := xds.NewClient(xds.ClientOptions{
-			Address: grpcAddr, Roots: roots, TokenFile: tokenFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Subscriptions: []xds.Subscription{{TypeURL: xds.AddressType, Apply: func(d xds.Delta) error {
-				now := time.Now()
-				if len(d.Updated) <= 10 {
-					s.mu.Lock()
-					for _, r := range d.Updated {
-						s.at[r.Name] = now
-					}
-					s.mu.Unlock()
-				}
-				if got.Add(int64(len(d.Updated))) >= int64(want) {
-					once.Do(func() {
-						for {
-							old := fullAt.Load()
-							if int64(now.Sub(t0)) <= old || fullAt.CompareAndSwap(old, int64(now.Sub(t0))) {
-								break
-							}
-						}
-						full.Done()
-					})
-				}
-				return nil
-			}}},
-		})
-		mustCreate(err)
-		runs.Add(1)
-		go func() { defer runs.Done(); _ = xc.Run(cctx) }()
+	// connectAll connects nClients simulated ztunnels at once and returns
+	// when all hold the full state: how long that took, and the CPU spent
+	// by istiod-lite and by the clients meanwhile.
+	type round struct {
+		clients            []*seen
+		cancel             context.CancelFunc
+		wait               func()
+		took               time.Duration
+		istiodCPU, selfCPU time.Duration
 	}
-	full.Wait()
-	fullState := time.Duration(fullAt.Load())
-	istiodCPU, clientsCPU := procCPU(cmd.Process.Pid)-cpu0, procCPU(os.Getpid())-selfCPU0
+	connectAll := func() *round {
+		r := &round{clients: make([]*seen, nClients)}
+		var full, runs sync.WaitGroup
+		full.Add(nClients)
+		cctx, cancel := context.WithCancel(ctx)
+		r.cancel, r.wait = cancel, runs.Wait
+		t0 := time.Now()
+		cpu0, selfCPU0 := procCPU(cmd.Process.Pid), procCPU(os.Getpid())
+		var fullAt atomic.Int64
+		for i := range r.clients {
+			s := &seen{at: map[string]time.Time{}}
+			r.clients[i] = s
+			var got atomic.Int64
+			var once sync.Once
+			xc, err := xds.NewClient(xds.ClientOptions{
+				Address: grpcAddr, Roots: roots, TokenFile: tokenFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Subscriptions: []xds.Subscription{{TypeURL: xds.AddressType, Apply: func(d xds.Delta) error {
+					now := time.Now()
+					if len(d.Updated) <= 10 {
+						s.mu.Lock()
+						for _, r := range d.Updated {
+							s.at[r.Name] = now
+						}
+						s.mu.Unlock()
+					}
+					if got.Add(int64(len(d.Updated))) >= int64(want) {
+						once.Do(func() {
+							for {
+								old := fullAt.Load()
+								if int64(now.Sub(t0)) <= old || fullAt.CompareAndSwap(old, int64(now.Sub(t0))) {
+									break
+								}
+							}
+							full.Done()
+						})
+					}
+					return nil
+				}}},
+			})
+			mustCreate(err)
+			runs.Add(1)
+			go func() { defer runs.Done(); _ = xc.Run(cctx) }()
+		}
+		full.Wait()
+		r.took = time.Duration(fullAt.Load())
+		r.istiodCPU, r.selfCPU = procCPU(cmd.Process.Pid)-cpu0, procCPU(os.Getpid())-selfCPU0
+		return r
+	}
+	// Three rounds (the machine is shared; the median is steadier than one
+	// sample); the clients of the last stay connected for the next steps.
+	var rounds []*round
+	for i := 0; i < 3; i++ {
+		if i > 0 {
+			rounds[i-1].cancel()
+			rounds[i-1].wait()
+		}
+		rounds = append(rounds, connectAll())
+	}
+	last := rounds[len(rounds)-1]
+	defer func() { last.cancel(); last.wait() }()
+	clients := last.clients
+	byTime := slices.Clone(rounds)
+	slices.SortFunc(byTime, func(a, b *round) int { return int(a.took - b.took) })
+	med := byTime[1]
+	fullState, istiodCPU, clientsCPU := med.took, med.istiodCPU, med.selfCPU
+	var samples []string
+	for _, r := range rounds {
+		samples = append(samples, r.took.Round(time.Millisecond).String())
+	}
 	rss, hwm := procRSS(cmd.Process.Pid)
 
 	// 2. Update propagation: relabel pods one at a time and wait for every
@@ -304,16 +338,24 @@ func BenchmarkControlPlane(b *testing.B) {
 			Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{caclient.ImpersonatedIdentityKey: structpb.NewStringValue(id.String())}}})
 	}
 	var signed, failed atomic.Int64
-	csrCtx, csrCancel := context.WithTimeout(ctx, 5*time.Second)
+	var errMu sync.Mutex
+	errs := map[string]int{}
+	csrEnd := time.Now().Add(5 * time.Second)
+	csrCtx, csrCancel := context.WithDeadline(ctx, csrEnd.Add(time.Second))
 	var wg sync.WaitGroup
 	csrStart := time.Now()
 	for w := 0; w < 64; w++ {
 		wg.Go(func() {
-			for i := w; csrCtx.Err() == nil; i++ {
+			// gRPC fails a call whose deadline has passed by the clock, which
+			// under load can precede ctx's own timer: compare with the clock.
+			for i := w; time.Now().Before(csrEnd); i++ {
 				if _, err := caC.CreateCertificate(csrCtx, reqs[i%len(reqs)]); err == nil {
 					signed.Add(1)
-				} else if csrCtx.Err() == nil {
+				} else if time.Now().Before(csrEnd) {
 					failed.Add(1)
+					errMu.Lock()
+					errs[status.Code(err).String()+": "+status.Convert(err).Message()]++
+					errMu.Unlock()
 				}
 			}
 		})
@@ -322,8 +364,6 @@ func BenchmarkControlPlane(b *testing.B) {
 	csrCancel()
 	csrRate := float64(signed.Load()) / time.Since(csrStart).Seconds()
 	_, hwmAfter := procRSS(cmd.Process.Pid)
-	ccancel()
-	runs.Wait()
 
 	b.ReportMetric(fullState.Seconds(), "full-state-s")
 	b.ReportMetric(float64(p99.Milliseconds()), "update-p99-ms")
@@ -338,13 +378,16 @@ func BenchmarkControlPlane(b *testing.B) {
 		}
 		fmt.Printf("  %-38s %9.3g%s %9.3g%s %7.2fx\n", name, v, unit, target, unit, ratio)
 	}
-	row("full state to all clients", fullState.Seconds(), 2, "s", true)
-	fmt.Printf("    (CPU during the full push: istiod-lite %.2fs, the %d simulated clients %.2fs)\n", istiodCPU.Seconds(), nClients, clientsCPU.Seconds())
+	row("full state to all clients (median of 3)", fullState.Seconds(), 2, "s", true)
+	fmt.Printf("    (rounds %s; CPU in the median round: istiod-lite %.2fs, the %d simulated clients %.2fs)\n", strings.Join(samples, ", "), istiodCPU.Seconds(), nClients, clientsCPU.Seconds())
 	row(fmt.Sprintf("update to all clients, p99 (p50 %v)", p50.Round(time.Millisecond)), float64(p99.Milliseconds()), 200, "ms", true)
 	row("istiod-lite RSS after full push", float64(rss)/(1<<20), 300, "M", true)
 	row("istiod-lite peak RSS (whole run)", float64(max(hwm, hwmAfter))/(1<<20), 300, "M", true)
 	row("CSRs signed per second", csrRate, 2000, "/s", false)
-	fmt.Printf("  (ratio = skiff / target for times and memory, target / skiff for throughput: <= 1 meets the target; %d CSRs refused)\n", failed.Load())
+	fmt.Printf("  (ratio = skiff / target for times and memory, target / skiff for throughput: <= 1 meets the target)\n")
+	for msg, n := range errs {
+		fmt.Printf("  %d CSRs refused: %s\n", n, msg)
+	}
 }
 
 func intOrStr(v int32) intstr.IntOrString { return intstr.FromInt32(v) }

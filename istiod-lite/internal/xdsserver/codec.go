@@ -45,7 +45,7 @@ func encodeResponse(d *delta, nonce, version string) (*encodedResponse, error) {
 	parts := make(mem.BufferSlice, 0, len(d.entries)+1)
 	parts = append(parts, mem.SliceBuffer(head))
 	for _, e := range d.entries {
-		parts = append(parts, mem.SliceBuffer(e.wire))
+		parts = append(parts, e.wire)
 	}
 	return &encodedResponse{parts: parts}, nil
 }

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/auth"
@@ -79,8 +80,9 @@ type entry struct {
 	version string
 	// wire is the resource encoded as one element of
 	// DeltaDiscoveryResponse.resources (tag, length, Resource), shared by
-	// every response that carries it.
-	wire []byte
+	// every response that carries it; boxed once, so that building a
+	// response allocates nothing per resource.
+	wire mem.Buffer
 }
 
 type instruments struct {
@@ -151,7 +153,7 @@ func (s *Server) Push(updates []index.Update) {
 				s.log.Error("encode xds resource", "type", u.TypeURL, "name", r.Name, "err", err)
 				continue
 			}
-			st[r.Name] = &entry{version: r.Version, wire: wire}
+			st[r.Name] = &entry{version: r.Version, wire: mem.SliceBuffer(wire)}
 		}
 		for _, name := range u.Removed {
 			delete(st, name)
@@ -418,6 +420,9 @@ func (d *delta) empty() bool { return len(d.entries)+len(d.removed) == 0 }
 func (s *Server) initialLocked(c *conn, typeURL string, sb *sub, initial map[string]string) *delta {
 	st := s.store[typeURL]
 	d := &delta{typeURL: typeURL}
+	if sb.wildcard {
+		d.entries = make([]*entry, 0, len(st))
+	}
 	give := func(name string, e *entry) {
 		if initial[name] != e.version {
 			d.entries = append(d.entries, e)

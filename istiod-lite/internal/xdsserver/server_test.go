@@ -32,7 +32,7 @@ type env struct {
 	reader *sdkmetric.ManualReader
 }
 
-func newEnv(t *testing.T, caller *auth.Caller) *env {
+func newEnv(t testing.TB, caller *auth.Caller) *env {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
