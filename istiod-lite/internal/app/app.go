@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,9 @@ type Config struct {
 	// (TokenReviews, status and deployment writes); defaults 100 and 200.
 	KubeQPS   float32
 	KubeBurst int
+
+	// Profiling serves net/http/pprof under /debug/pprof/ on HTTPAddr.
+	Profiling bool
 
 	// Ready, if set, receives the gRPC listener's address once serving.
 	Ready func(grpcAddr, httpAddr string)
@@ -259,6 +263,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if cfg.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -156,7 +156,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	mustCreate(os.WriteFile(kcPath, kc, 0o600))
 	grpcAddr, httpAddr := freeAddr(b), freeAddr(b)
 	cmd := exec.Command(bin, "--kubeconfig="+kcPath, "--leader-elect=false", "--grpc-addr="+grpcAddr, "--http-addr="+httpAddr,
-		"--dns-names="+caclient.DefaultServerName, "--log-level=warn")
+		"--dns-names="+caclient.DefaultServerName, "--log-level=warn", "--profiling")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	started := time.Now()
 	mustCreate(cmd.Start())
@@ -289,6 +289,13 @@ func BenchmarkControlPlane(b *testing.B) {
 		samples = append(samples, r.took.Round(time.Millisecond).String())
 	}
 	rss, hwm := procRSS(cmd.Process.Pid)
+	if path := os.Getenv("SKIFF_BENCH_HEAP_PROFILE"); path != "" {
+		if resp, err := http.Get("http://" + httpAddr + "/debug/pprof/heap"); err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			_ = os.WriteFile(path, data, 0o644)
+		}
+	}
 
 	// 2. Update propagation: relabel pods one at a time and wait for every
 	// client to hold the new version.
