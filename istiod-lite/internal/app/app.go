@@ -131,6 +131,13 @@ func (c *Config) defaults() {
 	}
 }
 
+// byObject configures the manager's cache per kind: pods trimmed to what
+// the index reads; ConfigMaps limited to the ones istiod-lite publishes.
+func byObject() map[client.Object]cache.ByObject {
+	cm, cmOpts := ca.CacheByObject()
+	return map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: controllers.TrimPod}, cm: cmOpts}
+}
+
 // Run runs istiod-lite until ctx is done, then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
@@ -201,7 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: controllers.TrimPod}},
+			ByObject:         byObject(),
 		},
 		GracefulShutdownTimeout: &cfg.ShutdownGrace,
 		// Run may be called more than once in a process (tests, benchmarks);

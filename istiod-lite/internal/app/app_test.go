@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -221,6 +222,55 @@ func TestControlPlane(t *testing.T) {
 	}()
 	roots := cl.roots(t, "app")
 	ztToken := cl.token(t, ztunnel)
+
+	t.Run("root ConfigMap is kept", func(t *testing.T) {
+		var cm corev1.ConfigMap
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "istio-ca-root-cert"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		root := cm.Data["root-cert.pem"]
+		cm.Data["root-cert.pem"] = "tampered"
+		if err := cl.c.Update(ctx, &cm); err != nil {
+			t.Fatal(err)
+		}
+		check := func(what string) {
+			eventually(t, what, func() error {
+				var cm corev1.ConfigMap
+				if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "istio-ca-root-cert"}, &cm); err != nil {
+					return err
+				}
+				if cm.Data["root-cert.pem"] != root {
+					return fmt.Errorf("root not restored")
+				}
+				return nil
+			})
+		}
+		check("edited ConfigMap restored")
+		if err := cl.c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "istio-ca-root-cert"}}); err != nil {
+			t.Fatal(err)
+		}
+		check("deleted ConfigMap recreated")
+		// One without the label (as another control plane would leave it)
+		// is invisible to the label-filtered cache, and still taken over.
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "istio-ca-root-cert"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		cm.Labels = nil
+		cm.Data["root-cert.pem"] = "old"
+		if err := cl.c.Update(ctx, &cm); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "unlabelled ConfigMap taken over", func() error {
+			var cm corev1.ConfigMap
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "istio-ca-root-cert"}, &cm); err != nil {
+				return err
+			}
+			if cm.Data["root-cert.pem"] != root || cm.Labels["istio.io/config"] != "true" {
+				return fmt.Errorf("data %.10q labels %v", cm.Data["root-cert.pem"], cm.Labels)
+			}
+			return nil
+		})
+	})
 
 	t.Run("CA", func(t *testing.T) {
 		td := spiffeid.RequireTrustDomainFromString("cluster.local")
