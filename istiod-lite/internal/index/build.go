@@ -114,13 +114,14 @@ func (ix *Index) buildWorkload(p *podInfo) *workloadapi.Workload {
 		ix.addService(w, s, p, ports)
 	}
 
-	for ak, a := range ix.authz {
-		sel := selectorOf(a)
-		if sel == nil || (a.Namespace != p.ns && a.Namespace != ix.opts.RootNamespace) {
-			continue
+	for _, ns := range []string{p.ns, ix.opts.RootNamespace} {
+		for ak, a := range ix.authzByNS[ns] {
+			if sel := selectorOf(a); sel != nil && selects(sel, p.labels) && translatable(a) {
+				w.AuthorizationPolicies = append(w.AuthorizationPolicies, ak)
+			}
 		}
-		if selects(sel, p.labels) && translatable(a) {
-			w.AuthorizationPolicies = append(w.AuthorizationPolicies, ak)
+		if p.ns == ix.opts.RootNamespace {
+			break
 		}
 	}
 	slices.Sort(w.AuthorizationPolicies)

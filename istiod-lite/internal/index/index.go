@@ -76,6 +76,7 @@ type Index struct {
 	sliceSvcByPod map[key]map[key]map[key]bool
 	gateways      map[key]*gatewayInfo
 	authz         map[key]*securityv1.AuthorizationPolicy
+	authzByNS     map[string]map[key]*securityv1.AuthorizationPolicy
 	httpRoutes    map[key]*gatewayv1.HTTPRoute
 	grpcRoutes    map[key]*gatewayv1.GRPCRoute
 	rateLimits    map[key]*policyv1alpha1.RateLimitPolicy
@@ -123,6 +124,7 @@ func New(opts Options, sink Sink) *Index {
 		services: map[key]*serviceInfo{}, svcByNS: map[string]map[key]bool{},
 		slices: map[key]*sliceInfo{}, sliceSvcByPod: map[key]map[key]map[key]bool{},
 		gateways: map[key]*gatewayInfo{}, authz: map[key]*securityv1.AuthorizationPolicy{},
+		authzByNS: map[string]map[key]*securityv1.AuthorizationPolicy{},
 		httpRoutes: map[key]*gatewayv1.HTTPRoute{}, grpcRoutes: map[key]*gatewayv1.GRPCRoute{},
 		rateLimits: map[key]*policyv1alpha1.RateLimitPolicy{},
 		nodeSAs:    map[string]map[key]int{}, podNode: map[key]nodeSA{},
@@ -403,8 +405,13 @@ func (ix *Index) SetAuthorizationPolicy(ns, name string, p *securityv1.Authoriza
 	old := ix.authz[k]
 	if p == nil {
 		delete(ix.authz, k)
+		delete(ix.authzByNS[ns], k)
 	} else {
 		ix.authz[k] = p
+		if ix.authzByNS[ns] == nil {
+			ix.authzByNS[ns] = map[key]*securityv1.AuthorizationPolicy{}
+		}
+		ix.authzByNS[ns][k] = p
 	}
 	// Workloads list the selector policies that apply to them.
 	if selectorOf(old) != nil || selectorOf(p) != nil {

@@ -234,3 +234,39 @@ func FuzzTranslate(f *testing.F) {
 		}
 	})
 }
+
+func TestWorkloadPolicies(t *testing.T) {
+	s := &sink{}
+	ix := New(Options{}, s)
+	ix.SetNamespace("app", ns("app", map[string]string{LabelDataplaneMode: DataplaneAmbient}))
+	ix.SetPod("app", "p", pod("app", "p", "10.0.0.1", map[string]string{"app": "web"}, true))
+	sel := &securityv1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}}
+	for _, p := range []*securityv1.AuthorizationPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "local"}, Spec: securityv1.AuthorizationPolicySpec{Selector: sel}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "mesh"}, Spec: securityv1.AuthorizationPolicySpec{Selector: sel}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "elsewhere"}, Spec: securityv1.AuthorizationPolicySpec{Selector: sel}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "nsWide"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "waypoint"}, Spec: securityv1.AuthorizationPolicySpec{Selector: sel, TargetRefs: []securityv1.PolicyTargetReference{{Kind: "Service", Name: "s"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "nomatch"}, Spec: securityv1.AuthorizationPolicySpec{Selector: &securityv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}}},
+	} {
+		ix.SetAuthorizationPolicy(p.Namespace, p.Name, p)
+	}
+	ix.Flush()
+	ix.mu.Lock()
+	w := ix.buildWorkload(ix.pods["app/p"])
+	ix.mu.Unlock()
+	if got := w.AuthorizationPolicies; len(got) != 2 || got[0] != "app/local" || got[1] != "istio-system/mesh" {
+		t.Fatalf("policies %v, want app/local and istio-system/mesh", got)
+	}
+	// Removing a selector policy updates the workload.
+	s.got = nil
+	ix.SetAuthorizationPolicy("app", "local", nil)
+	ix.Flush()
+	u := s.last(t)
+	if ws := u[xds.AddressType]; len(ws) != 1 || len(ws[0].Upserted) != 1 {
+		t.Fatalf("address updates %v", ws)
+	}
+	if as := u[xds.AuthorizationType]; len(as) != 1 || len(as[0].Removed) != 1 || as[0].Removed[0] != "app/local" {
+		t.Fatalf("authorization updates %v", as)
+	}
+}
