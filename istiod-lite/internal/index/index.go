@@ -124,7 +124,7 @@ func New(opts Options, sink Sink) *Index {
 		services: map[key]*serviceInfo{}, svcByNS: map[string]map[key]bool{},
 		slices: map[key]*sliceInfo{}, sliceSvcByPod: map[key]map[key]map[key]bool{},
 		gateways: map[key]*gatewayInfo{}, authz: map[key]*securityv1.AuthorizationPolicy{},
-		authzByNS: map[string]map[key]*securityv1.AuthorizationPolicy{},
+		authzByNS:  map[string]map[key]*securityv1.AuthorizationPolicy{},
 		httpRoutes: map[key]*gatewayv1.HTTPRoute{}, grpcRoutes: map[key]*gatewayv1.GRPCRoute{},
 		rateLimits: map[key]*policyv1alpha1.RateLimitPolicy{},
 		nodeSAs:    map[string]map[key]int{}, podNode: map[key]nodeSA{},
