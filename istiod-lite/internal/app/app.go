@@ -221,6 +221,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := controllers.Setup(mgr, ix, controllers.Options{GatewayAPI: cfg.GatewayAPI, Policies: cfg.Policies}); err != nil {
 		return err
 	}
+	if cfg.Policies && cfg.GatewayAPI {
+		if err := controllers.SetupPolicyStatus(mgr); err != nil {
+			return err
+		}
+	}
 	if err := ca.SetupRootPublisher(mgr, material.RootPEM); err != nil {
 		return err
 	}

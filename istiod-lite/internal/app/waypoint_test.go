@@ -25,6 +25,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
@@ -309,6 +310,33 @@ func TestWaypointDeployer(t *testing.T) {
 		}
 	})
 
+	t.Run("AuthorizationPolicy status", func(t *testing.T) {
+		sel := &securityv1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews"}}
+		http := []securityv1.Rule{{To: []securityv1.RuleTo{{Operation: &securityv1.Operation{Methods: []string{"GET"}}}}}}
+		for _, tc := range []struct {
+			name, cond, status, reason string
+			spec                       securityv1.AuthorizationPolicySpec
+		}{
+			{"l4", "ZtunnelAccepted", "True", "Accepted", securityv1.AuthorizationPolicySpec{Selector: sel, Rules: []securityv1.Rule{{From: []securityv1.RuleFrom{{Source: &securityv1.Source{Namespaces: []string{"shop"}}}}}}}},
+			{"http-at-ztunnel", "ZtunnelAccepted", "False", "UnsupportedValue", securityv1.AuthorizationPolicySpec{Selector: sel, Rules: http}},
+			{"at-waypoint", "WaypointAccepted", "True", "Accepted", securityv1.AuthorizationPolicySpec{TargetRefs: []securityv1.PolicyTargetReference{{Kind: "Service", Name: "reviews"}}, Rules: http}},
+			{"no-target", "WaypointAccepted", "False", "TargetNotFound", securityv1.AuthorizationPolicySpec{TargetRefs: []securityv1.PolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "Gateway", Name: "nosuch"}}}},
+		} {
+			cl.create(t, &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: tc.name}, Spec: tc.spec})
+			eventually(t, "status of "+tc.name, func() error {
+				var p securityv1.AuthorizationPolicy
+				if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: tc.name}, &p); err != nil {
+					return err
+				}
+				c := meta.FindStatusCondition(p.Status.Conditions, tc.cond)
+				if c == nil || string(c.Status) != tc.status || c.Reason != tc.reason {
+					return fmt.Errorf("conditions %v", p.Status.Conditions)
+				}
+				return nil
+			})
+		}
+	})
+
 	t.Run("ztunnel sees the service's waypoint", func(t *testing.T) {
 		xc := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.AddressType})
 		eventually(t, "service reviews bound to the waypoint", func() error {
@@ -355,6 +383,9 @@ func TestWaypointDeployer(t *testing.T) {
 			if len(rl) != 1 || rl[0].Route != "shop/reviews" || rl[0].Requests != 10 || rl[0].Burst != 20 || rl[0].FillIntervalMs != 1000 ||
 				rl[0].Key.GetType() != waypointapi.RateLimitKey_HEADER || rl[0].Key.GetHeader() != "x-user" {
 				return fmt.Errorf("rate limits %v", rl)
+			}
+			if ps := w.Services[0].Policies; len(ps) != 1 || ps[0].Name != "at-waypoint" || ps[0].Groups[0].Rules[0].Matches[0].Methods[0].GetExact() != "GET" {
+				return fmt.Errorf("policies %v", ps)
 			}
 			return nil
 		})

@@ -197,3 +197,22 @@ func ports(vs []string) (out []uint32, bad bool) {
 	}
 	return out, bad
 }
+
+// ZtunnelSupport reports whether ztunnel enforces p as written and, when
+// it does not, what it does instead (for the policy's status).
+func ZtunnelSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string) {
+	switch p.Spec.Action {
+	case "", securityv1.ActionAllow, securityv1.ActionDeny:
+	default:
+		return false, "action " + string(p.Spec.Action) + " is not supported; the policy is ignored"
+	}
+	for _, r := range p.Spec.Rules {
+		if _, l7 := l4Group(r); l7 {
+			if p.Spec.Action == securityv1.ActionDeny {
+				return false, "ztunnel cannot check HTTP attributes, JWT principals, remote IPs or some values; it denies on the other conditions of those rules alone, which is broader than requested. Use a waypoint for HTTP rules."
+			}
+			return false, "ztunnel cannot check HTTP attributes, JWT principals, remote IPs or some values; rules using them are left out of this ALLOW policy, which is stricter than requested. Use a waypoint for HTTP rules."
+		}
+	}
+	return true, ""
+}

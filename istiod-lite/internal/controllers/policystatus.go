@@ -1,0 +1,117 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
+	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+)
+
+// Condition types on AuthorizationPolicy status, as Istio reports them.
+const (
+	ConditionZtunnelAccepted  = "ZtunnelAccepted"
+	ConditionWaypointAccepted = "WaypointAccepted"
+)
+
+// authzStatus tells users how their AuthorizationPolicy is enforced: by
+// ztunnel (and whether exactly), or by the waypoint of its target.
+type authzStatus struct {
+	c client.Client
+}
+
+// SetupPolicyStatus registers the (leader-elected) AuthorizationPolicy
+// status controller.
+func SetupPolicyStatus(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).Named("authorizationpolicy-status").
+		For(&securityv1.AuthorizationPolicy{}).
+		Complete(&authzStatus{c: mgr.GetClient()})
+}
+
+func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var p securityv1.AuthorizationPolicy
+	if err := r.c.Get(ctx, req.NamespacedName, &p); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	conds := append([]metav1.Condition(nil), p.Status.Conditions...)
+	refs := p.Spec.TargetRefs
+	if p.Spec.TargetRef != nil {
+		refs = append(refs, *p.Spec.TargetRef)
+	}
+	if len(refs) == 0 {
+		c := metav1.Condition{Type: ConditionZtunnelAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", Message: "Enforced by ztunnel", ObservedGeneration: p.Generation}
+		if ok, msg := index.ZtunnelSupport(&p); !ok {
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", msg
+		}
+		meta.SetStatusCondition(&conds, c)
+		meta.RemoveStatusCondition(&conds, ConditionWaypointAccepted)
+	} else {
+		c := metav1.Condition{Type: ConditionWaypointAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", Message: "Enforced by the waypoint of its targets", ObservedGeneration: p.Generation}
+		for _, ref := range refs {
+			if msg, err := r.checkTarget(ctx, p.Namespace, ref); err != nil {
+				return reconcile.Result{}, err
+			} else if msg != "" {
+				c.Status, c.Reason, c.Message = metav1.ConditionFalse, "TargetNotFound", msg
+				break
+			}
+		}
+		if p.Spec.Action != "" && p.Spec.Action != securityv1.ActionAllow && p.Spec.Action != securityv1.ActionDeny {
+			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", "action "+string(p.Spec.Action)+" is not supported; the policy is ignored"
+		}
+		meta.SetStatusCondition(&conds, c)
+		meta.RemoveStatusCondition(&conds, ConditionZtunnelAccepted)
+	}
+	if equalConditions(conds, p.Status.Conditions) && p.Status.ObservedGeneration == p.Generation {
+		return reconcile.Result{}, nil
+	}
+	p.Status.Conditions, p.Status.ObservedGeneration = conds, p.Generation
+	return reconcile.Result{}, r.c.Status().Update(ctx, &p)
+}
+
+// checkTarget returns why ref cannot be enforced ("" when it can).
+func (r *authzStatus) checkTarget(ctx context.Context, ns string, ref securityv1.PolicyTargetReference) (string, error) {
+	if ref.Namespace != "" && ref.Namespace != ns {
+		return "targets must be in the policy's namespace", nil
+	}
+	key := client.ObjectKey{Namespace: ns, Name: ref.Name}
+	switch {
+	case ref.Kind == "Gateway" && ref.Group == gatewayv1.GroupName:
+		var g gatewayv1.Gateway
+		if err := r.c.Get(ctx, key, &g); apierrors.IsNotFound(err) || (err == nil && g.Spec.GatewayClassName != index.WaypointClass) {
+			return fmt.Sprintf("no waypoint Gateway %s/%s", ns, ref.Name), nil
+		} else if err != nil {
+			return "", err
+		}
+	case ref.Kind == "Service" && (ref.Group == "" || ref.Group == "core"):
+		var s corev1.Service
+		if err := r.c.Get(ctx, key, &s); apierrors.IsNotFound(err) {
+			return fmt.Sprintf("no Service %s/%s", ns, ref.Name), nil
+		} else if err != nil {
+			return "", err
+		}
+	default:
+		return fmt.Sprintf("unsupported target kind %s.%s", ref.Kind, ref.Group), nil
+	}
+	return "", nil
+}
+
+func equalConditions(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Type != b[i].Type || a[i].Status != b[i].Status || a[i].Reason != b[i].Reason || a[i].Message != b[i].Message || a[i].ObservedGeneration != b[i].ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
