@@ -265,8 +265,10 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 		}
 	}
 	podLabels := mergeLabels(map[string]string{}, labels)
-	// The waypoint is itself in the mesh, with its own identity.
-	podLabels["istio.io/dataplane-mode"] = "ambient"
+	// The waypoint speaks HBONE itself (as Istio's waypoints): the node's
+	// redirection leaves it alone, and peers tunnel straight to it.
+	podLabels["istio.io/dataplane-mode"] = "none"
+	podLabels["networking.istio.io/tunnel"] = "http"
 	dep.Spec.Replicas = ptr.To(d.o.Replicas)
 	dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{labelGateway: gw.Name}}
 	dep.Spec.Template = corev1.PodTemplateSpec{

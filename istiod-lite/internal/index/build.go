@@ -75,7 +75,11 @@ func (ix *Index) buildWorkload(p *podInfo) *workloadapi.Workload {
 	if p.hostNetwork {
 		w.NetworkMode = workloadapi.NetworkMode_HOST_NETWORK
 	}
-	if ix.enrolled(p) {
+	switch {
+	case p.labels[LabelTunnel] == "http" && !p.hostNetwork:
+		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
+		w.NativeTunnel = true
+	case ix.enrolled(p):
 		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
 		w.Waypoint = ix.waypointFor(p.ns, p.labels, WaypointForWorkload)
 	}

@@ -12,13 +12,16 @@ import (
 
 // Labels and values of Istio's user contract.
 const (
-	LabelDataplaneMode     = "istio.io/dataplane-mode"
-	DataplaneAmbient       = "ambient"
-	DataplaneNone          = "none"
-	LabelUseWaypoint       = "istio.io/use-waypoint"
-	LabelUseWaypointNS     = "istio.io/use-waypoint-namespace"
-	LabelWaypointFor       = "istio.io/waypoint-for"
-	LabelGatewayName       = "gateway.networking.k8s.io/gateway-name"
+	LabelDataplaneMode = "istio.io/dataplane-mode"
+	DataplaneAmbient   = "ambient"
+	DataplaneNone      = "none"
+	LabelUseWaypoint   = "istio.io/use-waypoint"
+	LabelUseWaypointNS = "istio.io/use-waypoint-namespace"
+	LabelWaypointFor   = "istio.io/waypoint-for"
+	LabelGatewayName   = "gateway.networking.k8s.io/gateway-name"
+	// LabelTunnel "http" marks a pod that terminates HBONE itself (a
+	// waypoint): it is reached over HBONE without ztunnel on its side.
+	LabelTunnel            = "networking.istio.io/tunnel"
 	WaypointClass          = "istio-waypoint"
 	WaypointForService     = "service"
 	WaypointForWorkload    = "workload"
