@@ -74,12 +74,14 @@ type Index struct {
 	slices     map[key]*sliceInfo
 	// sliceSvcByPod: pod → selector-less service keys → slice keys naming it.
 	sliceSvcByPod map[key]map[key]map[key]bool
-	gateways      map[key]*gatewayInfo
-	authz         map[key]*securityv1.AuthorizationPolicy
-	authzByNS     map[string]map[key]*securityv1.AuthorizationPolicy
-	httpRoutes    map[key]*gatewayv1.HTTPRoute
-	grpcRoutes    map[key]*gatewayv1.GRPCRoute
-	rateLimits    map[key]*policyv1alpha1.RateLimitPolicy
+	// slicesBySvc: service → its slices' keys.
+	slicesBySvc map[key]map[key]bool
+	gateways    map[key]*gatewayInfo
+	authz       map[key]*securityv1.AuthorizationPolicy
+	authzByNS   map[string]map[key]*securityv1.AuthorizationPolicy
+	httpRoutes  map[key]*gatewayv1.HTTPRoute
+	grpcRoutes  map[key]*gatewayv1.GRPCRoute
+	rateLimits  map[key]*policyv1alpha1.RateLimitPolicy
 	// nodeSAs counts running pods per node and "<ns>/<sa>" (for the CA).
 	nodeSAs map[string]map[key]int
 	podNode map[key]nodeSA
@@ -122,7 +124,7 @@ func New(opts Options, sink Sink) *Index {
 		opts: opts, log: opts.Logger, sink: sink,
 		namespaces: map[string]*namespaceInfo{}, pods: map[key]*podInfo{}, podsByNS: map[string]map[key]bool{},
 		services: map[key]*serviceInfo{}, svcByNS: map[string]map[key]bool{},
-		slices: map[key]*sliceInfo{}, sliceSvcByPod: map[key]map[key]map[key]bool{},
+		slices: map[key]*sliceInfo{}, sliceSvcByPod: map[key]map[key]map[key]bool{}, slicesBySvc: map[key]map[key]bool{},
 		gateways: map[key]*gatewayInfo{}, authz: map[key]*securityv1.AuthorizationPolicy{},
 		authzByNS:  map[string]map[key]*securityv1.AuthorizationPolicy{},
 		httpRoutes: map[key]*gatewayv1.HTTPRoute{}, grpcRoutes: map[key]*gatewayv1.GRPCRoute{},
@@ -300,9 +302,12 @@ func (ix *Index) SetService(ns, name string, svc *corev1.Service) {
 			}
 		}
 	}
-	for pk, svcs := range ix.sliceSvcByPod {
-		if svcs[k] != nil {
-			ix.dirtyPods[pk] = true
+	// Pods named by the slices of a selector-less service (before or after).
+	if old == nil || len(old.selector) == 0 || svc == nil || len(svc.Spec.Selector) == 0 {
+		for sk := range ix.slicesBySvc[k] {
+			for _, pk := range ix.slices[sk].pods {
+				ix.dirtyPods[pk] = true
+			}
 		}
 	}
 	ix.dirtySvcs[k] = true
@@ -311,14 +316,24 @@ func (ix *Index) SetService(ns, name string, svc *corev1.Service) {
 }
 
 // SetEndpointSlice records an EndpointSlice, or forgets it when s is nil.
-// Only slices of selector-less services matter: the others follow the
-// service's selector.
+// Only slices of selector-less services change workloads (the others follow
+// the service's selector), so only those mark their pods dirty; all are
+// kept, in case a service loses its selector.
 func (ix *Index) SetEndpointSlice(ns, name string, s *discoveryv1.EndpointSlice) {
 	k := keyOf(ns, name)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	matters := func(svc key) bool {
+		si := ix.services[svc]
+		return si == nil || len(si.selector) == 0
+	}
 	if old := ix.slices[k]; old != nil {
 		svc := keyOf(old.ns, old.service)
+		delete(ix.slicesBySvc[svc], k)
+		if len(ix.slicesBySvc[svc]) == 0 {
+			delete(ix.slicesBySvc, svc)
+		}
+		dirty := matters(svc)
 		for _, pk := range old.pods {
 			if m := ix.sliceSvcByPod[pk]; m != nil {
 				delete(m[svc], k)
@@ -329,7 +344,9 @@ func (ix *Index) SetEndpointSlice(ns, name string, s *discoveryv1.EndpointSlice)
 					delete(ix.sliceSvcByPod, pk)
 				}
 			}
-			ix.dirtyPods[pk] = true
+			if dirty {
+				ix.dirtyPods[pk] = true
+			}
 		}
 		delete(ix.slices, k)
 	}
@@ -340,6 +357,11 @@ func (ix *Index) SetEndpointSlice(ns, name string, s *discoveryv1.EndpointSlice)
 	if si != nil {
 		ix.slices[k] = si
 		svc := keyOf(si.ns, si.service)
+		if ix.slicesBySvc[svc] == nil {
+			ix.slicesBySvc[svc] = map[key]bool{}
+		}
+		ix.slicesBySvc[svc][k] = true
+		dirty := matters(svc)
 		for _, pk := range si.pods {
 			m := ix.sliceSvcByPod[pk]
 			if m == nil {
@@ -350,7 +372,9 @@ func (ix *Index) SetEndpointSlice(ns, name string, s *discoveryv1.EndpointSlice)
 				m[svc] = map[key]bool{}
 			}
 			m[svc][k] = true
-			ix.dirtyPods[pk] = true
+			if dirty {
+				ix.dirtyPods[pk] = true
+			}
 		}
 	}
 	ix.notify()

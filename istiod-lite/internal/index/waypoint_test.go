@@ -117,3 +117,22 @@ func TestSelectorlessServiceViaEndpointSlice(t *testing.T) {
 		t.Fatalf("services after the slice is gone: %v", w.Services)
 	}
 }
+
+func TestSliceOfSelectorServiceChangesNothing(t *testing.T) {
+	ix := New(Options{}, &sink{})
+	ix.SetNamespace("app", ns("app", nil))
+	ix.SetPod("app", "p", pod("app", "p", "10.0.0.1", map[string]string{"app": "web"}, true))
+	ix.SetService("app", "web", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}})
+	ix.Flush()
+	ix.SetEndpointSlice("app", "web-1", &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		Endpoints:  []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "p"}}},
+	})
+	ix.mu.Lock()
+	dirty := len(ix.dirtyPods)
+	ix.mu.Unlock()
+	if dirty != 0 || ix.Flush() != 0 {
+		t.Fatalf("a selector service's slice dirtied %d pods", dirty)
+	}
+}
