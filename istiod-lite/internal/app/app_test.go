@@ -85,7 +85,9 @@ func freePort(t *testing.T) string {
 }
 
 // runIstiod starts istiod-lite and waits until /readyz answers 200.
-func runIstiod(t *testing.T, cl *cluster, grpcAddr string, opts ...func(*app.Config)) (stop func(), httpAddr string) {
+// runIstiod starts istiod-lite and waits until it is ready. stop shuts it
+// down and returns Run's error (it may be called from another test than t).
+func runIstiod(t *testing.T, cl *cluster, grpcAddr string, opts ...func(*app.Config)) (stop func() error, httpAddr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	httpAddr = freePort(t)
@@ -114,11 +116,12 @@ func runIstiod(t *testing.T, cl *cluster, grpcAddr string, opts ...func(*app.Con
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return func() {
+	return func() error {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("istiod-lite: %v", err)
+			return fmt.Errorf("istiod-lite: %w", err)
 		}
+		return nil
 	}, httpAddr
 }
 
@@ -217,7 +220,9 @@ func TestControlPlane(t *testing.T) {
 	stopped := false
 	defer func() {
 		if !stopped {
-			stop()
+			if err := stop(); err != nil {
+				t.Error(err)
+			}
 		}
 	}()
 	roots := cl.roots(t, "app")
@@ -419,7 +424,9 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 	t.Run("reconnect resumes without a full resend", func(t *testing.T) {
-		stop()
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
 		stopped = true
 		// While istiod-lite is down, one pod appears.
 		cl.pod(t, "app", "while-down", "far", "node-b", "10.1.0.4", nil)

@@ -30,7 +30,11 @@ func TestLeaderElection(t *testing.T) {
 	addrA, addrB := freePort(t), freePort(t)
 	stopA, _ := runIstiod(t, cl, addrA, elect)
 	stopB, _ := runIstiod(t, cl, addrB, elect)
-	defer stopB()
+	defer func() {
+		if err := stopB(); err != nil {
+			t.Error(err)
+		}
+	}()
 	roots := cl.roots(t, "app")
 	token := cl.token(t, zt)
 	for _, addr := range []string{addrA, addrB} {
@@ -50,7 +54,9 @@ func TestLeaderElection(t *testing.T) {
 		}
 		return nil
 	})
-	stopA()
+	if err := stopA(); err != nil {
+		t.Error(err)
+	}
 	gw := &gatewayv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "wp"},
 		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "istio-waypoint", Listeners: []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE"}}},

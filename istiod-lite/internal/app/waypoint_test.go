@@ -96,7 +96,11 @@ func TestWaypointDeployer(t *testing.T) {
 
 	grpcAddr := freePort(t)
 	stop, _ := runIstiod(t, cl, grpcAddr)
-	defer stop()
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
 	roots := cl.roots(t, "shop")
 
 	t.Run("GatewayClass", func(t *testing.T) {

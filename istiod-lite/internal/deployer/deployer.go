@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -75,9 +77,20 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	d := &deployer{c: mgr.GetClient(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
 	// The class is created on start and kept as it should be: recreated if
 	// deleted, re-accepted if edited.
+	log := mgr.GetLogger().WithName("waypoint-deployer")
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		if err := d.ensureClass(ctx); err != nil {
-			return err
+		// Not fatal: the controller below also keeps the class, and a
+		// conflict with it or a slow apiserver is retried here.
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
+			err := d.ensureClass(ctx)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			log.Info("ensuring the waypoint GatewayClass; will retry", "err", err.Error())
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
 		}
 		<-ctx.Done()
 		return nil
@@ -148,22 +161,29 @@ func (d *deployer) ensureClass(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return nil
 	}
-	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName}}
-	_, err := controllerutil.CreateOrUpdate(ctx, d.c, gc, func() error {
-		gc.Spec.ControllerName = ControllerName
-		d := "Skiff waypoints: L7 proxies of the ambient mesh"
-		gc.Spec.Description = &d
-		return nil
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName}}
+		_, err := controllerutil.CreateOrUpdate(ctx, d.c, gc, func() error {
+			gc.Spec.ControllerName = ControllerName
+			d := "Skiff waypoints: L7 proxies of the ambient mesh"
+			gc.Spec.Description = &d
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		accepted := metav1.Condition{
+			Type: string(gatewayv1.GatewayClassConditionStatusAccepted), Status: metav1.ConditionTrue,
+			Reason: string(gatewayv1.GatewayClassReasonAccepted), Message: "Handled by Skiff's istiod-lite", ObservedGeneration: gc.Generation,
+		}
+		if c := meta.FindStatusCondition(gc.Status.Conditions, accepted.Type); c != nil && c.Status == accepted.Status && c.ObservedGeneration == accepted.ObservedGeneration {
+			return nil
+		}
+		meta.SetStatusCondition(&gc.Status.Conditions, accepted)
+		return d.c.Status().Update(ctx, gc)
 	})
 	if err != nil {
 		return fmt.Errorf("gatewayclass %s: %w", ClassName, err)
-	}
-	meta.SetStatusCondition(&gc.Status.Conditions, metav1.Condition{
-		Type: string(gatewayv1.GatewayClassConditionStatusAccepted), Status: metav1.ConditionTrue,
-		Reason: string(gatewayv1.GatewayClassReasonAccepted), Message: "Handled by Skiff's istiod-lite", ObservedGeneration: gc.Generation,
-	})
-	if err := d.c.Status().Update(ctx, gc); err != nil {
-		return fmt.Errorf("gatewayclass %s status: %w", ClassName, err)
 	}
 	return nil
 }
