@@ -445,9 +445,13 @@ func TestControlPlane(t *testing.T) {
 		if len(got) != 1 || got[0] != uid("while-down") {
 			t.Fatalf("after reconnect: updated %v, want only %s", got, uid("while-down"))
 		}
-		if n := len(xc.State(xds.AddressType)); n != 4 {
-			t.Fatalf("client holds %d addresses, want 4", n)
-		}
+		// The client records a delta once its Apply (above) has returned.
+		eventually(t, "client state after the resume", func() error {
+			if n := len(xc.State(xds.AddressType)); n != 4 {
+				return fmt.Errorf("client holds %d addresses, want 4", n)
+			}
+			return nil
+		})
 	})
 }
 
