@@ -140,7 +140,7 @@ func (i *Instance) admit(ctx context.Context, rec *record, dst, local netip.Addr
 		return fail(ierr)
 	}
 	rec.dst.w, rec.dst.id = dw, dw.Identity()
-	t.dstUID = dw.UID
+	t.setDestination(dw.UID)
 	if d := policy.Evaluate(snap.PoliciesFor(dw), pc); !d.Allowed {
 		rec.flags = telemetry.FlagDenied
 		return fail(refuse(http.StatusUnauthorized, "denied by authorization policy %s (%s)", d.Policy, d.Reason))

@@ -75,10 +75,10 @@ type Instance struct {
 // ends the copy; it is lighter than a context per connection.
 type tracked struct {
 	inbound bool
-	dstUID  string
 	pc      policy.Conn
 
 	mu     sync.Mutex
+	dstUID string // set once the destination is known; read by reevaluate
 	conns  [2]net.Conn
 	n      int
 	cause  error
@@ -110,6 +110,18 @@ func (t *tracked) kill(cause error) {
 	for _, c := range t.conns[:t.n] {
 		c.Close()
 	}
+}
+
+func (t *tracked) setDestination(uid string) {
+	t.mu.Lock()
+	t.dstUID = uid
+	t.mu.Unlock()
+}
+
+func (t *tracked) destination() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dstUID
 }
 
 // err is the cause of a kill, nil otherwise.

@@ -144,7 +144,7 @@ func (p *Proxy) reevaluate(snap *state.Snapshot) {
 			if !c.inbound {
 				continue
 			}
-			dst := snap.Workload(c.dstUID)
+			dst := snap.Workload(c.destination())
 			if dst == nil {
 				dst = snap.WorkloadByIP(c.pc.DstIP)
 			}
