@@ -210,7 +210,7 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		return nil, &DialError{Addr: addr, Err: err}
 	}
 	c.pool.dialed.Add(1)
-	tc := tls.Client(nc, clientTLSConfig("h2", src, c.cfg.Bundles, expected))
+	tc := tls.Client(fastConn(nc), clientTLSConfig("h2", src, c.cfg.Bundles, expected))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, &DialError{Addr: addr, Err: fmt.Errorf("TLS handshake: %w", err)}

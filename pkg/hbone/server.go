@@ -207,7 +207,7 @@ func (s *Server) handshake(nc net.Conn) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	tc := tls.Server(nc, s.tls)
+	tc := tls.Server(fastConn(nc), s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("hbone: TLS handshake: %w", err)
 	}

@@ -73,6 +73,7 @@ func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
 // direction, or ctx ending, closes both at once. Both conns are closed
 // when Splice returns. The error is the first that was not a clean EOF.
 func Splice(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
+	a, b = fastConn(a), fastConn(b)
 	var (
 		once     sync.Once
 		firstErr error
