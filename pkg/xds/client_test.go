@@ -1,0 +1,152 @@
+package xds
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// script is a fake ADS server: it answers each stream's subscription with
+// the responses of one step, in order, and reports every request it reads.
+type script struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	steps    [][]*discoveryv3.DeltaDiscoveryResponse
+	requests chan *discoveryv3.DeltaDiscoveryRequest
+	streams  chan int
+	n        int
+}
+
+func (s *script) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	step := s.n
+	s.n++
+	s.streams <- step
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	s.requests <- req
+	if step >= len(s.steps) {
+		<-stream.Context().Done()
+		return nil
+	}
+	for _, r := range s.steps[step] {
+		if err := stream.Send(r); err != nil {
+			return err
+		}
+		ack, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		s.requests <- ack
+	}
+	return nil // end the stream: the client reconnects
+}
+
+func res(name, version, typeURL string) *discoveryv3.Resource {
+	return &discoveryv3.Resource{Name: name, Version: version, Resource: &anypb.Any{TypeUrl: typeURL, Value: []byte{}}}
+}
+
+func TestClientValidatesResumesAndNACKs(t *testing.T) {
+	srv := &script{
+		requests: make(chan *discoveryv3.DeltaDiscoveryRequest, 100),
+		streams:  make(chan int, 10),
+		steps: [][]*discoveryv3.DeltaDiscoveryResponse{
+			{
+				{TypeUrl: AddressType, Nonce: "1", Resources: []*discoveryv3.Resource{res("a", "1", AddressType), res("b", "1", AddressType)}},
+				{TypeUrl: AddressType, Nonce: "2", Resources: []*discoveryv3.Resource{res("c", "1", AuthorizationType)}},                       // wrong type
+				{TypeUrl: AddressType, Nonce: "3", Resources: []*discoveryv3.Resource{res("d", "1", AddressType), res("d", "2", AddressType)}}, // duplicate
+				{TypeUrl: AddressType, Nonce: "4", Resources: []*discoveryv3.Resource{{Name: "e", Version: "1"}}},                              // no body
+				{TypeUrl: AddressType, Nonce: "5", Resources: []*discoveryv3.Resource{res("f", "1", AddressType)}},                             // rejected by Apply
+			},
+			{
+				{TypeUrl: AddressType, Nonce: "6", Resources: []*discoveryv3.Resource{res("b", "2", AddressType)}, RemovedResources: []string{"a"}},
+			},
+		},
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	defer g.Stop()
+
+	c, err := NewClient(ClientOptions{
+		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
+			for _, r := range d.Updated {
+				if r.Name == "f" {
+					return io.ErrUnexpectedEOF // any error rejects the delta
+				}
+			}
+			return nil
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	next := func() *discoveryv3.DeltaDiscoveryRequest {
+		select {
+		case r := <-srv.requests:
+			return r
+		case <-time.After(20 * time.Second):
+			t.Fatal("no request")
+		}
+		return nil
+	}
+	if first := next(); len(first.ResourceNamesSubscribe) != 1 || first.ResourceNamesSubscribe[0] != "*" || len(first.InitialResourceVersions) != 0 {
+		t.Fatalf("first subscription %v", first)
+	}
+	for _, want := range []struct {
+		nonce string
+		nack  bool
+	}{{"1", false}, {"2", true}, {"3", true}, {"4", true}, {"5", true}} {
+		r := next()
+		if r.ResponseNonce != want.nonce || (r.ErrorDetail != nil) != want.nack {
+			t.Fatalf("reply to %s: nonce %q, error %v; want NACK %v", want.nonce, r.ResponseNonce, r.ErrorDetail, want.nack)
+		}
+	}
+	// The server ends the stream; the client resumes with what it accepted.
+	resume := next()
+	if v := resume.InitialResourceVersions; len(v) != 2 || v["a"] != "1" || v["b"] != "1" {
+		t.Fatalf("resume with %v, want a@1 and b@1", v)
+	}
+	if ack := next(); ack.ResponseNonce != "6" || ack.ErrorDetail != nil {
+		t.Fatalf("reply to 6: %v", ack)
+	}
+	st := c.State(AddressType)
+	if len(st) != 1 || st["b"].Version != "2" {
+		t.Fatalf("state %v, want only b@2", st)
+	}
+}
+
+func TestNewClientErrors(t *testing.T) {
+	ok := Subscription{TypeURL: AddressType, Apply: func(Delta) error { return nil }}
+	for name, o := range map[string]ClientOptions{
+		"no address":              {Transport: insecure.NewCredentials(), Subscriptions: []Subscription{ok}},
+		"no subscription":         {Address: "x:1", Transport: insecure.NewCredentials()},
+		"twice the same":          {Address: "x:1", Transport: insecure.NewCredentials(), Subscriptions: []Subscription{ok, ok}},
+		"no Apply":                {Address: "x:1", Transport: insecure.NewCredentials(), Subscriptions: []Subscription{{TypeURL: AddressType}}},
+		"no trust for the server": {Address: "x:1", Subscriptions: []Subscription{ok}},
+	} {
+		if _, err := NewClient(o); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
