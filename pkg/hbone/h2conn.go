@@ -488,14 +488,17 @@ func (c *h2Conn) handleData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	if st.closed {
+	if pad > 0 && !st.closed {
+		c.creditConnLocked(pad)
+		st.creditLocked(pad)
+	}
+	switch {
+	case st.closed:
 		c.creditConnLocked(n)
-	} else {
+	case len(data) == 0:
+	case st.deliverLocked(data):
+	default:
 		st.buf.Write(data)
-		if pad > 0 {
-			c.creditConnLocked(pad)
-			st.creditLocked(pad)
-		}
 	}
 	removed := false
 	if f.StreamEnded() {

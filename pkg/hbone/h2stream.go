@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +41,15 @@ type h2Stream struct {
 	removed bool  // left c.streams
 	release func()
 
+	// Sink mode (spliceTo): received data goes to sink without a reader
+	// goroutine. sinkBusy marks the one writer at a time (the read loop
+	// writing inline, or drainSink); sinkDone is called once, off c.mu.
+	sink      *sockConn
+	sinkDone  func(n int64, err error)
+	sinkN     int64
+	sinkBusy  bool
+	sinkEnded bool
+
 	// Client: the response.
 	respCh       chan struct{}
 	respReceived bool
@@ -60,6 +70,7 @@ type deadline struct {
 func (st *h2Stream) remoteEndLocked() bool {
 	st.remoteEnded = true
 	st.cond.Broadcast()
+	st.wakeSinkLocked()
 	return st.maybeRemoveLocked()
 }
 
@@ -80,6 +91,7 @@ func (st *h2Stream) resetLocked(err error) bool {
 	}
 	st.cond.Broadcast()
 	st.c.sendCond.Broadcast()
+	st.wakeSinkLocked()
 	return st.maybeRemoveLocked()
 }
 
@@ -274,6 +286,7 @@ func (st *h2Stream) Close() error {
 	}
 	st.cond.Broadcast()
 	c.sendCond.Broadcast()
+	st.wakeSinkLocked()
 	st.stopTimersLocked()
 	remoteDone := st.remoteEnded || st.reset != nil
 	localDone := st.localEnded || st.reset != nil
@@ -397,5 +410,151 @@ func (st *h2Stream) stopTimersLocked() {
 			d.timer = nil
 		}
 		d.gen++
+	}
+}
+
+// spliceTo has the read loop deliver the stream's data straight to dst,
+// the receiving half of a Splice without a goroutine blocked in Read: a
+// DATA frame is written to the socket as it arrives, and only what the
+// socket does not take at once is buffered and written by a short-lived
+// goroutine (drainSink). Flow-control credit is returned as bytes reach
+// the socket, as Read does. Once the peer's END_STREAM has been passed on
+// (dst.CloseWrite), or the stream fails or is closed, done is called
+// once, off the connection's lock, with the bytes delivered; it must not
+// block. Read must not be used afterwards.
+func (st *h2Stream) spliceTo(dst *sockConn, done func(n int64, err error)) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.sink, st.sinkDone = dst, done
+	if st.buf.Len() > 0 {
+		st.startDrainLocked()
+		return
+	}
+	st.wakeSinkLocked()
+}
+
+// wakeSinkLocked starts drainSink when the sink has something to act on
+// (buffered data, the end of the stream) and no writer.
+func (st *h2Stream) wakeSinkLocked() {
+	if st.sink == nil || st.sinkBusy || st.sinkEnded {
+		return
+	}
+	if st.buf.Len() > 0 || st.remoteEnded || st.reset != nil || st.closed {
+		st.startDrainLocked()
+	}
+}
+
+func (st *h2Stream) startDrainLocked() {
+	st.sinkBusy = true
+	go st.drainSink()
+}
+
+// deliverLocked hands a DATA frame's payload to the sink (read loop, c.mu
+// held; it is released during the write). It reports false when the stream
+// is not in sink mode, and the caller buffers as usual.
+func (st *h2Stream) deliverLocked(data []byte) bool {
+	c := st.c
+	if st.sink == nil || st.sinkEnded || st.closed {
+		return false
+	}
+	if st.sinkBusy || st.buf.Len() > 0 {
+		st.buf.Write(data) // behind what drainSink is writing
+		return true
+	}
+	st.sinkBusy = true
+	sink := st.sink
+	c.mu.Unlock()
+	n, err := sink.tryWrite(data)
+	c.mu.Lock()
+	st.sinkBusy = false
+	st.sinkN += int64(n)
+	c.creditConnLocked(int64(n))
+	st.creditLocked(int64(n))
+	rest := data[n:]
+	switch {
+	case err != nil:
+		c.creditConnLocked(int64(len(rest)))
+		st.endSinkLocked(err)
+		return true
+	case len(rest) > 0 && (st.closed || st.reset != nil):
+		c.creditConnLocked(int64(len(rest)))
+	case len(rest) > 0:
+		st.buf.Write(rest)
+	}
+	// Whatever happened meanwhile (a close, a reset) or is left over is
+	// now drainSink's.
+	st.wakeSinkLocked()
+	return true
+}
+
+// endSinkLocked reports the end of sink mode: done runs on a goroutine of
+// its own after a failure (its abort closes conns), inline otherwise.
+func (st *h2Stream) endSinkLocked(err error) {
+	if st.sinkEnded {
+		return
+	}
+	st.sinkEnded = true
+	done, n := st.sinkDone, st.sinkN
+	go done(n, err)
+}
+
+// drainSink writes buffered data to the sink, blocking on a full socket,
+// and passes the end of the stream on; it exits once the buffer is empty.
+func (st *h2Stream) drainSink() {
+	c := st.c
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			recvChunks.Put(bp)
+		}
+	}()
+	for {
+		c.mu.Lock()
+		switch {
+		case st.closed:
+			st.sinkBusy = false
+			st.endSinkLocked(net.ErrClosed)
+			c.mu.Unlock()
+			return
+		case st.buf.Len() > 0:
+			if bp == nil {
+				bp = recvChunks.Get().(*[]byte)
+			}
+			n := st.buf.Read(*bp)
+			c.creditConnLocked(int64(n))
+			st.creditLocked(int64(n))
+			c.mu.Unlock()
+			w, err := st.sink.Write((*bp)[:n])
+			c.mu.Lock()
+			st.sinkN += int64(w)
+			if err != nil {
+				st.sinkBusy = false
+				st.endSinkLocked(err)
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+		case st.reset != nil:
+			st.sinkBusy = false
+			st.endSinkLocked(st.reset)
+			c.mu.Unlock()
+			return
+		case st.remoteEnded:
+			st.sinkEnded = true
+			st.sinkBusy = false
+			done, n := st.sinkDone, st.sinkN
+			c.mu.Unlock()
+			err := st.sink.CloseWrite()
+			if errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
+			done(n, err)
+			return
+		default:
+			st.sinkBusy = false
+			c.mu.Unlock()
+			return
+		}
 	}
 }

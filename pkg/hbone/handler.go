@@ -30,7 +30,8 @@ type Request struct {
 }
 
 // Handler serves HBONE tunnels. ServeHBONE must call w.Refuse or w.Accept;
-// the tunnel is closed when it returns (unanswered requests get 500).
+// the tunnel is closed when it returns (unanswered requests get 500),
+// unless it was detached (w.Detach).
 type Handler interface {
 	ServeHBONE(ctx context.Context, w *Responder, r *Request)
 }
@@ -87,6 +88,21 @@ func (w *Responder) Accept() (net.Conn, error) {
 	}
 	w.conn = c
 	return c, nil
+}
+
+// Detach takes over the tunnel returned by Accept: the server no longer
+// closes it when ServeHBONE returns, and the caller must. A handler that
+// serves the tunnel from a goroutine of its own (say one whose stack has
+// not grown while it connected upstream) detaches it and returns; the
+// context passed to ServeHBONE ends then.
+func (w *Responder) Detach() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.conn == nil {
+		return errors.New("hbone: no accepted tunnel to detach")
+	}
+	w.conn = nil
+	return nil
 }
 
 // finish closes whatever the handler left open.

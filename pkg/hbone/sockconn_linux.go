@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -134,4 +135,79 @@ func (c *sockConn) opError(op string, err error) error {
 		return &e
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.tc.LocalAddr(), Addr: c.tc.RemoteAddr(), Err: err}
+}
+
+// tryWrite writes as much of p as the socket takes now, without waiting:
+// a short count with a nil error means the socket buffer is full.
+func (c *sockConn) tryWrite(p []byte) (int, error) {
+	var (
+		nn    int
+		errno syscall.Errno
+	)
+	err := c.rc.Write(func(fd uintptr) bool {
+		for nn < len(p) {
+			chunk := p[nn:]
+			if len(chunk) > maxRW {
+				chunk = chunk[:maxRW]
+			}
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&chunk[0])), uintptr(len(chunk)))
+			switch e {
+			case 0:
+				nn += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return true
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return nn, c.opError("write", err)
+	case errno != 0:
+		return nn, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return nn, nil
+}
+
+// readPooled waits for data holding no buffer, then reads into one taken
+// from pool. The caller returns the buffer (also on error, when not nil).
+// An idle connection thus holds no read buffer.
+func (c *sockConn) readPooled(pool *sync.Pool) (*[]byte, int, error) {
+	var (
+		bp    *[]byte
+		n     int
+		errno syscall.Errno
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = pool.Get().(*[]byte)
+		}
+		p := *bp
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				pool.Put(bp)
+				bp = nil
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return bp, 0, c.opError("read", err)
+	case errno != 0:
+		return bp, 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
 }

@@ -3,6 +3,7 @@ package hbone
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -124,4 +125,161 @@ func TestSpliceContextCancel(t *testing.T) {
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Splice = %v, want context.Canceled", err)
 	}
+}
+
+// spliceTunnel dials a tunnel to a server with handler h and splices it
+// to a loopback TCP connection, as ztunnel's outbound side does; it
+// returns the application's end and Splice's result.
+func spliceTunnel(t *testing.T, h HandlerFunc, before func(tun net.Conn)) (net.Conn, <-chan error) {
+	t.Helper()
+	e := newTCPEnv(t, h, envOpt{})
+	app, a := tcpPair(t)
+	tun, err := e.dial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != nil {
+		before(tun)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := Splice(context.Background(), a, tun)
+		done <- err
+	}()
+	return app, done
+}
+
+// pattern is n bytes whose order a reader can check.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7 / 3)
+	}
+	return b
+}
+
+// TestSpliceSlowReader: the tunnel delivers faster than the application
+// reads (small socket buffers, small reads), so the read loop's writes
+// fall short and the rest is drained: every byte arrives, in order.
+func TestSpliceSlowReader(t *testing.T) {
+	msg := pattern(6 << 20)
+	app, done := spliceTunnel(t, func(ctx context.Context, w *Responder, r *Request) {
+		c, err := w.Accept()
+		if err != nil {
+			return
+		}
+		c.Write(msg)
+		c.(closeWriter).CloseWrite()
+		io.Copy(io.Discard, c)
+	}, nil)
+	app.(*net.TCPConn).SetReadBuffer(64 << 10)
+	app.(*net.TCPConn).CloseWrite()
+	var got []byte
+	buf := make([]byte, 1500)
+	for {
+		n, err := app.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes, want %d in order", len(got), len(msg))
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Splice: %v", err)
+	}
+}
+
+// TestSpliceDataBeforeSplice: data and END_STREAM that arrived before
+// Splice started are passed on.
+func TestSpliceDataBeforeSplice(t *testing.T) {
+	sent := make(chan struct{})
+	app, done := spliceTunnel(t, func(ctx context.Context, w *Responder, r *Request) {
+		c, err := w.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("early"))
+		c.(closeWriter).CloseWrite()
+		close(sent)
+		io.Copy(io.Discard, c)
+	}, func(tun net.Conn) {
+		<-sent
+		// Wait for the END_STREAM to be read too.
+		st := tun.(*h2Stream)
+		st.c.mu.Lock()
+		for !st.remoteEnded {
+			st.cond.Wait()
+		}
+		st.c.mu.Unlock()
+	})
+	got, err := io.ReadAll(app)
+	if err != nil || string(got) != "early" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	app.(*net.TCPConn).CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatalf("Splice: %v", err)
+	}
+}
+
+// TestSpliceTunnelFailures: a tunnel reset by the server, or an
+// application that resets its connection, ends Splice with an error and
+// closes the other side; what arrived before the failure was delivered.
+func TestSpliceTunnelFailures(t *testing.T) {
+	t.Run("server resets", func(t *testing.T) {
+		app, done := spliceTunnel(t, func(ctx context.Context, w *Responder, r *Request) {
+			c, err := w.Accept()
+			if err != nil {
+				return
+			}
+			// Once the client's byte came through, its Splice runs.
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				return
+			}
+			c.Write([]byte("partial"))
+			c.Close() // the client has not ended: RST_STREAM
+		}, nil)
+		app.Write([]byte("x"))
+		got, _ := io.ReadAll(app)
+		if string(got) != "partial" {
+			t.Fatalf("read %q before the reset", got)
+		}
+		var sr streamResetError
+		if err := <-done; !errors.As(err, &sr) || !sr.remote {
+			t.Fatalf("Splice: %v; want a reset by the peer", err)
+		}
+	})
+	t.Run("application resets", func(t *testing.T) {
+		serverErr := make(chan error, 1)
+		app, done := spliceTunnel(t, func(ctx context.Context, w *Responder, r *Request) {
+			c, err := w.Accept()
+			if err != nil {
+				return
+			}
+			// Write until the client's side gives up on the tunnel.
+			buf := make([]byte, 32<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					serverErr <- err
+					return
+				}
+			}
+		}, nil)
+		if _, err := io.ReadFull(app, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		app.(*net.TCPConn).SetLinger(0)
+		app.Close()
+		if err := <-done; err == nil {
+			t.Fatal("Splice returned no error after the application reset")
+		}
+		if err := <-serverErr; err == nil {
+			t.Fatal("the server's writes went on")
+		}
+	})
 }

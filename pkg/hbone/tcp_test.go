@@ -408,3 +408,45 @@ func TestShutdownDeadlineCloses(t *testing.T) {
 		t.Fatal("tunnel survived a forced close")
 	}
 }
+
+// TestDetachedTunnelOutlivesHandler: a detached tunnel stays open after
+// ServeHBONE returns, served by a goroutine of the handler's; detaching
+// with nothing accepted is an error.
+func TestDetachedTunnelOutlivesHandler(t *testing.T) {
+	returned := make(chan error, 1)
+	e := newTCPEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		if err := w.Detach(); err == nil {
+			t.Error("Detach before Accept succeeded")
+		}
+		c, err := w.Accept()
+		if err == nil {
+			err = w.Detach()
+		}
+		// Reported as the handler returns; the server's clean-up, which
+		// would close an attached tunnel, follows at once.
+		defer func() { returned <- err }()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+			c.(closeWriter).CloseWrite()
+		}()
+	}), envOpt{})
+	c, err := e.dial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-returned; err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	// The handler has returned; the tunnel still echoes.
+	c.Write([]byte("still open"))
+	c.(closeWriter).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "still open" {
+		t.Fatalf("echo after the handler returned: %q, %v", got, err)
+	}
+}
