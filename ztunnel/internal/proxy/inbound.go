@@ -73,11 +73,13 @@ func (i *Instance) serveHBONE(ctx context.Context, w *hbone.Responder, r *hbone.
 		}
 		return
 	}
-	// The tunnel lives as long as this handler, whose goroutine hbone owns:
-	// copy from this shallow frame, and count the connection elsewhere, so
-	// the stack stays small for the connection's lifetime.
-	rec.openAsync()
-	i.pump(rec, t, client, app)
+	// Copy on a fresh goroutine and let this one end: its stack grew while
+	// connecting (and hbone's frames sit below it), and a goroutine's
+	// stack stays as deep as it is while it waits, for the connection's
+	// lifetime.
+	w.Detach()
+	rec.open(context.Background())
+	go i.pump(rec, t, client, app)
 }
 
 // handlePlaintext serves a connection from outside the mesh, redirected

@@ -56,15 +56,6 @@ func (r *record) open(ctx context.Context) {
 	}
 }
 
-// openAsync is open with the count recorded on another goroutine, whose
-// deep call into the metrics SDK then does not grow the caller's stack
-// (which stays allocated as long as the connection lives).
-func (r *record) openAsync() {
-	if r.prepare() {
-		go r.p.cfg.Metrics.Opened(context.Background(), r.attrs)
-	}
-}
-
 // prepare sets the labels; it reports whether the opening is to be counted.
 func (r *record) prepare() bool {
 	if r.opened || r.p.cfg.Metrics == nil {
