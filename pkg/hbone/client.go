@@ -210,7 +210,8 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		return nil, &DialError{Addr: addr, Err: err}
 	}
 	c.pool.dialed.Add(1)
-	tc := tls.Client(fastConn(nc), clientTLSConfig("h2", src, c.cfg.Bundles, expected))
+	batch := newBatchConn(fastConn(nc))
+	tc := tls.Client(batch, clientTLSConfig("h2", src, c.cfg.Bundles, expected))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, &DialError{Addr: addr, Err: fmt.Errorf("TLS handshake: %w", err)}
@@ -223,6 +224,7 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		streamWindow: c.cfg.StreamWindow,
 		connWindow:   c.cfg.ConnWindow,
 		logger:       c.cfg.Logger,
+		batch:        batch,
 	})
 	if err := h.start(); err != nil {
 		return nil, &DialError{Addr: addr, Err: err}

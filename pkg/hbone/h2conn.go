@@ -62,6 +62,9 @@ type h2Config struct {
 	connWindow   uint32
 	maxStreams   uint32 // advertised limit of peer-initiated streams (server)
 	logger       *slog.Logger
+	// batch, if set, is the socket under the TLS conn: frame writes are
+	// sent through it in batches.
+	batch *batchConn
 }
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
@@ -140,6 +143,8 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, connBufSize))
 	c.fr.SetMaxReadFrameSize(defaultMaxFrameSize)
+	// DATA frames are consumed before the next read: reuse one.
+	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = maxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
@@ -160,19 +165,20 @@ func (c *h2Conn) start() error {
 		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.maxStreams})
 	}
 	c.wmu.Lock()
-	var err error
-	if c.client {
-		_, err = c.bw.WriteString(http2.ClientPreface)
-	}
-	if err == nil {
-		err = c.fr.WriteSettings(settings...)
-	}
-	if err == nil && c.cfg.connWindow > initialWindowSize {
-		err = c.fr.WriteWindowUpdate(0, c.cfg.connWindow-initialWindowSize)
-	}
-	if err == nil {
-		err = c.bw.Flush()
-	}
+	err := c.writeFrames(func() error {
+		if c.client {
+			if _, err := c.bw.WriteString(http2.ClientPreface); err != nil {
+				return err
+			}
+		}
+		if err := c.fr.WriteSettings(settings...); err != nil {
+			return err
+		}
+		if c.cfg.connWindow > initialWindowSize {
+			return c.fr.WriteWindowUpdate(0, c.cfg.connWindow-initialWindowSize)
+		}
+		return nil
+	})
 	c.wmu.Unlock()
 	if err != nil {
 		c.nc.Close()
@@ -206,6 +212,24 @@ func (c *h2Conn) queue(fn func() error) {
 	}
 }
 
+// writeFrames runs fn, which writes frames, and flushes them: through the
+// framer's buffer and TLS to the socket, batched. Caller holds wmu.
+func (c *h2Conn) writeFrames(fn func() error) error {
+	if c.cfg.batch != nil {
+		c.cfg.batch.hold()
+	}
+	err := fn()
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if c.cfg.batch != nil {
+		if e := c.cfg.batch.release(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
 func (c *h2Conn) writeLoop() {
 	for {
 		select {
@@ -218,15 +242,14 @@ func (c *h2Conn) writeLoop() {
 		c.ctrl = nil
 		c.ctrlMu.Unlock()
 		c.wmu.Lock()
-		var err error
-		for _, fn := range q {
-			if err = fn(); err != nil {
-				break
+		err := c.writeFrames(func() error {
+			for _, fn := range q {
+				if err := fn(); err != nil {
+					return err
+				}
 			}
-		}
-		if err == nil {
-			err = c.bw.Flush()
-		}
+			return nil
+		})
 		c.wmu.Unlock()
 		if err != nil {
 			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
@@ -245,9 +268,7 @@ func (c *h2Conn) readLoop() {
 		// Best effort: tell the peer why before hanging up.
 		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		c.wmu.Lock()
-		if c.fr.WriteGoAway(last, http2.ErrCode(ce), nil) == nil {
-			c.bw.Flush()
-		}
+		c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCode(ce), nil) })
 		c.wmu.Unlock()
 	}
 	c.closeWithError(err)
@@ -595,6 +616,16 @@ func (c *h2Conn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream b
 }
 
 func (c *h2Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) error {
+	if err := c.writeFrames(func() error { return c.writeHeaderFrames(id, fields, endStream) }); err != nil {
+		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+		return err
+	}
+	return nil
+}
+
+// writeHeaderFrames encodes fields and writes HEADERS and CONTINUATION
+// frames; caller holds wmu.
+func (c *h2Conn) writeHeaderFrames(id uint32, fields []hpack.HeaderField, endStream bool) error {
 	c.hbuf.Reset()
 	for _, hf := range fields {
 		if err := c.enc.WriteField(hf); err != nil {
@@ -628,14 +659,9 @@ func (c *h2Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endSt
 			return err
 		}
 		if len(block) == 0 {
-			break
+			return nil
 		}
 	}
-	if err := c.bw.Flush(); err != nil {
-		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
-		return err
-	}
-	return nil
 }
 
 // openStream sends a CONNECT request (client side). release is called
@@ -689,9 +715,7 @@ func (c *h2Conn) goAway() {
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
 	c.wmu.Lock()
-	if c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) == nil {
-		c.bw.Flush()
-	}
+	c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	c.wmu.Unlock()
 	if idle {
 		c.closeWithError(errConnClosed)

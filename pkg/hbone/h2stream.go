@@ -81,7 +81,9 @@ func (st *h2Stream) resetLocked(err error) bool {
 		return st.maybeRemoveLocked()
 	}
 	st.reset = err
-	if n := int64(st.buf.Len()); n > 0 {
+	// Data received before the peer's END_STREAM is complete: it stays
+	// readable (the stream ended cleanly in that direction).
+	if n := int64(st.buf.Len()); n > 0 && !st.remoteEnded {
 		st.buf.Reset()
 		st.c.creditConnLocked(n)
 	}
@@ -164,10 +166,10 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 			c.creditConnLocked(int64(n))
 			st.creditLocked(int64(n))
 			return n, nil
-		case st.reset != nil:
-			return 0, st.reset
 		case st.remoteEnded:
 			return 0, io.EOF
+		case st.reset != nil:
+			return 0, st.reset
 		case st.rdl.expired:
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -212,10 +214,7 @@ func (st *h2Stream) Write(p []byte) (int, error) {
 			return written, err
 		}
 		c.wmu.Lock()
-		err = c.fr.WriteData(st.id, false, p[:n])
-		if err == nil {
-			err = c.bw.Flush()
-		}
+		err = c.writeFrames(func() error { return c.fr.WriteData(st.id, false, p[:n]) })
 		c.wmu.Unlock()
 		if err != nil {
 			c.closeWithError(err)
@@ -249,10 +248,7 @@ func (st *h2Stream) endLocalLocked() error {
 	}
 	c.mu.Unlock()
 	c.wmu.Lock()
-	err := c.fr.WriteData(st.id, true, nil)
-	if err == nil {
-		err = c.bw.Flush()
-	}
+	err := c.writeFrames(func() error { return c.fr.WriteData(st.id, true, nil) })
 	c.wmu.Unlock()
 	if err != nil {
 		c.closeWithError(err)
@@ -535,7 +531,7 @@ func (st *h2Stream) drainSink() {
 				return
 			}
 			c.mu.Unlock()
-		case st.reset != nil:
+		case st.reset != nil && !st.remoteEnded:
 			st.sinkBusy = false
 			st.endSinkLocked(st.reset)
 			c.mu.Unlock()

@@ -171,7 +171,8 @@ func (s *Server) untrack(nc net.Conn) {
 }
 
 func (s *Server) serveConn(nc net.Conn) {
-	tc, err := s.handshake(nc)
+	batch := newBatchConn(fastConn(nc))
+	tc, err := s.handshake(nc, batch)
 	if err != nil {
 		s.log.Debug("hbone: rejected connection", "remote", nc.RemoteAddr(), "err", err)
 		nc.Close()
@@ -184,6 +185,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		connWindow:   s.cfg.ConnWindow,
 		maxStreams:   s.cfg.MaxConcurrentStreams,
 		logger:       s.log,
+		batch:        batch,
 	})
 	c.onStream = func(st *h2Stream, f *http2.MetaHeadersFrame) { s.serveStream(c, st, f, peer) }
 	c.addCloseHook(func() { s.untrack(nc) })
@@ -203,11 +205,11 @@ func (s *Server) serveConn(nc net.Conn) {
 }
 
 // handshake runs TLS and reads the HTTP/2 preface, within the timeout.
-func (s *Server) handshake(nc net.Conn) (*tls.Conn, error) {
+func (s *Server) handshake(nc net.Conn, under net.Conn) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	tc := tls.Server(fastConn(nc), s.tls)
+	tc := tls.Server(under, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("hbone: TLS handshake: %w", err)
 	}

@@ -450,3 +450,38 @@ func TestDetachedTunnelOutlivesHandler(t *testing.T) {
 		t.Fatalf("echo after the handler returned: %q, %v", got, err)
 	}
 }
+
+// TestDataBeforeEndSurvivesConnClose: a stream whose peer finished
+// sending keeps what it received when the connection closes before this
+// side ends too: the reader gets the data and then EOF.
+func TestDataBeforeEndSurvivesConnClose(t *testing.T) {
+	e := newTCPEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		c, err := w.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("complete"))
+		c.(closeWriter).CloseWrite()
+		io.Copy(io.Discard, c)
+	}), envOpt{})
+	c, err := e.dial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st := c.(*h2Stream)
+	wait := func(cond func() bool) {
+		st.c.mu.Lock()
+		for !cond() {
+			st.cond.Wait()
+		}
+		st.c.mu.Unlock()
+	}
+	wait(func() bool { return st.remoteEnded })
+	e.srv.Close()
+	wait(func() bool { return st.reset != nil })
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "complete" {
+		t.Fatalf("read %q, %v; want the data and EOF", got, err)
+	}
+}
