@@ -150,6 +150,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// ServeConn serves one connection accepted by the caller's own accept
+// loop, as Serve serves those it accepts; it returns once the TLS
+// handshake is over (the connection is then served in the background).
+// After Shutdown or Close it closes nc.
+func (s *Server) ServeConn(nc net.Conn) {
+	if !s.track(nc) {
+		nc.Close()
+		return
+	}
+	s.serveConn(nc)
+}
+
 func (s *Server) track(nc net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

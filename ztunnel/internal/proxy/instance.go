@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -61,9 +60,10 @@ type Instance struct {
 	hboneSrv *hbone.Server
 	quicSrv  *hbone.QUICServer
 
-	listeners []net.Listener
-	udp       *net.UDPConn
-	wg        sync.WaitGroup
+	listeners  []net.Listener
+	stopAccept []func() // remove the listeners from the acceptor
+	udp        *net.UDPConn
+	wg         sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[*tracked]struct{}
@@ -188,6 +188,7 @@ func (i *Instance) open() error {
 	in := lo
 	in.Transparent = i.cfg.Transparent
 	ctx := context.Background()
+	// The Proxy's acceptor waits on every listener with one goroutine.
 	listen := func(addr string, o socket.Options, serve func(*net.TCPConn)) error {
 		if addr == "" {
 			return nil
@@ -197,10 +198,11 @@ func (i *Instance) open() error {
 			return err
 		}
 		i.listeners = append(i.listeners, ln)
-		if serve != nil {
-			i.wg.Add(1)
-			go i.acceptLoop(ln, serve)
+		remove, err := i.p.acceptor.Add(ln, serve)
+		if err != nil {
+			return err
 		}
+		i.stopAccept = append(i.stopAccept, remove)
 		return nil
 	}
 	if err := listen(i.cfg.Outbound, lo, i.handleRedirected); err != nil {
@@ -223,17 +225,10 @@ func (i *Instance) open() error {
 		if i.hboneSrv, err = hbone.NewServer(srvCfg); err != nil {
 			return err
 		}
-		if err := listen(i.cfg.HBONE, in, nil); err != nil {
+		srv := i.hboneSrv
+		if err := listen(i.cfg.HBONE, in, func(c *net.TCPConn) { srv.ServeConn(c) }); err != nil {
 			return err
 		}
-		ln := i.listeners[len(i.listeners)-1]
-		i.wg.Add(1)
-		go func() {
-			defer i.wg.Done()
-			if err := i.hboneSrv.Serve(ln); err != nil && !errors.Is(err, hbone.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-				i.log.Error("HBONE listener failed", "err", err)
-			}
-		}()
 		if i.p.cfg.QUIC {
 			if i.quicSrv, err = hbone.NewQUICServer(srvCfg); err != nil {
 				return err
@@ -261,30 +256,6 @@ func (i *Instance) Addrs() []net.Addr {
 		out[n] = ln.Addr()
 	}
 	return out
-}
-
-func (i *Instance) acceptLoop(ln net.Listener, serve func(*net.TCPConn)) {
-	defer i.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of descriptors and the like: back off, do not spin.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			i.log.Warn("accept failed", "addr", ln.Addr(), "err", err)
-			select {
-			case <-time.After(delay):
-			case <-i.ctx.Done():
-				return
-			}
-			continue
-		}
-		delay = 0
-		go serve(c.(*net.TCPConn))
-	}
 }
 
 // serverCertificate answers HBONE handshakes as the destination workload:
@@ -349,6 +320,11 @@ func isOwnPort(dst netip.AddrPort) bool {
 }
 
 func (i *Instance) stopAccepting() {
+	// Out of the acceptor before closing: a closed descriptor's number
+	// may be reused.
+	for _, remove := range i.stopAccept {
+		remove()
+	}
 	for _, ln := range i.listeners {
 		ln.Close()
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
+	"github.com/skiffmesh/skiff/ztunnel/internal/acceptor"
 	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
@@ -72,6 +73,9 @@ type Proxy struct {
 	mu        sync.Mutex
 	instances map[*Instance]struct{}
 
+	// acceptor accepts on every instance's listeners.
+	acceptor *acceptor.Acceptor
+
 	loadMu sync.Mutex
 	load   map[string]*atomic.Int64 // open outbound connections per workload uid
 
@@ -106,6 +110,7 @@ func New(cfg Config) (*Proxy, error) {
 	return &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		acceptor:  acceptor.New(cfg.Logger),
 		instances: map[*Instance]struct{}{},
 		load:      map[string]*atomic.Int64{},
 		attrSets:  map[telemetry.Labels]attribute.Set{},
