@@ -17,4 +17,13 @@
 // connection engine (h2conn.go): the x/net server resets the request side of
 // a stream when a handler ends its response, so it cannot half-close a
 // tunnel from the server side, which a byte-exact TCP proxy needs.
+//
+// Data path, tuned for a proxy that runs on one OS thread (ztunnel with
+// --worker-threads 1): TCP sockets are read and written with raw system
+// calls (sockconn_linux.go), so an idle process does not wake the
+// runtime's monitor thread on every request; the TLS records of one frame
+// write leave in one socket write (batchconn.go); and Splice of a tunnel
+// with a socket has the connection's read loop write received DATA
+// straight to the socket, so a tunnel costs one goroutine, and no copy
+// buffer while it is idle.
 package hbone
