@@ -88,7 +88,12 @@ type Workload struct {
 	Addresses []netip.Addr `json:"addresses,omitempty"`
 	// Node is the node the workload runs on; ztunnel serves the workloads
 	// of its own node.
-	Node           string         `json:"node,omitempty"`
+	Node string `json:"node,omitempty"`
+	// HostNetwork: the workload shares its node's network namespace, so
+	// its addresses are the node's. It is never looked up by address (the
+	// node's other host-network pods share it, and traffic from the node is
+	// not the workload's); it is still a service endpoint.
+	HostNetwork    bool           `json:"hostNetwork,omitempty"`
 	TrustDomain    string         `json:"trustDomain,omitempty"`
 	ServiceAccount string         `json:"serviceAccount,omitempty"`
 	Protocol       TunnelProtocol `json:"protocol"`

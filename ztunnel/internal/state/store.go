@@ -34,7 +34,7 @@ func NewStore(rootNamespace, trustDomain string) *Store {
 		changed:       make(chan struct{}),
 		loaded:        make(chan struct{}),
 	}
-	empty, _ := build(rootNamespace, map[string]*Workload{}, map[string]*Service{}, map[string]*policy.Policy{})
+	empty, _ := build(rootNamespace, map[string]*Workload{}, map[string]*Service{}, map[string]*policy.Policy{}, true)
 	s.cur.Store(empty)
 	return s
 }
@@ -92,8 +92,10 @@ type Config struct {
 
 // Replace swaps in a whole new state. If it is invalid (duplicate keys or
 // addresses, a bad policy, ...) the error says why and the old state stays.
+// A whole state is written by hand (the local configuration file), so an
+// address claimed twice is a mistake to report, unlike in Update.
 func (s *Store) Replace(c Config) error {
-	return s.Update(func(tx *Tx) error {
+	return s.update(true, func(tx *Tx) error {
 		tx.workloads = map[string]*Workload{}
 		tx.services = map[string]*Service{}
 		tx.policies = map[string]*policy.Policy{}
@@ -127,8 +129,13 @@ func (s *Store) Replace(c Config) error {
 
 // Update applies fn's changes to a copy of the current state and swaps it
 // in if fn succeeds and the result is valid; otherwise nothing changes.
-// fn must not keep tx.
-func (s *Store) Update(fn func(tx *Tx) error) error {
+// fn must not keep tx. Invalid resources are errors; addresses claimed by
+// two workloads or two services are not (an incremental source is
+// eventually consistent): they are resolved deterministically and listed by
+// the new Snapshot's Conflicts.
+func (s *Store) Update(fn func(tx *Tx) error) error { return s.update(false, fn) }
+
+func (s *Store) update(strict bool, fn func(tx *Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.cur.Load()
@@ -141,7 +148,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	next, err := build(s.rootNamespace, tx.workloads, tx.services, tx.policies)
+	next, err := build(s.rootNamespace, tx.workloads, tx.services, tx.policies, strict)
 	if err != nil {
 		return err
 	}

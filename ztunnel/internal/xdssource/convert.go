@@ -78,6 +78,7 @@ func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
 		CanonicalRevision:     w.GetCanonicalRevision(),
 		WorkloadName:          w.GetWorkloadName(),
 		ClusterID:             w.GetClusterId(),
+		HostNetwork:           w.GetNetworkMode() == workloadapi.NetworkMode_HOST_NETWORK,
 	}
 	if out.UID == "" {
 		out.UID = name

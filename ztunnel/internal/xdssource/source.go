@@ -3,7 +3,8 @@
 // istio.security.Authorization) received from the control plane over
 // delta ADS (pkg/xds), applied to the state store as all-or-nothing
 // updates. A delta that does not convert or validate is NACKed and the
-// store keeps its state; while the control plane is unreachable the last
+// store keeps its state (addresses claimed twice are not invalid: the store
+// resolves them, and the Source logs each conflict once); while the control plane is unreachable the last
 // accepted state stays in force, and pkg/xds reconnects with backoff,
 // resuming from the versions it holds.
 package xdssource
@@ -12,7 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/skiffmesh/skiff/pkg/xds"
@@ -25,12 +28,22 @@ import (
 // client, one at a time.
 type Source struct {
 	store *state.Store
+	log   *slog.Logger
 
 	mu sync.Mutex
 	// kinds records whether an Address resource name is a workload or a
 	// service, since a removal carries only the name.
 	kinds map[string]addressKind
+	// conflicts are the address conflicts last logged.
+	conflicts []string
 }
+
+// Option configures New.
+type Option func(*Source)
+
+// WithLogger sets where address conflicts in the received state are
+// reported (default: discarded).
+func WithLogger(l *slog.Logger) Option { return func(s *Source) { s.log = l } }
 
 type addressKind int
 
@@ -40,8 +53,12 @@ const (
 )
 
 // New returns a Source feeding store.
-func New(store *state.Store) *Source {
-	return &Source{store: store, kinds: map[string]addressKind{}}
+func New(store *state.Store, opts ...Option) *Source {
+	s := &Source{store: store, log: slog.New(slog.DiscardHandler), kinds: map[string]addressKind{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Subscriptions are what ztunnel asks the control plane for: every
@@ -120,6 +137,15 @@ func (s *Source) applyAddresses(d xds.Delta) error {
 		return err
 	}
 	s.kinds = kinds
+	// Conflicts do not reject the update (the control plane's view is
+	// eventually consistent); say which way each was resolved, once.
+	now := s.store.Snapshot().Conflicts()
+	for _, c := range now {
+		if !slices.Contains(s.conflicts, c) {
+			s.log.Warn("address conflict in the control plane's state", "conflict", c)
+		}
+	}
+	s.conflicts = now
 	return nil
 }
 

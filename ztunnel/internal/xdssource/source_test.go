@@ -1,6 +1,7 @@
 package xdssource
 
 import (
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -105,7 +106,6 @@ func TestBadDeltasAreRejectedWhole(t *testing.T) {
 		{"port out of range", xds.AddressType, []xds.Resource{res(t, "default/echo.default.svc.cluster.local", &workloadapi.Address{Type: &workloadapi.Address_Service{Service: &workloadapi.Service{Name: "echo", Namespace: "default", Hostname: "echo.default.svc.cluster.local", Ports: []*workloadapi.Port{{ServicePort: 70000}}}}})}, "out of range"},
 		{"empty address", xds.AddressType, []xds.Resource{res(t, "x", &workloadapi.Address{})}, "neither a workload nor a service"},
 		{"not an address", xds.AddressType, []xds.Resource{res(t, "x", &securityapi.Authorization{})}, "address x"},
-		{"duplicate address", xds.AddressType, []xds.Resource{res(t, "c//Pod/default/b", wl("c//Pod/default/b", "10.0.0.1"))}, "share address"},
 		{"bad prefix length", xds.AuthorizationType, []xds.Resource{res(t, "default/deny", authz("deny", securityapi.Action_DENY, 40))}, "prefix length"},
 		{"unknown action", xds.AuthorizationType, []xds.Resource{res(t, "default/odd", authz("odd", securityapi.Action(7), 8))}, "odd"},
 	}
@@ -144,4 +144,63 @@ func mustAny(t *testing.T, m proto.Message) *anypb.Any {
 		t.Fatal(err)
 	}
 	return a
+}
+
+func hostNetworkPod(uid, ip string) *workloadapi.Address {
+	return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{
+		Uid: uid, Name: strings.ReplaceAll(uid, "/", "-"), Namespace: "kube-system",
+		Addresses:   [][]byte{netip.MustParseAddr(ip).AsSlice()},
+		NetworkMode: workloadapi.NetworkMode_HOST_NETWORK,
+		Status:      workloadapi.WorkloadStatus_HEALTHY,
+	}}}
+}
+
+// Addresses claimed twice (host-network pods on one node, a pod address
+// reused while its predecessor is still listed) do not reject the state:
+// every other workload arrives, and each address goes to one claimant.
+func TestSharedAddressesDoNotRejectTheState(t *testing.T) {
+	st := state.NewStore("istio-system", "cluster.local")
+	var logs strings.Builder
+	s := New(st, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	addrs := s.Subscriptions()[0].Apply
+	if err := addrs(xds.Delta{TypeURL: xds.AddressType, Updated: []xds.Resource{
+		res(t, "c//Pod/default/app", wl("c//Pod/default/app", "10.0.0.1")),
+		res(t, "c//Pod/kube-system/kube-proxy", hostNetworkPod("c//Pod/kube-system/kube-proxy", "192.168.1.10")),
+		res(t, "c//Pod/kube-system/cni-agent", hostNetworkPod("c//Pod/kube-system/cni-agent", "192.168.1.10")),
+	}}); err != nil {
+		t.Fatalf("state with two host-network pods on one node rejected: %v", err)
+	}
+	snap := st.Snapshot()
+	if w := snap.WorkloadByIP(netip.MustParseAddr("10.0.0.1")); w == nil || w.Protocol != state.TunnelHBONE {
+		t.Fatalf("mesh workload 10.0.0.1: %+v", w)
+	}
+	if w := snap.WorkloadByIP(netip.MustParseAddr("192.168.1.10")); w != nil {
+		t.Fatalf("the node's address is taken by host-network workload %s", w.UID)
+	}
+	if w := snap.Workload("c//Pod/kube-system/kube-proxy"); w == nil || !w.HostNetwork {
+		t.Fatalf("host-network workload: %+v", w)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("logged %q for a consistent state", logs.String())
+	}
+
+	// A new pod given the address of one still listed: both are kept, the
+	// address goes to the healthy one, and the conflict is logged once.
+	old := wl("c//Pod/default/old", "10.0.0.7")
+	old.GetWorkload().Status = workloadapi.WorkloadStatus_UNHEALTHY
+	fresh := wl("c//Pod/default/new", "10.0.0.7")
+	fresh.GetWorkload().Status = workloadapi.WorkloadStatus_HEALTHY
+	for range 2 {
+		if err := addrs(xds.Delta{TypeURL: xds.AddressType, Updated: []xds.Resource{
+			res(t, "c//Pod/default/new", fresh), res(t, "c//Pod/default/old", old),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := st.Snapshot().WorkloadByIP(netip.MustParseAddr("10.0.0.7")); w == nil || w.UID != "c//Pod/default/new" {
+		t.Fatalf("10.0.0.7 belongs to %v, want the healthy new pod", w)
+	}
+	if n := strings.Count(logs.String(), "address conflict"); n != 1 {
+		t.Fatalf("conflict logged %d times, want once:\n%s", n, logs.String())
+	}
 }
