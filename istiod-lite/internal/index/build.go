@@ -54,6 +54,15 @@ func (ix *Index) gatewayAddress(g *gatewayInfo) *workloadapi.GatewayAddress {
 	return nil // not programmed yet: no address to send traffic to
 }
 
+// addressable reports whether p's workload w is published. A host-network
+// pod's address is its node's, shared by every host-network pod there
+// (kube-proxy, the CNI agent, ...): it is not a workload of its own to
+// reach or authenticate, so it is published only as a service endpoint,
+// marked HOST_NETWORK, which ztunnel never indexes by address (as in Istio).
+func addressable(p *podInfo, w *workloadapi.Workload) bool {
+	return !p.hostNetwork || len(w.Services) > 0
+}
+
 func (ix *Index) buildWorkload(p *podInfo) *workloadapi.Workload {
 	w := &workloadapi.Workload{
 		Uid:            ix.workloadUID(keyOf(p.ns, p.name)),

@@ -509,7 +509,9 @@ func (ix *Index) Flush() int {
 		uid := ix.workloadUID(k)
 		var msg proto.Message
 		if p := ix.pods[k]; p != nil {
-			msg = &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: ix.buildWorkload(p)}}
+			if w := ix.buildWorkload(p); addressable(p, w) {
+				msg = &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
+			}
 		}
 		ix.publish(&addr, uid, msg)
 	}

@@ -270,3 +270,49 @@ func TestWorkloadPolicies(t *testing.T) {
 		t.Fatalf("authorization updates %v", as)
 	}
 }
+
+// Host-network pods share their node's address: they are not workloads of
+// their own, only service endpoints (marked HOST_NETWORK, never HBONE).
+func TestHostNetworkPods(t *testing.T) {
+	s := &sink{}
+	ix := New(Options{}, s)
+	ix.SetNamespace("kube-system", ns("kube-system", map[string]string{LabelDataplaneMode: DataplaneAmbient}))
+	for _, name := range []string{"kube-proxy-x", "skiff-cni-y", "dns-z"} {
+		p := pod("kube-system", name, "192.168.1.10", map[string]string{"app": name}, true)
+		p.Spec.HostNetwork = true
+		ix.SetPod(p.Namespace, p.Name, p)
+	}
+	ix.Flush()
+	if u := s.last(t)[xds.AddressType]; len(u) != 0 {
+		t.Fatalf("host-network pods published without a service: %v", u[0].Upserted)
+	}
+	if !ix.HasServiceAccountOnNode("n1", "kube-system", "default") {
+		t.Fatal("host-network pods no longer count for the CA's node check")
+	}
+
+	// Selected by a service: published as its endpoint.
+	dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "dns"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "dns-z"}, ClusterIPs: []string{"10.96.0.10"}, Ports: []corev1.ServicePort{{Port: 53}}}}
+	ix.SetService("kube-system", "dns", dns)
+	ix.Flush()
+	var w *workloadapi.Workload
+	for _, r := range s.last(t)[xds.AddressType][0].Upserted {
+		if r.Name == "Kubernetes//Pod/kube-system/dns-z" {
+			w = decodeWorkload(t, r)
+		} else if r.Name != "kube-system/dns.kube-system.svc.cluster.local" {
+			t.Errorf("published %s", r.Name)
+		}
+	}
+	if w == nil || w.NetworkMode != workloadapi.NetworkMode_HOST_NETWORK || w.TunnelProtocol != workloadapi.TunnelProtocol_NONE ||
+		w.Services["kube-system/dns.kube-system.svc.cluster.local"] == nil {
+		t.Fatalf("service endpoint on the host network: %v", w)
+	}
+
+	// No longer selected: withdrawn.
+	ix.SetService("kube-system", "dns", nil)
+	ix.Flush()
+	u := s.last(t)[xds.AddressType][0]
+	if len(u.Removed) != 2 || len(u.Upserted) != 0 {
+		t.Fatalf("after the service went: %+v", u)
+	}
+}
