@@ -91,7 +91,11 @@ type Client struct {
 	mu     sync.Mutex
 	state  map[string]map[string]Resource // type → name → resource
 	synced map[string]bool
-	ready  chan struct{}
+	// missing, per type not yet synced, names of rejected responses that
+	// no accepted response has carried since: the state is not complete
+	// until it is empty.
+	missing map[string]map[string]bool
+	ready   chan struct{}
 }
 
 // NewClient returns a client; it connects when Run is called.
@@ -170,12 +174,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
 	c := &Client{
-		opts:   opts,
-		conn:   conn,
-		log:    opts.Logger.With("xds_server", opts.Address),
-		state:  map[string]map[string]Resource{},
-		synced: map[string]bool{},
-		ready:  make(chan struct{}),
+		opts:    opts,
+		conn:    conn,
+		log:     opts.Logger.With("xds_server", opts.Address),
+		state:   map[string]map[string]Resource{},
+		synced:  map[string]bool{},
+		missing: map[string]map[string]bool{},
+		ready:   make(chan struct{}),
 	}
 	for _, s := range opts.Subscriptions {
 		c.state[s.TypeURL] = map[string]Resource{}
@@ -183,8 +188,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// Ready is closed once every subscription has accepted a first response.
-// It stays closed across reconnections: the last state remains in force.
+// Ready is closed once every subscription holds a complete state: it
+// accepted the first response of a stream (the server's whole answer to the
+// subscription), or, after rejecting that, accepted later responses carrying
+// every resource the rejected ones held (a server resends what a client
+// rejected with its next change). It stays closed across reconnections: the
+// last state remains in force.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
 
 // State returns a copy of the last accepted resources of one type.
@@ -239,8 +248,11 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
 	subs := map[string]Subscription{}
+	// first holds the types whose first response of this stream is due.
+	first := map[string]bool{}
 	for i, s := range c.opts.Subscriptions {
 		subs[s.TypeURL] = s
+		first[s.TypeURL] = true
 		req := &discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:                 s.TypeURL,
 			ResourceNamesSubscribe:  s.Names,
@@ -269,9 +281,14 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		sub, ok := subs[resp.GetTypeUrl()]
 		if !ok {
 			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: "type not subscribed: " + resp.GetTypeUrl()}
-		} else if err := c.apply(sub, resp); err != nil {
-			c.log.Warn("xds response rejected", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "err", err)
-			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		} else {
+			err := c.apply(sub, resp)
+			if err != nil {
+				c.log.Warn("xds response rejected", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "err", err)
+				ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			}
+			c.track(resp, first[sub.TypeURL], err == nil)
+			delete(first, sub.TypeURL)
 		}
 		if err := stream.Send(ack); err != nil {
 			return progressed, fmt.Errorf("ack: %w", err)
@@ -329,11 +346,48 @@ func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryRespons
 	for _, r := range d.Updated {
 		st[r.Name] = r
 	}
-	if !c.synced[d.TypeURL] {
-		c.synced[d.TypeURL] = true
-		if len(c.synced) == len(c.opts.Subscriptions) {
-			close(c.ready)
+	return nil
+}
+
+// track records whether a response completes the state of its type. A
+// stream's first response is complete by itself; when it (or a later one)
+// is rejected, the state lacks what the rejected response held until
+// accepted responses have carried each of those names again (updated or
+// removed).
+func (c *Client) track(resp *discoveryv3.DeltaDiscoveryResponse, first, accepted bool) {
+	typeURL := resp.GetTypeUrl()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.synced[typeURL] {
+		return
+	}
+	missing := c.missing[typeURL]
+	if first {
+		missing = map[string]bool{} // a whole answer: older gaps are filled or moot
+	} else if missing == nil {
+		missing = map[string]bool{}
+	}
+	for _, r := range resp.GetResources() {
+		if accepted {
+			delete(missing, r.GetName())
+		} else {
+			missing[r.GetName()] = true
 		}
 	}
-	return nil
+	for _, n := range resp.GetRemovedResources() {
+		if accepted {
+			delete(missing, n)
+		} else {
+			missing[n] = true
+		}
+	}
+	if !accepted || len(missing) > 0 {
+		c.missing[typeURL] = missing
+		return
+	}
+	delete(c.missing, typeURL)
+	c.synced[typeURL] = true
+	if len(c.synced) == len(c.opts.Subscriptions) {
+		close(c.ready)
+	}
 }

@@ -150,3 +150,141 @@ func TestNewClientErrors(t *testing.T) {
 		}
 	}
 }
+
+// feed is a fake ADS server driven by the test: each response sent on out
+// goes to the client's current stream; every request read is reported; a
+// value on hangup ends the stream (the client reconnects).
+type feed struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	out      chan *discoveryv3.DeltaDiscoveryResponse
+	hangup   chan struct{}
+	requests chan *discoveryv3.DeltaDiscoveryRequest
+}
+
+func (f *feed) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			f.requests <- req
+		}
+	}()
+	for {
+		select {
+		case r := <-f.out:
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		case <-f.hangup:
+			return nil
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// A client is ready only once it holds a complete state: not after an
+// accepted response that follows a rejected full state, but once what the
+// rejected response held has arrived, or a new stream's whole answer has.
+func TestReadyOnlyWithACompleteState(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// after the rejected first response {a, bad} and an accepted {c}:
+		mend []*discoveryv3.DeltaDiscoveryResponse
+		// reconnect ends the stream before mend is sent.
+		reconnect bool
+	}{
+		{"resent by the server", []*discoveryv3.DeltaDiscoveryResponse{
+			{TypeUrl: AddressType, Nonce: "3", Resources: []*discoveryv3.Resource{res("a", "1", AddressType)}},
+			{TypeUrl: AddressType, Nonce: "4", RemovedResources: []string{"bad"}},
+		}, false},
+		{"a new stream's whole answer", []*discoveryv3.DeltaDiscoveryResponse{
+			{TypeUrl: AddressType, Nonce: "5", Resources: []*discoveryv3.Resource{res("a", "1", AddressType), res("c", "1", AddressType)}},
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &feed{out: make(chan *discoveryv3.DeltaDiscoveryResponse), hangup: make(chan struct{}), requests: make(chan *discoveryv3.DeltaDiscoveryRequest, 100)}
+			g := grpc.NewServer()
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, f)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = g.Serve(lis) }()
+			defer g.Stop()
+			c, err := NewClient(ClientOptions{
+				Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+				MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
+					for _, r := range d.Updated {
+						if r.Name == "bad" {
+							return io.ErrUnexpectedEOF
+						}
+					}
+					return nil
+				}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = c.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			next := func() *discoveryv3.DeltaDiscoveryRequest {
+				t.Helper()
+				select {
+				case r := <-f.requests:
+					return r
+				case <-time.After(20 * time.Second):
+					t.Fatal("no request")
+				}
+				return nil
+			}
+			send := func(r *discoveryv3.DeltaDiscoveryResponse, nack bool) {
+				t.Helper()
+				f.out <- r
+				if ack := next(); ack.ResponseNonce != r.Nonce || (ack.ErrorDetail != nil) != nack {
+					t.Fatalf("reply to %s: %v, want NACK %v", r.Nonce, ack, nack)
+				}
+			}
+			notReady := func(when string) {
+				t.Helper()
+				select {
+				case <-c.Ready():
+					t.Fatalf("ready %s, holding %v", when, c.State(AddressType))
+				default:
+				}
+			}
+
+			next() // subscription
+			send(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AddressType, Nonce: "1", Resources: []*discoveryv3.Resource{res("a", "1", AddressType), res("bad", "1", AddressType)}}, true)
+			notReady("after rejecting the whole state")
+			send(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AddressType, Nonce: "2", Resources: []*discoveryv3.Resource{res("c", "1", AddressType)}}, false)
+			notReady("after accepting a change that does not complete it")
+			if tc.reconnect {
+				f.hangup <- struct{}{}
+				if r := next(); r.InitialResourceVersions["c"] != "1" {
+					t.Fatalf("resumed with %v", r.InitialResourceVersions)
+				}
+			}
+			for i, r := range tc.mend {
+				send(r, false)
+				if i < len(tc.mend)-1 {
+					notReady("with part of the rejected state back")
+				}
+			}
+			select {
+			case <-c.Ready():
+			default:
+				t.Fatal("not ready with a complete state")
+			}
+			if st := c.State(AddressType); len(st) != 2 || st["a"].Version != "1" || st["c"].Version != "1" {
+				t.Fatalf("state %v, want a and c", st)
+			}
+		})
+	}
+}

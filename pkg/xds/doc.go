@@ -17,7 +17,9 @@
 // The Client keeps the last accepted state per type, ACKs what its handler
 // accepts and NACKs what it rejects (keeping the old state), and reconnects
 // with exponential backoff, sending initial_resource_versions so that the
-// server resends only what changed while it was away.
+// server resends only what changed while it was away. Ready closes only
+// once every type holds a complete state: after a rejected response, not
+// before what it held has arrived in accepted ones.
 package xds
 
 // Type URLs of the resources istiod-lite serves.

@@ -70,9 +70,10 @@ func (s *Source) Subscriptions() []xds.Subscription {
 	}
 }
 
-// Run marks the store loaded once every subscription has had its first
-// response (ready closes then), so that no traffic flows on a state that
-// has addresses but not yet the policies.
+// Run marks the store loaded once every subscription holds a complete
+// state (ready closes then: see xds.Client.Ready), so that no traffic flows
+// on a state that has addresses but not yet the policies, or only part of
+// the addresses.
 func (s *Source) Run(ctx context.Context, ready <-chan struct{}) error {
 	select {
 	case <-ready:
