@@ -4,7 +4,8 @@
 // exactly what changed: new or changed resources with their versions, and
 // the names of removed ones. A reconnecting client's
 // initial_resource_versions tell it what the client still holds, so nothing
-// unchanged is resent.
+// unchanged is resent. What a client rejects (NACK) it does not hold: those
+// resources go again with the next response sent to it.
 package xdsserver
 
 import (
@@ -77,6 +78,7 @@ func (s *Server) Shutdown() {
 }
 
 type entry struct {
+	name    string
 	version string
 	// wire is the resource encoded as one element of
 	// DeltaDiscoveryResponse.resources (tag, length, Resource), shared by
@@ -153,7 +155,7 @@ func (s *Server) Push(updates []index.Update) {
 				s.log.Error("encode xds resource", "type", u.TypeURL, "name", r.Name, "err", err)
 				continue
 			}
-			st[r.Name] = &entry{version: r.Version, wire: mem.SliceBuffer(wire)}
+			st[r.Name] = &entry{name: r.Name, version: r.Version, wire: mem.SliceBuffer(wire)}
 		}
 		for _, name := range u.Removed {
 			delete(st, name)
@@ -207,7 +209,7 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 		subs:    map[string]*sub{},
 		pending: map[string]map[string]bool{},
 		wake:    make(chan struct{}, 1),
-		nonces:  map[string]string{},
+		sent:    map[string]sentResponse{},
 	}
 	log := s.log.With("conn", c.id, "caller", caller.Namespace+"/"+caller.ServiceAccount)
 	s.mu.Lock()
@@ -278,8 +280,19 @@ type conn struct {
 	since   time.Time // when the oldest pending change was pushed
 	wake    chan struct{}
 	nonce   uint64
-	nonces  map[string]string // nonce → type, until (N)ACKed
+	// sent records each response until it is (N)ACKed, so that what a
+	// client rejects can be sent again.
+	sent map[string]sentResponse // by nonce
 	// known is in subs; it is only touched by the stream's goroutine.
+}
+
+// maxUnacked bounds the responses remembered per client awaiting an ACK;
+// a client that acknowledges nothing is not remembered further.
+const maxUnacked = 100
+
+type sentResponse struct {
+	typeURL string
+	names   []string // updated and removed
 }
 
 type sub struct {
@@ -293,6 +306,29 @@ type sub struct {
 }
 
 func (sb *sub) wants(name string) bool { return sb.wildcard || sb.names[name] }
+
+// forgetLocked treats the named resources of typeURL as not held by the
+// client, which rejected the response that carried them (it keeps its last
+// accepted state): they go again, at their current version or as removals,
+// with the next response sent to it. Not at once: a rejection that does not
+// depend on other resources would loop. The caller holds c.mu.
+func (c *conn) forgetLocked(typeURL string, names []string) {
+	sb := c.subs[typeURL]
+	if sb == nil || len(names) == 0 {
+		return
+	}
+	p := c.pending[typeURL]
+	if p == nil {
+		p = map[string]bool{}
+		c.pending[typeURL] = p
+	}
+	for _, n := range names {
+		if !sb.wildcard {
+			delete(sb.known, n)
+		}
+		p[n] = true
+	}
+}
 
 func (c *conn) enqueue(updates []index.Update, at time.Time) {
 	c.mu.Lock()
@@ -334,14 +370,17 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	}
 	if n := req.GetResponseNonce(); n != "" {
 		c.mu.Lock()
-		delete(c.nonces, n)
+		sent, known := c.sent[n]
+		delete(c.sent, n)
 		c.mu.Unlock()
 		if e := req.GetErrorDetail(); e != nil {
-			// The client keeps its last accepted state; the server keeps
-			// what it sent as the client's view, so the rejected version is
-			// not resent in a loop, and the next change is sent as usual.
 			s.m.rejects.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typeURL)))
 			log.Warn("xds response rejected by client (NACK)", "type", typeURL, "nonce", n, "error", e.GetMessage())
+			if known && sent.typeURL == typeURL {
+				c.mu.Lock()
+				c.forgetLocked(typeURL, sent.names)
+				c.mu.Unlock()
+			}
 		}
 		if len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) == 0 {
 			return nil
@@ -532,8 +571,12 @@ func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.Aggregate
 	c.mu.Lock()
 	c.nonce++
 	nonce := c.id + "-" + strconv.FormatUint(c.nonce, 10)
-	if len(c.nonces) < 1000 {
-		c.nonces[nonce] = d.typeURL
+	if len(c.sent) < maxUnacked {
+		names := make([]string, 0, len(d.entries)+len(d.removed))
+		for _, e := range d.entries {
+			names = append(names, e.name)
+		}
+		c.sent[nonce] = sentResponse{typeURL: d.typeURL, names: append(names, d.removed...)}
 	}
 	c.mu.Unlock()
 	if len(d.entries) > bigResponse {

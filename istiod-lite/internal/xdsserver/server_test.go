@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -121,15 +122,17 @@ func runClient(t *testing.T, addr string, subs ...xds.Subscription) *xds.Client 
 	return c
 }
 
+// names returns the resources' names, sorted.
 func names(rs []xds.Resource) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Name)
 	}
+	slices.Sort(out)
 	return out
 }
 
-func TestNACKKeepsClientStateAndIsCounted(t *testing.T) {
+func TestNACKedResourcesAreResentAndCounted(t *testing.T) {
 	e := newEnv(t, &auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"})
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1")}}})
 	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
@@ -146,18 +149,66 @@ func TestNACKKeepsClientStateAndIsCounted(t *testing.T) {
 	}
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "bad")}}})
 	rec.next(t) // rejected
+	waitRejects(t, e, 1)
+	// The client still holds a@v1: the next response carries a again, at
+	// its current version, beside what changed.
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("b", "v1")}}})
-	if got := names(rec.next(t).Updated); len(got) != 1 || got[0] != "b" {
-		t.Fatalf("after NACK: %v, want only b", got)
+	if got := names(rec.next(t).Updated); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("after NACK: %v, want a (resent) and b", got)
 	}
-	if v := c.State(xds.AddressType)["a"].Version; v != "v1" {
-		t.Fatalf("client holds a@%s after rejecting a@bad, want v1", v)
+	waitRejects(t, e, 2) // a is still bad
+	if st := c.State(xds.AddressType); st["a"].Version != "v1" || len(st) != 1 {
+		t.Fatalf("client holds %v after rejecting a@bad, want a@v1 only", st)
 	}
-	// The NACK travels independently of the pushes; wait for it.
+	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v2")}}})
+	if got := names(rec.next(t).Updated); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("after the fix: %v, want a and b (resent)", got)
+	}
+	if st := c.State(xds.AddressType); st["a"].Version != "v2" || st["b"].Version != "v1" {
+		t.Fatalf("client holds %v, want a@v2 and b@v1", st)
+	}
+}
+
+// A client that rejects its whole first state is not ready until it holds
+// all of it: the server resends what was rejected with the next change.
+func TestNACKedInitialStateIsResent(t *testing.T) {
+	e := newEnv(t, &auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"})
+	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1"), workload("x", "bad"), workload("y", "v1")}}})
+	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
+		for _, r := range d.Updated {
+			if r.Version == "bad" {
+				return errors.New("invalid workload")
+			}
+		}
+		return nil
+	}}
+	c := runClient(t, e.addr, xds.Subscription{TypeURL: xds.AddressType, Apply: rec.apply})
+	rec.next(t) // rejected
+	waitRejects(t, e, 1)
+	// The bad resource goes; an unrelated one arrives.
+	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("c", "v1")}, Removed: []string{"x"}}})
+	d := rec.next(t)
+	if got := names(d.Updated); len(got) != 3 || got[0] != "a" || got[1] != "c" || got[2] != "y" || len(d.Removed) != 1 || d.Removed[0] != "x" {
+		t.Fatalf("after the NACK: updated %v removed %v, want a, c, y and x removed", got, d.Removed)
+	}
+	select {
+	case <-c.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready with a complete state")
+	}
+	if st := c.State(xds.AddressType); len(st) != 3 {
+		t.Fatalf("client holds %v, want a, c and y", st)
+	}
+}
+
+// waitRejects waits until the server has counted n NACKs (they travel
+// independently of the pushes).
+func waitRejects(t *testing.T, e *env, n int64) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for e.counter(t, "pilot_total_xds_rejects") != 1 {
+	for e.counter(t, "pilot_total_xds_rejects") != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("rejects counted: %d, want 1", e.counter(t, "pilot_total_xds_rejects"))
+			t.Fatalf("rejects counted: %d, want %d", e.counter(t, "pilot_total_xds_rejects"), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
