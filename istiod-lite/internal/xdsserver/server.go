@@ -43,13 +43,18 @@ type Options struct {
 	Auth   Authenticator
 	Logger *slog.Logger
 	Meter  metric.Meter
+	// NACKRetry is how long after a rejection what was rejected is sent
+	// again if no change goes to the client sooner; it doubles with each
+	// consecutive rejection, up to a minute (default 500ms).
+	NACKRetry time.Duration
 }
 
 // Server serves DeltaAggregatedResources. It implements index.Sink.
 type Server struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
-	auth Authenticator
-	log  *slog.Logger
+	auth      Authenticator
+	log       *slog.Logger
+	nackRetry time.Duration
 
 	mu      sync.RWMutex
 	store   map[string]map[string]*entry
@@ -105,13 +110,17 @@ func New(opts Options) (*Server, error) {
 	if opts.Meter == nil {
 		opts.Meter = noop.NewMeterProvider().Meter("")
 	}
+	if opts.NACKRetry <= 0 {
+		opts.NACKRetry = 500 * time.Millisecond
+	}
 	s := &Server{
-		auth:     opts.Auth,
-		log:      opts.Logger,
-		store:    map[string]map[string]*entry{},
-		conns:    map[*conn]struct{}{},
-		stopping: make(chan struct{}),
-		bigSends: make(chan struct{}, max(64, 8*runtime.GOMAXPROCS(0))),
+		nackRetry: opts.NACKRetry,
+		auth:      opts.Auth,
+		log:       opts.Logger,
+		store:     map[string]map[string]*entry{},
+		conns:     map[*conn]struct{}{},
+		stopping:  make(chan struct{}),
+		bigSends:  make(chan struct{}, max(64, 8*runtime.GOMAXPROCS(0))),
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
@@ -283,6 +292,9 @@ type conn struct {
 	// sent records each response until it is (N)ACKed, so that what a
 	// client rejects can be sent again.
 	sent map[string]sentResponse // by nonce
+	// nacks counts rejections since the last ACK: what was rejected is
+	// resent after retryDelay(nacks) if no change is pushed sooner.
+	nacks int
 	// known is in subs; it is only touched by the stream's goroutine.
 }
 
@@ -307,11 +319,33 @@ type sub struct {
 
 func (sb *sub) wants(name string) bool { return sb.wildcard || sb.names[name] }
 
+// retryDelay is how long after its n-th consecutive rejection a client is
+// sent again what it rejected, if no change goes to it sooner: soon at
+// first (the cause may be gone, e.g. a conflict resolved meanwhile), then
+// backing off, so a client that keeps rejecting costs little.
+func retryDelay(first time.Duration, n int) time.Duration {
+	limit := max(first, time.Minute)
+	d := first
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// poke wakes the stream's sender.
+func (c *conn) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // forgetLocked treats the named resources of typeURL as not held by the
 // client, which rejected the response that carried them (it keeps its last
 // accepted state): they go again, at their current version or as removals,
-// with the next response sent to it. Not at once: a rejection that does not
-// depend on other resources would loop. The caller holds c.mu.
+// with the next response sent to it, or after a delay (see retryDelay). Not
+// at once: a rejection that does not depend on other resources would loop.
+// The caller holds c.mu.
 func (c *conn) forgetLocked(typeURL string, names []string) {
 	sb := c.subs[typeURL]
 	if sb == nil || len(names) == 0 {
@@ -355,10 +389,7 @@ func (c *conn) enqueue(updates []index.Update, at time.Time) {
 	}
 	c.mu.Unlock()
 	if any {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.poke()
 	}
 }
 
@@ -379,8 +410,15 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 			if known && sent.typeURL == typeURL {
 				c.mu.Lock()
 				c.forgetLocked(typeURL, sent.names)
+				c.nacks++
+				delay := retryDelay(s.nackRetry, c.nacks)
 				c.mu.Unlock()
+				time.AfterFunc(delay, c.poke)
 			}
+		} else {
+			c.mu.Lock()
+			c.nacks = 0
+			c.mu.Unlock()
 		}
 		if len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) == 0 {
 			return nil

@@ -35,9 +35,16 @@ type env struct {
 
 func newEnv(t testing.TB, caller *auth.Caller) *env {
 	t.Helper()
+	return newEnvWith(t, Options{Auth: fixedAuth{caller}})
+}
+
+// newEnvWith serves opts (Meter and Logger are the test's) on loopback.
+func newEnvWith(t testing.TB, opts Options) *env {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	srv, err := New(Options{Auth: fixedAuth{caller}, Meter: mp.Meter("test"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Meter, opts.Logger = mp.Meter("test"), slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +140,8 @@ func names(rs []xds.Resource) []string {
 }
 
 func TestNACKedResourcesAreResentAndCounted(t *testing.T) {
-	e := newEnv(t, &auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"})
+	// Resent with the next push only, not on a timer.
+	e := newEnvWith(t, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, NACKRetry: time.Hour})
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1")}}})
 	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
 		for _, r := range d.Updated {
@@ -172,7 +180,8 @@ func TestNACKedResourcesAreResentAndCounted(t *testing.T) {
 // A client that rejects its whole first state is not ready until it holds
 // all of it: the server resends what was rejected with the next change.
 func TestNACKedInitialStateIsResent(t *testing.T) {
-	e := newEnv(t, &auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"})
+	// Resent with the next push only, not on a timer.
+	e := newEnvWith(t, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, NACKRetry: time.Hour})
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1"), workload("x", "bad"), workload("y", "v1")}}})
 	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
 		for _, r := range d.Updated {
@@ -198,6 +207,46 @@ func TestNACKedInitialStateIsResent(t *testing.T) {
 	}
 	if st := c.State(xds.AddressType); len(st) != 3 {
 		t.Fatalf("client holds %v, want a, c and y", st)
+	}
+}
+
+// In a quiet mesh, what a client rejected is sent again after a while:
+// a client whose first state was rejected for a passing reason gets ready.
+func TestNACKedStateIsRetried(t *testing.T) {
+	e := newEnvWith(t, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, NACKRetry: time.Millisecond})
+	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1"), workload("b", "v1")}}})
+	first := true
+	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(xds.Delta) error {
+		if first {
+			first = false
+			return errors.New("not now")
+		}
+		return nil
+	}}
+	c := runClient(t, e.addr, xds.Subscription{TypeURL: xds.AddressType, Apply: rec.apply})
+	rec.next(t) // rejected
+	if got := names(rec.next(t).Updated); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("resent %v, want a and b", got)
+	}
+	select {
+	case <-c.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready with a complete state")
+	}
+}
+
+func TestRetryDelayBacksOff(t *testing.T) {
+	for _, tc := range []struct {
+		first time.Duration
+		n     int
+		want  time.Duration
+	}{
+		{time.Second, 1, time.Second}, {time.Second, 3, 4 * time.Second}, {time.Second, 100, time.Minute},
+		{time.Hour, 5, time.Hour},
+	} {
+		if got := retryDelay(tc.first, tc.n); got != tc.want {
+			t.Errorf("retryDelay(%v, %d) = %v, want %v", tc.first, tc.n, got, tc.want)
+		}
 	}
 }
 
