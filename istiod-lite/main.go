@@ -56,6 +56,8 @@ func run() error {
 	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", true, "watch Gateway API resources and deploy waypoints (CRDs must be installed)")
 	fs.BoolVar(&cfg.Policies, "policies", true, "watch AuthorizationPolicy and RateLimitPolicy (CRDs must be installed)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "graceful shutdown deadline")
+	fs.DurationVar(&cfg.XDSSendTimeout, "xds-send-timeout", 30*time.Second, "close an xDS stream whose client takes no response for this long")
+	fs.IntVar(&cfg.XDSMaxStreamsPerCaller, "xds-max-streams-per-caller", 8, "xDS streams open at once per pod (or per service account for tokens not bound to a pod)")
 	fs.StringVar(&cfg.Deployer.Image, "waypoint-image", "skiff/waypoint:latest", "waypoint container image")
 	fs.StringVar(&cfg.Deployer.XDSAddress, "waypoint-xds-address", "istiod.istio-system.svc:15012", "istiod-lite address given to waypoints")
 	fs.StringVar(&cfg.Deployer.CPURequest, "waypoint-cpu-request", "100m", "waypoint CPU request")

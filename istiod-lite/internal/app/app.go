@@ -68,6 +68,11 @@ type Config struct {
 	Audiences     []string
 	NodeAccounts  []string
 	TokenCacheTTL time.Duration
+	// XDSSendTimeout closes an xDS stream whose client takes no response
+	// for that long (default 30s); XDSMaxStreamsPerCaller bounds the xDS
+	// streams of one pod (or service account without a pod) (default 8).
+	XDSSendTimeout         time.Duration
+	XDSMaxStreamsPerCaller int
 
 	LeaderElection bool
 	Debounce       time.Duration
@@ -131,6 +136,11 @@ func (c *Config) defaults() {
 	}
 }
 
+// maxConcurrentStreams bounds the streams of one gRPC connection (HTTP/2's
+// SETTINGS_MAX_CONCURRENT_STREAMS, the minimum the specification
+// recommends).
+const maxConcurrentStreams = 100
+
 // byObject configures the manager's cache per kind: pods trimmed to what
 // the index reads; ConfigMaps limited to the ones istiod-lite publishes.
 func byObject() map[client.Object]cache.ByObject {
@@ -189,7 +199,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	authn := auth.NewTokenReviewer(clientset.AuthenticationV1().TokenReviews(), cfg.Audiences, cfg.TokenCacheTTL)
 
-	xdsSrv, err := xdsserver.New(xdsserver.Options{Auth: authn, Logger: logger.With("component", "xds"), Meter: meter})
+	xdsSrv, err := xdsserver.New(xdsserver.Options{
+		Auth: authn, Logger: logger.With("component", "xds"), Meter: meter,
+		SendTimeout: cfg.XDSSendTimeout, MaxStreamsPerCaller: cfg.XDSMaxStreamsPerCaller,
+	})
 	if err != nil {
 		return err
 	}
@@ -247,7 +260,9 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*serving}, MinVersion: tls.VersionTLS12})),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(100_000),
+		// Per connection: a ztunnel holds one xDS stream and a burst of
+		// certificate requests (which wait for room client-side).
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.ForceServerCodecV2(xdsserver.Codec{}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcSrv, xdsSrv)

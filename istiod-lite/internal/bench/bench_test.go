@@ -90,11 +90,16 @@ func BenchmarkControlPlane(b *testing.B) {
 	mustCreate(err)
 	_, err = cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-0"}}, metav1.CreateOptions{})
 	mustCreate(err)
-	zt, err := cs.CoreV1().Pods("istio-system").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "ztunnel-0"},
-		Spec:       corev1.PodSpec{NodeName: "node-0", ServiceAccountName: "ztunnel", Containers: []corev1.Container{{Name: "z", Image: "z"}}},
-	}, metav1.CreateOptions{})
-	mustCreate(err)
+	// One ztunnel pod per simulated client: each has its own token, as
+	// real ztunnels do (istiod-lite bounds the streams of one pod).
+	zts := make([]*corev1.Pod, nClients)
+	for i := range zts {
+		zts[i], err = cs.CoreV1().Pods("istio-system").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ztunnel-%d", i)},
+			Spec:       corev1.PodSpec{NodeName: "node-0", ServiceAccountName: "ztunnel", Containers: []corev1.Container{{Name: "z", Image: "z"}}},
+		}, metav1.CreateOptions{})
+		mustCreate(err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for ns := 0; ns < nNS; ns++ {
@@ -126,8 +131,9 @@ func BenchmarkControlPlane(b *testing.B) {
 		ns := fmt.Sprintf("ns-%d", i/podsPerNS)
 		g.Go(func() error {
 			p, err := cs.CoreV1().Pods(ns).Create(gctx, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%d", i), Labels: map[string]string{"app": fmt.Sprintf("app-%d", (i%podsPerNS)%(nSvcs/nNS+1))}},
-				Spec:       corev1.PodSpec{NodeName: "node-0", ServiceAccountName: "app", Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%d", i), Labels: map[string]string{"app": fmt.Sprintf("app-%d", (i%podsPerNS)%(nSvcs/nNS+1))},
+					Annotations: map[string]string{"ambient.istio.io/redirection": "enabled"}},
+				Spec: corev1.PodSpec{NodeName: "node-0", ServiceAccountName: "app", Containers: []corev1.Container{{Name: "c", Image: "x"}}},
 			}, metav1.CreateOptions{})
 			if err != nil {
 				return err
@@ -194,12 +200,16 @@ func BenchmarkControlPlane(b *testing.B) {
 	for _, c := range rootCerts {
 		roots.AddCert(c)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts("istio-system").CreateToken(ctx, "ztunnel", &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
-		Audiences: []string{"istio-ca"}, BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: zt.Name, UID: zt.UID},
-	}}, metav1.CreateOptions{})
-	mustCreate(err)
-	tokenFile := filepath.Join(dir, "token")
-	mustCreate(os.WriteFile(tokenFile, []byte(tr.Status.Token), 0o600))
+	tokenFiles := make([]string, nClients)
+	for i, zt := range zts {
+		tr, err := cs.CoreV1().ServiceAccounts("istio-system").CreateToken(ctx, "ztunnel", &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+			Audiences: []string{"istio-ca"}, BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: zt.Name, UID: zt.UID},
+		}}, metav1.CreateOptions{})
+		mustCreate(err)
+		tokenFiles[i] = filepath.Join(dir, fmt.Sprintf("token-%d", i))
+		mustCreate(os.WriteFile(tokenFiles[i], []byte(tr.Status.Token), 0o600))
+	}
+	tokenFile := tokenFiles[0]
 
 	// 1. Full state to every client.
 	want := nPods + nSvcs + 1 // + the apiserver's own Service
@@ -234,7 +244,7 @@ func BenchmarkControlPlane(b *testing.B) {
 			var got atomic.Int64
 			var once sync.Once
 			xc, err := xds.NewClient(xds.ClientOptions{
-				Address: grpcAddr, Roots: roots, TokenFile: tokenFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Address: grpcAddr, Roots: roots, TokenFile: tokenFiles[i], Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 				Subscriptions: []xds.Subscription{{TypeURL: xds.AddressType, Apply: func(d xds.Delta) error {
 					now := time.Now()
 					if len(d.Updated) <= 10 {

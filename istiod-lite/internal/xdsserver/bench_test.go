@@ -18,7 +18,9 @@ import (
 // BenchmarkFullState measures serving a full state of 11,000 addresses to
 // 10 clients at once (clients decode with pkg/xds's decoder, as ztunnel).
 func BenchmarkFullState(b *testing.B) {
-	e := newEnv(b, &auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"})
+	// The 10 clients share one caller; the benchmark opens a stream per
+	// client and round, and closed streams may linger a moment.
+	e := newEnvWith(b, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, MaxStreamsPerCaller: 1 << 20})
 	var res []index.Resource
 	for i := range 11000 {
 		res = append(res, workload(fmt.Sprintf("Kubernetes//Pod/ns-%d/pod-%d", i/100, i), "0123456789abcdef"))

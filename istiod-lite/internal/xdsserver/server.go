@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,6 +46,13 @@ type Options struct {
 	// again if no change goes to the client sooner; it doubles with each
 	// consecutive rejection, up to a minute (default 500ms).
 	NACKRetry time.Duration
+	// SendTimeout bounds how long one response may wait for the client to
+	// take it (flow control); a stream that does not drain is closed with
+	// DeadlineExceeded (default 30s).
+	SendTimeout time.Duration
+	// MaxStreamsPerCaller bounds the streams open at once per caller: per
+	// pod for pod-bound tokens, per service account otherwise (default 8).
+	MaxStreamsPerCaller int
 }
 
 // Server serves DeltaAggregatedResources. It implements index.Sink.
@@ -62,19 +68,15 @@ type Server struct {
 	version uint64
 	synced  bool
 
-	connID   atomic.Uint64
-	m        instruments
-	stopping chan struct{}
-	stopOnce sync.Once
-	// bigSends bounds how many large responses (full states) are encoded
-	// and written at once: each holds its whole encoding in memory until
-	// written, so 100 ztunnels connecting together would otherwise hold 100.
-	bigSends chan struct{}
+	connID      atomic.Uint64
+	m           instruments
+	stopping    chan struct{}
+	stopOnce    sync.Once
+	sendTimeout time.Duration
+	maxStreams  int
+	// streams counts open streams per caller key (see callerKey).
+	streams map[string]int
 }
-
-// bigResponse is the resource count above which a response takes a
-// bigSends slot.
-const bigResponse = 1000
 
 // Shutdown ends every stream with Unavailable, so that clients reconnect to
 // another replica, and refuses new ones.
@@ -113,14 +115,22 @@ func New(opts Options) (*Server, error) {
 	if opts.NACKRetry <= 0 {
 		opts.NACKRetry = 500 * time.Millisecond
 	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 30 * time.Second
+	}
+	if opts.MaxStreamsPerCaller <= 0 {
+		opts.MaxStreamsPerCaller = 8
+	}
 	s := &Server{
-		nackRetry: opts.NACKRetry,
-		auth:      opts.Auth,
-		log:       opts.Logger,
-		store:     map[string]map[string]*entry{},
-		conns:     map[*conn]struct{}{},
-		stopping:  make(chan struct{}),
-		bigSends:  make(chan struct{}, max(64, 8*runtime.GOMAXPROCS(0))),
+		nackRetry:   opts.NACKRetry,
+		auth:        opts.Auth,
+		log:         opts.Logger,
+		store:       map[string]map[string]*entry{},
+		conns:       map[*conn]struct{}{},
+		stopping:    make(chan struct{}),
+		sendTimeout: opts.SendTimeout,
+		maxStreams:  opts.MaxStreamsPerCaller,
+		streams:     map[string]int{},
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
@@ -221,13 +231,23 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 		sent:    map[string]sentResponse{},
 	}
 	log := s.log.With("conn", c.id, "caller", caller.Namespace+"/"+caller.ServiceAccount)
+	key := callerKey(caller)
 	s.mu.Lock()
+	if s.streams[key] >= s.maxStreams {
+		s.mu.Unlock()
+		log.Warn("xds stream refused: too many streams for one caller", "limit", s.maxStreams)
+		return status.Errorf(codes.ResourceExhausted, "too many xDS streams for %s (limit %d)", key, s.maxStreams)
+	}
+	s.streams[key]++
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.m.clients.Add(ctx, 1)
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.streams[key]--; s.streams[key] <= 0 {
+			delete(s.streams, key)
+		}
 		s.mu.Unlock()
 		s.m.clients.Add(context.WithoutCancel(ctx), -1)
 	}()
@@ -268,14 +288,26 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 				log = log.With("node", c.node.GetId())
 			}
 			if err := s.handleRequest(ctx, c, req, stream, log); err != nil {
+				log.Info("xds stream closed", "err", err)
 				return err
 			}
 		case <-c.wake:
 			if err := s.sendPending(ctx, c, stream); err != nil {
+				log.Info("xds stream closed", "err", err)
 				return err
 			}
 		}
 	}
+}
+
+// callerKey is what MaxStreamsPerCaller counts by: the pod for a pod-bound
+// token (every ztunnel has its own, though they share an account), the
+// service account otherwise.
+func callerKey(c *auth.Caller) string {
+	if c.PodUID != "" {
+		return "pod " + c.Namespace + "/" + c.PodName + " (" + c.PodUID + ")"
+	}
+	return "service account " + c.Namespace + "/" + c.ServiceAccount
 }
 
 type conn struct {
@@ -617,19 +649,11 @@ func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.Aggregate
 		c.sent[nonce] = sentResponse{typeURL: d.typeURL, names: append(names, d.removed...)}
 	}
 	c.mu.Unlock()
-	if len(d.entries) > bigResponse {
-		select {
-		case s.bigSends <- struct{}{}:
-			defer func() { <-s.bigSends }()
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 	msg, err := encodeResponse(d, nonce, strconv.FormatUint(version, 10))
 	if err != nil {
 		return err
 	}
-	if err := stream.SendMsg(msg); err != nil {
+	if err := s.sendMsg(stream, msg); err != nil {
 		return fmt.Errorf("send %s: %w", d.typeURL, err)
 	}
 	attrs := metric.WithAttributes(attribute.String("type", d.typeURL))
@@ -638,4 +662,22 @@ func (s *Server) send(ctx context.Context, c *conn, stream discoveryv3.Aggregate
 		s.m.convergence.Record(ctx, time.Since(since).Seconds(), attrs)
 	}
 	return nil
+}
+
+// sendMsg sends msg, or gives up after the send timeout: a client that
+// does not read blocks SendMsg on flow control for good. Returning the
+// error ends the stream, which unblocks the abandoned SendMsg. Nothing
+// shared is held meanwhile: a response's encoding refers to the resources'
+// shared buffers, so one waiting costs little but its list of them.
+func (s *Server) sendMsg(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, msg any) error {
+	done := make(chan error, 1)
+	go func() { done <- stream.SendMsg(msg) }()
+	t := time.NewTimer(s.sendTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return status.Errorf(codes.DeadlineExceeded, "the client took no response for %v; closing the stream", s.sendTimeout)
+	}
 }

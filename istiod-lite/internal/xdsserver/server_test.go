@@ -254,10 +254,16 @@ func TestRetryDelayBacksOff(t *testing.T) {
 // independently of the pushes).
 func waitRejects(t *testing.T, e *env, n int64) {
 	t.Helper()
+	waitCounter(t, e, "pilot_total_xds_rejects", n)
+}
+
+// waitCounter waits until the server's counter name reaches n.
+func waitCounter(t *testing.T, e *env, name string, n int64) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for e.counter(t, "pilot_total_xds_rejects") != n {
+	for e.counter(t, name) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("rejects counted: %d, want %d", e.counter(t, "pilot_total_xds_rejects"), n)
+			t.Fatalf("%s: %d, want %d", name, e.counter(t, name), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
