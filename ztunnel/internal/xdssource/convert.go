@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
@@ -145,7 +148,55 @@ func service(name string, s *workloadapi.Service) (*state.Service, error) {
 	return out, nil
 }
 
+// unsupported is a condition that cannot be checked: false in an ALLOW
+// policy, true in a DENY policy (see policy.Match.Unsupported).
+func unsupported() policy.Rules {
+	return policy.Rules{Matches: []policy.Match{{Unsupported: true}}}
+}
+
+// unknown reports whether m itself carries fields this ztunnel does not
+// know (a newer control plane's).
+func unknown(m proto.Message) bool { return len(m.ProtoReflect().GetUnknown()) > 0 }
+
+// nestedUnknown reports whether a message held by m, at any depth, carries
+// unknown fields.
+func nestedUnknown(m protoreflect.Message) bool {
+	found := false
+	has := func(m protoreflect.Message) bool { return len(m.GetUnknown()) > 0 || nestedUnknown(m) }
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					found = has(mv.Message())
+					return !found
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i, l := 0, v.List(); i < l.Len() && !found; i++ {
+					found = has(l.Get(i).Message())
+				}
+			}
+		case fd.Message() != nil:
+			found = has(v.Message())
+		}
+		return !found
+	})
+	return found
+}
+
 // authorization converts an xDS policy; the result is validated.
+//
+// Fields this ztunnel does not know (sent by a newer control plane) may
+// narrow what a rule matches, so ignoring them could widen an ALLOW policy.
+// They fail closed, as conditions that cannot be checked: a group or rules
+// with unknown fields becomes one unsupported condition (never true in
+// ALLOW, always in DENY); a match with unknown fields of its own keeps its
+// known conditions and is marked Unsupported; a match whose conditions
+// hold unknown fields (a string match or address of a newer kind) is
+// unsupported as a whole. Unknown fields of the policy itself make the
+// whole policy one unsupported condition.
 func authorization(name string, a *securityapi.Authorization) (*policy.Policy, error) {
 	p := &policy.Policy{
 		Name:      a.GetName(),
@@ -156,9 +207,24 @@ func authorization(name string, a *securityapi.Authorization) (*policy.Policy, e
 	if p.Key() != name {
 		return nil, fmt.Errorf("policy %s: resource named %q", p.Key(), name)
 	}
+	if unknown(a) {
+		p.Groups = []policy.Group{{Rules: []policy.Rules{unsupported()}}}
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 	for _, g := range a.GetGroups() {
+		if unknown(g) {
+			p.Groups = append(p.Groups, policy.Group{Rules: []policy.Rules{unsupported()}})
+			continue
+		}
 		var pg policy.Group
 		for _, r := range g.GetRules() {
+			if unknown(r) {
+				pg.Rules = append(pg.Rules, unsupported())
+				continue
+			}
 			var pr policy.Rules
 			for _, m := range r.GetMatches() {
 				pm, err := match(m)
@@ -178,7 +244,12 @@ func authorization(name string, a *securityapi.Authorization) (*policy.Policy, e
 }
 
 func match(m *securityapi.Match) (policy.Match, error) {
+	if nestedUnknown(m.ProtoReflect()) {
+		// A condition of a kind this ztunnel cannot read.
+		return policy.Match{Unsupported: true}, nil
+	}
 	out := policy.Match{
+		Unsupported:         unknown(m),
 		Namespaces:          stringMatches(m.GetNamespaces()),
 		NotNamespaces:       stringMatches(m.GetNotNamespaces()),
 		Principals:          stringMatches(m.GetPrincipals()),
