@@ -38,7 +38,7 @@ func run() error {
 		cfg       app.Config
 		dns       = fs.String("dns-names", "", "comma-separated DNS names of the serving certificate (default istiod.<namespace>.svc,...)")
 		audiences = fs.String("token-audiences", "istio-ca", "comma-separated audiences accepted in client tokens")
-		nodeAccts = fs.String("node-accounts", "istio-system/ztunnel", "comma-separated <ns>/<sa> allowed to request other identities on their node")
+		nodeAccts = fs.String("node-accounts", "istio-system/ztunnel", "comma-separated <ns>/<sa> of node proxies: they receive every address and policy, and may request other identities on their node")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		pull      = fs.String("waypoint-image-pull-policy", "IfNotPresent", "waypoint image pull policy")
 		kubecfg   = fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")

@@ -202,6 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 	xdsSrv, err := xdsserver.New(xdsserver.Options{
 		Auth: authn, Logger: logger.With("component", "xds"), Meter: meter,
 		SendTimeout: cfg.XDSSendTimeout, MaxStreamsPerCaller: cfg.XDSMaxStreamsPerCaller,
+		NodeAccounts: cfg.NodeAccounts,
 	})
 	if err != nil {
 		return err

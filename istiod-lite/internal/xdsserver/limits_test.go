@@ -177,3 +177,55 @@ func TestStreamsPerCallerAreLimited(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Addresses and policies describe the whole mesh: only node proxies and
+// waypoints may subscribe to them.
+func TestMeshStateGoesToNodeProxiesAndWaypointsOnly(t *testing.T) {
+	e := newEnvWith(t, Options{Auth: podAuth{}})
+	e.srv.Push([]index.Update{
+		{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1")}},
+		{TypeURL: xds.WaypointType, Upserted: []index.Resource{workload("shop/wp", "v1")}},
+	})
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tc := range []struct {
+		name, sa string
+		req      *discoveryv3.DeltaDiscoveryRequest
+		want     codes.Code
+	}{
+		{"ztunnel addresses", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}, codes.OK},
+		{"ztunnel policies", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AuthorizationType, ResourceNamesSubscribe: []string{"*"}}, codes.OK},
+		{"waypoint addresses", "shop/wp", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}, codes.OK},
+		{"workload addresses", "shop/default", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}, codes.PermissionDenied},
+		{"workload policies", "shop/default", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AuthorizationType}, codes.PermissionDenied},
+		{"too many names", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1001)}, codes.InvalidArgument},
+		{"names at the limit", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1000)}, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-sa", tc.sa))
+			defer cancel()
+			st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Send(tc.req); err != nil {
+				t.Fatal(err)
+			}
+			_, err = st.Recv()
+			if status.Code(err) != tc.want {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func manyNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("name-%d", i)
+	}
+	return out
+}

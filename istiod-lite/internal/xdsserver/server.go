@@ -53,6 +53,14 @@ type Options struct {
 	// MaxStreamsPerCaller bounds the streams open at once per caller: per
 	// pod for pod-bound tokens, per service account otherwise (default 8).
 	MaxStreamsPerCaller int
+	// MaxNamesPerStream bounds the resource names a stream's explicit
+	// subscriptions may hold (default 1000); wildcards are not counted.
+	MaxNamesPerStream int
+	// NodeAccounts ("<namespace>/<service account>") are node proxies
+	// (ztunnel), which receive every address and policy (default
+	// istio-system/ztunnel). Waypoints receive them too; other callers only
+	// their own waypoint configuration.
+	NodeAccounts []string
 }
 
 // Server serves DeltaAggregatedResources. It implements index.Sink.
@@ -74,6 +82,9 @@ type Server struct {
 	stopOnce    sync.Once
 	sendTimeout time.Duration
 	maxStreams  int
+	maxNames    int
+	// nodeAccounts holds NodeAccounts.
+	nodeAccounts map[string]bool
 	// streams counts open streams per caller key (see callerKey).
 	streams map[string]int
 }
@@ -121,19 +132,30 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxStreamsPerCaller <= 0 {
 		opts.MaxStreamsPerCaller = 8
 	}
+	if opts.MaxNamesPerStream <= 0 {
+		opts.MaxNamesPerStream = 1000
+	}
+	if opts.NodeAccounts == nil {
+		opts.NodeAccounts = []string{"istio-system/ztunnel"}
+	}
 	s := &Server{
-		nackRetry:   opts.NACKRetry,
-		auth:        opts.Auth,
-		log:         opts.Logger,
-		store:       map[string]map[string]*entry{},
-		conns:       map[*conn]struct{}{},
-		stopping:    make(chan struct{}),
-		sendTimeout: opts.SendTimeout,
-		maxStreams:  opts.MaxStreamsPerCaller,
-		streams:     map[string]int{},
+		nackRetry:    opts.NACKRetry,
+		auth:         opts.Auth,
+		log:          opts.Logger,
+		store:        map[string]map[string]*entry{},
+		conns:        map[*conn]struct{}{},
+		stopping:     make(chan struct{}),
+		sendTimeout:  opts.SendTimeout,
+		maxStreams:   opts.MaxStreamsPerCaller,
+		maxNames:     opts.MaxNamesPerStream,
+		nodeAccounts: map[string]bool{},
+		streams:      map[string]int{},
 	}
 	for _, t := range []string{xds.AddressType, xds.AuthorizationType, xds.WaypointType} {
 		s.store[t] = map[string]*entry{}
+	}
+	for _, a := range opts.NodeAccounts {
+		s.nodeAccounts[a] = true
 	}
 	var err error
 	m := opts.Meter
@@ -213,6 +235,24 @@ func allowed(typeURL string, c *auth.Caller, name string) bool {
 		return name == c.Namespace+"/"+c.ServiceAccount
 	}
 	return true
+}
+
+// mayReceive reports whether caller may subscribe to typeURL at all. The
+// mesh's addresses and policies go to node proxies (the NodeAccounts) and
+// to waypoints (whose service account is named after their Gateway, for
+// which a waypoint configuration exists), not to any workload.
+func (s *Server) mayReceive(typeURL string, c *auth.Caller) bool {
+	if typeURL != xds.AddressType && typeURL != xds.AuthorizationType {
+		return true
+	}
+	account := c.Namespace + "/" + c.ServiceAccount
+	if s.nodeAccounts[account] {
+		return true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, waypoint := s.store[xds.WaypointType][account]
+	return waypoint
 }
 
 // DeltaAggregatedResources serves one client.
@@ -458,6 +498,11 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	}
 
 	// A new subscription or a change to one.
+	if !s.mayReceive(typeURL, c.caller) {
+		log.Warn("xds subscription refused: not a node proxy or waypoint", "type", typeURL)
+		return status.Errorf(codes.PermissionDenied, "%s is served to node proxies (ztunnel) and waypoints only; %s/%s is neither",
+			typeURL, c.caller.Namespace, c.caller.ServiceAccount)
+	}
 	c.mu.Lock()
 	sb, existed := c.subs[typeURL]
 	if !existed {
@@ -492,7 +537,17 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 			delete(sb.known, n)
 		}
 	}
+	held := len(sb.names)
+	for t, other := range c.subs {
+		if t != typeURL {
+			held += len(other.names)
+		}
+	}
 	c.mu.Unlock()
+	if held > s.maxNames {
+		log.Warn("xds subscription refused: too many resource names", "names", held, "limit", s.maxNames)
+		return status.Errorf(codes.InvalidArgument, "subscriptions name %d resources; at most %d per stream (subscribe to \"*\" for all)", held, s.maxNames)
+	}
 
 	// Compute what to send under the store lock, and register the
 	// subscription before releasing it, so no Push falls in between.
