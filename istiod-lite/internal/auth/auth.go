@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -144,16 +145,28 @@ func (t *TokenReviewer) review(ctx context.Context, token string) (*Caller, erro
 	if err != nil {
 		return nil, fmt.Errorf("token review: %w", err)
 	}
-	return callerFrom(tr)
+	return callerFrom(tr, t.audiences)
 }
 
-func callerFrom(tr *authnv1.TokenReview) (*Caller, error) {
+func callerFrom(tr *authnv1.TokenReview, audiences []string) (*Caller, error) {
 	if !tr.Status.Authenticated {
 		msg := tr.Status.Error
 		if msg == "" {
 			msg = "token rejected"
 		}
 		return nil, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
+	}
+	if len(audiences) > 0 {
+		// The TokenReview contract: an audience-aware authenticator answers
+		// with the requested audiences the token is valid for. None means
+		// it ignored spec.audiences and the token is only known to be valid
+		// for the apiserver's own audience: not for us.
+		if len(tr.Status.Audiences) == 0 {
+			return nil, fmt.Errorf("%w: the token authenticator is not audience-aware; cannot confirm the token is for %v", ErrUnauthenticated, audiences)
+		}
+		if !slices.ContainsFunc(tr.Status.Audiences, func(a string) bool { return slices.Contains(audiences, a) }) {
+			return nil, fmt.Errorf("%w: token is for audiences %v, want one of %v", ErrUnauthenticated, tr.Status.Audiences, audiences)
+		}
 	}
 	// system:serviceaccount:<namespace>:<name>
 	parts := strings.Split(tr.Status.User.Username, ":")

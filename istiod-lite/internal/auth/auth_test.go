@@ -3,6 +3,8 @@ package auth
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,15 +17,26 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// fakeReviewer stands in for the apiserver: it knows users by token and,
+// like an audience-aware apiserver, answers with the requested audiences
+// unless statusAudiences overrides them.
 type fakeReviewer struct {
 	calls atomic.Int32
 	users map[string]authnv1.UserInfo
 	fail  error
 	gate  chan struct{}
+	// statusAudiences, when non-nil, is returned as status.audiences.
+	statusAudiences []string
+
+	mu        sync.Mutex
+	requested [][]string // spec.audiences of each review
 }
 
 func (f *fakeReviewer) Create(_ context.Context, tr *authnv1.TokenReview, _ metav1.CreateOptions) (*authnv1.TokenReview, error) {
 	f.calls.Add(1)
+	f.mu.Lock()
+	f.requested = append(f.requested, tr.Spec.Audiences)
+	f.mu.Unlock()
 	if f.gate != nil {
 		<-f.gate
 	}
@@ -31,7 +44,14 @@ func (f *fakeReviewer) Create(_ context.Context, tr *authnv1.TokenReview, _ meta
 		return nil, f.fail
 	}
 	u, ok := f.users[tr.Spec.Token]
+	auds := tr.Spec.Audiences
+	if f.statusAudiences != nil {
+		auds = f.statusAudiences
+	}
 	tr.Status = authnv1.TokenReviewStatus{Authenticated: ok, User: u}
+	if ok {
+		tr.Status.Audiences = auds
+	}
 	return tr, nil
 }
 
@@ -68,6 +88,41 @@ func TestFromContext(t *testing.T) {
 	r.fail = errors.New("apiserver down")
 	if _, err := a.FromContext(ctxWith("Bearer other")); status.Code(err) != codes.Unavailable {
 		t.Errorf("review failure: err = %v, want Unavailable", err)
+	}
+}
+
+// TestAudiences: the review asks for the required audiences and a token is
+// accepted only when the authenticator confirms one of them.
+func TestAudiences(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		required []string
+		status   []string // status.audiences; nil: echo spec.audiences
+		wantErr  string
+	}{
+		{"confirmed", []string{"istio-ca"}, nil, ""},
+		{"one of several confirmed", []string{"istio-ca", "skiff"}, []string{"skiff"}, ""},
+		{"confirmed among others", []string{"istio-ca"}, []string{"other", "istio-ca"}, ""},
+		{"other audience", []string{"istio-ca"}, []string{"other"}, "want one of [istio-ca]"},
+		{"audience-unaware authenticator", []string{"istio-ca"}, []string{}, "not audience-aware"},
+		{"none required, apiserver's default", nil, []string{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := "sa-token"
+			r := &fakeReviewer{users: map[string]authnv1.UserInfo{tok: {Username: "system:serviceaccount:ns:sa"}}, statusAudiences: tc.status}
+			a := NewTokenReviewer(r, tc.required, time.Minute)
+			c, err := a.FromContext(ctxWith("Bearer " + tok))
+			if tc.wantErr == "" {
+				if err != nil || c.ServiceAccount != "sa" {
+					t.Fatalf("caller %+v, err %v; want accepted", c, err)
+				}
+			} else if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want Unauthenticated mentioning %q", err, tc.wantErr)
+			}
+			if len(r.requested) != 1 || !slices.Equal(r.requested[0], tc.required) {
+				t.Fatalf("spec.audiences sent: %v, want [%v]", r.requested, tc.required)
+			}
+		})
 	}
 }
 
