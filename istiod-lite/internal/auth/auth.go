@@ -1,7 +1,12 @@
 // Package auth authenticates istiod-lite's gRPC callers: a Kubernetes
 // service-account token, sent as "authorization: Bearer <token>", checked
-// with a TokenReview against the apiserver. Results are cached briefly, so a
-// node agent asking for many certificates costs one review.
+// with a TokenReview against the apiserver for the required audiences.
+//
+// Answers are cached, so a node agent asking for many certificates costs one
+// review; a success never outlives the token's own expiry. Tokens that are
+// not JWTs, or already expired, are refused without a review, and failed
+// reviews are rate-limited per caller address, so a client sending bad tokens
+// cannot make istiod hammer the apiserver.
 package auth
 
 import (
@@ -9,13 +14,16 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +34,21 @@ const (
 	ExtraPodName  = "authentication.kubernetes.io/pod-name"
 	ExtraPodUID   = "authentication.kubernetes.io/pod-uid"
 	ExtraNodeName = "authentication.kubernetes.io/node-name"
+)
+
+// Defaults of a TokenReviewer's limits.
+const (
+	// DefaultMaxCacheEntries bounds the cache of review answers.
+	DefaultMaxCacheEntries = 10_000
+	// DefaultFailureTTL is how long a rejected token stays rejected without
+	// another review.
+	DefaultFailureTTL = 10 * time.Second
+	// DefaultFailedReviewRate and DefaultFailedReviewBurst limit the
+	// reviews of one caller address whose tokens keep being rejected.
+	DefaultFailedReviewRate  = rate.Limit(1)
+	DefaultFailedReviewBurst = 10
+	// maxSources bounds the per-address limiters kept.
+	maxSources = 10_000
 )
 
 // Caller is an authenticated service account.
@@ -47,11 +70,20 @@ type TokenReviewer struct {
 	ttl       time.Duration
 	now       func() time.Time
 
+	// Limits (the defaults above; tests lower them).
+	maxEntries  int
+	failureTTL  time.Duration
+	failRate    rate.Limit
+	failBurst   int
+	maxLimiters int
+
 	mu    sync.Mutex
 	cache map[[32]byte]cached
 	// inflight shares one review among concurrent callers with one token
 	// (a node agent asking for many certificates at once).
 	inflight map[[32]byte]*flight
+	// failures limits the failed reviews per caller address.
+	failures map[string]*rate.Limiter
 }
 
 type flight struct {
@@ -67,18 +99,29 @@ type cached struct {
 }
 
 // NewTokenReviewer returns an authenticator that requires tokens for one of
-// audiences (none: the apiserver's default) and caches each answer for ttl
-// (successes) or a tenth of it (failures, so a fixed token works quickly).
+// audiences (none: the apiserver's default) and caches each success for ttl
+// (at most until the token expires) and each rejection for
+// DefaultFailureTTL (at most ttl).
 func NewTokenReviewer(r Reviewer, audiences []string, ttl time.Duration) *TokenReviewer {
-	return &TokenReviewer{reviewer: r, audiences: audiences, ttl: ttl, now: time.Now, cache: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}}
+	return &TokenReviewer{
+		reviewer: r, audiences: audiences, ttl: ttl, now: time.Now,
+		maxEntries: DefaultMaxCacheEntries, failureTTL: min(DefaultFailureTTL, ttl),
+		failRate: DefaultFailedReviewRate, failBurst: DefaultFailedReviewBurst, maxLimiters: maxSources,
+		cache: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}, failures: map[string]*rate.Limiter{},
+	}
 }
 
 // ErrUnauthenticated is returned for missing, malformed or rejected tokens.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
+// ErrTooManyFailures is returned, without a review, to a caller address
+// whose recent tokens were rejected too often.
+var ErrTooManyFailures = errors.New("too many failed authentications from this address; retry later")
+
 // FromContext authenticates the bearer token in a gRPC call's metadata. Its
-// errors are gRPC statuses (Unauthenticated, or Unavailable when the
-// apiserver could not be asked).
+// errors are gRPC statuses (Unauthenticated; ResourceExhausted when the
+// caller's address failed too often; Unavailable when the apiserver could
+// not be asked).
 func (t *TokenReviewer) FromContext(ctx context.Context) (*Caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
@@ -93,6 +136,8 @@ func (t *TokenReviewer) FromContext(ctx context.Context) (*Caller, error) {
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
 		return nil, status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, ErrTooManyFailures):
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
 	case err != nil:
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -100,10 +145,19 @@ func (t *TokenReviewer) FromContext(ctx context.Context) (*Caller, error) {
 }
 
 // Authenticate reviews token. Errors wrapping ErrUnauthenticated mean the
-// token is not acceptable; others that the review could not be made.
+// token is not acceptable; ErrTooManyFailures that the caller (its gRPC
+// peer address in ctx) must wait; others that the review could not be made.
 func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller, error) {
-	h := sha256.Sum256([]byte(token))
 	now := t.now()
+	exp, err := jwtExpiry(token)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	if !exp.IsZero() && !now.Before(exp) {
+		return nil, fmt.Errorf("%w: token expired at %s", ErrUnauthenticated, exp.UTC().Format(time.RFC3339))
+	}
+	h := sha256.Sum256([]byte(token))
+	src := source(ctx)
 	t.mu.Lock()
 	if c, ok := t.cache[h]; ok && now.Before(c.expires) {
 		t.mu.Unlock()
@@ -118,6 +172,14 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller
 			return nil, ctx.Err()
 		}
 	}
+	// Every review takes a token from the caller's budget up front (so
+	// concurrent bad tokens are limited too); only a rejection keeps it.
+	charge := t.limiter(src, now).ReserveN(now, 1)
+	if !charge.OK() || charge.DelayFrom(now) > 0 {
+		charge.CancelAt(now)
+		t.mu.Unlock()
+		return nil, ErrTooManyFailures
+	}
 	f := &flight{done: make(chan struct{})}
 	t.inflight[h] = f
 	t.mu.Unlock()
@@ -125,19 +187,80 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller
 	f.caller, f.err = t.review(ctx, token)
 	t.mu.Lock()
 	delete(t.inflight, h)
-	if f.err == nil || errors.Is(f.err, ErrUnauthenticated) {
-		ttl := t.ttl
-		if f.err != nil {
-			ttl /= 10
+	switch {
+	case f.err == nil:
+		charge.CancelAt(now)
+		expires := now.Add(t.ttl)
+		if !exp.IsZero() && exp.Before(expires) {
+			expires = exp
 		}
-		if len(t.cache) > 100_000 { // bound memory under a flood of distinct tokens
-			clear(t.cache)
-		}
-		t.cache[h] = cached{caller: f.caller, err: f.err, expires: now.Add(ttl)}
+		t.store(h, cached{caller: f.caller, expires: expires}, now)
+	case errors.Is(f.err, ErrUnauthenticated):
+		t.store(h, cached{err: f.err, expires: now.Add(t.failureTTL)}, now)
+	default:
+		charge.CancelAt(now) // the apiserver's trouble, not the caller's
 	}
 	t.mu.Unlock()
 	close(f.done)
 	return f.caller, f.err
+}
+
+// store caches an answer, keeping the cache within maxEntries: expired
+// entries go first, then arbitrary ones (an eighth, so a full cache is not
+// swept on every insert). The caller holds t.mu.
+func (t *TokenReviewer) store(h [32]byte, c cached, now time.Time) {
+	if _, ok := t.cache[h]; !ok && len(t.cache) >= t.maxEntries {
+		for k, e := range t.cache {
+			if !now.Before(e.expires) {
+				delete(t.cache, k)
+			}
+		}
+		for k := range t.cache {
+			if len(t.cache) < t.maxEntries-t.maxEntries/8 {
+				break
+			}
+			delete(t.cache, k)
+		}
+	}
+	t.cache[h] = c
+}
+
+// limiter returns src's budget of failed reviews, keeping at most
+// maxLimiters. The caller holds t.mu.
+func (t *TokenReviewer) limiter(src string, now time.Time) *rate.Limiter {
+	if lim := t.failures[src]; lim != nil {
+		return lim
+	}
+	if len(t.failures) >= t.maxLimiters {
+		// A full budget holds no state worth keeping.
+		for k, l := range t.failures {
+			if l.TokensAt(now) >= float64(t.failBurst) {
+				delete(t.failures, k)
+			}
+		}
+		for k := range t.failures {
+			if len(t.failures) < t.maxLimiters {
+				break
+			}
+			delete(t.failures, k)
+		}
+	}
+	lim := rate.NewLimiter(t.failRate, t.failBurst)
+	t.failures[src] = lim
+	return lim
+}
+
+// source is the caller's address without its port ("" when unknown).
+func source(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	s := p.Addr.String()
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		return host
+	}
+	return s
 }
 
 func (t *TokenReviewer) review(ctx context.Context, token string) (*Caller, error) {
