@@ -546,8 +546,13 @@ func (a *Agent) enrol(ctx context.Context, st *podState) error {
 	return nil
 }
 
-// unenrol forgets the pod, tells ztunnel, and optionally removes its rules
-// (for a running pod leaving the mesh) and its annotation.
+// unenrol removes the pod's rules (for a running pod leaving the mesh),
+// tells ztunnel, removes its probe SNAT, forgets the pod and optionally
+// removes its annotation. The pod stays enrolled until every step before
+// the annotation succeeded, so a failure is retried (by the worker's
+// rate-limited requeue, or the runtime's next DEL) instead of leaving rules
+// behind that nothing remembers. Rules go first: while they cannot be
+// removed, ztunnel keeps serving the traffic they still redirect.
 func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeAnnotation bool) error {
 	unlock := a.locks.lock(string(uid))
 	defer unlock()
@@ -555,33 +560,31 @@ func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeA
 	if st == nil {
 		return nil
 	}
+	if removeRules {
+		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
+			a.countFailure("del")
+			return fmt.Errorf("removing redirect rules of %s (the pod stays enrolled until they are gone): %w", st.key(), err)
+		}
+	}
 	if err := a.cfg.ZDS.DelWorkload(ctx, string(uid)); err != nil {
 		a.countFailure("del")
 		return fmt.Errorf("removing %s from ztunnel: %w", st.key(), err)
 	}
-	var errs []error
-	if removeRules {
-		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
-			errs = append(errs, fmt.Errorf("removing redirect rules of %s: %w", st.key(), err))
-		}
-	}
 	if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
-		errs = append(errs, err)
+		a.countFailure("del")
+		return fmt.Errorf("removing probe SNAT of %s: %w", st.key(), err)
 	}
-	a.mu.Lock()
-	delete(a.pods, uid)
-	a.mu.Unlock()
-	st.netns.Close()
+	a.forget(uid)
+	a.log.Info("pod removed from the mesh", "pod", st.key(), "uid", uid)
 	if removeAnnotation {
+		// A failure is retried by the worker: the pod is annotated but not
+		// enrolled.
 		if err := a.setAnnotation(ctx, st.namespace, st.name, false); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
+			a.countFailure("del")
+			return err
 		}
 	}
-	if len(errs) > 0 {
-		a.countFailure("del")
-	}
-	a.log.Info("pod removed from the mesh", "pod", st.key(), "uid", uid)
-	return errors.Join(errs...)
+	return nil
 }
 
 // setAnnotation adds or removes the redirection annotation.

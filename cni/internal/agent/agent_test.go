@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	mdnetlink "github.com/mdlayher/netlink"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffmesh/skiff/cni/internal/agentapi"
+	"github.com/skiffmesh/skiff/cni/internal/mesh"
+	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
+	"github.com/skiffmesh/skiff/cni/internal/probesnat"
+	"github.com/skiffmesh/skiff/cni/internal/testenv"
+	"github.com/skiffmesh/skiff/pkg/inpod"
+	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
+	"github.com/skiffmesh/skiff/pkg/zds"
+)
+
+// arrive bounds waits for things that must happen; it only limits a broken
+// run.
+const arrive = 30 * time.Second
+
+const testNode = "node-1"
+
+// ztunnel is the ztunnel side of ZDS: it records the pods it holds.
+type ztunnel struct {
+	mu   sync.Mutex
+	pods map[string]bool
+	dels int
+}
+
+func (z *ztunnel) AddWorkload(_ context.Context, w zds.Workload, netns *os.File) error {
+	netns.Close()
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.pods[w.UID] = true
+	return nil
+}
+
+func (z *ztunnel) KeepWorkload(context.Context, string) error { return nil }
+
+func (z *ztunnel) DelWorkload(_ context.Context, uid string) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	delete(z.pods, uid)
+	z.dels++
+	return nil
+}
+
+func (z *ztunnel) SnapshotSent(context.Context) error { return nil }
+
+func (z *ztunnel) has(uid string) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.pods[uid]
+}
+
+// node is a running agent with its apiserver, ztunnel and node namespace.
+type node struct {
+	agent   *Agent
+	kube    *testenv.Cluster
+	zt      *ztunnel
+	snat    *probesnat.SNAT
+	metrics *sdkmetric.ManualReader
+	podDir  string
+}
+
+func startNode(t *testing.T) *node {
+	inpodtest.RequireRoot(t)
+	cluster := testenv.Start(t)
+	n := &node{kube: cluster, zt: &ztunnel{pods: map[string]bool{}}, podDir: t.TempDir()}
+	short, err := os.MkdirTemp("", "ska") // unix socket paths must be short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(short) })
+
+	nodeNS := inpodtest.NewNetNSIn(t, n.podDir, "node-")
+	n.snat, err = probesnat.New(probesnat.Config{Table: inpodtest.RandName("ska-"), NetNS: nodeNS.File})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zsrv, err := zds.NewServer(filepath.Join(short, "zds.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zsrv.Close() })
+	n.metrics = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(n.metrics))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	n.agent, err = New(Config{
+		NodeName: testNode, Kube: cluster.Client, ZDS: zsrv, SNAT: n.snat,
+		Finder:            &netnsfind.Finder{Dirs: []string{n.podDir}},
+		ExcludeNamespaces: []string{"kube-system"},
+		Meter:             mp.Meter("test"),
+		Log:               slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := agentapi.Listen(filepath.Join(short, "agent.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	agentDone, ztDone := make(chan error, 1), make(chan struct{})
+	go func() { agentDone <- n.agent.Run(ctx, ln) }()
+	go func() { defer close(ztDone); _ = zds.Run(ctx, filepath.Join(short, "zds.sock"), n.zt, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-agentDone; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+		<-ztDone
+		_ = n.snat.Teardown()
+	})
+	eventually(t, "agent ready with ztunnel connected", func() bool { return n.agent.Ready() == nil })
+	return n
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// eventually polls cond until it holds (it observes the agent's work; it
+// does not stand in for it).
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(arrive)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (n *node) namespace(t *testing.T, name string, ambient bool) {
+	t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{}
+	if ambient {
+		labels[mesh.DataplaneModeLabel] = "ambient"
+	}
+	ns, err := n.kube.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		_, err = n.kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	} else {
+		ns.Labels = labels
+		_, err = n.kube.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *node) annotation(t *testing.T, ns, name string) string {
+	t.Helper()
+	p, err := n.kube.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Annotations[mesh.RedirectionAnnotation]
+}
+
+// failures reads skiff_cni_enrolment_failures{operation}.
+func (n *node) failures(t *testing.T, op string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := n.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "skiff_cni_enrolment_failures" {
+				for _, dp := range sum.DataPoints {
+					if v, _ := dp.Attributes.Value("operation"); v.AsString() == op {
+						return dp.Value
+					}
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// enrolledPod creates a pod of ns on the node and enrols it as the plugin
+// does on ADD, in a network namespace of its own.
+func (n *node) enrolledPod(t *testing.T, ns, name string, ip netip.Addr) (*corev1.Pod, *inpodtest.NetNS) {
+	t.Helper()
+	ctx := context.Background()
+	pod, err := n.kube.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns := inpodtest.NewNetNSIn(t, n.podDir, "pod-")
+	if err := n.agent.Add(ctx, &agentapi.AddRequest{
+		Pod:   agentapi.Pod{Name: name, Namespace: ns, UID: string(pod.UID)},
+		Netns: netns.Path, ContainerID: "c-" + name, IPs: []netip.Addr{ip},
+	}); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	return pod, netns
+}
+
+func rulesIn(t *testing.T, ns *inpodtest.NetNS) inpod.State {
+	t.Helper()
+	st, err := inpod.Rules{}.Inspect(ns.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// nftTableOwner (linux/netfilter/nf_tables.h; the nftables library cannot
+// set it) makes a table changeable only by the netlink socket that created
+// it, and deleted with that socket.
+const nftTableOwner = 0x2
+
+// lockRules puts a table named inpod.TableName into ns that only the
+// returned connection may change, as another program owning a table there
+// would: until release closes the connection (and the table with it),
+// removing the pod's rules fails with EPERM. The test skips when the kernel
+// lacks owned tables (before Linux 5.12).
+func lockRules(t *testing.T, ns *inpodtest.NetNS) (release func()) {
+	t.Helper()
+	// The agent's own table goes first, so the locked one takes its name.
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns.File.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.DelTable(&nftables.Table{Name: inpod.TableName, Family: nftables.TableFamilyINet})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns.File.Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	genmsg := func(family byte, resID uint16) []byte {
+		b := []byte{family, unix.NFNETLINK_V0, 0, 0}
+		binary.BigEndian.PutUint16(b[2:], resID)
+		return b
+	}
+	attrs, err := mdnetlink.MarshalAttributes([]mdnetlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: []byte(inpod.TableName + "\x00")},
+		{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, nftTableOwner)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []mdnetlink.Message{
+		{Header: mdnetlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: mdnetlink.Request}, Data: genmsg(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+		{Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
+			Flags: mdnetlink.Request | mdnetlink.Acknowledge | mdnetlink.Create}, Data: append(genmsg(unix.NFPROTO_INET, 0), attrs...)},
+		{Header: mdnetlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: mdnetlink.Request}, Data: genmsg(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	if _, err := c.Receive(); err != nil {
+		c.Close()
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+			t.Skipf("skipping: this kernel cannot create an owned nftables table: %v", err)
+		}
+		t.Fatalf("creating the locked table: %v", err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { c.Close() }) }
+	t.Cleanup(release)
+	return release
+}
+
+// TestUnenrolRetriesRuleRemoval: when a pod leaves the mesh and its
+// redirect rules cannot be removed, the agent keeps the pod (enrolled,
+// annotated, served by ztunnel, in the probe SNAT) and retries until the
+// rules are gone, then finishes the un-enrolment.
+func TestUnenrolRetriesRuleRemoval(t *testing.T) {
+	n := startNode(t)
+	n.namespace(t, "shop", true)
+	ip := netip.MustParseAddr("10.77.0.5")
+	pod, netns := n.enrolledPod(t, "shop", "web", ip)
+	uid := string(pod.UID)
+
+	// Enrolled: rules installed, ztunnel serves it, annotated by the agent.
+	if st := rulesIn(t, netns); !st.Complete() {
+		t.Fatalf("rules after ADD: %s", st)
+	}
+	if !n.zt.has(uid) || !n.agent.IsEnrolled(pod.UID) {
+		t.Fatal("pod not with ztunnel / not enrolled after ADD")
+	}
+	eventually(t, "pod annotated "+mesh.RedirectionAnnotation+"="+mesh.RedirectionEnabled, func() bool {
+		return n.annotation(t, "shop", "web") == mesh.RedirectionEnabled
+	})
+
+	release := lockRules(t, netns)
+	n.namespace(t, "shop", false) // the pod leaves the mesh
+
+	// Removal fails, and is retried: the failure count keeps rising.
+	eventually(t, "a retried removal failure", func() bool { return n.failures(t, "del") >= 2 })
+	for _, c := range []struct {
+		what string
+		ok   bool
+	}{
+		{"pod still enrolled", n.agent.IsEnrolled(pod.UID)},
+		{"ztunnel still serves it", n.zt.has(uid)},
+		{"still annotated", n.annotation(t, "shop", "web") == mesh.RedirectionEnabled},
+		{"rules not absent", !rulesIn(t, netns).Absent()},
+		{"probe SNAT kept", slices.Contains(members(t, n.snat), ip)},
+	} {
+		if !c.ok {
+			t.Errorf("while the rules cannot be removed: %s: false", c.what)
+		}
+	}
+
+	// The obstacle goes: the next retry finishes the un-enrolment.
+	release()
+	eventually(t, "pod un-enrolled", func() bool { return !n.agent.IsEnrolled(pod.UID) })
+	eventually(t, "annotation removed", func() bool { return n.annotation(t, "shop", "web") == "" })
+	if st := rulesIn(t, netns); !st.Absent() {
+		t.Errorf("rules after un-enrolment: %s", st)
+	}
+	if n.zt.has(uid) {
+		t.Error("ztunnel still has the pod")
+	}
+	if slices.Contains(members(t, n.snat), ip) {
+		t.Error("probe SNAT still has the pod's address")
+	}
+}
+
+func members(t *testing.T, s *probesnat.SNAT) []netip.Addr {
+	t.Helper()
+	m, err := s.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
