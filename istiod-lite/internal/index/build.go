@@ -84,12 +84,19 @@ func (ix *Index) buildWorkload(p *podInfo) *workloadapi.Workload {
 	if p.hostNetwork {
 		w.NetworkMode = workloadapi.NetworkMode_HOST_NETWORK
 	}
+	// HBONE only where something answers it: a pod that terminates it
+	// itself, or one whose node agent confirmed (by annotation) that its
+	// traffic goes to ztunnel. Any other pod, also one in an ambient
+	// namespace not yet (or no longer) redirected, is reached directly.
 	switch {
-	case p.labels[LabelTunnel] == "http" && !p.hostNetwork:
+	case p.hostNetwork:
+	case p.labels[LabelTunnel] == "http":
 		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
 		w.NativeTunnel = true
-	case ix.enrolled(p):
+	case p.redirected:
 		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
+	}
+	if ix.enrolled(p) && !w.NativeTunnel {
 		w.Waypoint = ix.waypointFor(p.ns, p.labels, WaypointForWorkload)
 	}
 	name, deployment, job := workloadOwner(p)

@@ -50,6 +50,13 @@ func pod(nsName, name, ip string, labels map[string]string, ready bool) *corev1.
 	return p
 }
 
+// redirected marks p as the node agent does once its traffic goes to
+// ztunnel.
+func redirected(p *corev1.Pod) *corev1.Pod {
+	p.Annotations = map[string]string{AnnotationRedirection: RedirectionEnabled}
+	return p
+}
+
 func decodeWorkload(t *testing.T, r Resource) *workloadapi.Workload {
 	t.Helper()
 	var a workloadapi.Address
@@ -70,9 +77,9 @@ func TestWorkloads(t *testing.T) {
 			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("web")}, {Port: 81, TargetPort: intstr.FromString("missing")}, {Port: 90}}},
 	})
 	for _, p := range []*corev1.Pod{
-		pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true),
+		redirected(pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true)),
 		pod("app", "out", "10.0.0.2", map[string]string{LabelDataplaneMode: DataplaneNone}, false),
-		pod("plain", "optin", "10.0.0.3", map[string]string{LabelDataplaneMode: DataplaneAmbient}, false),
+		redirected(pod("plain", "optin", "10.0.0.3", map[string]string{LabelDataplaneMode: DataplaneAmbient}, false)),
 		pod("plain", "noip", "", nil, false),
 	} {
 		ix.SetPod(p.Namespace, p.Name, p)
@@ -109,16 +116,22 @@ func TestWorkloads(t *testing.T) {
 	}
 
 	// Nothing changed: nothing is pushed.
-	ix.SetPod("app", "in", pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true))
+	ix.SetPod("app", "in", redirected(pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true)))
 	if n := ix.Flush(); n != 0 {
 		t.Fatalf("unchanged pod: %d changes", n)
 	}
-	// Namespace leaves the mesh: its pods change, others do not.
+	// Namespace leaves the mesh: its pods stay reached over HBONE while
+	// their traffic still goes to ztunnel, until the node agent takes the
+	// annotation off.
 	ix.SetNamespace("app", ns("app", nil))
+	if n := ix.Flush(); n != 0 {
+		t.Fatalf("namespace unenrolled, pod still redirected: %d changes", n)
+	}
+	ix.SetPod("app", "in", pod("app", "in", "10.0.0.1", map[string]string{"app": "web"}, true))
 	ix.Flush()
 	u = s.last(t)[xds.AddressType][0]
-	if len(u.Upserted) != 1 || u.Upserted[0].Name != "Kubernetes//Pod/app/in" {
-		t.Fatalf("namespace unenrolled: %d upserted", len(u.Upserted))
+	if len(u.Upserted) != 1 || u.Upserted[0].Name != "Kubernetes//Pod/app/in" || decodeWorkload(t, u.Upserted[0]).TunnelProtocol != workloadapi.TunnelProtocol_NONE {
+		t.Fatalf("annotation removed: %+v", u)
 	}
 	ix.SetPod("app", "in", nil)
 	ix.Flush()
@@ -314,5 +327,121 @@ func TestHostNetworkPods(t *testing.T) {
 	u := s.last(t)[xds.AddressType][0]
 	if len(u.Removed) != 2 || len(u.Upserted) != 0 {
 		t.Fatalf("after the service went: %+v", u)
+	}
+}
+
+// TestHBONEOnlyWhenRedirected: a pod is advertised as reached over HBONE
+// only once the node agent annotated it ambient.istio.io/redirection=enabled
+// (its traffic goes to ztunnel); before that, and after, it is published
+// without HBONE so callers reach it directly.
+func TestHBONEOnlyWhenRedirected(t *testing.T) {
+	ambient := map[string]string{LabelDataplaneMode: DataplaneAmbient}
+	for _, tc := range []struct {
+		name       string
+		nsLabels   map[string]string
+		podLabels  map[string]string
+		annotation *string // nil: none
+		hostNet    bool
+		want       workloadapi.TunnelProtocol
+	}{
+		{"ambient namespace, redirected", ambient, nil, ptr.To(RedirectionEnabled), false, workloadapi.TunnelProtocol_HBONE},
+		{"ambient namespace, not redirected yet", ambient, nil, nil, false, workloadapi.TunnelProtocol_NONE},
+		{"ambient namespace, redirection disabled", ambient, nil, ptr.To("disabled"), false, workloadapi.TunnelProtocol_NONE},
+		{"ambient namespace, other value", ambient, nil, ptr.To("Enabled"), false, workloadapi.TunnelProtocol_NONE},
+		{"pod label opts in, redirected", nil, ambient, ptr.To(RedirectionEnabled), false, workloadapi.TunnelProtocol_HBONE},
+		{"pod label opts in, not redirected", nil, ambient, nil, false, workloadapi.TunnelProtocol_NONE},
+		{"outside the mesh", nil, nil, nil, false, workloadapi.TunnelProtocol_NONE},
+		{"still redirected after leaving the mesh", nil, nil, ptr.To(RedirectionEnabled), false, workloadapi.TunnelProtocol_HBONE},
+		{"host network, annotated", ambient, map[string]string{"app": "x"}, ptr.To(RedirectionEnabled), true, workloadapi.TunnelProtocol_NONE},
+		{"terminates HBONE itself", nil, map[string]string{LabelTunnel: "http"}, nil, false, workloadapi.TunnelProtocol_HBONE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &sink{}
+			ix := New(Options{}, s)
+			ix.SetNamespace("app", ns("app", tc.nsLabels))
+			// A service keeps host-network pods published (as endpoints).
+			ix.SetService("app", "svc", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "svc"},
+				Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "x"}, ClusterIPs: []string{"10.96.0.1"}, Ports: []corev1.ServicePort{{Port: 80}}}})
+			p := pod("app", "p", "10.0.0.1", tc.podLabels, true)
+			if tc.annotation != nil {
+				p.Annotations = map[string]string{AnnotationRedirection: *tc.annotation}
+			}
+			p.Spec.HostNetwork = tc.hostNet
+			ix.SetPod("app", "p", p)
+			ix.Flush()
+			var w *workloadapi.Workload
+			for _, r := range s.last(t)[xds.AddressType][0].Upserted {
+				if r.Name == "Kubernetes//Pod/app/p" {
+					w = decodeWorkload(t, r)
+				}
+			}
+			if w == nil {
+				t.Fatal("pod not published")
+			}
+			if w.TunnelProtocol != tc.want {
+				t.Fatalf("tunnel protocol %v, want %v", w.TunnelProtocol, tc.want)
+			}
+		})
+	}
+}
+
+// TestRedirectionAnnotationFollowed: the agent's annotation coming and
+// going switches the published workload, each time as one update.
+func TestRedirectionAnnotationFollowed(t *testing.T) {
+	s := &sink{}
+	ix := New(Options{}, s)
+	ix.SetNamespace("app", ns("app", map[string]string{LabelDataplaneMode: DataplaneAmbient}))
+	uid := "Kubernetes//Pod/app/p"
+	for i, step := range []struct {
+		name       string
+		annotation map[string]string
+		want       workloadapi.TunnelProtocol
+	}{
+		{"scheduled into an ambient namespace", nil, workloadapi.TunnelProtocol_NONE},
+		{"agent installed the redirect", map[string]string{AnnotationRedirection: RedirectionEnabled, "other": "x"}, workloadapi.TunnelProtocol_HBONE},
+		{"agent removed the redirect", map[string]string{"other": "x"}, workloadapi.TunnelProtocol_NONE},
+	} {
+		p := pod("app", "p", "10.0.0.1", nil, true)
+		p.Annotations = step.annotation
+		ix.SetPod("app", "p", p)
+		if n := ix.Flush(); n != 1 {
+			t.Fatalf("step %d (%s): %d changes, want 1", i, step.name, n)
+		}
+		u := s.last(t)[xds.AddressType][0]
+		if len(u.Upserted) != 1 || u.Upserted[0].Name != uid {
+			t.Fatalf("%s: %+v", step.name, u)
+		}
+		if got := decodeWorkload(t, u.Upserted[0]).TunnelProtocol; got != step.want {
+			t.Fatalf("%s: tunnel protocol %v, want %v", step.name, got, step.want)
+		}
+	}
+}
+
+// TestTrimAnnotations: a pod cache that keeps only TrimAnnotations still
+// gives the index what it decides HBONE by.
+func TestTrimAnnotations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   map[string]string
+		want map[string]string
+	}{
+		{"none", nil, nil},
+		{"unrelated only", map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"}, nil},
+		{"redirection kept", map[string]string{AnnotationRedirection: RedirectionEnabled, "prometheus.io/scrape": "true"}, map[string]string{AnnotationRedirection: RedirectionEnabled}},
+		{"any value kept", map[string]string{AnnotationRedirection: "disabled"}, map[string]string{AnnotationRedirection: "disabled"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := TrimAnnotations(tc.in)
+			if len(got) != len(tc.want) || got[AnnotationRedirection] != tc.want[AnnotationRedirection] {
+				t.Fatalf("TrimAnnotations(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+			p := pod("app", "p", "10.0.0.1", nil, true)
+			p.Annotations = tc.in
+			full := podFrom(p)
+			p.Annotations = got
+			if trimmed := podFrom(p); trimmed.redirected != full.redirected {
+				t.Fatalf("redirected %v after trimming, %v before", trimmed.redirected, full.redirected)
+			}
+		})
 	}
 }

@@ -21,7 +21,12 @@ const (
 	LabelGatewayName   = "gateway.networking.k8s.io/gateway-name"
 	// LabelTunnel "http" marks a pod that terminates HBONE itself (a
 	// waypoint): it is reached over HBONE without ztunnel on its side.
-	LabelTunnel            = "networking.istio.io/tunnel"
+	LabelTunnel = "networking.istio.io/tunnel"
+	// AnnotationRedirection is set to RedirectionEnabled by the node agent
+	// once a pod's traffic is redirected to its node's ztunnel (and removed
+	// when it no longer is): only then is the pod reached over HBONE.
+	AnnotationRedirection  = "ambient.istio.io/redirection"
+	RedirectionEnabled     = "enabled"
 	WaypointClass          = "istio-waypoint"
 	WaypointForService     = "service"
 	WaypointForWorkload    = "workload"
@@ -55,6 +60,7 @@ type podInfo struct {
 	sa            string
 	hostNetwork   bool
 	ready         bool
+	redirected    bool // AnnotationRedirection is RedirectionEnabled
 	namedPorts    map[string]uint32
 	ownerKind     string
 	ownerName     string
@@ -67,6 +73,7 @@ func podFrom(p *corev1.Pod) *podInfo {
 	pi := &podInfo{
 		ns: p.Namespace, name: p.Name, uid: string(p.UID), labels: p.Labels,
 		node: p.Spec.NodeName, sa: p.Spec.ServiceAccountName, hostNetwork: p.Spec.HostNetwork,
+		redirected: p.Annotations[AnnotationRedirection] == RedirectionEnabled,
 	}
 	if pi.sa == "" {
 		pi.sa = defaultServiceAccount
@@ -108,6 +115,16 @@ func podFrom(p *corev1.Pod) *podInfo {
 		}
 	}
 	return pi
+}
+
+// TrimAnnotations returns the pod annotations the index reads (nil when
+// there are none), for a cache transform that drops the rest.
+func TrimAnnotations(a map[string]string) map[string]string {
+	v, ok := a[AnnotationRedirection]
+	if !ok {
+		return nil
+	}
+	return map[string]string{AnnotationRedirection: v}
 }
 
 type servicePort struct {
