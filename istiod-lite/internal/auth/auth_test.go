@@ -336,10 +336,10 @@ func TestCacheBounded(t *testing.T) {
 			t.Fatalf("after %d tokens: %d cached answers, %d budgets", i+1, len(a.cache), len(a.failures))
 		}
 	}
-	// The latest answer is cached.
-	last := token(t, "sa-198")
+	// The latest answer (a rejection) is cached.
+	last := token(t, "sa-199")
 	n := r.calls.Load()
-	if _, err := a.Authenticate(context.Background(), last); err != nil || r.calls.Load() != n {
+	if _, err := a.Authenticate(context.Background(), last); !errors.Is(err, ErrUnauthenticated) || r.calls.Load() != n {
 		t.Fatalf("latest token: err %v, reviews %d -> %d", err, n, r.calls.Load())
 	}
 }
