@@ -145,10 +145,10 @@ bench: bench-ztunnel
 bench-ztunnel: ztunnel-tools
 	$(GO) test -run '^$$' -bench '^BenchmarkZtunnel$$' -benchtime $(BENCHTIME) -timeout 30m ./ztunnel/
 
-## ztunnel-tools: stunnel4 (benchmark peer) and tcpdump (ztunnel's wire-capture test)
+## ztunnel-tools: stunnel4 and haproxy (benchmark peers) and tcpdump (ztunnel's wire-capture test)
 .PHONY: ztunnel-tools bench-ztunnel
 ztunnel-tools:
-	@command -v stunnel4 >/dev/null && command -v tcpdump >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 tcpdump; }
+	@command -v stunnel4 >/dev/null && command -v haproxy >/dev/null && command -v tcpdump >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 haproxy tcpdump; }
 test-unit: ztunnel-tools
 
 ## bench-cni: in-pod rule installation per new pod, Skiff's nftables over

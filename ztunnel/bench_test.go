@@ -67,7 +67,7 @@ func BenchmarkZtunnel(b *testing.B) {
 		}
 	}
 	// Measured once each, not scaled by b.N.
-	idle := benchIdle(b, w)
+	idle := benchIdle(b)
 	perConn := benchOpenConns(b, w)
 	printBench(w.paths, res, idle, perConn)
 }
@@ -142,6 +142,7 @@ workloads:
 	z1 := w.n1.startZtunnel(defaultPorts, quiet...)
 	z2 := w.n2.startZtunnel(defaultPorts, quiet...)
 	st := startStunnelPair(b, m, w.c, w.d)
+	hp := startHAProxyPair(b, w.c, w.d)
 
 	dialFrom := func(p *pod, host string) func(context.Context, int) (net.Conn, error) {
 		return func(ctx context.Context, port int) (net.Conn, error) {
@@ -150,6 +151,9 @@ workloads:
 	}
 	w.paths = []benchPath{
 		{name: "direct", dial: dialFrom(w.c, "10.2.2.2"), pids: func() []int { return nil }},
+		{name: "haproxy", dial: func(ctx context.Context, port int) (net.Conn, error) {
+			return dialFrom(w.c, "127.0.0.1")(ctx, hp.clientPort[port])
+		}, pids: hp.pids},
 		{name: "stunnel", dial: func(ctx context.Context, port int) (net.Conn, error) {
 			return dialFrom(w.c, "127.0.0.1")(ctx, st.clientPort[port])
 		}, pids: st.pids},
@@ -214,14 +218,15 @@ func serveFunc(b *testing.B, p *pod, port int, h func(net.Conn)) {
 	}()
 }
 
-// stunnelPair is a stunnel client in the client pod and a stunnel server
-// in the server pod, one service per server port.
-type stunnelPair struct {
+// relayPair is a relay in the client pod (accepting on 127.0.0.1) and
+// one in the server pod, one service per server port: a stunnel pair
+// (mutual TLS) or an HAProxy pair (plain TCP, the floor for any relay).
+type relayPair struct {
 	clientPort map[int]int // server port → client-side local port
 	procs      []*exec.Cmd
 }
 
-func (s *stunnelPair) pids() []int {
+func (s *relayPair) pids() []int {
 	var out []int
 	for _, p := range s.procs {
 		out = append(out, p.Process.Pid)
@@ -229,7 +234,7 @@ func (s *stunnelPair) pids() []int {
 	return out
 }
 
-func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *stunnelPair {
+func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *relayPair {
 	bin, err := exec.LookPath("stunnel4")
 	if err != nil {
 		b.Skip("stunnel4 not installed (make bench-ztunnel installs it)")
@@ -266,7 +271,7 @@ func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *stunnelPair {
 	sc, sk := side("stunnel-server")
 	cc, ck := side("stunnel-client")
 	serverConf, clientConf := conf("server", sc, sk), conf("client", cc, ck)+"client = yes\n"
-	s := &stunnelPair{clientPort: map[int]int{}}
+	s := &relayPair{clientPort: map[int]int{}}
 	for i, port := range []int{sinkPort, echoPort} {
 		tlsPort, local := 19000+i, 19100+i
 		serverConf += fmt.Sprintf("[s%d]\naccept = %s:%d\nconnect = 127.0.0.1:%d\n", port, server.ip, tlsPort, port)
@@ -285,8 +290,13 @@ func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *stunnelPair {
 		s.procs = append(s.procs, cmd)
 		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
-	// Wait until a round trip crosses both: the client side may accept
-	// before the server side listens.
+	s.wait(b, client, "stunnel")
+	return s
+}
+
+// wait returns once a round trip crosses both relays: the client side may
+// accept before the server side listens.
+func (s *relayPair) wait(b *testing.B, client *pod, name string) {
 	ctx := bounded(b)
 	for {
 		c, err := inpodtest.Dial(ctx, client.ns.File, fmt.Sprintf("127.0.0.1:%d", s.clientPort[echoPort]), netip.AddrPort{}, inpodtest.SocketOpts{})
@@ -296,14 +306,52 @@ func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *stunnelPair {
 			c.Close()
 		}
 		if err == nil {
-			break
+			return
 		}
 		select {
 		case <-ctx.Done():
-			b.Fatalf("stunnel pair not working: %v", err)
+			b.Fatalf("%s pair not working: %v", name, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// startHAProxyPair relays plain TCP from the client pod to the server pod
+// through two single-threaded HAProxy processes: the same hops as a
+// ztunnel pair without TLS or HTTP/2, so its CPU is the floor for any
+// relay on this machine.
+func startHAProxyPair(b *testing.B, client, server *pod) *relayPair {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		b.Skip("haproxy not installed (make bench-ztunnel installs it)")
+	}
+	dir := b.TempDir()
+	global := "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+	serverConf, clientConf := global, global
+	s := &relayPair{clientPort: map[int]int{}}
+	for i, port := range []int{sinkPort, echoPort} {
+		relayPort, local := 19200+i, 19300+i
+		serverConf += fmt.Sprintf("listen s%d\n  bind %s:%d\n  server app 127.0.0.1:%d\n", port, server.ip, relayPort, port)
+		clientConf += fmt.Sprintf("listen c%d\n  bind 127.0.0.1:%d\n  server peer %s:%d\n", port, local, server.ip, relayPort)
+		s.clientPort[port] = local
+	}
+	for _, p := range []struct {
+		name, conf string
+		pod        *pod
+	}{{"server", serverConf, server}, {"client", clientConf, client}} {
+		path := filepath.Join(dir, "haproxy-"+p.name+".cfg")
+		if err := os.WriteFile(path, []byte(p.conf), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", p.pod.ns.Name, bin, "-db", "-q", "-f", path)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		s.procs = append(s.procs, cmd)
+		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	s.wait(b, client, "haproxy")
 	return s
 }
 
@@ -425,7 +473,7 @@ func (z *ztunnel) rss(b testing.TB) int64 {
 // benchIdle starts a ztunnel on a third node with idlePods local pods
 // (each its own identity, so its own certificate) and returns its RSS once
 // it is ready and idle.
-func benchIdle(b *testing.B, w *benchWorld) float64 {
+func benchIdle(b *testing.B) float64 {
 	cfg := "workloads:\n"
 	for i := range idlePods {
 		cfg += fmt.Sprintf("- {name: p%d, namespace: idle, serviceAccount: sa%d, addresses: [10.3.%d.%d], node: n3}\n", i, i, i/200, 2+i%200)
@@ -507,9 +555,9 @@ func benchOpenConns(b *testing.B, w *benchWorld) [2]float64 {
 }
 
 func printBench(paths []benchPath, res map[string]*benchResult, idle float64, perConn [2]float64) {
-	direct, st, zt := res["direct"], res["stunnel"], res["ztunnel"]
+	direct, hp, st, zt := res["direct"], res["haproxy"], res["stunnel"], res["ztunnel"]
 	fmt.Println()
-	fmt.Printf("Pod to pod across two nodes: direct, stunnel pair, ztunnel pair (HBONE); medians of %d interleaved rounds\n", benchRounds)
+	fmt.Printf("Pod to pod across two nodes: direct, HAProxy pair (plain TCP), stunnel pair (mTLS), ztunnel pair (HBONE); medians of %d interleaved rounds\n", benchRounds)
 	fmt.Printf("%-8s %10s %8s %8s %12s %12s %14s %14s %10s\n",
 		"path", "bulk MB/s", "÷direct", "÷stunnel", "p50 µs @1k/s", "p99 µs @1k/s", "added p50 µs", "added p99 µs", "vCPU @1k/s")
 	for _, p := range paths {
@@ -519,7 +567,8 @@ func printBench(paths []benchPath, res map[string]*benchResult, idle float64, pe
 			us(r.p50), us(r.p99), us(r.p50-direct.p50), us(r.p99-direct.p99), r.cpu)
 	}
 	fmt.Println()
-	fmt.Printf("ztunnel CPU per 1,000 req/s: %.3f vCPU for both ztunnels, %.3f each (target ≤ 0.03; Istio publishes 0.06)\n", zt.cpu, zt.cpu/2)
+	fmt.Printf("ztunnel CPU per 1,000 req/s: %.3f vCPU for both ztunnels, %.3f each (target ≤ 0.03; Istio publishes 0.06); a plain TCP relay (HAProxy) takes %.3f each, stunnel %.3f\n",
+		zt.cpu, zt.cpu/2, hp.cpu/2, st.cpu/2)
 	fmt.Printf("ztunnel throughput ÷ stunnel: %.2f (target ≥ 1); added p99 ztunnel %.0f µs vs stunnel %.0f µs (target ≤)\n",
 		zt.bytesPerSec/st.bytesPerSec, us(zt.p99-direct.p99), us(st.p99-direct.p99))
 	fmt.Printf("ztunnel idle RSS with %d local workloads: %.1f MB (target ≤ 20 MB)\n", idlePods, idle/1e6)
@@ -549,4 +598,12 @@ func rssParts(pid int) (anon, file int64) {
 		}
 	}
 	return anon, file
+}
+
+// BenchmarkZtunnelIdle measures only the idle RSS with 100 local workloads
+// (part of BenchmarkZtunnel), for quick iteration on memory.
+func BenchmarkZtunnelIdle(b *testing.B) {
+	inpodtest.RequireRoot(b)
+	idle := benchIdle(b)
+	fmt.Printf("ztunnel idle RSS with %d local workloads: %.1f MB (target ≤ 20 MB)\n", idlePods, idle/1e6)
 }
