@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/app"
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
 	"github.com/skiffmesh/skiff/pkg/apis"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
@@ -132,12 +133,14 @@ func (cl *cluster) create(t *testing.T, obj client.Object) {
 	}
 }
 
-// pod creates a pod on node, then gives it an IP as the kubelet would.
+// pod creates a pod on node, then gives it an IP as the kubelet would, and
+// marks it redirected to ztunnel as the node agent would.
 func (cl *cluster) pod(t *testing.T, ns, name, sa, node, ip string, labels map[string]string) *corev1.Pod {
 	t.Helper()
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec:       corev1.PodSpec{NodeName: node, ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels,
+			Annotations: map[string]string{index.AnnotationRedirection: index.RedirectionEnabled}},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "x"}}},
 	}
 	cl.create(t, p)
 	if ip != "" {
@@ -388,7 +391,9 @@ func TestControlPlane(t *testing.T) {
 		})
 	})
 	t.Run("pod labelled out of the mesh", func(t *testing.T) {
+		// The node agent removes the redirect and its annotation.
 		p.Labels = map[string]string{"istio.io/dataplane-mode": "none"}
+		p.Annotations = nil
 		if err := cl.c.Update(ctx, p); err != nil {
 			t.Fatal(err)
 		}

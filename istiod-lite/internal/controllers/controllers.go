@@ -192,15 +192,15 @@ func Prime(ctx context.Context, r client.Reader, ix *index.Index, opts Options) 
 }
 
 // TrimPod is a cache transform that drops what the index does not read
-// from pods (volumes, env, annotations, most of the status), so that a large
-// cluster's pods cost little memory.
+// from pods (volumes, env, annotations but the ones it reads, most of the
+// status), so that a large cluster's pods cost little memory.
 func TrimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
 	p.ManagedFields = nil
-	p.Annotations = nil
+	p.Annotations = index.TrimAnnotations(p.Annotations)
 	spec := corev1.PodSpec{
 		NodeName:           p.Spec.NodeName,
 		ServiceAccountName: p.Spec.ServiceAccountName,
