@@ -278,20 +278,21 @@ func startStunnelPair(b *testing.B, m *mesh, client, server *pod) *relayPair {
 		clientConf += fmt.Sprintf("[c%d]\naccept = 127.0.0.1:%d\nconnect = %s:%d\n", port, local, server.ip, tlsPort)
 		s.clientPort[port] = local
 	}
-	for _, p := range []struct {
-		name, conf string
-		pod        *pod
-	}{{"server", serverConf, server}, {"client", clientConf, client}} {
-		path := write("stunnel-"+p.name+".conf", []byte(p.conf))
-		cmd := exec.Command("ip", "netns", "exec", p.pod.ns.Name, bin, path)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		s.procs = append(s.procs, cmd)
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
+	s.run(b, server, bin, write("stunnel-server.conf", []byte(serverConf)))
+	s.run(b, client, bin, write("stunnel-client.conf", []byte(clientConf)))
 	s.wait(b, client, "stunnel")
 	return s
+}
+
+// run starts bin with args in p's network namespace until the benchmark ends.
+func (s *relayPair) run(b *testing.B, p *pod, bin string, args ...string) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", p.ns.Name, bin}, args...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s.procs = append(s.procs, cmd)
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
 
 // wait returns once a round trip crosses both relays: the client side may
@@ -335,21 +336,15 @@ func startHAProxyPair(b *testing.B, client, server *pod) *relayPair {
 		clientConf += fmt.Sprintf("listen c%d\n  bind 127.0.0.1:%d\n  server peer %s:%d\n", port, local, server.ip, relayPort)
 		s.clientPort[port] = local
 	}
-	for _, p := range []struct {
+	for _, side := range []struct {
 		name, conf string
 		pod        *pod
 	}{{"server", serverConf, server}, {"client", clientConf, client}} {
-		path := filepath.Join(dir, "haproxy-"+p.name+".cfg")
-		if err := os.WriteFile(path, []byte(p.conf), 0o600); err != nil {
+		path := filepath.Join(dir, "haproxy-"+side.name+".cfg")
+		if err := os.WriteFile(path, []byte(side.conf), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command("ip", "netns", "exec", p.pod.ns.Name, bin, "-db", "-q", "-f", path)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		s.procs = append(s.procs, cmd)
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		s.run(b, side.pod, bin, "-db", "-q", "-f", path)
 	}
 	s.wait(b, client, "haproxy")
 	return s
