@@ -93,6 +93,10 @@ func (cfg *ClientConfig) check() error {
 type Client struct {
 	cfg  ClientConfig
 	pool *pool[*h2Conn]
+
+	// goAwayTimeout overrides defaultGoAwayTimeout (tests); set before
+	// Dial.
+	goAwayTimeout time.Duration
 }
 
 // ClientStats are a client's connection counts.
@@ -221,10 +225,11 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		return nil, &DialError{Addr: addr, Err: fmt.Errorf("server did not negotiate h2 (ALPN %q)", p)}
 	}
 	h := newH2Conn(tc, true, h2Config{
-		streamWindow: c.cfg.StreamWindow,
-		connWindow:   c.cfg.ConnWindow,
-		logger:       c.cfg.Logger,
-		batch:        batch,
+		streamWindow:  c.cfg.StreamWindow,
+		connWindow:    c.cfg.ConnWindow,
+		logger:        c.cfg.Logger,
+		batch:         batch,
+		goAwayTimeout: c.goAwayTimeout,
 	})
 	if err := h.start(); err != nil {
 		return nil, &DialError{Addr: addr, Err: err}

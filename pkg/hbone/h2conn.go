@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -29,11 +30,25 @@ const (
 	connBufSize       = 16 << 10
 	maxHeaderListSize = 64 << 10
 	initialWindowSize = 65535 // RFC 9113 §6.9.2
+
+	// maxQueuedControlFrames bounds the frames the engine queues on its
+	// own behalf (PING and SETTINGS acks, RST_STREAM, WINDOW_UPDATE). A
+	// peer that makes us answer faster than it reads fills it; it is
+	// then told ENHANCE_YOUR_CALM and dropped. x/net/http2 uses the same
+	// figure.
+	maxQueuedControlFrames = 10000
+	// defaultGoAwayTimeout bounds how long a failing connection waits to
+	// deliver its GOAWAY before closing.
+	defaultGoAwayTimeout = time.Second
 )
 
 var (
 	errConnClosed  = errors.New("hbone: connection closed")
 	errWriteClosed = errors.New("hbone: write after CloseWrite")
+	// errControlFlood closes a connection whose peer made us queue more
+	// than maxQueuedControlFrames answers it did not read.
+	errControlFlood = fmt.Errorf("hbone: peer does not read the frames it makes us send: %w",
+		http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
 )
 
 // streamResetError reports a RST_STREAM from the peer or sent by us.
@@ -62,6 +77,9 @@ type h2Config struct {
 	connWindow   uint32
 	maxStreams   uint32 // advertised limit of peer-initiated streams (server)
 	logger       *slog.Logger
+	// goAwayTimeout bounds the delivery of the GOAWAY that ends a failing
+	// connection; 0 means defaultGoAwayTimeout.
+	goAwayTimeout time.Duration
 	// batch, if set, is the socket under the TLS conn: frame writes are
 	// sent through it in batches.
 	batch *batchConn
@@ -89,6 +107,9 @@ type h2Conn struct {
 	ctrlMu   sync.Mutex
 	ctrl     []func() error
 	ctrlWake chan struct{}
+	// flooded is set once ctrl overflowed: later control frames are
+	// dropped and the read loop ends the connection.
+	flooded atomic.Bool
 
 	mu             sync.Mutex
 	sendCond       *sync.Cond // waits for send window, on any stream
@@ -122,6 +143,9 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
+	}
+	if cfg.goAwayTimeout <= 0 {
+		cfg.goAwayTimeout = defaultGoAwayTimeout
 	}
 	c := &h2Conn{
 		nc:             nc,
@@ -202,8 +226,22 @@ func readClientPreface(r io.Reader) error {
 }
 
 // queue schedules a control frame write without blocking the caller.
+// Once more than maxQueuedControlFrames wait, the peer is not reading
+// what it makes us send: the queue is dropped, and the read loop is
+// woken to end the connection with ENHANCE_YOUR_CALM.
 func (c *h2Conn) queue(fn func() error) {
 	c.ctrlMu.Lock()
+	if c.flooded.Load() {
+		c.ctrlMu.Unlock()
+		return
+	}
+	if len(c.ctrl) >= maxQueuedControlFrames {
+		c.flooded.Store(true)
+		c.ctrl = nil
+		c.ctrlMu.Unlock()
+		c.nc.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
 	c.ctrl = append(c.ctrl, fn)
 	c.ctrlMu.Unlock()
 	select {
@@ -260,18 +298,57 @@ func (c *h2Conn) writeLoop() {
 
 func (c *h2Conn) readLoop() {
 	err := c.readFrames()
-	var ce http2.ConnectionError
-	if errors.As(err, &ce) {
-		c.mu.Lock()
-		last := c.maxPeerID
-		c.mu.Unlock()
-		// Best effort: tell the peer why before hanging up.
-		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		c.wmu.Lock()
-		c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCode(ce), nil) })
-		c.wmu.Unlock()
+	if c.flooded.Load() {
+		err = errControlFlood
 	}
-	c.closeWithError(err)
+	var ce http2.ConnectionError
+	if !errors.As(err, &ce) {
+		c.closeWithError(err)
+		return
+	}
+	if http2.ErrCode(ce) == http2.ErrCodeEnhanceYourCalm {
+		c.log.Warn("hbone: closing connection of abusive peer", "remote", c.nc.RemoteAddr(), "err", err)
+	}
+	// Best effort: tell the peer why before hanging up.
+	deadline := time.Now().Add(c.cfg.goAwayTimeout)
+	if !c.writeGoAway(http2.ErrCode(ce), deadline) {
+		c.closeWithError(err)
+		return
+	}
+	c.closeAfter(err, func() { c.linger(deadline) })
+}
+
+// writeGoAway sends GOAWAY with code, giving up at deadline. It leaves
+// the connection usable meanwhile: a client's pool closes one that is not
+// as soon as it has no streams, which would cut the GOAWAY off.
+func (c *h2Conn) writeGoAway(code http2.ErrCode, deadline time.Time) bool {
+	c.mu.Lock()
+	last := c.maxPeerID
+	c.mu.Unlock()
+	c.nc.SetWriteDeadline(deadline)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeFrames(func() error { return c.fr.WriteGoAway(last, code, nil) }) == nil
+}
+
+// linger lets the peer read the GOAWAY before the socket closes: closing
+// a socket with unread input resets it, and the reset can discard what
+// was sent. It half-closes the socket under TLS if it can, and discards
+// what the peer still sends until it closes too or deadline passes.
+// Read loop only.
+func (c *h2Conn) linger(deadline time.Time) {
+	raw := c.nc
+	if u, ok := raw.(interface{ NetConn() net.Conn }); ok {
+		raw = u.NetConn()
+	}
+	if b, ok := raw.(*batchConn); ok {
+		raw = b.Conn
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	raw.SetReadDeadline(deadline)
+	io.Copy(io.Discard, raw)
 }
 
 func (c *h2Conn) readFrames() error {
@@ -750,7 +827,12 @@ func (c *h2Conn) maxStreams() int {
 
 func (c *h2Conn) close() { c.closeWithError(errConnClosed) }
 
-func (c *h2Conn) closeWithError(err error) {
+func (c *h2Conn) closeWithError(err error) { c.closeAfter(err, nil) }
+
+// closeAfter fails the connection's streams with err and closes it; if
+// linger is set, it runs first, with the connection failed but the
+// socket open.
+func (c *h2Conn) closeAfter(err error, linger func()) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -768,6 +850,13 @@ func (c *h2Conn) closeWithError(err error) {
 	c.onClose = nil
 	c.mu.Unlock()
 	close(c.done)
+	if linger != nil {
+		for _, st := range removed {
+			st.released()
+		}
+		removed = nil
+		linger()
+	}
 	c.nc.Close()
 	for _, st := range removed {
 		st.released()

@@ -82,6 +82,13 @@ type notifyConn struct {
 	closed chan struct{}
 }
 
+func (c *notifyConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *notifyConn) Close() error {
 	c.once.Do(func() { c.closed <- struct{}{} })
 	return c.Conn.Close()
@@ -112,6 +119,9 @@ type tcpEnv struct {
 type envOpt struct {
 	serverCfg func(*ServerConfig)
 	clientCfg func(*ClientConfig)
+	// goAwayTimeout, if set, is how long both sides wait to deliver the
+	// GOAWAY that ends a failing connection.
+	goAwayTimeout time.Duration
 }
 
 func newTCPEnv(t *testing.T, h Handler, o envOpt) *tcpEnv {
@@ -141,6 +151,7 @@ func newTCPEnv(t *testing.T, h Handler, o envOpt) *tcpEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.goAwayTimeout = o.goAwayTimeout
 	ln := &countingListener{Listener: l, closed: make(chan struct{}, 1024)}
 	e := &tcpEnv{pki: pki, srv: srv, ln: ln, addr: l.Addr().(*net.TCPAddr).AddrPort(),
 		src: src, srcID: srcID, srvID: srvID, serveErr: make(chan error, 1)}
@@ -153,6 +164,7 @@ func newTCPEnv(t *testing.T, h Handler, o envOpt) *tcpEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.client.goAwayTimeout = o.goAwayTimeout
 	t.Cleanup(func() {
 		e.client.Close()
 		srv.Close()

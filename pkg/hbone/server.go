@@ -89,6 +89,10 @@ type Server struct {
 	conns     map[net.Conn]*h2Conn // nil value while handshaking
 	shutdown  bool
 	connsDone chan struct{} // closed when conns empties during shutdown
+
+	// goAwayTimeout overrides defaultGoAwayTimeout (tests); set before
+	// Serve.
+	goAwayTimeout time.Duration
 }
 
 // NewServer checks cfg and returns a Server.
@@ -193,11 +197,12 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	peer, _ := peerID(tc.ConnectionState()) // verified in the handshake
 	c := newH2Conn(tc, false, h2Config{
-		streamWindow: s.cfg.StreamWindow,
-		connWindow:   s.cfg.ConnWindow,
-		maxStreams:   s.cfg.MaxConcurrentStreams,
-		logger:       s.log,
-		batch:        batch,
+		streamWindow:  s.cfg.StreamWindow,
+		connWindow:    s.cfg.ConnWindow,
+		maxStreams:    s.cfg.MaxConcurrentStreams,
+		logger:        s.log,
+		batch:         batch,
+		goAwayTimeout: s.goAwayTimeout,
 	})
 	c.onStream = func(st *h2Stream, f *http2.MetaHeadersFrame) { s.serveStream(c, st, f, peer) }
 	c.addCloseHook(func() { s.untrack(nc) })

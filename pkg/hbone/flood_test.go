@@ -1,0 +1,325 @@
+package hbone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The tests here play peers that abuse the HTTP/2 engine: they make it
+// answer (PING, SETTINGS, refused streams) without reading the answers,
+// or open and reset streams faster than handlers finish.
+
+// abuseLog is the start of the record logged when a peer is dropped for
+// abuse.
+const abuseLog = "hbone: closing connection of abusive peer"
+
+// logWatch is a slog.Handler that reports the first record whose message
+// starts with prefix.
+type logWatch struct {
+	prefix string
+	once   sync.Once
+	seen   chan struct{}
+}
+
+func newLogWatch(prefix string) *logWatch {
+	return &logWatch{prefix: prefix, seen: make(chan struct{})}
+}
+
+func (l *logWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logWatch) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logWatch) WithGroup(string) slog.Handler            { return l }
+
+func (l *logWatch) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, l.prefix) {
+		l.once.Do(func() { close(l.seen) })
+	}
+	return nil
+}
+
+// rawPeer is a hand-driven HTTP/2 endpoint over TLS: it writes what it
+// likes, and reads only when told. Writes are buffered until flush.
+type rawPeer struct {
+	raw    net.Conn // the TCP socket
+	bw     *bufio.Writer
+	fr     *http2.Framer
+	hbuf   bytes.Buffer
+	enc    *hpack.Encoder
+	nextID uint32
+}
+
+func newRawPeer(t *testing.T, raw net.Conn, tc *tls.Conn) *rawPeer {
+	t.Helper()
+	p := &rawPeer{raw: raw, bw: bufio.NewWriterSize(tc, 64<<10), nextID: 1}
+	p.fr = http2.NewFramer(p.bw, tc)
+	p.enc = hpack.NewEncoder(&p.hbuf)
+	return p
+}
+
+// dialRawPeer connects to e's server as an authenticated client, and
+// sends the preface and SETTINGS.
+func dialRawPeer(t *testing.T, e *tcpEnv) *rawPeer {
+	t.Helper()
+	raw, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	tc := tls.Client(raw, rawTLS(e.src))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	p := newRawPeer(t, raw, tc)
+	p.bw.WriteString(http2.ClientPreface)
+	if err := p.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// open sends a CONNECT on the next stream.
+func (p *rawPeer) open() (uint32, error) {
+	id := p.nextID
+	p.nextID += 2
+	p.hbuf.Reset()
+	p.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	p.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: testAuthority.String()})
+	return id, p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: p.hbuf.Bytes(), EndHeaders: true})
+}
+
+// readUntil reads frames until one satisfies stop, and returns it.
+func (p *rawPeer) readUntil(stop func(http2.Frame) bool) (http2.Frame, error) {
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		if stop(f) {
+			return f, nil
+		}
+	}
+}
+
+func isGoAway(f http2.Frame) bool {
+	_, ok := f.(*http2.GoAwayFrame)
+	return ok
+}
+
+// flood runs send, in batches of frames, on a goroutine of its own until
+// it fails; the returned function waits for that, after p.raw is closed.
+func (p *rawPeer) flood(send func(p *rawPeer) error) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for range 256 {
+				if send(p) != nil {
+					return
+				}
+			}
+			if p.bw.Flush() != nil {
+				return
+			}
+		}
+	}()
+	return func() { <-done }
+}
+
+// awaitGoAway waits for the engine to give up on its flooding peer p,
+// then reads what it sent until the GOAWAY, and hangs up.
+func awaitGoAway(t *testing.T, ctx context.Context, logs *logWatch, p *rawPeer, flooding func()) {
+	t.Helper()
+	defer flooding()
+	defer p.raw.Close()
+	select {
+	case <-logs.seen:
+	case <-ctx.Done():
+		t.Fatal("the connection was still served after a flood of frames to answer, never read")
+	}
+	f, err := p.readUntil(isGoAway)
+	if err != nil {
+		t.Fatalf("connection ended without GOAWAY: %v", err)
+	}
+	if code := f.(*http2.GoAwayFrame).ErrCode; code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+	}
+}
+
+// floods are what a peer may send to make the engine answer.
+var floods = []struct {
+	name       string
+	serverOnly bool
+	setup      func(p *rawPeer) error
+	send       func(p *rawPeer) error
+}{
+	{name: "PING", send: func(p *rawPeer) error { return p.fr.WritePing(false, [8]byte{1}) }},
+	{name: "SETTINGS", send: func(p *rawPeer) error { return p.fr.WriteSettings() }},
+	{
+		// Each is refused with RST_STREAM: the one allowed stream is open.
+		name: "HEADERS beyond the stream limit", serverOnly: true,
+		setup: func(p *rawPeer) error {
+			if _, err := p.open(); err != nil {
+				return err
+			}
+			return p.bw.Flush()
+		},
+		send: func(p *rawPeer) error { _, err := p.open(); return err },
+	},
+}
+
+// waitForEnd holds the tunnel until the connection goes.
+var waitForEnd = HandlerFunc(func(ctx context.Context, w *Responder, r *Request) { <-ctx.Done() })
+
+// A client that makes the server queue answers faster than it reads them
+// is told ENHANCE_YOUR_CALM and dropped, instead of the queue growing
+// without bound.
+func TestControlFrameFloodServer(t *testing.T) {
+	for _, tt := range floods {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			logs := newLogWatch(abuseLog)
+			e := newTCPEnv(t, waitForEnd, envOpt{
+				// Long enough for the test to read the GOAWAY at its pace.
+				goAwayTimeout: time.Minute,
+				serverCfg: func(c *ServerConfig) {
+					c.MaxConcurrentStreams = 1
+					c.Logger = slog.New(logs)
+				},
+			})
+			p := dialRawPeer(t, e)
+			if tt.setup != nil {
+				if err := tt.setup(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			awaitGoAway(t, ctx, logs, p, p.flood(tt.send))
+			select {
+			case <-e.ln.closed:
+			case <-ctx.Done():
+				t.Fatal("server kept the connection")
+			}
+		})
+	}
+}
+
+// A server that floods the client likewise is dropped by the client.
+func TestControlFrameFloodClient(t *testing.T) {
+	for _, tt := range floods {
+		if tt.serverOnly {
+			continue
+		}
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			pki := newPKI(t, "cluster.local")
+			srvCert, srvID := pki.cert(t, "ns1", "server", time.Hour)
+			src, _ := pki.cert(t, "ns2", "client", time.Hour)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			logs := newLogWatch(abuseLog)
+			client, err := NewClient(ClientConfig{Bundles: pki.bundles, Logger: slog.New(logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client.goAwayTimeout = time.Minute
+			defer client.Close()
+			dialed := make(chan error, 1)
+			go func() {
+				dst := l.Addr().(*net.TCPAddr).AddrPort()
+				c, err := client.Dial(ctx, src, dst, testAuthority, []spiffeid.ID{srvID}, nil)
+				if err == nil {
+					c.Close()
+				}
+				dialed <- err
+			}()
+
+			raw, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Close() // a retry finds nobody
+			defer raw.Close()
+			tc := tls.Server(raw, &tls.Config{
+				Certificates: []tls.Certificate{*srvCert},
+				NextProtos:   []string{"h2"},
+				ClientAuth:   tls.RequireAnyClientCert,
+				MinVersion:   tls.VersionTLS13,
+			})
+			if err := tc.HandshakeContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(tc, make([]byte, len(http2.ClientPreface))); err != nil {
+				t.Fatal(err)
+			}
+			p := newRawPeer(t, raw, tc)
+			if err := p.fr.WriteSettings(); err != nil {
+				t.Fatal(err)
+			}
+			awaitGoAway(t, ctx, logs, p, p.flood(tt.send))
+			select {
+			case err := <-dialed:
+				if err == nil {
+					t.Fatal("Dial through a flooding server succeeded")
+				}
+			case <-ctx.Done():
+				t.Fatal("Dial hangs")
+			}
+		})
+	}
+}
+
+// The queue of frames the engine sends on its own behalf stays bounded,
+// and its overflow wakes the read loop to end the connection.
+func TestControlQueueBounded(t *testing.T) {
+	for _, tt := range []struct {
+		queued  int
+		flooded bool
+	}{
+		{queued: 1},
+		{queued: maxQueuedControlFrames},
+		{queued: maxQueuedControlFrames + 1, flooded: true},
+		{queued: 3 * maxQueuedControlFrames, flooded: true},
+	} {
+		a, b := net.Pipe()
+		c := newH2Conn(a, false, h2Config{})
+		for range tt.queued {
+			c.queue(func() error { return nil })
+		}
+		c.ctrlMu.Lock()
+		n := len(c.ctrl)
+		c.ctrlMu.Unlock()
+		if n > maxQueuedControlFrames {
+			t.Errorf("%d queued: queue holds %d frames, limit %d", tt.queued, n, maxQueuedControlFrames)
+		}
+		if c.flooded.Load() != tt.flooded {
+			t.Errorf("%d queued: flooded = %v, want %v", tt.queued, !tt.flooded, tt.flooded)
+		}
+		if tt.flooded {
+			// The read loop's next read fails at once.
+			if _, err := a.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%d queued: read after overflow: %v, want deadline exceeded", tt.queued, err)
+			}
+		}
+		a.Close()
+		b.Close()
+	}
+}
