@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +322,111 @@ func TestControlQueueBounded(t *testing.T) {
 		}
 		a.Close()
 		b.Close()
+	}
+}
+
+// Streams reset while their handlers run still hold a handler slot: no
+// more than MaxConcurrentStreams handlers ever run on a connection, and a
+// peer that resets streams faster than their handlers finish is told
+// ENHANCE_YOUR_CALM (CVE-2023-44487).
+func TestRapidResetBoundsHandlers(t *testing.T) {
+	const limit = 4
+	for _, tt := range []struct {
+		name string
+		// hold: handlers ignore the reset and run until released.
+		hold bool
+		// resets is how many streams the peer opens and resets at once.
+		resets int
+	}{
+		{name: "handlers outlive the reset", hold: true, resets: 100},
+		{name: "handlers end on reset", resets: 2000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			var running, maxRunning, started atomic.Int64
+			entered := make(chan struct{}, tt.resets)
+			release := make(chan struct{})
+			var releaseOnce sync.Once
+			unblock := func() { releaseOnce.Do(func() { close(release) }) }
+			defer unblock()
+			h := HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+				started.Add(1)
+				n := running.Add(1)
+				defer running.Add(-1)
+				for m := maxRunning.Load(); n > m && !maxRunning.CompareAndSwap(m, n); m = maxRunning.Load() {
+				}
+				entered <- struct{}{}
+				if tt.hold {
+					<-release
+				} else {
+					<-ctx.Done()
+				}
+			})
+			e := newTCPEnv(t, h, envOpt{
+				goAwayTimeout: time.Minute,
+				serverCfg:     func(c *ServerConfig) { c.MaxConcurrentStreams = limit },
+			})
+			p := dialRawPeer(t, e)
+			// The last frame's answer, a PING ack or a GOAWAY.
+			last := make(chan http2.Frame, 1)
+			go func() {
+				f, _ := p.readUntil(func(f http2.Frame) bool {
+					ping, ok := f.(*http2.PingFrame)
+					return isGoAway(f) || ok && ping.IsAck()
+				})
+				last <- f
+			}()
+			for range tt.resets {
+				id, err := p.open()
+				if err == nil {
+					err = p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.fr.WritePing(false, [8]byte{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.bw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			var f http2.Frame
+			select {
+			case f = <-last:
+			case <-ctx.Done():
+				t.Fatal("no answer to the PING")
+			}
+			ga, _ := f.(*http2.GoAwayFrame)
+			if tt.hold {
+				// 4 running, 16 waiting: the next is one too many.
+				if ga == nil || ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+					t.Fatalf("got %v after %d streams reset while their handlers ran, want GOAWAY ENHANCE_YOUR_CALM", f, tt.resets)
+				}
+				for range limit {
+					select {
+					case <-entered:
+					case <-ctx.Done():
+						t.Fatal("handlers did not start")
+					}
+				}
+			} else if ga != nil && ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("got GOAWAY %v", ga.ErrCode)
+			}
+			unblock()
+			p.raw.Close()
+			select {
+			case <-e.ln.closed:
+			case <-ctx.Done():
+				t.Fatal("server kept the connection")
+			}
+			if m := maxRunning.Load(); m > limit {
+				t.Errorf("%d handlers ran at once, limit %d", m, limit)
+			}
+			if tt.hold && started.Load() != limit {
+				// The waiting streams were all reset: none gets a handler.
+				t.Errorf("%d handlers started, want %d", started.Load(), limit)
+			}
+		})
 	}
 }

@@ -37,6 +37,10 @@ const (
 	// then told ENHANCE_YOUR_CALM and dropped. x/net/http2 uses the same
 	// figure.
 	maxQueuedControlFrames = 10000
+	// maxUnstartedPerStream bounds the streams waiting for a handler, as
+	// a multiple of the stream limit (x/net/http2's figure): only a peer
+	// resetting streams faster than their handlers finish gets there.
+	maxUnstartedPerStream = 4
 	// defaultGoAwayTimeout bounds how long a failing connection waits to
 	// deliver its GOAWAY before closing.
 	defaultGoAwayTimeout = time.Second
@@ -48,6 +52,10 @@ var (
 	// errControlFlood closes a connection whose peer made us queue more
 	// than maxQueuedControlFrames answers it did not read.
 	errControlFlood = fmt.Errorf("hbone: peer does not read the frames it makes us send: %w",
+		http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
+	// errResetFlood closes a connection whose peer opens and resets
+	// streams faster than their handlers finish (CVE-2023-44487).
+	errResetFlood = fmt.Errorf("hbone: peer resets streams faster than their handlers finish: %w",
 		http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
 )
 
@@ -129,9 +137,21 @@ type h2Conn struct {
 	settingsSeen   chan struct{}
 	onClose        []func()
 
-	// onStream is called, in its own goroutine, for each stream the peer
-	// opens (server side).
+	// Server: handlers counts the onStream calls running; at most
+	// cfg.maxStreams run at once, even if their streams were reset, and
+	// the streams beyond wait in unstarted.
+	handlers  uint32
+	unstarted []unstartedStream
+
+	// onStream is called, on a goroutine of its own, for each stream the
+	// peer opens (server side).
 	onStream func(st *h2Stream, f *http2.MetaHeadersFrame)
+}
+
+// unstartedStream is a stream waiting for a handler slot.
+type unstartedStream struct {
+	st *h2Stream
+	f  *http2.MetaHeadersFrame
 }
 
 func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
@@ -545,13 +565,52 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return nil
 	}
+	if c.handlers >= c.cfg.maxStreams &&
+		int64(len(c.unstarted)) >= maxUnstartedPerStream*int64(c.cfg.maxStreams) {
+		c.mu.Unlock()
+		return errResetFlood
+	}
 	st = c.newStreamLocked(id)
 	if f.StreamEnded() {
 		st.remoteEnded = true
 	}
+	if c.handlers >= c.cfg.maxStreams {
+		// Handlers of streams the peer reset may still be running: the
+		// stream waits for one of them to return.
+		c.unstarted = append(c.unstarted, unstartedStream{st, f})
+		c.mu.Unlock()
+		return nil
+	}
+	c.handlers++
 	c.mu.Unlock()
-	go c.onStream(st, f)
+	go c.runHandlers(st, f)
 	return nil
+}
+
+// runHandlers serves st, then streams that waited for a handler slot.
+func (c *h2Conn) runHandlers(st *h2Stream, f *http2.MetaHeadersFrame) {
+	for st != nil {
+		c.onStream(st, f)
+		st, f = c.nextUnstarted()
+	}
+}
+
+// nextUnstarted takes the next waiting stream the peer has not reset in
+// the meantime, or gives the handler slot back.
+func (c *h2Conn) nextUnstarted() (*h2Stream, *http2.MetaHeadersFrame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.unstarted) > 0 {
+		u := c.unstarted[0]
+		c.unstarted[0] = unstartedStream{}
+		c.unstarted = c.unstarted[1:]
+		if !u.st.removed {
+			return u.st, u.f
+		}
+	}
+	c.unstarted = nil
+	c.handlers--
+	return nil, nil
 }
 
 func (c *h2Conn) handleData(f *http2.DataFrame) error {
