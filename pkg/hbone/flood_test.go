@@ -52,6 +52,15 @@ func (l *logWatch) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+func (l *logWatch) fired() bool {
+	select {
+	case <-l.seen:
+		return true
+	default:
+		return false
+	}
+}
+
 // rawPeer is a hand-driven HTTP/2 endpoint over TLS: it writes what it
 // likes, and reads only when told. Writes are buffered until flush.
 type rawPeer struct {
@@ -428,5 +437,49 @@ func TestRapidResetBoundsHandlers(t *testing.T) {
 				t.Errorf("%d handlers started, want %d", started.Load(), limit)
 			}
 		})
+	}
+}
+
+// A client that keeps within the limits is never taken for an abuser:
+// many concurrent tunnels beyond the server's stream limit, and tunnels
+// closed before their handlers finish.
+func TestStreamGuardsSpareNormalClients(t *testing.T) {
+	ctx := testCtx(t)
+	logs := newLogWatch(abuseLog)
+	e := newTCPEnv(t, echo, envOpt{serverCfg: func(c *ServerConfig) {
+		c.MaxConcurrentStreams = 8
+		c.Logger = slog.New(logs)
+	}})
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for i := range 200 {
+		wg.Go(func() { errs <- echoOnce(ctx, e, i) })
+	}
+	// Closing a tunnel the server still serves resets it: its handler
+	// ends after the client has reused the slot.
+	for range 4 {
+		wg.Go(func() {
+			for range 100 {
+				c, err := e.dial(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := echoOnce(ctx, e, 0); err != nil {
+		t.Fatal(err)
+	}
+	if logs.fired() {
+		t.Fatal("a well-behaved client was dropped as abusive")
 	}
 }

@@ -295,25 +295,31 @@ func (c *h2Conn) writeLoop() {
 		case <-c.done:
 			return
 		}
-		c.ctrlMu.Lock()
-		q := c.ctrl
-		c.ctrl = nil
-		c.ctrlMu.Unlock()
 		c.wmu.Lock()
-		err := c.writeFrames(func() error {
-			for _, fn := range q {
-				if err := fn(); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := c.writeFrames(c.writeQueued)
 		c.wmu.Unlock()
 		if err != nil {
 			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 			return
 		}
 	}
+}
+
+// writeQueued writes the queued control frames; caller holds wmu. The
+// queue is taken under wmu, so a frame queued before a HEADERS is written
+// (say the RST_STREAM of a stream whose slot the HEADERS reuses) precedes
+// it on the wire.
+func (c *h2Conn) writeQueued() error {
+	c.ctrlMu.Lock()
+	q := c.ctrl
+	c.ctrl = nil
+	c.ctrlMu.Unlock()
+	for _, fn := range q {
+		if err := fn(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *h2Conn) readLoop() {
@@ -752,7 +758,13 @@ func (c *h2Conn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream b
 }
 
 func (c *h2Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) error {
-	if err := c.writeFrames(func() error { return c.writeHeaderFrames(id, fields, endStream) }); err != nil {
+	err := c.writeFrames(func() error {
+		if err := c.writeQueued(); err != nil {
+			return err
+		}
+		return c.writeHeaderFrames(id, fields, endStream)
+	})
+	if err != nil {
 		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 		return err
 	}
