@@ -16,7 +16,12 @@
 // The HTTP/2 side uses golang.org/x/net/http2's Framer and hpack but its own
 // connection engine (h2conn.go): the x/net server resets the request side of
 // a stream when a handler ends its response, so it cannot half-close a
-// tunnel from the server side, which a byte-exact TCP proxy needs.
+// tunnel from the server side, which a byte-exact TCP proxy needs. It
+// keeps x/net's guards against abusive peers: at most 10,000 frames queued
+// on its own behalf (PING and SETTINGS acks, RST_STREAM, WINDOW_UPDATE),
+// and at most MaxConcurrentStreams handlers running per connection, even
+// for streams the peer reset, with 4x that waiting; beyond either, the
+// peer is sent GOAWAY ENHANCE_YOUR_CALM and dropped.
 //
 // Data path, tuned for a proxy that runs on one OS thread (ztunnel with
 // --worker-threads 1): TCP sockets are read and written with raw system

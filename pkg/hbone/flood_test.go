@@ -483,3 +483,61 @@ func TestStreamGuardsSpareNormalClients(t *testing.T) {
 		t.Fatal("a well-behaved client was dropped as abusive")
 	}
 }
+
+// FuzzServerFrames feeds arbitrary frames to a server connection: it must
+// end the connection cleanly, never crash or hang.
+func FuzzServerFrames(f *testing.F) {
+	seed := func(write func(p *rawPeer)) []byte {
+		var buf bytes.Buffer
+		p := &rawPeer{bw: bufio.NewWriter(&buf), nextID: 1}
+		p.fr = http2.NewFramer(p.bw, nil)
+		p.fr.AllowIllegalWrites = true
+		p.enc = hpack.NewEncoder(&p.hbuf)
+		p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+		write(p)
+		p.bw.Flush()
+		return buf.Bytes()
+	}
+	f.Add(seed(func(p *rawPeer) { p.fr.WritePing(false, [8]byte{1}) }))
+	f.Add(seed(func(p *rawPeer) {
+		for range 8 {
+			id, _ := p.open()
+			p.fr.WriteData(id, false, []byte("hello"))
+			p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}
+	}))
+	f.Add(seed(func(p *rawPeer) {
+		id, _ := p.open()
+		p.fr.WriteWindowUpdate(id, 0)
+		p.fr.WriteWindowUpdate(0, 1<<31-1)
+		p.fr.WriteData(id, true, nil)
+		p.fr.WriteGoAway(id, http2.ErrCodeNo, nil)
+	}))
+	f.Add(seed(func(p *rawPeer) {
+		id, _ := p.open()
+		p.fr.WriteContinuation(id, true, []byte{0x82})
+		p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
+	}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		srv, peer := net.Pipe()
+		c := newH2Conn(srv, false, h2Config{maxStreams: 4, streamWindow: 1 << 16, connWindow: 1 << 17,
+			logger: slog.New(slog.DiscardHandler)})
+		c.onStream = func(st *h2Stream, _ *http2.MetaHeadersFrame) {
+			st.respond(200, false)
+			st.Close()
+		}
+		go io.Copy(io.Discard, peer)
+		go func() {
+			peer.Write(in)
+			peer.Close()
+		}()
+		if err := c.start(); err != nil {
+			return
+		}
+		select {
+		case <-c.done:
+		case <-time.After(time.Minute):
+			t.Fatal("connection did not end after its input")
+		}
+	})
+}
