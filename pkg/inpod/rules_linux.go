@@ -76,6 +76,9 @@ type Rules struct {
 type State struct {
 	// Table is true when TableName exists.
 	Table bool
+	// Foreign is true when TableName exists but another program created it
+	// (see ErrForeignTable); whatever it holds is not Skiff's redirection.
+	Foreign bool
 	// Rules lists, as "chain/name", the rules found that match the expected
 	// set.
 	Rules []string
@@ -92,7 +95,7 @@ type State struct {
 // Complete reports whether every rule, the routing rule and the local route
 // are in place exactly as Install writes them.
 func (s State) Complete() bool {
-	return s.Table && len(s.Missing) == 0 && s.Extra == 0 && s.RoutingRule && s.LocalRoute
+	return s.Table && !s.Foreign && len(s.Missing) == 0 && s.Extra == 0 && s.RoutingRule && s.LocalRoute
 }
 
 // Absent reports whether none of the redirection is present.
@@ -110,6 +113,9 @@ func (s State) String() string {
 	var parts []string
 	if !s.Table {
 		parts = append(parts, "no nftables table")
+	}
+	if s.Foreign {
+		parts = append(parts, "nftables table created by another program")
 	}
 	if len(s.Missing) > 0 {
 		parts = append(parts, "missing rules "+strings.Join(s.Missing, ","))
@@ -152,7 +158,9 @@ func (r Rules) fingerprint() string {
 // /proc/<pid>/ns/net or /var/run/netns/<name> file). It is idempotent: the
 // nftables table is replaced in one atomic transaction, and the routing
 // rule and route are added only when missing. It also brings lo up, which
-// the local route needs.
+// the local route needs. It refuses, with an error wrapping
+// ErrForeignTable, when another program created TableName, and then writes
+// nothing.
 func (r Rules) Install(ns *os.File) error {
 	r, err := r.withDefaults()
 	if err != nil {
@@ -167,11 +175,16 @@ func (r Rules) Install(ns *os.File) error {
 	// An existing table is replaced: add (no-op), delete, add, in the one
 	// batch the kernel applies atomically. Deleting costs milliseconds
 	// (the kernel waits for readers), so a new pod's namespace skips it.
-	if _, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err == nil {
+	existing, err := lookupTable(ns)
+	if err != nil {
+		return err
+	}
+	if existing != nil {
+		if err := existing.refuse("write into"); err != nil {
+			return err
+		}
 		conn.DelTable(table)
 		conn.AddTable(table)
-	} else if !errors.Is(err, unix.ENOENT) && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("inpod: listing nftables table: %w", err)
 	}
 	chains := addChains(conn, table)
 	fp := r.fingerprint()
@@ -184,7 +197,7 @@ func (r Rules) Install(ns *os.File) error {
 		})
 	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("inpod: installing nftables rules: %w", err)
+		return explainFlush(ns, "write into", fmt.Errorf("inpod: installing nftables rules: %w", err))
 	}
 	if err := withNetlink(ns, func(h *netlink.Handle) error { return r.installRouting(h) }); err != nil {
 		return err
@@ -202,19 +215,32 @@ func (r Rules) Install(ns *os.File) error {
 }
 
 // Remove deletes everything Install writes from ns. Missing pieces are not
-// an error, so Remove is idempotent.
+// an error, so Remove is idempotent. A TableName that another program
+// created is left in place and reported with an error wrapping
+// ErrForeignTable (the routing rule and route, Skiff's own, still go).
 func (Rules) Remove(ns *os.File) error {
 	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
 	if err != nil {
 		return fmt.Errorf("inpod: nftables: %w", err)
 	}
 	var errs []error
-	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	// AddTable first so the delete cannot fail on a missing table.
-	conn.AddTable(table)
-	conn.DelTable(table)
-	if err := conn.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("inpod: removing nftables table: %w", err))
+	existing, err := lookupTable(ns)
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case existing == nil:
+	default:
+		if err := existing.refuse("delete"); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+		// AddTable first so the delete cannot fail on a table gone meanwhile.
+		conn.AddTable(table)
+		conn.DelTable(table)
+		if err := conn.Flush(); err != nil {
+			errs = append(errs, explainFlush(ns, "delete", fmt.Errorf("inpod: removing nftables table: %w", err)))
+		}
 	}
 	if err := withNetlink(ns, removeRouting); err != nil {
 		errs = append(errs, err)
@@ -236,13 +262,15 @@ func (r Rules) Inspect(ns *os.File) (State, error) {
 	}
 	want := r.ruleSpecs()
 	found := map[string]bool{}
-	table, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	info, err := lookupTable(ns)
 	switch {
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return st, fmt.Errorf("inpod: listing nftables table: %w", err)
+		return st, err
+	case info == nil:
 	default:
 		st.Table = true
+		st.Foreign = info.foreign()
+		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 		fp := r.fingerprint()
 		for _, chain := range []string{ChainPrerouting, ChainOutput, ChainOutputNAT} {
 			rules, err := conn.GetRules(table, &nftables.Chain{Name: chain, Table: table})
