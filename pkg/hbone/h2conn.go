@@ -57,6 +57,9 @@ var (
 	// streams faster than their handlers finish (CVE-2023-44487).
 	errResetFlood = fmt.Errorf("hbone: peer resets streams faster than their handlers finish: %w",
 		http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
+	// errGoAwayStalled closes a connection, hard, whose graceful GOAWAY
+	// could not be written within goAwayTimeout: its peer does not read.
+	errGoAwayStalled = errors.New("hbone: peer does not read: GOAWAY not sent in time")
 )
 
 // streamResetError reports a RST_STREAM from the peer or sent by us.
@@ -131,6 +134,7 @@ type h2Conn struct {
 	recvWindow     int64
 	recvUnacked    int64
 	goAwaySent     bool
+	goAwayDone     bool // our graceful GOAWAY is written
 	goAwayRecv     bool
 	err            error
 	done           chan struct{}
@@ -363,13 +367,7 @@ func (c *h2Conn) writeGoAway(code http2.ErrCode, deadline time.Time) bool {
 // what the peer still sends until it closes too or deadline passes.
 // Read loop only.
 func (c *h2Conn) linger(deadline time.Time) {
-	raw := c.nc
-	if u, ok := raw.(interface{ NetConn() net.Conn }); ok {
-		raw = u.NetConn()
-	}
-	if b, ok := raw.(*batchConn); ok {
-		raw = b.Conn
-	}
+	raw := c.socket()
 	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
@@ -851,7 +849,11 @@ func (c *h2Conn) openStream(authority string, hdr http.Header, release func()) (
 	return st, nil
 }
 
-// goAway stops new streams; the connection closes when the last ends.
+// goAway stops new streams and sends GOAWAY; the connection closes once
+// that is written and the last stream has ended. It does not wait for the
+// write: a peer that does not read can stall it (or a write holding wmu)
+// for good. If the GOAWAY is not written within goAwayTimeout, the
+// connection is closed hard.
 func (c *h2Conn) goAway() {
 	c.mu.Lock()
 	if c.goAwaySent || c.err != nil {
@@ -860,20 +862,33 @@ func (c *h2Conn) goAway() {
 	}
 	c.goAwaySent = true
 	last := c.maxPeerID
-	idle := len(c.streams) == 0
 	c.mu.Unlock()
-	c.wmu.Lock()
-	c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
-	c.wmu.Unlock()
-	if idle {
-		c.closeWithError(errConnClosed)
-	}
+	timer := time.AfterFunc(c.cfg.goAwayTimeout, func() { c.closeHard(errGoAwayStalled) })
+	go func() {
+		c.wmu.Lock()
+		err := c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+		c.wmu.Unlock()
+		if !timer.Stop() {
+			return // closed hard meanwhile
+		}
+		if err != nil {
+			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+			return
+		}
+		c.mu.Lock()
+		c.goAwayDone = true
+		idle := len(c.streams) == 0
+		c.mu.Unlock()
+		if idle {
+			c.closeWithError(errConnClosed)
+		}
+	}()
 }
 
 // streamGone is called after a stream left the map.
 func (c *h2Conn) streamGone() {
 	c.mu.Lock()
-	idle := len(c.streams) == 0 && (c.goAwaySent || c.goAwayRecv)
+	idle := len(c.streams) == 0 && (c.goAwayDone || c.goAwayRecv)
 	c.mu.Unlock()
 	if idle {
 		c.closeWithError(errConnClosed)
@@ -899,6 +914,25 @@ func (c *h2Conn) maxStreams() int {
 func (c *h2Conn) close() { c.closeWithError(errConnClosed) }
 
 func (c *h2Conn) closeWithError(err error) { c.closeAfter(err, nil) }
+
+// closeHard fails the connection with err and closes its socket under
+// TLS: a write stalled on a peer that does not read fails at once, where
+// closing the TLS conn would first try to send it an alert.
+func (c *h2Conn) closeHard(err error) {
+	c.closeAfter(err, func() { c.socket().Close() })
+}
+
+// socket is the connection under TLS and batching.
+func (c *h2Conn) socket() net.Conn {
+	raw := c.nc
+	if u, ok := raw.(interface{ NetConn() net.Conn }); ok {
+		raw = u.NetConn()
+	}
+	if b, ok := raw.(*batchConn); ok {
+		raw = b.Conn
+	}
+	return raw
+}
 
 // closeAfter fails the connection's streams with err and closes it; if
 // linger is set, it runs first, with the connection failed but the
