@@ -178,7 +178,7 @@ func (c *Client) Dial(ctx context.Context, src *tls.Certificate, dst, authority 
 
 // connect sends the CONNECT on pc and waits for the answer.
 func (c *Client) connect(ctx context.Context, pc *pooled[*h2Conn], authority netip.AddrPort, hdr http.Header) (net.Conn, error) {
-	st, err := pc.c.openStream(authority.String(), hdr, func() { c.pool.release(pc) })
+	st, err := pc.c.openStream(ctx, authority.String(), hdr, func() { c.pool.release(pc) })
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func (c *Client) connect(ctx context.Context, pc *pooled[*h2Conn], authority net
 	case <-st.respCh:
 	case <-ctx.Done():
 		st.abort(http2.ErrCodeCancel)
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
 	}
 	pc.c.mu.Lock()
 	status, reset := st.status, st.reset

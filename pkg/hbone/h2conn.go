@@ -3,6 +3,7 @@ package hbone
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -114,6 +115,9 @@ type h2Conn struct {
 	wmu  sync.Mutex
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
+	// wctx is held by a writer that takes wmu with lockWriteCtx, so that
+	// only one at a time waits for wmu on a goroutine of its own.
+	wctx chan struct{}
 
 	ctrlMu   sync.Mutex
 	ctrl     []func() error
@@ -178,6 +182,7 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		bw:             bufio.NewWriterSize(nc, connBufSize),
 		log:            cfg.logger,
 		ctrlWake:       make(chan struct{}, 1),
+		wctx:           make(chan struct{}, 1),
 		streams:        make(map[uint32]*h2Stream),
 		nextID:         1,
 		peerMaxStreams: math.MaxUint32,
@@ -811,16 +816,22 @@ func (c *h2Conn) writeHeaderFrames(id uint32, fields []hpack.HeaderField, endStr
 }
 
 // openStream sends a CONNECT request (client side). release is called
-// once the stream is gone, or before openStream returns an error.
-func (c *h2Conn) openStream(authority string, hdr http.Header, release func()) (*h2Stream, error) {
+// once the stream is gone, or before openStream returns an error. It
+// gives up when ctx ends: while it waits to write, leaving the connection
+// as it was; while it writes, closing the connection, whose framing a
+// half-written HEADERS would break.
+func (c *h2Conn) openStream(ctx context.Context, authority string, hdr http.Header, release func()) (*h2Stream, error) {
 	fields := []hpack.HeaderField{
 		{Name: ":method", Value: http.MethodConnect},
 		{Name: ":authority", Value: authority},
 	}
 	fields = appendHeaderFields(fields, hdr)
 
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	if err := c.lockWriteCtx(ctx); err != nil {
+		release()
+		return nil, fmt.Errorf("hbone: waiting to send CONNECT: %w", err)
+	}
+	defer c.unlockWriteCtx()
 	c.mu.Lock()
 	if c.err != nil || c.goAwayRecv || c.goAwaySent || c.nextID > math.MaxInt32 {
 		err := c.err
@@ -836,17 +847,72 @@ func (c *h2Conn) openStream(authority string, hdr http.Header, release func()) (
 	st := c.newStreamLocked(id)
 	st.release = release
 	c.mu.Unlock()
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			c.closeHard(fmt.Errorf("hbone: CONNECT abandoned while being sent: %w", ctx.Err()))
+		})
+	}
 	// IDs must hit the wire in order, hence wmu held since allocation.
-	if err := c.writeHeadersLocked(id, fields, false); err != nil {
+	err := c.writeHeadersLocked(id, fields, false)
+	if !stop() {
+		err = fmt.Errorf("hbone: sending CONNECT: %w", ctx.Err())
+	} else if err != nil {
+		err = retryableError{fmt.Errorf("hbone: sending CONNECT: %w", err)}
+	}
+	if err != nil {
 		c.mu.Lock()
 		removed := st.resetLocked(streamResetError{code: http2.ErrCodeInternal})
 		c.mu.Unlock()
 		if removed {
 			st.released()
 		}
-		return nil, retryableError{fmt.Errorf("hbone: sending CONNECT: %w", err)}
+		return nil, err
 	}
 	return st, nil
+}
+
+// lockWriteCtx takes wmu, or gives up when ctx ends: a write stalled on a
+// peer that does not read can hold wmu for good. Only one such caller at a
+// time waits for wmu, on a goroutine of its own, so giving up leaves at
+// most one goroutine behind per connection, until the stall ends. The
+// hot paths take wmu as it is.
+func (c *h2Conn) lockWriteCtx(ctx context.Context) error {
+	select {
+	case c.wctx <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := ctx.Err(); err != nil {
+		<-c.wctx
+		return err
+	}
+	if !c.wmu.TryLock() {
+		locked := make(chan struct{})
+		go func() {
+			c.wmu.Lock()
+			select {
+			case locked <- struct{}{}:
+			case <-ctx.Done():
+				c.unlockWriteCtx()
+			}
+		}()
+		select {
+		case <-locked:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		c.unlockWriteCtx()
+		return err
+	}
+	return nil
+}
+
+func (c *h2Conn) unlockWriteCtx() {
+	c.wmu.Unlock()
+	<-c.wctx
 }
 
 // goAway stops new streams and sends GOAWAY; the connection closes once

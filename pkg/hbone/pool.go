@@ -3,6 +3,7 @@ package hbone
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,13 +109,13 @@ func (p *pool[C]) get(ctx context.Context, key string, dial func(context.Context
 			p.mu.Lock()
 			pd.waiters--
 			p.mu.Unlock()
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("hbone: waiting for a connection: %w", ctx.Err())
 		}
 		if pd.err != nil {
 			return nil, pd.err
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("hbone: waiting for a connection: %w", err)
 		}
 	}
 }

@@ -128,7 +128,7 @@ func (c *QUICClient) Dial(ctx context.Context, src *tls.Certificate, dst, author
 	case <-ctx.Done():
 		abort()
 		<-done
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
 	}
 	if r.err != nil {
 		abort()
