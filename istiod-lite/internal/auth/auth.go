@@ -4,9 +4,11 @@
 //
 // Answers are cached, so a node agent asking for many certificates costs one
 // review; a success never outlives the token's own expiry. Tokens that are
-// not JWTs, or already expired, are refused without a review, and failed
-// reviews are rate-limited per caller address, so a client sending bad tokens
-// cannot make istiod hammer the apiserver.
+// not JWTs, or already expired, are refused without a review; rejected
+// tokens are rate-limited per caller address, and so are the reviews of one
+// address under way at once, so a client sending bad tokens cannot make
+// istiod hammer the apiserver. Callers sharing an address (behind SNAT)
+// share its budget; only rejections spend it.
 package auth
 
 import (
@@ -47,8 +49,16 @@ const (
 	// reviews of one caller address whose tokens keep being rejected.
 	DefaultFailedReviewRate  = rate.Limit(1)
 	DefaultFailedReviewBurst = 10
-	// maxSources bounds the per-address limiters kept.
+	// DefaultReviewsPerSource bounds the reviews of one caller address
+	// under way at once; more wait for a free one.
+	DefaultReviewsPerSource = 4
+	// maxSources bounds the per-address states kept.
 	maxSources = 10_000
+	// reviewTimeout bounds one TokenReview.
+	reviewTimeout = 10 * time.Second
+	// expiryLeeway is the clock skew the apiserver allows past a token's
+	// exp (its JWT validator's default).
+	expiryLeeway = time.Minute
 )
 
 // Caller is an authenticated service account.
@@ -71,19 +81,20 @@ type TokenReviewer struct {
 	now       func() time.Time
 
 	// Limits (the defaults above; tests lower them).
-	maxEntries  int
-	failureTTL  time.Duration
-	failRate    rate.Limit
-	failBurst   int
-	maxLimiters int
+	maxEntries       int
+	failureTTL       time.Duration
+	failRate         rate.Limit
+	failBurst        int
+	maxSources       int
+	reviewsPerSource int
 
 	mu    sync.Mutex
 	cache map[[32]byte]cached
 	// inflight shares one review among concurrent callers with one token
 	// (a node agent asking for many certificates at once).
 	inflight map[[32]byte]*flight
-	// failures limits the failed reviews per caller address.
-	failures map[string]*rate.Limiter
+	// sources holds each caller address's budget and reviews under way.
+	sources map[string]*sourceState
 }
 
 type flight struct {
@@ -106,8 +117,9 @@ func NewTokenReviewer(r Reviewer, audiences []string, ttl time.Duration) *TokenR
 	return &TokenReviewer{
 		reviewer: r, audiences: audiences, ttl: ttl, now: time.Now,
 		maxEntries: DefaultMaxCacheEntries, failureTTL: min(DefaultFailureTTL, ttl),
-		failRate: DefaultFailedReviewRate, failBurst: DefaultFailedReviewBurst, maxLimiters: maxSources,
-		cache: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}, failures: map[string]*rate.Limiter{},
+		failRate: DefaultFailedReviewRate, failBurst: DefaultFailedReviewBurst,
+		maxSources: maxSources, reviewsPerSource: DefaultReviewsPerSource,
+		cache: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}, sources: map[string]*sourceState{},
 	}
 }
 
@@ -153,43 +165,84 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	if !exp.IsZero() && !now.Before(exp) {
+	// The apiserver allows for clock skew past exp; so does this early
+	// refusal, leaving the last word to the review.
+	if !exp.IsZero() && !now.Before(exp.Add(expiryLeeway)) {
 		return nil, fmt.Errorf("%w: token expired at %s", ErrUnauthenticated, exp.UTC().Format(time.RFC3339))
 	}
 	h := sha256.Sum256([]byte(token))
-	src := source(ctx)
 	t.mu.Lock()
-	if c, ok := t.cache[h]; ok && now.Before(c.expires) {
+	if c, f, done := t.lookup(h, now); done {
 		t.mu.Unlock()
 		return c.caller, c.err
-	}
-	if f, ok := t.inflight[h]; ok {
+	} else if f != nil {
 		t.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.caller, f.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		return f.wait(ctx)
+	}
+	src := t.source(source(ctx), now)
+	t.mu.Unlock()
+
+	// At most reviewsPerSource reviews of one address run at once, so
+	// concurrent bad tokens cannot overrun its budget by much.
+	select {
+	case src.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	t.mu.Lock()
+	// Another caller may have answered or started the review meanwhile.
+	if c, f, done := t.lookup(h, now); done || f != nil {
+		t.mu.Unlock()
+		<-src.slots
+		if done {
+			return c.caller, c.err
 		}
+		return f.wait(ctx)
 	}
-	// Every review takes a token from the caller's budget up front (so
-	// concurrent bad tokens are limited too); only a rejection keeps it.
-	charge := t.limiter(src, now).ReserveN(now, 1)
-	if !charge.OK() || charge.DelayFrom(now) > 0 {
-		charge.CancelAt(now)
+	if src.failures.TokensAt(now) < 1 {
 		t.mu.Unlock()
+		<-src.slots
 		return nil, ErrTooManyFailures
 	}
 	f := &flight{done: make(chan struct{})}
 	t.inflight[h] = f
 	t.mu.Unlock()
+	// The review runs to its end even if this caller goes away, so that
+	// cancelling calls neither escapes the budget nor fails the callers
+	// sharing the review.
+	go t.fly(context.WithoutCancel(ctx), h, f, token, exp, src)
+	return f.wait(ctx)
+}
 
+// lookup returns the cached answer for h (done), or the review of h under
+// way. The caller holds t.mu.
+func (t *TokenReviewer) lookup(h [32]byte, now time.Time) (c cached, f *flight, done bool) {
+	if c, ok := t.cache[h]; ok && now.Before(c.expires) {
+		return c, nil, true
+	}
+	return cached{}, t.inflight[h], false
+}
+
+func (f *flight) wait(ctx context.Context) (*Caller, error) {
+	select {
+	case <-f.done:
+		return f.caller, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fly reviews token for the flight f, caches the answer, charges a
+// rejection to src and frees src's slot.
+func (t *TokenReviewer) fly(ctx context.Context, h [32]byte, f *flight, token string, exp time.Time, src *sourceState) {
+	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
+	defer cancel()
 	f.caller, f.err = t.review(ctx, token)
+	now := t.now()
 	t.mu.Lock()
 	delete(t.inflight, h)
 	switch {
 	case f.err == nil:
-		charge.CancelAt(now)
 		expires := now.Add(t.ttl)
 		if !exp.IsZero() && exp.Before(expires) {
 			expires = exp
@@ -197,12 +250,14 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Caller
 		t.store(h, cached{caller: f.caller, expires: expires}, now)
 	case errors.Is(f.err, ErrUnauthenticated):
 		t.store(h, cached{err: f.err, expires: now.Add(t.failureTTL)}, now)
+		// Into debt if need be: the more failures, the longer the wait.
+		src.failures.ReserveN(now, 1)
 	default:
-		charge.CancelAt(now) // the apiserver's trouble, not the caller's
+		// The apiserver's trouble, not the caller's: nothing cached or charged.
 	}
 	t.mu.Unlock()
+	<-src.slots
 	close(f.done)
-	return f.caller, f.err
 }
 
 // store caches an answer, keeping the cache within maxEntries: expired
@@ -225,29 +280,44 @@ func (t *TokenReviewer) store(h [32]byte, c cached, now time.Time) {
 	t.cache[h] = c
 }
 
-// limiter returns src's budget of failed reviews, keeping at most
-// maxLimiters. The caller holds t.mu.
-func (t *TokenReviewer) limiter(src string, now time.Time) *rate.Limiter {
-	if lim := t.failures[src]; lim != nil {
-		return lim
+// sourceState is what is kept per caller address.
+type sourceState struct {
+	// failures is the address's budget of rejected reviews.
+	failures *rate.Limiter
+	// slots holds one token per review of the address under way.
+	slots chan struct{}
+}
+
+// idle reports whether st holds nothing worth keeping: no review under way
+// and a full budget.
+func (st *sourceState) idle(now time.Time, burst int) bool {
+	return len(st.slots) == 0 && st.failures.TokensAt(now) >= float64(burst)
+}
+
+// source returns addr's state, keeping at most maxSources. The caller
+// holds t.mu.
+func (t *TokenReviewer) source(addr string, now time.Time) *sourceState {
+	if st := t.sources[addr]; st != nil {
+		return st
 	}
-	if len(t.failures) >= t.maxLimiters {
-		// A full budget holds no state worth keeping.
-		for k, l := range t.failures {
-			if l.TokensAt(now) >= float64(t.failBurst) {
-				delete(t.failures, k)
+	if len(t.sources) >= t.maxSources {
+		for k, st := range t.sources {
+			if st.idle(now, t.failBurst) {
+				delete(t.sources, k)
 			}
 		}
-		for k := range t.failures {
-			if len(t.failures) < t.maxLimiters {
+		for k, st := range t.sources {
+			if len(t.sources) < t.maxSources {
 				break
 			}
-			delete(t.failures, k)
+			if len(st.slots) == 0 {
+				delete(t.sources, k)
+			}
 		}
 	}
-	lim := rate.NewLimiter(t.failRate, t.failBurst)
-	t.failures[src] = lim
-	return lim
+	st := &sourceState{failures: rate.NewLimiter(t.failRate, t.failBurst), slots: make(chan struct{}, t.reviewsPerSource)}
+	t.sources[addr] = st
+	return st
 }
 
 // source is the caller's address without its port ("" when unknown).

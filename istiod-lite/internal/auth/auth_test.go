@@ -27,8 +27,10 @@ import (
 // unless statusAudiences overrides them.
 type fakeReviewer struct {
 	calls atomic.Int32
-	users map[string]authnv1.UserInfo
-	fail  error
+	// active and maxActive count the reviews under way.
+	active, maxActive atomic.Int32
+	users             map[string]authnv1.UserInfo
+	fail              error
 	// statusAudiences, when non-nil, is returned as status.audiences.
 	statusAudiences []string
 	// entered, when set, receives each request before gate is waited for.
@@ -41,6 +43,10 @@ type fakeReviewer struct {
 
 func (f *fakeReviewer) Create(_ context.Context, tr *authnv1.TokenReview, _ metav1.CreateOptions) (*authnv1.TokenReview, error) {
 	f.calls.Add(1)
+	n := f.active.Add(1)
+	defer f.active.Add(-1)
+	for m := f.maxActive.Load(); n > m && !f.maxActive.CompareAndSwap(m, n); m = f.maxActive.Load() {
+	}
 	f.mu.Lock()
 	f.requested = append(f.requested, tr.Spec.Audiences)
 	f.mu.Unlock()
@@ -240,11 +246,12 @@ func TestCachedUntilTokenExpires(t *testing.T) {
 	}{
 		{"fresh token is reviewed", 0, short, "", 1},
 		{"then cached", 20 * time.Second, short, "", 1},
-		{"past its exp it is refused without a review", 10 * time.Second, short, "token expired", 1},
-		{"a token without exp is cached for the TTL", 0, legacy, "", 2},
-		{"still cached", 59 * time.Minute, legacy, "", 2},
-		{"reviewed again after the TTL", time.Minute, legacy, "", 3},
-		{"an expired token is never reviewed", 0, expired, "token expired", 3},
+		{"past its exp the cache no longer answers; the apiserver allows for skew", 10 * time.Second, short, "", 2},
+		{"a minute past its exp it is refused without a review", time.Minute, short, "token expired", 2},
+		{"a token without exp is cached for the TTL", 0, legacy, "", 3},
+		{"still cached", 59 * time.Minute, legacy, "", 3},
+		{"reviewed again after the TTL", time.Minute, legacy, "", 4},
+		{"an expired token is never reviewed", 0, expired, "token expired", 4},
 	}
 	for _, s := range steps {
 		clk.Add(s.advance)
@@ -320,20 +327,81 @@ func TestFailedReviewsLimitedPerSource(t *testing.T) {
 	}
 }
 
+// Callers that cancel while their review is under way are charged all
+// the same, and the review's answer is kept.
+func TestCancelledReviewsAreCharged(t *testing.T) {
+	r := &fakeReviewer{users: map[string]authnv1.UserInfo{}, entered: make(chan struct{}, 10), gate: make(chan struct{})}
+	a, _ := newReviewer(r, nil, time.Minute)
+	a.failBurst = 3
+	bad := func(i int) string { return token(t, fmt.Sprint("bad-", i)) }
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(fromAddr("10.0.0.1:40000"))
+		go func() { <-r.entered; cancel() }()
+		if _, err := a.Authenticate(ctx, bad(i)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled call %d: %v", i, err)
+		}
+	}
+	close(r.gate)
+	for i := range 3 { // answered from the finished (or finishing) review
+		if _, err := a.Authenticate(fromAddr("10.0.0.1:40000"), bad(i)); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("token %d again: %v", i, err)
+		}
+	}
+	if _, err := a.Authenticate(fromAddr("10.0.0.1:40000"), bad(3)); !errors.Is(err, ErrTooManyFailures) {
+		t.Fatalf("after three cancelled rejections: %v, want ErrTooManyFailures", err)
+	}
+	if n := r.calls.Load(); n != 3 {
+		t.Fatalf("%d reviews, want 3", n)
+	}
+}
+
+// However many bad tokens one address sends at once, only a few reviews
+// run at a time and the budget holds.
+func TestConcurrentReviewsPerSourceBounded(t *testing.T) {
+	r := &fakeReviewer{users: map[string]authnv1.UserInfo{}, entered: make(chan struct{}, 100), gate: make(chan struct{})}
+	a, _ := newReviewer(r, nil, time.Minute)
+	a.failBurst, a.reviewsPerSource = 3, 2
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			_, err := a.Authenticate(fromAddr("10.0.0.1:40000"), token(t, fmt.Sprint("bad-", i)))
+			errs <- err
+		})
+	}
+	<-r.entered
+	<-r.entered
+	close(r.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrUnauthenticated) && !errors.Is(err, ErrTooManyFailures) {
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	if m := r.maxActive.Load(); m > 2 {
+		t.Fatalf("%d reviews of one address at once, want at most 2", m)
+	}
+	// Each slot may see the budget before the reviews ahead of it are charged.
+	if n := r.calls.Load(); n > 3+2 {
+		t.Fatalf("%d reviews with a budget of 3, want at most 5", n)
+	}
+}
+
 // TestCacheBounded: however many distinct tokens arrive, the cache and the
 // per-address budgets stay within their bounds.
 func TestCacheBounded(t *testing.T) {
 	r := &fakeReviewer{users: map[string]authnv1.UserInfo{}}
 	a, _ := newReviewer(r, nil, time.Minute)
-	a.maxEntries, a.maxLimiters = 16, 8
+	a.maxEntries, a.maxSources = 16, 8
 	for i := range 200 {
 		tok := token(t, fmt.Sprint("sa-", i))
 		if i%2 == 0 {
 			r.users[tok] = authnv1.UserInfo{Username: "system:serviceaccount:ns:sa"}
 		}
 		_, _ = a.Authenticate(fromAddr(fmt.Sprintf("10.0.%d.%d:1", i/250, i%250)), tok)
-		if len(a.cache) > a.maxEntries || len(a.failures) > a.maxLimiters {
-			t.Fatalf("after %d tokens: %d cached answers, %d budgets", i+1, len(a.cache), len(a.failures))
+		if len(a.cache) > a.maxEntries || len(a.sources) > a.maxSources {
+			t.Fatalf("after %d tokens: %d cached answers, %d budgets", i+1, len(a.cache), len(a.sources))
 		}
 	}
 	// The latest answer (a rejection) is cached.

@@ -201,8 +201,9 @@ func TestMeshStateGoesToNodeProxiesAndWaypointsOnly(t *testing.T) {
 		{"waypoint addresses", "shop/wp", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}, codes.OK},
 		{"workload addresses", "shop/default", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}, codes.PermissionDenied},
 		{"workload policies", "shop/default", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AuthorizationType}, codes.PermissionDenied},
-		{"too many names", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1001)}, codes.InvalidArgument},
-		{"names at the limit", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1000)}, codes.OK},
+		{"too many names", "shop/wp", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1001)}, codes.InvalidArgument},
+		{"names at the limit", "shop/wp", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(1000)}, codes.OK},
+		{"node proxies are not limited", "istio-system/ztunnel", &discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: manyNames(5000)}, codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-sa", tc.sa))

@@ -54,7 +54,8 @@ type Options struct {
 	// pod for pod-bound tokens, per service account otherwise (default 8).
 	MaxStreamsPerCaller int
 	// MaxNamesPerStream bounds the resource names a stream's explicit
-	// subscriptions may hold (default 1000); wildcards are not counted.
+	// subscriptions may hold (default 1000); wildcards are not counted,
+	// nor are the names node proxies subscribe to.
 	MaxNamesPerStream int
 	// NodeAccounts ("<namespace>/<service account>") are node proxies
 	// (ztunnel), which receive every address and policy (default
@@ -544,7 +545,9 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 		}
 	}
 	c.mu.Unlock()
-	if held > s.maxNames {
+	// Node proxies are trusted with the whole mesh, and their on-demand
+	// lookups by name grow with it: only other callers are bounded.
+	if held > s.maxNames && !s.nodeAccounts[c.caller.Namespace+"/"+c.caller.ServiceAccount] {
 		log.Warn("xds subscription refused: too many resource names", "names", held, "limit", s.maxNames)
 		return status.Errorf(codes.InvalidArgument, "subscriptions name %d resources; at most %d per stream (subscribe to \"*\" for all)", held, s.maxNames)
 	}
