@@ -80,13 +80,37 @@ type Agent struct {
 	events   metric.Int64Counter
 }
 
-// podState is an enrolled pod.
+// podState is a pod the agent has set something up for: an enrolled pod,
+// or one whose enrolment or removal failed part way.
 type podState struct {
 	uid                    types.UID
 	name, namespace, sa    string
 	netns                  *os.File
 	netnsPath, containerID string
 	ips                    []netip.Addr
+
+	// What is in place for the pod, so setting up and tearing down each do
+	// only what is left, and a reconcile converges to the desired state
+	// whichever step last failed. Written under the pod's lock and a.mu.
+	rulesStep, snatStep, ztunnelStep step
+}
+
+// step is what the agent knows of one part of a pod's enrolment.
+type step uint8
+
+const (
+	stepAbsent  step = iota // not in place
+	stepDone                // in place
+	stepUnknown             // a change failed midway: redo or undo it either way
+)
+
+// enrolled reports whether the pod was handed to ztunnel (and not yet
+// taken back). The caller holds a.mu or the pod's lock.
+func (p *podState) enrolled() bool { return p.ztunnelStep != stepAbsent }
+
+// complete reports whether every part of the enrolment is in place.
+func (p *podState) complete() bool {
+	return p.rulesStep == stepDone && p.snatStep == stepDone && p.ztunnelStep == stepDone
 }
 
 func (p *podState) key() string { return p.namespace + "/" + p.name }
@@ -175,18 +199,33 @@ func (a *Agent) countEvent(result string) {
 	}
 }
 
-// Enrolled returns the number of enrolled pods.
+// Enrolled returns the number of enrolled pods (handed to ztunnel, even if
+// their removal from the mesh is under way).
 func (a *Agent) Enrolled() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.pods)
+	n := 0
+	for _, p := range a.pods {
+		if p.enrolled() {
+			n++
+		}
+	}
+	return n
 }
 
 // IsEnrolled reports whether the pod with uid is enrolled.
 func (a *Agent) IsEnrolled(uid types.UID) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.pods[uid] != nil
+	p := a.pods[uid]
+	return p != nil && p.enrolled()
+}
+
+// mark records what is in place for a pod whose lock the caller holds.
+func (a *Agent) mark(p *step, v step) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	*p = v
 }
 
 // Synced reports whether the agent has rebuilt its state and serves.
@@ -362,7 +401,8 @@ func (a *Agent) rebuild(ctx context.Context) error {
 			continue
 		}
 		st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
-			netns: netns, netnsPath: path, ips: pips}
+			netns: netns, netnsPath: path, ips: pips,
+			rulesStep: stepDone, snatStep: stepDone, ztunnelStep: stepDone} // SNAT: Reset below
 		rules := st.rules(a.cfg.Rules)
 		found, err := rules.Inspect(netns)
 		if err != nil || !found.Complete() {
@@ -378,6 +418,8 @@ func (a *Agent) rebuild(ctx context.Context) error {
 		// Not connected yet: the server remembers the pod for the snapshot.
 		if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), netns); err != nil && !errors.Is(err, zds.ErrNotConnected) {
 			a.log.Warn("registering pod with ZDS", "pod", st.key(), "err", err)
+			st.ztunnelStep = stepUnknown
+			a.queue.Add(st.key()) // the worker hands it over again
 		}
 		a.store(st)
 		ips = append(ips, pips...)
@@ -467,14 +509,39 @@ func (a *Agent) reconcile(ctx context.Context, key string) error {
 			return nil // not networked yet; the plugin enrols it on ADD
 		}
 		return a.enrolRunning(ctx, pod, ips)
-	case !want && st != nil:
+	case want:
+		// Known, but perhaps half removed (the pod left the mesh and came
+		// back before a failed step was retried): finish the enrolment.
+		if err := a.resume(ctx, pod.UID); err != nil {
+			return err
+		}
+		if !annotated {
+			return a.setAnnotation(ctx, ns, name, true)
+		}
+	case st != nil:
 		a.log.Info("pod left the mesh", "pod", key)
 		return a.unenrol(ctx, pod.UID, true, !terminal(pod) && pod.DeletionTimestamp == nil)
-	case want && st != nil && !annotated:
-		return a.setAnnotation(ctx, ns, name, true)
-	case !want && st == nil && annotated && pod.DeletionTimestamp == nil:
+	case annotated && pod.DeletionTimestamp == nil:
 		return a.setAnnotation(ctx, ns, name, false)
 	}
+	return nil
+}
+
+// resume puts in place whatever part of a known pod's enrolment is not.
+func (a *Agent) resume(ctx context.Context, uid types.UID) error {
+	unlock := a.locks.lock(string(uid))
+	defer unlock()
+	st := a.lookup(uid)
+	if st == nil || st.complete() {
+		return nil
+	}
+	a.log.Info("completing the enrolment of a pod back in the mesh", "pod", st.key(), "uid", uid)
+	if err := a.setUp(ctx, st); err != nil {
+		// What is in place stays, recorded; the worker retries the rest.
+		a.countFailure("live_enrol")
+		return err
+	}
+	a.log.Info("pod enrolled", "pod", st.key(), "uid", st.uid, "ips", st.ips)
 	return nil
 }
 
@@ -482,8 +549,9 @@ func (a *Agent) reconcile(ctx context.Context, key string) error {
 func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.Addr) error {
 	unlock := a.locks.lock(string(pod.UID))
 	defer unlock()
-	if a.lookup(pod.UID) != nil {
-		return nil // enrolled by the plugin meanwhile
+	if st := a.lookup(pod.UID); st != nil {
+		// Known meanwhile (enrolled by the plugin, or found at start).
+		return a.setUp(ctx, st)
 	}
 	netns, path, err := a.cfg.Finder.Find(ips)
 	if err != nil {
@@ -501,40 +569,29 @@ func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.A
 	return nil
 }
 
-// enrol installs everything for st and hands it to ztunnel; on failure it
-// leaves nothing behind. The caller holds st's lock; on success the state
-// owns st.netns.
+// enrol sets everything up for a new podState st and hands it to ztunnel;
+// on failure it leaves nothing behind. The caller holds st's lock; on
+// success the state owns st.netns.
 func (a *Agent) enrol(ctx context.Context, st *podState) error {
 	if !a.cfg.ZDS.Connected() {
 		return &agentapi.Error{Message: "ztunnel is not connected to the node agent", Retryable: true}
 	}
-	rules := st.rules(a.cfg.Rules)
-	if err := rules.Install(st.netns); err != nil {
-		return fmt.Errorf("installing redirect rules for %s: %w", st.key(), err)
-	}
-	rollback := func() {
-		if err := rules.Remove(st.netns); err != nil {
-			a.log.Warn("rolling back redirect rules", "pod", st.key(), "err", err)
+	if err := a.setUp(ctx, st); err != nil {
+		handedOver := st.ztunnelStep != stepAbsent
+		// Rolled back with the context's values but not its end: a
+		// cancelled ADD must not leave a half-enrolled pod.
+		if rerr := a.tearDown(context.WithoutCancel(ctx), st, true, true); rerr != nil {
+			a.log.Warn("rolling back a failed enrolment", "pod", st.key(), "err", rerr)
 		}
-		if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
-			a.log.Warn("rolling back probe SNAT", "pod", st.key(), "err", err)
-		}
-	}
-	if err := a.cfg.SNAT.Add(st.ips...); err != nil {
-		rollback()
-		return fmt.Errorf("probe SNAT for %s: %w", st.key(), err)
-	}
-	if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), st.netns); err != nil {
-		rollback()
-		a.forget(st.uid) // a previous enrolment of the pod is void now too
-		// Forget it, or the next ztunnel would get a pod that is not set up.
-		if derr := a.cfg.ZDS.DelWorkload(context.WithoutCancel(ctx), string(st.uid)); derr != nil {
-			a.log.Warn("forgetting pod after failed hand-off", "pod", st.key(), "err", derr)
+		if handedOver {
+			// ztunnel's record of the pod is gone (or void), so is any
+			// previous enrolment of it.
+			a.forget(st.uid)
 		}
 		if errors.Is(err, zds.ErrNotConnected) {
 			return &agentapi.Error{Message: fmt.Sprintf("handing %s to ztunnel: ztunnel is not connected to the node agent", st.key()), Retryable: true}
 		}
-		return fmt.Errorf("handing %s to ztunnel: %w", st.key(), err)
+		return err
 	}
 	a.store(st)
 	if err := a.setAnnotation(ctx, st.namespace, st.name, true); err != nil {
@@ -546,13 +603,76 @@ func (a *Agent) enrol(ctx context.Context, st *podState) error {
 	return nil
 }
 
+// setUp puts in place, in order, whatever of st's rules, probe SNAT and
+// ztunnel hand-off is not, recording each step. Every step is idempotent,
+// so one that failed midway is simply done again. The caller holds st's
+// lock.
+func (a *Agent) setUp(ctx context.Context, st *podState) error {
+	if st.rulesStep != stepDone {
+		if err := st.rules(a.cfg.Rules).Install(st.netns); err != nil {
+			a.mark(&st.rulesStep, stepUnknown)
+			return fmt.Errorf("installing redirect rules for %s: %w", st.key(), err)
+		}
+		a.mark(&st.rulesStep, stepDone)
+	}
+	if st.snatStep != stepDone {
+		if err := a.cfg.SNAT.Add(st.ips...); err != nil {
+			a.mark(&st.snatStep, stepUnknown)
+			return fmt.Errorf("probe SNAT for %s: %w", st.key(), err)
+		}
+		a.mark(&st.snatStep, stepDone)
+	}
+	if st.ztunnelStep != stepDone {
+		if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), st.netns); err != nil {
+			a.mark(&st.ztunnelStep, stepUnknown)
+			return fmt.Errorf("handing %s to ztunnel: %w", st.key(), err)
+		}
+		a.mark(&st.ztunnelStep, stepDone)
+	}
+	return nil
+}
+
+// tearDown undoes, in order, st's rules (when removeRules), ztunnel
+// hand-off and probe SNAT, skipping what is known absent and recording
+// each step. It stops at the first failure unless rollback: rules go
+// first, so while they cannot be removed ztunnel keeps serving the traffic
+// they still redirect. The caller holds st's lock.
+func (a *Agent) tearDown(ctx context.Context, st *podState, removeRules, rollback bool) error {
+	var errs []error
+	if removeRules && st.rulesStep != stepAbsent {
+		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
+			a.mark(&st.rulesStep, stepUnknown)
+			errs = append(errs, fmt.Errorf("removing redirect rules of %s: %w", st.key(), err))
+		} else {
+			a.mark(&st.rulesStep, stepAbsent)
+		}
+	}
+	if st.ztunnelStep != stepAbsent && (rollback || len(errs) == 0) {
+		if err := a.cfg.ZDS.DelWorkload(ctx, string(st.uid)); err != nil {
+			a.mark(&st.ztunnelStep, stepUnknown)
+			errs = append(errs, fmt.Errorf("removing %s from ztunnel: %w", st.key(), err))
+		} else {
+			a.mark(&st.ztunnelStep, stepAbsent)
+		}
+	}
+	if st.snatStep != stepAbsent && (rollback || len(errs) == 0) {
+		if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
+			a.mark(&st.snatStep, stepUnknown)
+			errs = append(errs, fmt.Errorf("removing probe SNAT of %s: %w", st.key(), err))
+		} else {
+			a.mark(&st.snatStep, stepAbsent)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // unenrol removes the pod's rules (for a running pod leaving the mesh),
 // tells ztunnel, removes its probe SNAT, forgets the pod and optionally
-// removes its annotation. The pod stays enrolled until every step before
+// removes its annotation. The pod is remembered until every step before
 // the annotation succeeded, so a failure is retried (by the worker's
 // rate-limited requeue, or the runtime's next DEL) instead of leaving rules
-// behind that nothing remembers. Rules go first: while they cannot be
-// removed, ztunnel keeps serving the traffic they still redirect.
+// behind that nothing remembers; and if the pod rejoins the mesh first,
+// resume redoes what was undone.
 func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeAnnotation bool) error {
 	unlock := a.locks.lock(string(uid))
 	defer unlock()
@@ -560,19 +680,9 @@ func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeA
 	if st == nil {
 		return nil
 	}
-	if removeRules {
-		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
-			a.countFailure("del")
-			return fmt.Errorf("removing redirect rules of %s (the pod stays enrolled until they are gone): %w", st.key(), err)
-		}
-	}
-	if err := a.cfg.ZDS.DelWorkload(ctx, string(uid)); err != nil {
+	if err := a.tearDown(ctx, st, removeRules, false); err != nil {
 		a.countFailure("del")
-		return fmt.Errorf("removing %s from ztunnel: %w", st.key(), err)
-	}
-	if err := a.cfg.SNAT.Remove(st.ips...); err != nil {
-		a.countFailure("del")
-		return fmt.Errorf("removing probe SNAT of %s: %w", st.key(), err)
+		return fmt.Errorf("%w (the pod stays known to the agent until this succeeds)", err)
 	}
 	a.forget(uid)
 	a.log.Info("pod removed from the mesh", "pod", st.key(), "uid", uid)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	mdnetlink "github.com/mdlayher/netlink"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -43,6 +39,8 @@ type ztunnel struct {
 	mu   sync.Mutex
 	pods map[string]bool
 	dels int
+	// refuseDel makes DelWorkload fail (and keep the pod).
+	refuseDel bool
 }
 
 func (z *ztunnel) AddWorkload(_ context.Context, w zds.Workload, netns *os.File) error {
@@ -58,9 +56,18 @@ func (z *ztunnel) KeepWorkload(context.Context, string) error { return nil }
 func (z *ztunnel) DelWorkload(_ context.Context, uid string) error {
 	z.mu.Lock()
 	defer z.mu.Unlock()
+	if z.refuseDel {
+		return errors.New("test ztunnel refuses to delete")
+	}
 	delete(z.pods, uid)
 	z.dels++
 	return nil
+}
+
+func (z *ztunnel) setRefuseDel(v bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.refuseDel = v
 }
 
 func (z *ztunnel) SnapshotSent(context.Context) error { return nil }
@@ -234,64 +241,13 @@ func rulesIn(t *testing.T, ns *inpodtest.NetNS) inpod.State {
 	return st
 }
 
-// nftTableOwner (linux/netfilter/nf_tables.h; the nftables library cannot
-// set it) makes a table changeable only by the netlink socket that created
-// it, and deleted with that socket.
-const nftTableOwner = 0x2
-
 // lockRules puts a table named inpod.TableName into ns that only the
 // returned connection may change, as another program owning a table there
 // would: until release closes the connection (and the table with it),
-// removing the pod's rules fails with EPERM. The test skips when the kernel
-// lacks owned tables (before Linux 5.12).
+// removing or installing the pod's rules fails.
 func lockRules(t *testing.T, ns *inpodtest.NetNS) (release func()) {
 	t.Helper()
-	// The agent's own table goes first, so the locked one takes its name.
-	nc, err := nftables.New(nftables.WithNetNSFd(int(ns.File.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc.DelTable(&nftables.Table{Name: inpod.TableName, Family: nftables.TableFamilyINet})
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	c, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns.File.Fd())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	genmsg := func(family byte, resID uint16) []byte {
-		b := []byte{family, unix.NFNETLINK_V0, 0, 0}
-		binary.BigEndian.PutUint16(b[2:], resID)
-		return b
-	}
-	attrs, err := mdnetlink.MarshalAttributes([]mdnetlink.Attribute{
-		{Type: unix.NFTA_TABLE_NAME, Data: []byte(inpod.TableName + "\x00")},
-		{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, nftTableOwner)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs := []mdnetlink.Message{
-		{Header: mdnetlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: mdnetlink.Request}, Data: genmsg(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-		{Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
-			Flags: mdnetlink.Request | mdnetlink.Acknowledge | mdnetlink.Create}, Data: append(genmsg(unix.NFPROTO_INET, 0), attrs...)},
-		{Header: mdnetlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: mdnetlink.Request}, Data: genmsg(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-	}
-	if _, err := c.SendMessages(msgs); err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	if _, err := c.Receive(); err != nil {
-		c.Close()
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
-			t.Skipf("skipping: this kernel cannot create an owned nftables table: %v", err)
-		}
-		t.Fatalf("creating the locked table: %v", err)
-	}
-	var once sync.Once
-	release = func() { once.Do(func() { c.Close() }) }
-	t.Cleanup(release)
-	return release
+	return inpodtest.ForeignTable(t, ns, inpodtest.TableOwner)
 }
 
 // TestUnenrolRetriesRuleRemoval: when a pod leaves the mesh and its
@@ -358,4 +314,49 @@ func members(t *testing.T, s *probesnat.SNAT) []netip.Addr {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestRejoinBeforeRetryConverges: a pod leaves the mesh, its rules are
+// removed but a later step of the removal fails; before the retry succeeds
+// the pod rejoins the mesh. The agent must not stop at its record of the
+// pod: the rules come back, ztunnel serves the pod and it is annotated,
+// whichever step failed.
+func TestRejoinBeforeRetryConverges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// block makes the removal fail after (some of) the rules went;
+		// unblock lifts that once the pod is back in the mesh.
+		block func(t *testing.T, n *node, netns *inpodtest.NetNS) (unblock func())
+	}{
+		{"ztunnel refuses the delete", func(t *testing.T, n *node, _ *inpodtest.NetNS) func() {
+			n.zt.setRefuseDel(true)
+			return func() { n.zt.setRefuseDel(false) }
+		}},
+		{"rules table taken over midway", func(t *testing.T, _ *node, netns *inpodtest.NetNS) func() {
+			return lockRules(t, netns)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t)
+			n.namespace(t, "shop", true)
+			ip := netip.MustParseAddr("10.77.0.6")
+			pod, netns := n.enrolledPod(t, "shop", "web", ip)
+			uid := string(pod.UID)
+			eventually(t, "pod annotated", func() bool { return n.annotation(t, "shop", "web") == mesh.RedirectionEnabled })
+
+			unblock := tc.block(t, n, netns)
+			n.namespace(t, "shop", false) // the pod leaves the mesh
+			eventually(t, "a failed removal with the redirection gone", func() bool {
+				return n.failures(t, "del") >= 1 && !rulesIn(t, netns).Complete()
+			})
+
+			n.namespace(t, "shop", true) // and comes back before the removal is retried
+			unblock()
+			eventually(t, "the pod fully enrolled again", func() bool {
+				return rulesIn(t, netns).Complete() && n.zt.has(uid) && n.agent.IsEnrolled(pod.UID) &&
+					n.annotation(t, "shop", "web") == mesh.RedirectionEnabled &&
+					slices.Contains(members(t, n.snat), ip)
+			})
+		})
+	}
 }

@@ -45,7 +45,7 @@ func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) error {
 	unlock := a.locks.lock(req.Pod.UID)
 	defer unlock()
 	st := a.lookup(types.UID(req.Pod.UID))
-	if st == nil {
+	if st == nil || !st.complete() {
 		return fmt.Errorf("pod %s is not enrolled", req.Pod)
 	}
 	fi, err := os.Stat(req.Netns)
