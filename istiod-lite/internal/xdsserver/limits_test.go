@@ -230,3 +230,49 @@ func manyNames(n int) []string {
 	}
 	return out
 }
+
+// A waypoint's access to the mesh state ends with its configuration.
+func TestRemovedWaypointLosesMeshState(t *testing.T) {
+	e := newEnvWith(t, Options{Auth: podAuth{}})
+	e.srv.Push([]index.Update{
+		{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1")}},
+		{TypeURL: xds.WaypointType, Upserted: []index.Resource{workload("shop/wp", "v1"), workload("shop/other", "v1")}},
+	})
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	open := func(sa string) discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-sa", sa))
+		t.Cleanup(cancel)
+		st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.AddressType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	wp, other, zt := open("shop/wp"), open("shop/other"), open("istio-system/ztunnel")
+
+	e.srv.Push([]index.Update{{TypeURL: xds.WaypointType, Removed: []string{"shop/wp"}}})
+	if _, err := wp.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("removed waypoint's stream: %v, want PermissionDenied", err)
+	}
+	// The others carry on: they receive the next change.
+	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("b", "v1")}}})
+	for name, st := range map[string]discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient{"other waypoint": other, "ztunnel": zt} {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if rs := resp.GetResources(); len(rs) != 1 || rs[0].GetName() != "b" {
+			t.Fatalf("%s received %v, want b", name, rs)
+		}
+	}
+}

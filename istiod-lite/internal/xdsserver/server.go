@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -206,6 +207,31 @@ func (s *Server) Push(updates []index.Update) {
 	for c := range s.conns {
 		c.enqueue(updates, now)
 	}
+	for _, u := range updates {
+		if u.TypeURL == xds.WaypointType && len(u.Removed) > 0 {
+			s.revokeWaypoints(u.Removed)
+		}
+	}
+}
+
+// revokeWaypoints ends the mesh-state subscriptions of callers whose
+// waypoint configuration (named after their account) is gone: access is
+// checked when a subscription is made, and must not outlive its reason.
+// The caller holds s.mu.
+func (s *Server) revokeWaypoints(removed []string) {
+	for c := range s.conns {
+		account := c.caller.Namespace + "/" + c.caller.ServiceAccount
+		if s.nodeAccounts[account] || !slices.Contains(removed, account) {
+			continue
+		}
+		c.mu.Lock()
+		_, addrs := c.subs[xds.AddressType]
+		_, authz := c.subs[xds.AuthorizationType]
+		c.mu.Unlock()
+		if addrs || authz {
+			c.revokeOnce.Do(func() { close(c.revoked) })
+		}
+	}
 }
 
 // Synced reports whether the index has pushed at least once; before that a
@@ -270,6 +296,7 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 		pending: map[string]map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		sent:    map[string]sentResponse{},
+		revoked: make(chan struct{}),
 	}
 	log := s.log.With("conn", c.id, "caller", caller.Namespace+"/"+caller.ServiceAccount)
 	key := callerKey(caller)
@@ -332,6 +359,9 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 				log.Info("xds stream closed", "err", err)
 				return err
 			}
+		case <-c.revoked:
+			log.Warn("xds stream closed: the caller is no longer a waypoint")
+			return status.Error(codes.PermissionDenied, "addresses and policies are served to node proxies and waypoints only; this caller's waypoint configuration was removed")
 		case <-c.wake:
 			if err := s.sendPending(ctx, c, stream); err != nil {
 				log.Info("xds stream closed", "err", err)
@@ -369,6 +399,11 @@ type conn struct {
 	// resent after retryDelay(nacks) if no change is pushed sooner.
 	nacks int
 	// known is in subs; it is only touched by the stream's goroutine.
+
+	// revoked is closed when the caller may no longer receive what it
+	// subscribed to (its waypoint configuration was removed).
+	revoked    chan struct{}
+	revokeOnce sync.Once
 }
 
 // maxUnacked bounds the responses remembered per client awaiting an ACK;
