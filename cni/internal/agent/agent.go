@@ -81,7 +81,8 @@ type Agent struct {
 }
 
 // podState is a pod the agent has set something up for: an enrolled pod,
-// or one whose enrolment or removal failed part way.
+// one whose enrolment or removal failed part way, or one found at start
+// with rules the agent could not remove yet.
 type podState struct {
 	uid                    types.UID
 	name, namespace, sa    string
@@ -389,7 +390,14 @@ func (a *Agent) rebuild(ctx context.Context) error {
 			if found, err := a.cfg.Rules.Inspect(netns); err != nil || !found.Absent() {
 				a.log.Info("removing rules from a pod outside the mesh", "pod", p.Namespace+"/"+p.Name, "state", found.String())
 				if err := a.cfg.Rules.Remove(netns); err != nil {
-					a.log.Warn("removing rules", "pod", p.Namespace+"/"+p.Name, "err", err)
+					// Remembered with only the rules in place: the worker
+					// retries the removal (rate-limited) until it succeeds.
+					a.countFailure("restore")
+					a.log.Warn("removing rules from a pod outside the mesh; will retry", "pod", p.Namespace+"/"+p.Name, "err", err)
+					a.store(&podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
+						netns: netns, netnsPath: path, ips: pips, rulesStep: stepUnknown})
+					a.queue.AddRateLimited(p.Namespace + "/" + p.Name)
+					continue
 				}
 			}
 			netns.Close()

@@ -88,7 +88,11 @@ type node struct {
 	podDir  string
 }
 
-func startNode(t *testing.T) *node {
+func startNode(t *testing.T) *node { return startNodeAfter(t, nil) }
+
+// startNodeAfter is startNode with before run once the apiserver and the
+// node's directories exist, before the agent starts.
+func startNodeAfter(t *testing.T, before func(*node)) *node {
 	inpodtest.RequireRoot(t)
 	cluster := testenv.Start(t)
 	n := &node{kube: cluster, zt: &ztunnel{pods: map[string]bool{}}, podDir: t.TempDir()}
@@ -120,6 +124,9 @@ func startNode(t *testing.T) *node {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(n)
 	}
 	ln, err := agentapi.Listen(filepath.Join(short, "agent.sock"))
 	if err != nil {
@@ -359,4 +366,51 @@ func TestRejoinBeforeRetryConverges(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestStartRetriesLeftoverRuleRemoval: at start, a pod outside the mesh
+// still carries redirection an earlier agent left, and its removal fails.
+// The agent keeps retrying it (rate-limited) rather than logging it once,
+// the pod keeps its redirection annotation while the removal fails, and
+// once the obstacle goes the pod is left clean and unannotated.
+func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
+	ip := netip.MustParseAddr("10.77.0.9")
+	var netns *inpodtest.NetNS
+	var release func()
+	n := startNodeAfter(t, func(n *node) {
+		ctx := context.Background()
+		n.namespace(t, "legacy", false)
+		pod, err := n.kube.Client.CoreV1().Pods("legacy").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "legacy", Name: "old",
+				Annotations: map[string]string{mesh.RedirectionAnnotation: mesh.RedirectionEnabled}},
+			Spec: corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+		if _, err := n.kube.Client.CoreV1().Pods("legacy").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		netns = inpodtest.NewNetNSIn(t, n.podDir, "pod-")
+		inpodtest.AddAddr(t, netns, "lo", netip.PrefixFrom(ip, 32))
+		// What an earlier agent left, then a table the agent cannot remove.
+		if err := (inpod.Rules{}).Install(netns.File); err != nil {
+			t.Fatal(err)
+		}
+		release = lockRules(t, netns)
+	})
+
+	eventually(t, "the failed removal retried", func() bool { return n.failures(t, "del") >= 2 })
+	if got := n.annotation(t, "legacy", "old"); got != mesh.RedirectionEnabled {
+		t.Errorf("annotation while the rules cannot be removed = %q, want it kept", got)
+	}
+	if n.agent.Enrolled() != 0 {
+		t.Errorf("%d pods enrolled, want none", n.agent.Enrolled())
+	}
+
+	release()
+	eventually(t, "the pod left clean and unannotated", func() bool {
+		return rulesIn(t, netns).Absent() && n.annotation(t, "legacy", "old") == ""
+	})
 }
