@@ -918,9 +918,9 @@ func (c *h2Conn) unlockWriteCtx() {
 // goAway stops new streams and sends GOAWAY; the connection closes once
 // that is written and the last stream has ended. It does not wait for the
 // write: a peer that does not read can stall it (or a write holding wmu)
-// for good. If the GOAWAY is not written within goAwayTimeout, the
-// connection is closed hard.
-func (c *h2Conn) goAway() {
+// for good. If the GOAWAY is not written by deadline (zero: within
+// goAwayTimeout), the connection is closed hard.
+func (c *h2Conn) goAway(deadline time.Time) {
 	c.mu.Lock()
 	if c.goAwaySent || c.err != nil {
 		c.mu.Unlock()
@@ -929,7 +929,11 @@ func (c *h2Conn) goAway() {
 	c.goAwaySent = true
 	last := c.maxPeerID
 	c.mu.Unlock()
-	timer := time.AfterFunc(c.cfg.goAwayTimeout, func() { c.closeHard(errGoAwayStalled) })
+	wait := c.cfg.goAwayTimeout
+	if !deadline.IsZero() {
+		wait = time.Until(deadline)
+	}
+	timer := time.AfterFunc(wait, func() { c.closeHard(errGoAwayStalled) })
 	go func() {
 		c.wmu.Lock()
 		err := c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })

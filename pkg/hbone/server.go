@@ -217,7 +217,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	if closing {
-		c.goAway()
+		c.goAway(time.Time{})
 	}
 }
 
@@ -267,7 +267,9 @@ func (s *Server) serveStream(c *h2Conn, st *h2Stream, f *http2.MetaHeadersFrame,
 }
 
 // Shutdown stops accepting, sends GOAWAY on every connection, and waits
-// for their streams to finish or ctx to end (then closes them).
+// for their streams to finish or ctx to end (then closes them). A
+// connection whose peer does not read the GOAWAY by ctx's deadline (or
+// within a second, if ctx has none) is closed then.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -291,8 +293,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		done = s.connsDone
 	}
 	s.mu.Unlock()
+	// A GOAWAY not written by ctx's deadline, or within goAwayTimeout if
+	// it has none, is not coming: its peer does not read.
+	deadline, _ := ctx.Deadline()
 	for _, c := range conns {
-		c.goAway()
+		c.goAway(deadline)
 	}
 	for _, nc := range handshaking {
 		nc.Close()

@@ -138,16 +138,16 @@ func isHeadersOn(id uint32) func(http2.FrameHeader) bool {
 // A graceful Shutdown ends even when a client has stopped reading with a
 // frame half-written to it: the GOAWAY cannot be sent, and the connection
 // is closed hard once Shutdown's context ends, or once the GOAWAY has
-// waited its bound.
+// waited its bound: Shutdown's deadline, or goAwayTimeout if it has none.
 func TestShutdownPeerNotReading(t *testing.T) {
 	for _, tt := range []struct {
 		name          string
 		goAwayTimeout time.Duration
-		cancel        bool // else Shutdown's context never ends
+		cancel        bool // else Shutdown's context does not end
 		want          error
 	}{
 		{name: "context ends", goAwayTimeout: time.Hour, cancel: true, want: context.Canceled},
-		{name: "GOAWAY not delivered in time", goAwayTimeout: time.Millisecond, want: nil},
+		{name: "GOAWAY not written in time", goAwayTimeout: time.Millisecond, want: nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
