@@ -23,6 +23,14 @@
 // for streams the peer reset, with 4x that waiting; beyond either, the
 // peer is sent GOAWAY ENHANCE_YOUR_CALM and dropped.
 //
+// A peer that stops reading stalls the frame being written to it, and
+// with it every writer on the connection. What waits on such a write
+// still ends: Dial with its context (a CONNECT half-written then closes
+// the connection, whose framing it broke), and a graceful Shutdown's
+// GOAWAY at Shutdown's deadline, or after a second without one (the
+// connection is then closed hard). Tunnel writes themselves are bounded
+// only by the connection's end.
+//
 // Data path, tuned for a proxy that runs on one OS thread (ztunnel with
 // --worker-threads 1): TCP sockets are read and written with raw system
 // calls (sockconn_linux.go), so an idle process does not wake the
