@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"testing"
+	"time"
 )
 
 // recordConn records each Write as one system call would see it.
@@ -90,4 +92,73 @@ func TestBatchConn(t *testing.T) {
 			t.Fatalf("write after failure: %v", err)
 		}
 	})
+}
+
+// stalledPair is a TCP connection whose far end never reads, with small
+// buffers at both ends, and the near end wrapped in a batchConn.
+func stalledPair(t *testing.T) *batchConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	far, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	if err := far.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	return newBatchConn(fastConn(c))
+}
+
+// The write byte timeout fails a write the peer takes nothing of, with
+// ErrWriteByteTimeout; a deadline set from above still applies, with its
+// own error, and does not lift the timeout.
+func TestBatchConnWriteByteTimeout(t *testing.T) {
+	tests := []struct {
+		name     string
+		timeout  time.Duration
+		deadline time.Duration // from now, set through SetWriteDeadline; 0: none
+		want     error
+	}{
+		{"timeout", 50 * time.Millisecond, 0, ErrWriteByteTimeout},
+		{"deadline from above first", time.Hour, time.Millisecond, os.ErrDeadlineExceeded},
+		{"timeout before a later deadline", 50 * time.Millisecond, time.Hour, ErrWriteByteTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := stalledPair(t)
+			b.setWriteByteTimeout(tt.timeout)
+			if tt.deadline != 0 {
+				if err := b.SetWriteDeadline(time.Now().Add(tt.deadline)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.hold()
+			_, err := b.Write(make([]byte, 4<<20))
+			if rerr := b.release(); err == nil {
+				err = rerr
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Write = %v, want %v", err, tt.want)
+			}
+			if tt.want != ErrWriteByteTimeout && errors.Is(err, ErrWriteByteTimeout) {
+				t.Fatalf("Write = %v, blamed on the write byte timeout", err)
+			}
+			if _, err2 := b.Write([]byte("x")); err2 != err {
+				t.Fatalf("later Write = %v, want the first error again", err2)
+			}
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -41,3 +42,9 @@ type DialError struct {
 
 func (e *DialError) Error() string { return "hbone: connecting to " + e.Addr + ": " + e.Err.Error() }
 func (e *DialError) Unwrap() error { return e.Err }
+
+// ErrWriteByteTimeout fails a connection, and every tunnel on it, whose
+// peer took none of what was written to it for the connection's
+// WriteByteTimeout: a peer that stopped reading would otherwise hold the
+// tunnels' writers for good.
+var ErrWriteByteTimeout = errors.New("hbone: peer stopped reading")
