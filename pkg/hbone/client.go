@@ -54,6 +54,12 @@ type ClientConfig struct {
 	// StreamWindow and ConnWindow are the receive windows; 0 means
 	// DefaultStreamWindow and DefaultConnWindow.
 	StreamWindow, ConnWindow uint32
+	// WriteByteTimeout closes an HTTP/2 connection once a write to it
+	// has waited this long without the server taking any of it, failing
+	// its tunnels with ErrWriteByteTimeout; 0 means
+	// DefaultWriteByteTimeout, negative never. QUIC connections are not
+	// affected.
+	WriteByteTimeout time.Duration
 	// DialContext opens TCP connections (to set socket marks, say); nil
 	// means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -78,6 +84,9 @@ func (cfg *ClientConfig) check() error {
 	}
 	if cfg.ConnWindow == 0 {
 		cfg.ConnWindow = DefaultConnWindow
+	}
+	if cfg.WriteByteTimeout == 0 {
+		cfg.WriteByteTimeout = DefaultWriteByteTimeout
 	}
 	if cfg.DialContext == nil {
 		cfg.DialContext = (&net.Dialer{}).DialContext
@@ -225,11 +234,12 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		return nil, &DialError{Addr: addr, Err: fmt.Errorf("server did not negotiate h2 (ALPN %q)", p)}
 	}
 	h := newH2Conn(tc, true, h2Config{
-		streamWindow:  c.cfg.StreamWindow,
-		connWindow:    c.cfg.ConnWindow,
-		logger:        c.cfg.Logger,
-		batch:         batch,
-		goAwayTimeout: c.goAwayTimeout,
+		streamWindow:     c.cfg.StreamWindow,
+		connWindow:       c.cfg.ConnWindow,
+		logger:           c.cfg.Logger,
+		batch:            batch,
+		goAwayTimeout:    c.goAwayTimeout,
+		writeByteTimeout: c.cfg.WriteByteTimeout,
 	})
 	if err := h.start(); err != nil {
 		return nil, &DialError{Addr: addr, Err: err}

@@ -24,12 +24,17 @@
 // peer is sent GOAWAY ENHANCE_YOUR_CALM and dropped.
 //
 // A peer that stops reading stalls the frame being written to it, and
-// with it every writer on the connection. What waits on such a write
-// still ends: Dial with its context (a CONNECT half-written then closes
-// the connection, whose framing it broke), and a graceful Shutdown's
-// GOAWAY at Shutdown's deadline, or after a second without one (the
-// connection is then closed hard). Tunnel writes themselves are bounded
-// only by the connection's end.
+// with it every writer on the connection. As x/net/http2's
+// WriteByteTimeout does, a write to which the peer takes no byte for
+// WriteByteTimeout (ServerConfig, ClientConfig; 30s by default) closes
+// the connection: the write and every tunnel on the connection fail with
+// ErrWriteByteTimeout, and the writers waiting behind it (tunnel writes
+// and closes, response HEADERS) wake up. A slow peer that keeps taking
+// bytes is not cut: the socket's write deadline moves on as writes make
+// progress (batchconn.go). Other waits end sooner: Dial with its context
+// (a CONNECT half-written then closes the connection, whose framing it
+// broke), and a graceful Shutdown's GOAWAY at Shutdown's deadline, or
+// after a second without one (the connection is then closed hard).
 //
 // Data path, tuned for a proxy that runs on one OS thread (ztunnel with
 // --worker-threads 1): TCP sockets are read and written with raw system

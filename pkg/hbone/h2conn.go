@@ -47,6 +47,13 @@ const (
 	defaultGoAwayTimeout = time.Second
 )
 
+// DefaultWriteByteTimeout is how long a write to an HTTP/2 connection may
+// wait without the peer taking a byte before the connection is closed
+// (x/net/http2 calls it WriteByteTimeout): far beyond a congested but live
+// path's pauses, short enough that a peer that stopped reading frees the
+// tunnels it stalls, and their goroutines and buffers, soon.
+const DefaultWriteByteTimeout = 30 * time.Second
+
 var (
 	errConnClosed  = errors.New("hbone: connection closed")
 	errWriteClosed = errors.New("hbone: write after CloseWrite")
@@ -92,6 +99,10 @@ type h2Config struct {
 	// goAwayTimeout bounds the delivery of the GOAWAY that ends a failing
 	// connection; 0 means defaultGoAwayTimeout.
 	goAwayTimeout time.Duration
+	// writeByteTimeout fails the connection once a write to it has made
+	// no progress for that long (ErrWriteByteTimeout); 0 or less, never.
+	// It needs batch.
+	writeByteTimeout time.Duration
 	// batch, if set, is the socket under the TLS conn: frame writes are
 	// sent through it in batches.
 	batch *batchConn
@@ -174,6 +185,9 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	}
 	if cfg.goAwayTimeout <= 0 {
 		cfg.goAwayTimeout = defaultGoAwayTimeout
+	}
+	if cfg.batch != nil {
+		cfg.batch.setWriteByteTimeout(cfg.writeByteTimeout)
 	}
 	c := &h2Conn{
 		nc:             nc,

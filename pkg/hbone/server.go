@@ -44,6 +44,12 @@ type ServerConfig struct {
 	StreamWindow, ConnWindow uint32
 	// HandshakeTimeout bounds the TLS handshake and preface; 0 means 10s.
 	HandshakeTimeout time.Duration
+	// WriteByteTimeout closes an HTTP/2 connection once a write to it
+	// has waited this long without the client taking any of it, failing
+	// its tunnels with ErrWriteByteTimeout; 0 means
+	// DefaultWriteByteTimeout, negative never. QUIC connections are not
+	// affected.
+	WriteByteTimeout time.Duration
 	Logger           *slog.Logger
 }
 
@@ -69,6 +75,9 @@ func (cfg *ServerConfig) check() error {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.WriteByteTimeout == 0 {
+		cfg.WriteByteTimeout = DefaultWriteByteTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -197,12 +206,13 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	peer, _ := peerID(tc.ConnectionState()) // verified in the handshake
 	c := newH2Conn(tc, false, h2Config{
-		streamWindow:  s.cfg.StreamWindow,
-		connWindow:    s.cfg.ConnWindow,
-		maxStreams:    s.cfg.MaxConcurrentStreams,
-		logger:        s.log,
-		batch:         batch,
-		goAwayTimeout: s.goAwayTimeout,
+		streamWindow:     s.cfg.StreamWindow,
+		connWindow:       s.cfg.ConnWindow,
+		maxStreams:       s.cfg.MaxConcurrentStreams,
+		logger:           s.log,
+		batch:            batch,
+		goAwayTimeout:    s.goAwayTimeout,
+		writeByteTimeout: s.cfg.WriteByteTimeout,
 	})
 	c.onStream = func(st *h2Stream, f *http2.MetaHeadersFrame) { s.serveStream(c, st, f, peer) }
 	c.addCloseHook(func() { s.untrack(nc) })
