@@ -76,6 +76,7 @@ type Agent struct {
 	pods map[types.UID]*podState
 
 	synced   atomic.Bool
+	recorder recorder // Events on pods
 	failures metric.Int64Counter
 	events   metric.Int64Counter
 }
@@ -237,6 +238,11 @@ func (a *Agent) Synced() bool { return a.synced.Load() }
 // enrols and un-enrols running pods as labels change, until ctx ends.
 func (a *Agent) Run(ctx context.Context, pluginLn net.Listener) error {
 	defer a.queue.ShutDown()
+	stopEvents, err := a.startEvents(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
 	podInf := informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
@@ -394,8 +400,11 @@ func (a *Agent) rebuild(ctx context.Context) error {
 					// retries the removal (rate-limited) until it succeeds.
 					a.countFailure("restore")
 					a.log.Warn("removing rules from a pod outside the mesh; will retry", "pod", p.Namespace+"/"+p.Name, "err", err)
-					a.store(&podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
-						netns: netns, netnsPath: path, ips: pips, rulesStep: stepUnknown})
+					st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
+						netns: netns, netnsPath: path, ips: pips, rulesStep: stepUnknown}
+					a.warnPod(st, ReasonUnenrolmentFailed, actionUnenrol, fmt.Errorf(
+						"removing redirect rules left from an earlier enrolment of %s: %w; its traffic may still go to ztunnel until the removal, which is retried, succeeds", st.key(), err))
+					a.store(st)
 					a.queue.AddRateLimited(p.Namespace + "/" + p.Name)
 					continue
 				}
@@ -418,6 +427,7 @@ func (a *Agent) rebuild(ctx context.Context) error {
 			if err := rules.Install(netns); err != nil {
 				a.countFailure("restore")
 				a.log.Error("installing pod rules", "pod", st.key(), "err", err)
+				a.warnPod(st, ReasonRedirectionFailed, actionEnrol, fmt.Errorf("restoring redirect rules of %s: %w", st.key(), err))
 				netns.Close()
 				a.queue.Add(st.key())
 				continue
@@ -547,9 +557,11 @@ func (a *Agent) resume(ctx context.Context, uid types.UID) error {
 	if err := a.setUp(ctx, st); err != nil {
 		// What is in place stays, recorded; the worker retries the rest.
 		a.countFailure("live_enrol")
+		a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
 		return err
 	}
 	a.log.Info("pod enrolled", "pod", st.key(), "uid", st.uid, "ips", st.ips)
+	a.redirected(st)
 	return nil
 }
 
@@ -559,19 +571,30 @@ func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.A
 	defer unlock()
 	if st := a.lookup(pod.UID); st != nil {
 		// Known meanwhile (enrolled by the plugin, or found at start).
-		return a.setUp(ctx, st)
+		if st.complete() {
+			return nil
+		}
+		if err := a.setUp(ctx, st); err != nil {
+			a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
+			return err
+		}
+		a.redirected(st)
+		return nil
 	}
+	st := &podState{uid: pod.UID, name: pod.Name, namespace: pod.Namespace, sa: serviceAccount(pod), ips: ips}
 	netns, path, err := a.cfg.Finder.Find(ips)
 	if err != nil {
 		a.countFailure("live_enrol")
-		return fmt.Errorf("enrolling running pod: %w", err)
+		err = fmt.Errorf("enrolling running pod %s: %w", st.key(), err)
+		a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
+		return err
 	}
-	st := &podState{uid: pod.UID, name: pod.Name, namespace: pod.Namespace, sa: serviceAccount(pod),
-		netns: netns, netnsPath: path, ips: ips}
+	st.netns, st.netnsPath = netns, path
 	a.log.Info("enrolling running pod", "pod", st.key(), "netns", path)
 	if err := a.enrol(ctx, st); err != nil {
 		netns.Close()
 		a.countFailure("live_enrol")
+		a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
 		return err
 	}
 	return nil
@@ -608,6 +631,7 @@ func (a *Agent) enrol(ctx context.Context, st *podState) error {
 		a.queue.AddRateLimited(st.key())
 	}
 	a.log.Info("pod enrolled", "pod", st.key(), "uid", st.uid, "ips", st.ips)
+	a.redirected(st)
 	return nil
 }
 
@@ -690,6 +714,10 @@ func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeA
 	}
 	if err := a.tearDown(ctx, st, removeRules, false); err != nil {
 		a.countFailure("del")
+		if removeRules {
+			// A running pod leaving the mesh (the others are going away).
+			a.warnPod(st, ReasonUnenrolmentFailed, actionUnenrol, unenrolError(err))
+		}
 		return fmt.Errorf("%w (the pod stays known to the agent until this succeeds)", err)
 	}
 	a.forget(uid)
@@ -703,6 +731,11 @@ func (a *Agent) unenrol(ctx context.Context, uid types.UID, removeRules, removeA
 		}
 	}
 	return nil
+}
+
+// unenrolError says what a failed removal means for the pod.
+func unenrolError(err error) error {
+	return fmt.Errorf("%w; the pod stays in the mesh until the removal, which is retried, succeeds", err)
 }
 
 // setAnnotation adds or removes the redirection annotation.

@@ -16,7 +16,9 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skiffmesh/skiff/cni/internal/agentapi"
 	"github.com/skiffmesh/skiff/cni/internal/mesh"
@@ -217,6 +219,41 @@ func (n *node) failures(t *testing.T, op string) int64 {
 	return 0
 }
 
+// podEvents returns the Events of the given reason recorded on the pod.
+func (n *node) podEvents(t *testing.T, ns string, uid types.UID, reason string) []eventsv1.Event {
+	t.Helper()
+	list, err := n.kube.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.UID == uid && e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvent waits for an Event of the reason on the pod and checks its
+// type, reporter and that its note says what is wrong (names want).
+func (n *node) waitEvent(t *testing.T, ns string, uid types.UID, reason, eventType, want string) eventsv1.Event {
+	t.Helper()
+	var got []eventsv1.Event
+	eventually(t, "a "+reason+" event on the pod", func() bool {
+		got = n.podEvents(t, ns, uid, reason)
+		return len(got) > 0
+	})
+	e := got[0]
+	t.Logf("%s %s event: %s", e.Type, reason, e.Note)
+	if e.Type != eventType || e.Regarding.Kind != "Pod" || e.ReportingController != EventController ||
+		!strings.Contains(e.Note, want) {
+		t.Errorf("%s event: type %q, regarding %s, reporter %q, note %q; want type %q, a Pod, reporter %q, a note naming %q",
+			reason, e.Type, e.Regarding.Kind, e.ReportingController, e.Note, eventType, EventController, want)
+	}
+	return e
+}
+
 // enrolledPod creates a pod of ns on the node and enrols it as the plugin
 // does on ADD, in a network namespace of its own.
 func (n *node) enrolledPod(t *testing.T, ns, name string, ip netip.Addr) (*corev1.Pod, *inpodtest.NetNS) {
@@ -275,6 +312,7 @@ func TestUnenrolRetriesRuleRemoval(t *testing.T) {
 	if !n.zt.has(uid) || !n.agent.IsEnrolled(pod.UID) {
 		t.Fatal("pod not with ztunnel / not enrolled after ADD")
 	}
+	n.waitEvent(t, "shop", pod.UID, ReasonRedirected, corev1.EventTypeNormal, "ztunnel")
 	eventually(t, "pod annotated "+mesh.RedirectionAnnotation+"="+mesh.RedirectionEnabled, func() bool {
 		return n.annotation(t, "shop", "web") == mesh.RedirectionEnabled
 	})
@@ -282,8 +320,14 @@ func TestUnenrolRetriesRuleRemoval(t *testing.T) {
 	release := lockRules(t, netns)
 	n.namespace(t, "shop", false) // the pod leaves the mesh
 
-	// Removal fails, and is retried: the failure count keeps rising.
-	eventually(t, "a retried removal failure", func() bool { return n.failures(t, "del") >= 2 })
+	// Removal fails, and is retried: the failure count keeps rising. The
+	// pod shows why, in one Event however often the removal is retried.
+	n.waitEvent(t, "shop", pod.UID, ReasonUnenrolmentFailed, corev1.EventTypeWarning, inpod.TableName)
+	seen := n.failures(t, "del")
+	eventually(t, "a retried removal failure", func() bool { return n.failures(t, "del") >= seen+2 })
+	if evs := n.podEvents(t, "shop", pod.UID, ReasonUnenrolmentFailed); len(evs) != 1 {
+		t.Errorf("%d %s events after %d failed removals, want them folded into one", len(evs), ReasonUnenrolmentFailed, n.failures(t, "del"))
+	}
 	for _, c := range []struct {
 		what string
 		ok   bool
@@ -377,6 +421,7 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 	ip := netip.MustParseAddr("10.77.0.9")
 	var netns *inpodtest.NetNS
 	var release func()
+	var podUID types.UID
 	n := startNodeAfter(t, func(n *node) {
 		ctx := context.Background()
 		n.namespace(t, "legacy", false)
@@ -388,6 +433,7 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		podUID = pod.UID
 		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
 		if _, err := n.kube.Client.CoreV1().Pods("legacy").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
@@ -402,6 +448,7 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 	})
 
 	eventually(t, "the failed removal retried", func() bool { return n.failures(t, "del") >= 2 })
+	n.waitEvent(t, "legacy", podUID, ReasonUnenrolmentFailed, corev1.EventTypeWarning, inpod.TableName)
 	if got := n.annotation(t, "legacy", "old"); got != mesh.RedirectionEnabled {
 		t.Errorf("annotation while the rules cannot be removed = %q, want it kept", got)
 	}
@@ -413,4 +460,51 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 	eventually(t, "the pod left clean and unannotated", func() bool {
 		return rulesIn(t, netns).Absent() && n.annotation(t, "legacy", "old") == ""
 	})
+}
+
+// TestLiveEnrolmentFailureIsAnEvent: a running pod whose namespace joins
+// the mesh cannot get its redirect rules (another program's table is in
+// the way). The pod carries a Warning Event saying so, naming the table,
+// and stays out of the mesh; once the table goes, the retried enrolment
+// succeeds and the pod carries a Normal Redirected Event.
+func TestLiveEnrolmentFailureIsAnEvent(t *testing.T) {
+	n := startNode(t)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("10.77.0.12")
+	n.namespace(t, "shop", false)
+	pod, err := n.kube.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec:       corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns := inpodtest.NewNetNSIn(t, n.podDir, "pod-")
+	inpodtest.AddAddr(t, netns, "lo", netip.PrefixFrom(ip, 32))
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+	if _, err := n.kube.Client.CoreV1().Pods("shop").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	release := lockRules(t, netns)
+
+	n.namespace(t, "shop", true) // the running pod joins the mesh
+	n.waitEvent(t, "shop", pod.UID, ReasonRedirectionFailed, corev1.EventTypeWarning, inpod.TableName)
+	seen := n.failures(t, "live_enrol")
+	eventually(t, "the failed enrolment retried", func() bool { return n.failures(t, "live_enrol") >= seen+2 })
+	if evs := n.podEvents(t, "shop", pod.UID, ReasonRedirectionFailed); len(evs) != 1 {
+		t.Errorf("%d %s events after %d failed enrolments, want them folded into one", len(evs), ReasonRedirectionFailed, n.failures(t, "live_enrol"))
+	}
+	if n.agent.IsEnrolled(pod.UID) || n.zt.has(string(pod.UID)) {
+		t.Error("pod enrolled while its rules cannot be installed")
+	}
+	if evs := n.podEvents(t, "shop", pod.UID, ReasonRedirected); len(evs) != 0 {
+		t.Errorf("%s event while the rules cannot be installed: %q", ReasonRedirected, evs[0].Note)
+	}
+
+	release()
+	eventually(t, "the pod enrolled", func() bool {
+		return n.agent.IsEnrolled(pod.UID) && rulesIn(t, netns).Complete() && n.zt.has(string(pod.UID)) &&
+			n.annotation(t, "shop", "web") == mesh.RedirectionEnabled
+	})
+	n.waitEvent(t, "shop", pod.UID, ReasonRedirected, corev1.EventTypeNormal, "ztunnel")
 }

@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+)
+
+// Reasons of the Kubernetes Events the agent records on pods, so problems
+// show in `kubectl describe pod` and `kubectl events`.
+const (
+	// ReasonRedirected (Normal): the pod's traffic is redirected to ztunnel.
+	ReasonRedirected = "Redirected"
+	// ReasonRedirectionFailed (Warning): enrolling a running pod, or
+	// completing or restoring its enrolment, failed; it is retried.
+	ReasonRedirectionFailed = "RedirectionFailed"
+	// ReasonUnenrolmentFailed (Warning): removing the redirection of a pod
+	// outside the mesh failed; the pod stays redirected and it is retried.
+	ReasonUnenrolmentFailed = "UnenrolmentFailed"
+)
+
+// Actions of the agent's Events (the events.k8s.io "action" field).
+const (
+	actionEnrol   = "Enrol"
+	actionUnenrol = "Unenrol"
+)
+
+// EventController is the agent's name as the reporting controller of its
+// Events.
+const EventController = "skiff-cni-agent"
+
+// maxNote is the apiserver's limit on an Event's note.
+const maxNote = 1024
+
+// recorder holds the agent's EventRecorder, set by Run once the
+// broadcaster records to the apiserver.
+type recorder struct {
+	p atomic.Pointer[events.EventRecorder]
+}
+
+func (r *recorder) set(rec events.EventRecorder) { r.p.Store(&rec) }
+
+// podEvent records an Event on a pod. The broadcaster folds the same
+// reason and action on the same pod into one Event with a series count (the
+// first note stays), so an error retried every few seconds is one Event,
+// not one per retry.
+func (a *Agent) podEvent(ns, name string, uid types.UID, eventType, reason, action, note string) {
+	rec := a.recorder.p.Load()
+	if rec == nil {
+		return // not running (yet)
+	}
+	if len(note) > maxNote {
+		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
+	}
+	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ns, Name: name, UID: uid}
+	(*rec).Eventf(ref, nil, eventType, reason, action, "%s", note)
+}
+
+func (a *Agent) warnPod(st *podState, reason, action string, err error) {
+	a.podEvent(st.namespace, st.name, st.uid, corev1.EventTypeWarning, reason, action, err.Error())
+}
+
+func (a *Agent) redirected(st *podState) {
+	a.podEvent(st.namespace, st.name, st.uid, corev1.EventTypeNormal, ReasonRedirected, actionEnrol,
+		"traffic is redirected to ztunnel")
+}
+
+// startEvents records the agent's Events to the apiserver until ctx ends
+// or stop is called.
+func (a *Agent) startEvents(ctx context.Context) (stop func(), err error) {
+	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: a.cfg.Kube.EventsV1()})
+	if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
+		b.Shutdown()
+		return nil, fmt.Errorf("agent: recording events: %w", err)
+	}
+	a.recorder.set(b.NewRecorder(scheme.Scheme, EventController))
+	return b.Shutdown, nil
+}
