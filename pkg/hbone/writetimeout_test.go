@@ -287,9 +287,11 @@ func (s slowReader) Read(p []byte) (int, error) {
 // moves on as they make progress.
 func TestWriteByteTimeoutSlowPeer(t *testing.T) {
 	const (
-		timeout = 250 * time.Millisecond
-		// 8 KB every 10ms: a 256 KB batch of TLS records takes some
-		// 320ms to leave, and the whole about 1.5s.
+		// Generous, so a loaded machine's scheduling pauses are not taken
+		// for a stalled peer.
+		timeout = 500 * time.Millisecond
+		// 4 KB every 10ms: a 256 KB batch of TLS records takes some
+		// 640ms to leave, and the whole about 2.6s.
 		size = 1 << 20
 	)
 	for _, tt := range []struct {
@@ -313,7 +315,7 @@ func TestWriteByteTimeoutSlowPeer(t *testing.T) {
 				wrote <- err
 			}()
 			fast := p.r
-			p.r = slowReader{r: fast, chunk: 8 << 10, pause: 10 * time.Millisecond}
+			p.r = slowReader{r: fast, chunk: 4 << 10, pause: 10 * time.Millisecond}
 			got := 0
 			if _, err := p.readUntilHeader(func(fh http2.FrameHeader) bool {
 				if fh.Type != http2.FrameData || fh.StreamID != 1 {
