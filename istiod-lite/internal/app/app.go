@@ -188,7 +188,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	logger.Info("certificate authority ready", "root", material.Source, "trust_domain", td.Name())
-	serving, err := material.ServingCertificate(cfg.DNSNames, spiffeid.ID{}, 365*24*time.Hour)
+	// Renewed at half-life, so a long-running istiod never serves an
+	// expired certificate.
+	serving, err := material.NewServingCertificates(cfg.DNSNames, spiffeid.ID{}, 365*24*time.Hour, logger.With("component", "ca"))
 	if err != nil {
 		return err
 	}
@@ -258,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*serving}, MinVersion: tls.VersionTLS12})),
+		grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: serving.GetCertificate, MinVersion: tls.VersionTLS12})),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Per connection: a ztunnel holds one xDS stream and a burst of
