@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
@@ -124,6 +125,28 @@ func TestCRDsOnAPIServer(t *testing.T) {
 	if err := c.Create(ctx, ap); err != nil {
 		t.Fatalf("create AuthorizationPolicy: %v", err)
 	}
+	// Manifests written for Istio's v1beta1 are accepted, validated by the
+	// same schema, and read back as v1.
+	beta := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+		"metadata": map[string]any{"name": "beta", "namespace": ns.Name},
+		"spec":     map[string]any{"action": "DENY", "rules": []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": []any{"other"}}}}}}},
+	}}
+	if err := c.Create(ctx, beta); err != nil {
+		t.Fatalf("create v1beta1 AuthorizationPolicy: %v", err)
+	}
+	var asV1 securityv1.AuthorizationPolicy
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "beta"}, &asV1); err != nil {
+		t.Fatalf("read v1beta1 policy as v1: %v", err)
+	}
+	if asV1.Spec.Action != securityv1.ActionDeny || len(asV1.Spec.Rules) != 1 {
+		t.Fatalf("v1beta1 policy read as v1: %+v", asV1.Spec)
+	}
+	beta.Object["spec"] = map[string]any{"action": "MAYBE"}
+	if err := c.Update(ctx, beta); err == nil || !strings.Contains(err.Error(), "action") {
+		t.Fatalf("v1beta1 update with a bad action: err = %v, want a validation error", err)
+	}
+
 	ap.Spec.Action = "MAYBE"
 	if err := c.Update(ctx, ap); err == nil || !strings.Contains(err.Error(), "action") {
 		t.Fatalf("update with a bad action: err = %v, want a validation error", err)
