@@ -132,12 +132,12 @@ func (b *batchConn) writeSocketLocked(p []byte) (int, error) {
 		if err == nil {
 			return n, nil
 		}
-		if m > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !b.limitPassed() {
-			// Slow, not stalled: the peer took some of it.
-			b.stale.Store(true)
-			continue
-		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && !b.limitPassed() {
+			if m > 0 {
+				// Slow, not stalled: the peer took some of it.
+				b.stale.Store(true)
+				continue
+			}
 			err = fmt.Errorf("%w (nothing written for %v): %w", ErrWriteByteTimeout, b.timeout, err)
 		}
 		b.err = err

@@ -387,7 +387,7 @@ func (c *h2Conn) writeGoAway(code http2.ErrCode, deadline time.Time) bool {
 // Read loop only.
 func (c *h2Conn) linger(deadline time.Time) {
 	raw := c.socket()
-	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+	if cw, ok := raw.(closeWriter); ok {
 		cw.CloseWrite()
 	}
 	raw.SetReadDeadline(deadline)

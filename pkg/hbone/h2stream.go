@@ -484,8 +484,8 @@ func (st *h2Stream) deliverLocked(data []byte) bool {
 	return true
 }
 
-// endSinkLocked reports the end of sink mode: done runs on a goroutine of
-// its own after a failure (its abort closes conns), inline otherwise.
+// endSinkLocked reports the end of sink mode after a failure: done runs
+// on a goroutine of its own, as its abort closes conns and c.mu is held.
 func (st *h2Stream) endSinkLocked(err error) {
 	if st.sinkEnded {
 		return

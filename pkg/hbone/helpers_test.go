@@ -83,7 +83,7 @@ type notifyConn struct {
 }
 
 func (c *notifyConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
 	return nil

@@ -82,18 +82,19 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 		full := false
 		if bp != nil {
 			full = nr == len(*bp)
+			var werr error
 			if nr > 0 {
-				nw, werr := dst.Write((*bp)[:nr])
+				var nw int
+				nw, werr = dst.Write((*bp)[:nr])
 				written += int64(nw)
 				if werr == nil && nw != nr {
 					werr = io.ErrShortWrite
 				}
-				if werr != nil {
-					pool.Put(bp)
-					return written, werr
-				}
 			}
 			pool.Put(bp)
+			if werr != nil {
+				return written, werr
+			}
 		}
 		if rerr == io.EOF {
 			return written, nil
