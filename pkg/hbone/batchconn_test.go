@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -66,13 +67,8 @@ func TestBatchConn(t *testing.T) {
 			for _, w := range rc.writes {
 				got = append(got, len(w))
 			}
-			if len(got) != len(tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Fatalf("writes %v, want %v", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Fatalf("writes %v, want %v", got, tt.want)
-				}
 			}
 		})
 	}
@@ -98,21 +94,7 @@ func TestBatchConn(t *testing.T) {
 // buffers at both ends, and the near end wrapped in a batchConn.
 func stalledPair(t *testing.T) *batchConn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	far, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { far.Close() })
+	c, far := tcpPair(t)
 	if err := far.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
 		t.Fatal(err)
 	}
