@@ -68,6 +68,9 @@ type Caller struct {
 	PodName, PodUID, NodeName string
 }
 
+// Account is the caller's service account as "<namespace>/<name>".
+func (c *Caller) Account() string { return c.Namespace + "/" + c.ServiceAccount }
+
 // Reviewer creates TokenReviews (the apiserver's TokenReview client).
 type Reviewer interface {
 	Create(ctx context.Context, tr *authnv1.TokenReview, opts metav1.CreateOptions) (*authnv1.TokenReview, error)

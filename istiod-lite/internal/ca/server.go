@@ -154,8 +154,8 @@ func (s *Server) create(ctx context.Context, req *caapi.IstioCertificateRequest)
 // mayImpersonate allows a node proxy to obtain id only if a pod running as
 // id's service account is on the proxy's own node.
 func (s *Server) mayImpersonate(ctx context.Context, caller *auth.Caller, id spiffeid.ID) error {
-	if !slices.Contains(s.o.NodeAccounts, caller.Namespace+"/"+caller.ServiceAccount) {
-		return status.Errorf(codes.PermissionDenied, "%s/%s may not request other identities", caller.Namespace, caller.ServiceAccount)
+	if !slices.Contains(s.o.NodeAccounts, caller.Account()) {
+		return status.Errorf(codes.PermissionDenied, "%s may not request other identities", caller.Account())
 	}
 	if id.TrustDomain() != s.o.CA.TrustDomain() {
 		return status.Errorf(codes.PermissionDenied, "%s is outside trust domain %s", id, s.o.CA.TrustDomain())

@@ -220,8 +220,7 @@ func (s *Server) Push(updates []index.Update) {
 // The caller holds s.mu.
 func (s *Server) revokeWaypoints(removed []string) {
 	for c := range s.conns {
-		account := c.caller.Namespace + "/" + c.caller.ServiceAccount
-		if s.nodeAccounts[account] || !slices.Contains(removed, account) {
+		if s.isNode(c.caller) || !slices.Contains(removed, c.caller.Account()) {
 			continue
 		}
 		c.mu.Lock()
@@ -259,7 +258,7 @@ func (s *Server) StreamAggregatedResources(discoveryv3.AggregatedDiscoveryServic
 // deployer names after the Gateway.
 func allowed(typeURL string, c *auth.Caller, name string) bool {
 	if typeURL == xds.WaypointType {
-		return name == c.Namespace+"/"+c.ServiceAccount
+		return name == c.Account()
 	}
 	return true
 }
@@ -272,15 +271,17 @@ func (s *Server) mayReceive(typeURL string, c *auth.Caller) bool {
 	if typeURL != xds.AddressType && typeURL != xds.AuthorizationType {
 		return true
 	}
-	account := c.Namespace + "/" + c.ServiceAccount
-	if s.nodeAccounts[account] {
+	if s.isNode(c) {
 		return true
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, waypoint := s.store[xds.WaypointType][account]
+	_, waypoint := s.store[xds.WaypointType][c.Account()]
 	return waypoint
 }
+
+// isNode reports whether c is a node proxy (one of the NodeAccounts).
+func (s *Server) isNode(c *auth.Caller) bool { return s.nodeAccounts[c.Account()] }
 
 // DeltaAggregatedResources serves one client.
 func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
@@ -298,7 +299,7 @@ func (s *Server) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscovery
 		sent:    map[string]sentResponse{},
 		revoked: make(chan struct{}),
 	}
-	log := s.log.With("conn", c.id, "caller", caller.Namespace+"/"+caller.ServiceAccount)
+	log := s.log.With("conn", c.id, "caller", caller.Account())
 	key := callerKey(caller)
 	s.mu.Lock()
 	if s.streams[key] >= s.maxStreams {
@@ -378,7 +379,7 @@ func callerKey(c *auth.Caller) string {
 	if c.PodUID != "" {
 		return "pod " + c.Namespace + "/" + c.PodName + " (" + c.PodUID + ")"
 	}
-	return "service account " + c.Namespace + "/" + c.ServiceAccount
+	return "service account " + c.Account()
 }
 
 type conn struct {
@@ -536,8 +537,8 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	// A new subscription or a change to one.
 	if !s.mayReceive(typeURL, c.caller) {
 		log.Warn("xds subscription refused: not a node proxy or waypoint", "type", typeURL)
-		return status.Errorf(codes.PermissionDenied, "%s is served to node proxies (ztunnel) and waypoints only; %s/%s is neither",
-			typeURL, c.caller.Namespace, c.caller.ServiceAccount)
+		return status.Errorf(codes.PermissionDenied, "%s is served to node proxies (ztunnel) and waypoints only; %s is neither",
+			typeURL, c.caller.Account())
 	}
 	c.mu.Lock()
 	sb, existed := c.subs[typeURL]
@@ -582,7 +583,7 @@ func (s *Server) handleRequest(ctx context.Context, c *conn, req *discoveryv3.De
 	c.mu.Unlock()
 	// Node proxies are trusted with the whole mesh, and their on-demand
 	// lookups by name grow with it: only other callers are bounded.
-	if held > s.maxNames && !s.nodeAccounts[c.caller.Namespace+"/"+c.caller.ServiceAccount] {
+	if held > s.maxNames && !s.isNode(c.caller) {
 		log.Warn("xds subscription refused: too many resource names", "names", held, "limit", s.maxNames)
 		return status.Errorf(codes.InvalidArgument, "subscriptions name %d resources; at most %d per stream (subscribe to \"*\" for all)", held, s.maxNames)
 	}
