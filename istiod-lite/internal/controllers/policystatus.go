@@ -43,6 +43,7 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	conds := append([]metav1.Condition(nil), p.Status.Conditions...)
+	changed := false
 	refs := p.Spec.TargetRefs
 	if p.Spec.TargetRef != nil {
 		refs = append(refs, *p.Spec.TargetRef)
@@ -52,8 +53,8 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		if ok, msg := index.ZtunnelSupport(&p); !ok {
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", msg
 		}
-		meta.SetStatusCondition(&conds, c)
-		meta.RemoveStatusCondition(&conds, ConditionWaypointAccepted)
+		changed = meta.SetStatusCondition(&conds, c)
+		changed = meta.RemoveStatusCondition(&conds, ConditionWaypointAccepted) || changed
 	} else {
 		c := metav1.Condition{Type: ConditionWaypointAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", Message: "Enforced by the waypoint of its targets", ObservedGeneration: p.Generation}
 		for _, ref := range refs {
@@ -67,10 +68,10 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		if p.Spec.Action != "" && p.Spec.Action != securityv1.ActionAllow && p.Spec.Action != securityv1.ActionDeny {
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", "action "+string(p.Spec.Action)+" is not supported; the policy is ignored"
 		}
-		meta.SetStatusCondition(&conds, c)
-		meta.RemoveStatusCondition(&conds, ConditionZtunnelAccepted)
+		changed = meta.SetStatusCondition(&conds, c)
+		changed = meta.RemoveStatusCondition(&conds, ConditionZtunnelAccepted) || changed
 	}
-	if equalConditions(conds, p.Status.Conditions) && p.Status.ObservedGeneration == p.Generation {
+	if !changed && p.Status.ObservedGeneration == p.Generation {
 		return reconcile.Result{}, nil
 	}
 	p.Status.Conditions, p.Status.ObservedGeneration = conds, p.Generation
@@ -102,16 +103,4 @@ func (r *authzStatus) checkTarget(ctx context.Context, ns string, ref securityv1
 		return fmt.Sprintf("unsupported target kind %s.%s", ref.Kind, ref.Group), nil
 	}
 	return "", nil
-}
-
-func equalConditions(a, b []metav1.Condition) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Type != b[i].Type || a[i].Status != b[i].Status || a[i].Reason != b[i].Reason || a[i].Message != b[i].Message || a[i].ObservedGeneration != b[i].ObservedGeneration {
-			return false
-		}
-	}
-	return true
 }
