@@ -362,24 +362,21 @@ func (c *Client) track(resp *discoveryv3.DeltaDiscoveryResponse, first, accepted
 		return
 	}
 	missing := c.missing[typeURL]
-	if first {
-		missing = map[string]bool{} // a whole answer: older gaps are filled or moot
-	} else if missing == nil {
-		missing = map[string]bool{}
+	if first || missing == nil {
+		missing = map[string]bool{} // a first response is a whole answer: older gaps are filled or moot
+	}
+	mark := func(name string) {
+		if accepted {
+			delete(missing, name)
+		} else {
+			missing[name] = true
+		}
 	}
 	for _, r := range resp.GetResources() {
-		if accepted {
-			delete(missing, r.GetName())
-		} else {
-			missing[r.GetName()] = true
-		}
+		mark(r.GetName())
 	}
 	for _, n := range resp.GetRemovedResources() {
-		if accepted {
-			delete(missing, n)
-		} else {
-			missing[n] = true
-		}
+		mark(n)
 	}
 	if !accepted || len(missing) > 0 {
 		c.missing[typeURL] = missing

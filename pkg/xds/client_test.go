@@ -54,6 +54,42 @@ func res(name, version, typeURL string) *discoveryv3.Resource {
 	return &discoveryv3.Resource{Name: name, Version: version, Resource: &anypb.Any{TypeUrl: typeURL, Value: []byte{}}}
 }
 
+// runClient serves srv on a loopback port and runs, until the test ends, a
+// client subscribed to every address that rejects any delta updating the
+// resource named reject.
+func runClient(t *testing.T, srv discoveryv3.AggregatedDiscoveryServiceServer, reject string) *Client {
+	t.Helper()
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	c, err := NewClient(ClientOptions{
+		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
+			for _, r := range d.Updated {
+				if r.Name == reject {
+					return io.ErrUnexpectedEOF // any error rejects the delta
+				}
+			}
+			return nil
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
 func TestClientValidatesResumesAndNACKs(t *testing.T) {
 	srv := &script{
 		requests: make(chan *discoveryv3.DeltaDiscoveryRequest, 100),
@@ -71,35 +107,7 @@ func TestClientValidatesResumesAndNACKs(t *testing.T) {
 			},
 		},
 	}
-	g := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	defer g.Stop()
-
-	c, err := NewClient(ClientOptions{
-		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
-		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
-			for _, r := range d.Updated {
-				if r.Name == "f" {
-					return io.ErrUnexpectedEOF // any error rejects the delta
-				}
-			}
-			return nil
-		}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	c := runClient(t, srv, "f")
 
 	next := func() *discoveryv3.DeltaDiscoveryRequest {
 		select {
@@ -206,34 +214,7 @@ func TestReadyOnlyWithACompleteState(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &feed{out: make(chan *discoveryv3.DeltaDiscoveryResponse), hangup: make(chan struct{}), requests: make(chan *discoveryv3.DeltaDiscoveryRequest, 100)}
-			g := grpc.NewServer()
-			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, f)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = g.Serve(lis) }()
-			defer g.Stop()
-			c, err := NewClient(ClientOptions{
-				Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
-				MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
-					for _, r := range d.Updated {
-						if r.Name == "bad" {
-							return io.ErrUnexpectedEOF
-						}
-					}
-					return nil
-				}}},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = c.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			c := runClient(t, f, "bad")
 			next := func() *discoveryv3.DeltaDiscoveryRequest {
 				t.Helper()
 				select {
