@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protopath"
+	"google.golang.org/protobuf/reflect/protorange"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/skiffmesh/skiff/pkg/policy"
@@ -162,26 +164,15 @@ func unknown(m proto.Message) bool { return len(m.ProtoReflect().GetUnknown()) >
 // unknown fields.
 func nestedUnknown(m protoreflect.Message) bool {
 	found := false
-	has := func(m protoreflect.Message) bool { return len(m.GetUnknown()) > 0 || nestedUnknown(m) }
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Message() != nil {
-				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					found = has(mv.Message())
-					return !found
-				})
-			}
-		case fd.IsList():
-			if fd.Message() != nil {
-				for i, l := 0, v.List(); i < l.Len() && !found; i++ {
-					found = has(l.Get(i).Message())
-				}
-			}
-		case fd.Message() != nil:
-			found = has(v.Message())
+	protorange.Range(m, func(v protopath.Values) error {
+		if len(v.Path) == 1 {
+			return nil // m itself
 		}
-		return !found
+		if nm, ok := v.Index(-1).Value.Interface().(protoreflect.Message); ok && len(nm.GetUnknown()) > 0 {
+			found = true
+			return protorange.Terminate
+		}
+		return nil
 	})
 	return found
 }

@@ -4,9 +4,9 @@
 // delta ADS (pkg/xds), applied to the state store as all-or-nothing
 // updates. A delta that does not convert or validate is NACKed and the
 // store keeps its state (addresses claimed twice are not invalid: the store
-// resolves them, and the Source logs each conflict once); while the control plane is unreachable the last
-// accepted state stays in force, and pkg/xds reconnects with backoff,
-// resuming from the versions it holds.
+// resolves them, and the Source logs each conflict once); while the control
+// plane is unreachable the last accepted state stays in force, and pkg/xds
+// reconnects with backoff, resuming from the versions it holds.
 package xdssource
 
 import (
