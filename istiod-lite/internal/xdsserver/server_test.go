@@ -139,18 +139,21 @@ func names(rs []xds.Resource) []string {
 	return out
 }
 
+// rejectBadVersion rejects a delta updating any resource to version "bad".
+func rejectBadVersion(d xds.Delta) error {
+	for _, r := range d.Updated {
+		if r.Version == "bad" {
+			return errors.New("invalid workload")
+		}
+	}
+	return nil
+}
+
 func TestNACKedResourcesAreResentAndCounted(t *testing.T) {
 	// Resent with the next push only, not on a timer.
 	e := newEnvWith(t, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, NACKRetry: time.Hour})
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1")}}})
-	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
-		for _, r := range d.Updated {
-			if r.Version == "bad" {
-				return errors.New("invalid workload")
-			}
-		}
-		return nil
-	}}
+	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: rejectBadVersion}
 	c := runClient(t, e.addr, xds.Subscription{TypeURL: xds.AddressType, Apply: rec.apply})
 	if got := names(rec.next(t).Updated); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("initial: %v", got)
@@ -183,14 +186,7 @@ func TestNACKedInitialStateIsResent(t *testing.T) {
 	// Resent with the next push only, not on a timer.
 	e := newEnvWith(t, Options{Auth: fixedAuth{&auth.Caller{Namespace: "istio-system", ServiceAccount: "ztunnel"}}, NACKRetry: time.Hour})
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v1"), workload("x", "bad"), workload("y", "v1")}}})
-	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: func(d xds.Delta) error {
-		for _, r := range d.Updated {
-			if r.Version == "bad" {
-				return errors.New("invalid workload")
-			}
-		}
-		return nil
-	}}
+	rec := &recorder{deltas: make(chan xds.Delta, 10), reject: rejectBadVersion}
 	c := runClient(t, e.addr, xds.Subscription{TypeURL: xds.AddressType, Apply: rec.apply})
 	rec.next(t) // rejected
 	waitRejects(t, e, 1)
