@@ -298,9 +298,16 @@ func (s *relayPair) run(b *testing.B, p *pod, bin string, args ...string) {
 // wait returns once a round trip crosses both relays: the client side may
 // accept before the server side listens.
 func (s *relayPair) wait(b *testing.B, client *pod, name string) {
-	ctx := bounded(b)
+	waitRoundTrip(b, bounded(b), name+" pair not working", func(ctx context.Context) (net.Conn, error) {
+		return inpodtest.Dial(ctx, client.ns.File, fmt.Sprintf("127.0.0.1:%d", s.clientPort[echoPort]), netip.AddrPort{}, inpodtest.SocketOpts{})
+	})
+}
+
+// waitRoundTrip returns once one round trip over a connection from dial
+// works, retrying until ctx ends (then it fails b with what).
+func waitRoundTrip(b *testing.B, ctx context.Context, what string, dial func(context.Context) (net.Conn, error)) {
 	for {
-		c, err := inpodtest.Dial(ctx, client.ns.File, fmt.Sprintf("127.0.0.1:%d", s.clientPort[echoPort]), netip.AddrPort{}, inpodtest.SocketOpts{})
+		c, err := dial(ctx)
 		if err == nil {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			_, err = benchpeer.RoundTrips(c, 1, 1)
@@ -311,7 +318,7 @@ func (s *relayPair) wait(b *testing.B, client *pod, name string) {
 		}
 		select {
 		case <-ctx.Done():
-			b.Fatalf("%s pair not working: %v", name, err)
+			b.Fatalf("%s: %v", what, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -510,21 +517,7 @@ func benchOpenConns(b *testing.B, w *benchWorld) [2]float64 {
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	dial := w.paths[len(w.paths)-1].dial
 	// Wait for the server process: a round trip through the mesh works.
-	for {
-		c, err := dial(ctx, port)
-		if err == nil {
-			_, err = benchpeer.RoundTrips(c, 1, 1)
-			c.Close()
-		}
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			b.Fatalf("echo server not reachable: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitRoundTrip(b, ctx, "echo server not reachable", func(ctx context.Context) (net.Conn, error) { return dial(ctx, port) })
 	before1, before2 := z1.rss(b), z2.rss(b)
 	conns := make([]net.Conn, 0, openConns)
 	defer func() {
