@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -104,13 +103,16 @@ func dialRawPeer(t *testing.T, e *tcpEnv) *rawPeer {
 	return p
 }
 
-// open sends a CONNECT on the next stream.
-func (p *rawPeer) open() (uint32, error) {
+// open sends a CONNECT, with the extra header fields, on the next stream.
+func (p *rawPeer) open(extra ...hpack.HeaderField) (uint32, error) {
 	id := p.nextID
 	p.nextID += 2
 	p.hbuf.Reset()
 	p.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
 	p.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: testAuthority.String()})
+	for _, f := range extra {
+		p.enc.WriteField(f)
+	}
 	return id, p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: p.hbuf.Bytes(), EndHeaders: true})
 }
 
@@ -237,43 +239,18 @@ func TestControlFrameFloodClient(t *testing.T) {
 		}
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			pki := newPKI(t, "cluster.local")
-			srvCert, srvID := pki.cert(t, "ns1", "server", time.Hour)
-			src, _ := pki.cert(t, "ns2", "client", time.Hour)
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
 			logs := newLogWatch(abuseLog)
-			client, err := NewClient(ClientConfig{Bundles: pki.bundles, Logger: slog.New(logs)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			client.goAwayTimeout = time.Minute
-			defer client.Close()
-			dialed := make(chan error, 1)
-			go func() {
-				dst := l.Addr().(*net.TCPAddr).AddrPort()
-				c, err := client.Dial(ctx, src, dst, testAuthority, []spiffeid.ID{srvID}, nil)
-				if err == nil {
-					c.Close()
-				}
-				dialed <- err
-			}()
+			s := newStallServer(t, func(cfg *ClientConfig) { cfg.Logger = slog.New(logs) })
+			s.client.goAwayTimeout = time.Minute
+			dialed := s.dial(ctx, nil)
 
-			raw, err := l.Accept()
+			raw, err := s.ln.Accept()
 			if err != nil {
 				t.Fatal(err)
 			}
-			l.Close() // a retry finds nobody
+			s.ln.Close() // a retry finds nobody
 			defer raw.Close()
-			tc := tls.Server(raw, &tls.Config{
-				Certificates: []tls.Certificate{*srvCert},
-				NextProtos:   []string{"h2"},
-				ClientAuth:   tls.RequireAnyClientCert,
-				MinVersion:   tls.VersionTLS13,
-			})
+			tc := tls.Server(raw, s.tlsCfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -285,13 +262,9 @@ func TestControlFrameFloodClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			awaitGoAway(t, ctx, logs, p, p.flood(tt.send))
-			select {
-			case err := <-dialed:
-				if err == nil {
-					t.Fatal("Dial through a flooding server succeeded")
-				}
-			case <-ctx.Done():
-				t.Fatal("Dial hangs")
+			if r := awaitDial(t, ctx, dialed); r.err == nil {
+				r.c.Close()
+				t.Fatal("Dial through a flooding server succeeded")
 			}
 		})
 	}

@@ -127,6 +127,29 @@ func (c *rawConn) answerConnects(id uint32, fields []hpack.HeaderField) error {
 	return c.answer(id)
 }
 
+// dialStalling connects to an HBONE server at addr as an authenticated
+// client with a small receive buffer, and sends (unflushed) the preface
+// and grantAll.
+func dialStalling(t *testing.T, ctx context.Context, addr string, src *tls.Certificate) *rawConn {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	smallReadBuffer(t, raw)
+	tc := tls.Client(raw, rawTLS(src))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := newRawConn(t, raw, tc)
+	p.bw.WriteString(http2.ClientPreface)
+	if err := grantAll(p.rawPeer); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func isDataOn(id uint32) func(http2.FrameHeader) bool {
 	return func(fh http2.FrameHeader) bool { return fh.Type == http2.FrameData && fh.StreamID == id }
 }
@@ -162,21 +185,7 @@ func TestShutdownPeerNotReading(t *testing.T) {
 				wrote <- err
 			}), envOpt{goAwayTimeout: tt.goAwayTimeout})
 
-			raw, err := net.Dial("tcp", e.addr.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			smallReadBuffer(t, raw)
-			tc := tls.Client(raw, rawTLS(e.src))
-			if err := tc.HandshakeContext(ctx); err != nil {
-				t.Fatal(err)
-			}
-			p := newRawConn(t, raw, tc)
-			p.bw.WriteString(http2.ClientPreface)
-			if err := grantAll(p.rawPeer); err != nil {
-				t.Fatal(err)
-			}
+			p := dialStalling(t, ctx, e.addr.String(), e.src)
 			if _, err := p.open(); err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +238,9 @@ type stallServer struct {
 	tlsCfg *tls.Config
 }
 
-func newStallServer(t *testing.T) *stallServer {
+// newStallServer listens for one, with a Client to dial it configured by
+// clientCfg (if not nil).
+func newStallServer(t *testing.T, clientCfg func(*ClientConfig)) *stallServer {
 	pki := newPKI(t, "cluster.local")
 	srvCert, srvID := pki.cert(t, "ns1", "server", time.Hour)
 	src, _ := pki.cert(t, "ns2", "client", time.Hour)
@@ -238,7 +249,11 @@ func newStallServer(t *testing.T) *stallServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	client, err := NewClient(ClientConfig{Bundles: pki.bundles})
+	cfg := ClientConfig{Bundles: pki.bundles}
+	if clientCfg != nil {
+		clientCfg(&cfg)
+	}
+	client, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +339,7 @@ func TestDialCancelStalledWrite(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			s := newStallServer(t)
+			s := newStallServer(t, nil)
 			first := s.dial(ctx, nil)
 			p := s.accept(ctx)
 			stopAt := isDataOn(1)

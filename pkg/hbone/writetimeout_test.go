@@ -2,7 +2,6 @@ package hbone
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -70,30 +69,12 @@ func serverSide(t *testing.T, ctx context.Context, timeout time.Duration) *wbtCo
 	}
 	go e.srv.Serve(sendBufferListener{ln})
 
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	smallReadBuffer(t, raw)
-	tc := tls.Client(raw, rawTLS(e.src))
-	if err := tc.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p := newRawConn(t, raw, tc)
-	p.bw.WriteString(http2.ClientPreface)
-	if err := grantAll(p.rawPeer); err != nil {
-		t.Fatal(err)
-	}
+	p := dialStalling(t, ctx, ln.Addr().String(), e.src)
 	w := &wbtConn{p: p}
 	for i, dst := range []*net.Conn{&w.a, &w.b, nil} {
 		if dst == nil {
 			// Stream 5's handler waits at the gate.
-			p.hbuf.Reset()
-			p.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
-			p.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: testAuthority.String()})
-			p.enc.WriteField(hpack.HeaderField{Name: "x-gate", Value: "1"})
-			err = p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: p.hbuf.Bytes(), EndHeaders: true})
+			_, err = p.open(hpack.HeaderField{Name: "x-gate", Value: "1"})
 		} else {
 			_, err = p.open()
 		}
@@ -143,23 +124,16 @@ func serverSide(t *testing.T, ctx context.Context, timeout time.Duration) *wbtCo
 // clientSide dials two tunnels with a Client with the given write byte
 // timeout to a hand-played server.
 func clientSide(t *testing.T, ctx context.Context, timeout time.Duration) *wbtConn {
-	s := newStallServer(t)
-	var err error
-	s.client, err = NewClient(ClientConfig{
-		Bundles:          s.client.cfg.Bundles,
-		WriteByteTimeout: timeout,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	s := newStallServer(t, func(cfg *ClientConfig) {
+		cfg.WriteByteTimeout = timeout
+		cfg.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
 			return c, c.(*net.TCPConn).SetWriteBuffer(sendBuffer)
-		},
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.client.Close() })
 	w := &wbtConn{}
 	for _, dst := range []*net.Conn{&w.a, &w.b} {
 		res := s.dial(ctx, nil)
@@ -179,6 +153,15 @@ func clientSide(t *testing.T, ctx context.Context, timeout time.Duration) *wbtCo
 	return w
 }
 
+// wbtSides are the two ends a wbtConn's engine can play.
+var wbtSides = []struct {
+	name  string
+	setup func(*testing.T, context.Context, time.Duration) *wbtConn
+}{
+	{"server", serverSide},
+	{"client", clientSide},
+}
+
 // sendBufferListener fixes its conns' send buffers small.
 type sendBufferListener struct{ net.Listener }
 
@@ -196,13 +179,7 @@ func (l sendBufferListener) Accept() (net.Conn, error) {
 // behind it: another tunnel's Close (which must send END_STREAM), and,
 // server side, a response HEADERS.
 func TestWriteByteTimeoutPeerStopsReading(t *testing.T) {
-	for _, tt := range []struct {
-		name  string
-		setup func(*testing.T, context.Context, time.Duration) *wbtConn
-	}{
-		{"server", serverSide},
-		{"client", clientSide},
-	} {
+	for _, tt := range wbtSides {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			w := tt.setup(t, ctx, 300*time.Millisecond)
@@ -294,13 +271,7 @@ func TestWriteByteTimeoutSlowPeer(t *testing.T) {
 		// 640ms to leave, and the whole about 2.6s.
 		size = 1 << 20
 	)
-	for _, tt := range []struct {
-		name  string
-		setup func(*testing.T, context.Context, time.Duration) *wbtConn
-	}{
-		{"server", serverSide},
-		{"client", clientSide},
-	} {
+	for _, tt := range wbtSides {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			w := tt.setup(t, ctx, timeout)
