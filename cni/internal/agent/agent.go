@@ -550,10 +550,19 @@ func (a *Agent) resume(ctx context.Context, uid types.UID) error {
 	unlock := a.locks.lock(string(uid))
 	defer unlock()
 	st := a.lookup(uid)
-	if st == nil || st.complete() {
+	if st == nil {
 		return nil
 	}
-	a.log.Info("completing the enrolment of a pod back in the mesh", "pod", st.key(), "uid", uid)
+	return a.finishEnrolment(ctx, st)
+}
+
+// finishEnrolment puts in place whatever part of known st's enrolment is not.
+// The caller holds st's lock.
+func (a *Agent) finishEnrolment(ctx context.Context, st *podState) error {
+	if st.complete() {
+		return nil
+	}
+	a.log.Info("completing the enrolment of a pod", "pod", st.key(), "uid", st.uid)
 	if err := a.setUp(ctx, st); err != nil {
 		// What is in place stays, recorded; the worker retries the rest.
 		a.countFailure("live_enrol")
@@ -571,15 +580,7 @@ func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.A
 	defer unlock()
 	if st := a.lookup(pod.UID); st != nil {
 		// Known meanwhile (enrolled by the plugin, or found at start).
-		if st.complete() {
-			return nil
-		}
-		if err := a.setUp(ctx, st); err != nil {
-			a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
-			return err
-		}
-		a.redirected(st)
-		return nil
+		return a.finishEnrolment(ctx, st)
 	}
 	st := &podState{uid: pod.UID, name: pod.Name, namespace: pod.Namespace, sa: serviceAccount(pod), ips: ips}
 	netns, path, err := a.cfg.Finder.Find(ips)
