@@ -9,6 +9,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 
 	"sigs.k8s.io/yaml"
@@ -56,10 +57,7 @@ func run(path string, names []string) error {
 		if existing[name] {
 			return fmt.Errorf("%s: version %s already exists", path, name)
 		}
-		v := map[string]any{}
-		for k, val := range storage {
-			v[k] = val // shared, unchanged values: the output is written once
-		}
+		v := maps.Clone(storage) // shared, unchanged values: the output is written once
 		v["name"], v["served"], v["storage"] = name, true, false
 		versions = append(versions, v)
 	}
