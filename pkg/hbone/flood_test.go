@@ -222,11 +222,7 @@ func TestControlFrameFloodServer(t *testing.T) {
 				}
 			}
 			awaitGoAway(t, ctx, logs, p, p.flood(tt.send))
-			select {
-			case <-e.ln.closed:
-			case <-ctx.Done():
-				t.Fatal("server kept the connection")
-			}
+			e.awaitConnClosed(t, ctx)
 		})
 	}
 }
@@ -397,11 +393,7 @@ func TestRapidResetBoundsHandlers(t *testing.T) {
 			}
 			unblock()
 			p.raw.Close()
-			select {
-			case <-e.ln.closed:
-			case <-ctx.Done():
-				t.Fatal("server kept the connection")
-			}
+			e.awaitConnClosed(t, ctx)
 			if m := maxRunning.Load(); m > limit {
 				t.Errorf("%d handlers ran at once, limit %d", m, limit)
 			}

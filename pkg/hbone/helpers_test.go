@@ -178,6 +178,16 @@ func (e *tcpEnv) dial(ctx context.Context) (net.Conn, error) {
 	return e.client.Dial(ctx, e.src, e.addr, testAuthority, []spiffeid.ID{e.srvID}, nil)
 }
 
+// awaitConnClosed waits for the server to close a connection it served.
+func (e *tcpEnv) awaitConnClosed(t *testing.T, ctx context.Context) {
+	t.Helper()
+	select {
+	case <-e.ln.closed:
+	case <-ctx.Done():
+		t.Fatal("server kept the connection")
+	}
+}
+
 func statusOf(err error) int {
 	var se *StatusError
 	if errors.As(err, &se) {

@@ -216,11 +216,7 @@ func TestShutdownPeerNotReading(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("Shutdown hangs on a client that does not read")
 			}
-			select {
-			case <-e.ln.closed:
-			case <-ctx.Done():
-				t.Fatal("server kept the connection")
-			}
+			e.awaitConnClosed(t, ctx)
 			if err := <-wrote; err == nil {
 				t.Fatal("the stalled write succeeded on a closed connection")
 			}
