@@ -485,3 +485,45 @@ func TestDataBeforeEndSurvivesConnClose(t *testing.T) {
 		t.Fatalf("read %q, %v; want the data and EOF", got, err)
 	}
 }
+
+// ServeConn serves a connection from the caller's own accept loop as
+// Serve does; once the server is closed, it closes what it is handed.
+func TestServeConn(t *testing.T) {
+	ctx := testCtx(t)
+	// A handed connection left waiting for its handshake would be
+	// closed by nothing but the test's deadline.
+	e := newTCPEnv(t, echo, envOpt{serverCfg: func(c *ServerConfig) { c.HandshakeTimeout = time.Hour }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go e.srv.ServeConn(c)
+		}
+	}()
+	e.addr = ln.Addr().(*net.TCPAddr).AddrPort()
+	if err := echoOnce(ctx, e, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetReadDeadline(dl)
+	}
+	if _, err := raw.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read from a connection handed to a closed server: %v, want EOF", err)
+	}
+}
