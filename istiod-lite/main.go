@@ -23,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/app"
+	"github.com/skiffmesh/skiff/pkg/envflag"
 )
 
 func main() {
@@ -70,20 +71,8 @@ func run() error {
 	var replicas int
 	fs.IntVar(&replicas, "waypoint-replicas", 1, "waypoint replicas")
 
-	// Environment variables first, so that flags override them.
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "ISTIOD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if err := f.Value.Set(v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	// Environment variables (ISTIOD_<FLAG>) first, so that flags override them.
+	if err := envflag.ParsePrefixed(fs, os.Args[1:], "ISTIOD_"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

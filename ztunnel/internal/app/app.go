@@ -16,16 +16,16 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
+	"github.com/skiffmesh/skiff/pkg/meshstate/localconfig"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/pkg/zds"
-	"github.com/skiffmesh/skiff/ztunnel/internal/admin"
 	"github.com/skiffmesh/skiff/ztunnel/internal/certs"
 	"github.com/skiffmesh/skiff/ztunnel/internal/inpodmgr"
-	"github.com/skiffmesh/skiff/ztunnel/internal/localconfig"
 	"github.com/skiffmesh/skiff/ztunnel/internal/proxy"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // Modes.
@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}()
 	}
 
-	store := state.NewStore(cfg.RootNamespace, td.Name())
+	store := meshstate.NewStore(cfg.RootNamespace, td.Name())
 	src, err := newSource(runCtx, cfg, td, store, logger)
 	if err != nil {
 		return err
@@ -244,7 +244,7 @@ func isClosed(ch <-chan struct{}) bool {
 
 // prefetchLocal keeps certificates of the node's workloads (shared mode)
 // fetched: acquired when they appear, released when they go.
-func prefetchLocal(ctx context.Context, store *state.Store, cs *certs.Store, px *proxy.Proxy) error {
+func prefetchLocal(ctx context.Context, store *meshstate.Store, cs *certs.Store, px *proxy.Proxy) error {
 	held := map[spiffeid.ID]bool{}
 	defer func() {
 		for id := range held {
@@ -255,7 +255,7 @@ func prefetchLocal(ctx context.Context, store *state.Store, cs *certs.Store, px 
 		changed := store.Changed()
 		want := map[spiffeid.ID]bool{}
 		for _, w := range store.Snapshot().Workloads() {
-			if px.Local(w) && w.Protocol == state.TunnelHBONE {
+			if px.Local(w) && w.Protocol == meshstate.TunnelHBONE {
 				want[w.Identity()] = true
 			}
 		}
@@ -281,7 +281,7 @@ func prefetchLocal(ctx context.Context, store *state.Store, cs *certs.Store, px 
 
 // dumpWorkload adds the identity to a workload's dump.
 type dumpWorkload struct {
-	*state.Workload
+	*meshstate.Workload
 	Identity string `json:"identity"`
 }
 
@@ -292,7 +292,7 @@ type dumpPolicy struct {
 	Groups []policy.Group `json:"groups"`
 }
 
-func configDump(ctx context.Context, store *state.Store, src *source, cs *certs.Store, mgr *inpodmgr.Manager) any {
+func configDump(ctx context.Context, store *meshstate.Store, src *source, cs *certs.Store, mgr *inpodmgr.Manager) any {
 	snap := store.Snapshot()
 	ws := snap.Workloads()
 	workloads := make([]dumpWorkload, len(ws))
@@ -323,7 +323,7 @@ func newIdentityManager(client identity.CAClient, cfg Config, logger *slog.Logge
 }
 
 // localSourceStatus reports the local file's state.
-func localSourceStatus(s *localconfig.Source, store *state.Store, path string) map[string]any {
+func localSourceStatus(s *localconfig.Source, store *meshstate.Store, path string) map[string]any {
 	st := map[string]any{"source": "local", "path": path, "version": store.Version()}
 	if err := s.LastError(); err != nil {
 		st["lastError"] = err.Error()

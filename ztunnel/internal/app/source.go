@@ -15,21 +15,21 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
+	"github.com/skiffmesh/skiff/pkg/meshstate/localconfig"
+	"github.com/skiffmesh/skiff/pkg/meshstate/xdssource"
 	"github.com/skiffmesh/skiff/pkg/xds"
-	"github.com/skiffmesh/skiff/ztunnel/internal/localconfig"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
-	"github.com/skiffmesh/skiff/ztunnel/internal/xdssource"
 )
 
 // source is where state and certificates come from.
 type source struct {
 	run     func(context.Context) error
-	status  func(*state.Store) map[string]any
+	status  func(*meshstate.Store) map[string]any
 	certs   *identity.Manager
 	bundles *identity.Bundles
 }
 
-func newSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *state.Store, logger *slog.Logger) (*source, error) {
+func newSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *meshstate.Store, logger *slog.Logger) (*source, error) {
 	if cfg.LocalConfig != "" {
 		return newLocalSource(cfg, td, store, logger)
 	}
@@ -39,7 +39,7 @@ func newSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *
 	return nil, errors.New("no configuration source: set a local config file or an xDS address")
 }
 
-func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *state.Store, logger *slog.Logger) (*source, error) {
+func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *meshstate.Store, logger *slog.Logger) (*source, error) {
 	if cfg.CACert == "" || cfg.CAKey == "" {
 		return nil, errors.New("local mode needs a CA certificate and key to sign workload certificates")
 	}
@@ -54,7 +54,7 @@ func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *state.Store, log
 	}
 	return &source{
 		run:     src.Run,
-		status:  func(st *state.Store) map[string]any { return localSourceStatus(src, st, cfg.LocalConfig) },
+		status:  func(st *meshstate.Store) map[string]any { return localSourceStatus(src, st, cfg.LocalConfig) },
 		certs:   newIdentityManager(identity.LocalCAClient{CA: ca}, cfg, logger),
 		bundles: identity.NewBundles(ca.Bundle()),
 	}, nil
@@ -63,7 +63,7 @@ func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *state.Store, log
 // newXDSSource takes workloads, services and policies from the control
 // plane over delta ADS, and certificates from its CA, asking for each
 // local workload's identity with ImpersonatedIdentity.
-func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *state.Store, logger *slog.Logger) (*source, error) {
+func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *meshstate.Store, logger *slog.Logger) (*source, error) {
 	pemRoots, err := os.ReadFile(cfg.XDSRootCert)
 	if err != nil {
 		return nil, fmt.Errorf("mesh root certificates: %w", err)
@@ -117,7 +117,7 @@ func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, stor
 			ca.Close()
 			return err
 		},
-		status: func(st *state.Store) map[string]any {
+		status: func(st *meshstate.Store) map[string]any {
 			return map[string]any{"source": "xds", "address": cfg.XDS, "ca": caAddr, "version": st.Version(), "loaded": st.IsLoaded()}
 		},
 		certs:   newIdentityManager(ca, cfg, logger),

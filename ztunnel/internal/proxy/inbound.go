@@ -11,10 +11,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/ztunnel/internal/socket"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 func socketOpts(mark uint32) socket.Options { return socket.Options{Mark: mark} }
@@ -35,7 +35,7 @@ func refuse(status int, format string, args ...any) *inboundError {
 // destination finds the workload an inbound connection is for. In-pod,
 // it must be this pod, addressed by its own IP (local is the address the
 // connection arrived on); in shared mode, a local workload.
-func (i *Instance) destination(snap *state.Snapshot, dst, local netip.AddrPort) (*state.Workload, *inboundError) {
+func (i *Instance) destination(snap *meshstate.Snapshot, dst, local netip.AddrPort) (*meshstate.Workload, *inboundError) {
 	if isOwnPort(dst) {
 		return nil, refuse(http.StatusBadRequest, "destination %v is a ztunnel port", dst)
 	}

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/ztunnel/internal/route"
 	"github.com/skiffmesh/skiff/ztunnel/internal/socket"
 	"github.com/skiffmesh/skiff/ztunnel/internal/socks5"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 const socksHandshakeTimeout = 10 * time.Second
@@ -194,7 +194,7 @@ func (i *Instance) tunnel(ctx context.Context, src endpoint, rt route.Route) (ne
 
 // source identifies the client: the pod itself in in-pod mode, else the
 // local workload at its address.
-func (i *Instance) source(snap *state.Snapshot, addr netip.AddrPort) (endpoint, error) {
+func (i *Instance) source(snap *meshstate.Snapshot, addr netip.AddrPort) (endpoint, error) {
 	e := endpoint{addr: addr}
 	if pod := i.cfg.Pod; pod != nil {
 		e.id = pod.ID

@@ -30,10 +30,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/ztunnel/internal/acceptor"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // Certificates gives the certificate of a workload identity.
@@ -47,7 +47,7 @@ type Config struct {
 	// served. Empty serves every workload (standalone local mode).
 	NodeName    string
 	TrustDomain spiffeid.TrustDomain
-	Store       *state.Store
+	Store       *meshstate.Store
 	Certs       Certificates
 	// Bundles verify peers' certificates.
 	Bundles x509bundle.Source
@@ -136,7 +136,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 // errPolicyChanged is the cause of connections closed on re-evaluation.
 var errPolicyChanged = errors.New("closed: no longer allowed by authorization policy")
 
-func (p *Proxy) reevaluate(snap *state.Snapshot) {
+func (p *Proxy) reevaluate(snap *meshstate.Snapshot) {
 	p.mu.Lock()
 	insts := make([]*Instance, 0, len(p.instances))
 	for i := range p.instances {
@@ -230,9 +230,9 @@ func (p *Proxy) addLoad(uid string) func() {
 }
 
 // local reports whether ztunnel serves w in shared mode.
-func (p *Proxy) local(w *state.Workload) bool { return p.Local(w) }
+func (p *Proxy) local(w *meshstate.Workload) bool { return p.Local(w) }
 
 // Local reports whether w runs on this node (always true without a node name).
-func (p *Proxy) Local(w *state.Workload) bool {
+func (p *Proxy) Local(w *meshstate.Workload) bool {
 	return w != nil && (p.cfg.NodeName == "" || w.Node == p.cfg.NodeName)
 }

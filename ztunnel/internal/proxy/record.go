@@ -14,15 +14,15 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/ztunnel/internal/route"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // endpoint is one side of a connection as ztunnel knows it.
 type endpoint struct {
 	addr netip.AddrPort
-	w    *state.Workload
+	w    *meshstate.Workload
 	id   spiffeid.ID
 }
 
@@ -34,7 +34,7 @@ type record struct {
 	inbound   bool
 	src, dst  endpoint
 	hboneAddr netip.AddrPort // the tunnel's server, when tunnelled
-	svc       *state.Service
+	svc       *meshstate.Service
 	kind      route.Kind
 	mtls      bool
 	flags     string
@@ -180,7 +180,7 @@ func firstOf(v ...string) string {
 
 // baggage describes the source for the destination's metrics, as Istio's
 // ztunnel sends it.
-func baggage(w *state.Workload, cluster string) string {
+func baggage(w *meshstate.Workload, cluster string) string {
 	if w == nil {
 		return ""
 	}

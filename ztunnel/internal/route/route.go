@@ -12,7 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/skiffmesh/skiff/pkg/inpod"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 )
 
 // Kind is how a connection is forwarded.
@@ -51,9 +51,9 @@ type Route struct {
 	SANs []spiffeid.ID
 	// Workload is the destination workload (the waypoint's, for Waypoint);
 	// nil when passing through to an unknown address.
-	Workload *state.Workload
+	Workload *meshstate.Workload
 	// Service is the service addressed, when the destination was a VIP.
-	Service *state.Service
+	Service *meshstate.Service
 }
 
 var (
@@ -72,7 +72,7 @@ var (
 type Load func(uid string) int64
 
 // Resolve routes a connection from src (nil if unknown) to dst.
-func Resolve(snap *state.Snapshot, src *state.Workload, dst netip.AddrPort, load Load) (Route, error) {
+func Resolve(snap *meshstate.Snapshot, src *meshstate.Workload, dst netip.AddrPort, load Load) (Route, error) {
 	r := resolver{snap: snap, src: src, load: load}
 	if svc := snap.ServiceByVIP(dst.Addr()); svc != nil {
 		return r.service(svc, dst)
@@ -84,12 +84,12 @@ func Resolve(snap *state.Snapshot, src *state.Workload, dst netip.AddrPort, load
 }
 
 type resolver struct {
-	snap *state.Snapshot
-	src  *state.Workload
+	snap *meshstate.Snapshot
+	src  *meshstate.Workload
 	load Load
 }
 
-func (r resolver) service(svc *state.Service, dst netip.AddrPort) (Route, error) {
+func (r resolver) service(svc *meshstate.Service, dst netip.AddrPort) (Route, error) {
 	if svc.Waypoint != nil && !r.srcIsWaypoint(svc.Waypoint) {
 		return r.waypoint(svc.Waypoint, dst, svc)
 	}
@@ -100,15 +100,15 @@ func (r resolver) service(svc *state.Service, dst netip.AddrPort) (Route, error)
 	if w == nil {
 		return Route{}, fmt.Errorf("%w: %s port %d", ErrNoHealthyEndpoint, svc.Key(), dst.Port())
 	}
-	addr, _ := address(w, dst.Addr().Is4())
+	addr, _ := w.Address(dst.Addr().Is4())
 	return r.workload(w, netip.AddrPortFrom(addr, port), svc)
 }
 
-func (r resolver) workload(w *state.Workload, dst netip.AddrPort, svc *state.Service) (Route, error) {
+func (r resolver) workload(w *meshstate.Workload, dst netip.AddrPort, svc *meshstate.Service) (Route, error) {
 	if w.Waypoint != nil && !r.srcIsWaypoint(w.Waypoint) {
 		return r.waypoint(w.Waypoint, dst, svc)
 	}
-	if w.Protocol == state.TunnelHBONE {
+	if w.Protocol == meshstate.TunnelHBONE {
 		return Route{
 			Kind:      Direct,
 			Target:    netip.AddrPortFrom(dst.Addr(), inpod.InboundHBONEPort),
@@ -123,9 +123,9 @@ func (r resolver) workload(w *state.Workload, dst netip.AddrPort, svc *state.Ser
 
 // waypoint routes to one of the waypoint's workloads, keeping the original
 // destination as the authority.
-func (r resolver) waypoint(gw *state.GatewayAddress, authority netip.AddrPort, svc *state.Service) (Route, error) {
+func (r resolver) waypoint(gw *meshstate.GatewayAddress, authority netip.AddrPort, svc *meshstate.Service) (Route, error) {
 	want4 := authority.Addr().Is4()
-	var wp *state.Workload
+	var wp *meshstate.Workload
 	switch {
 	case gw.Address.IsValid():
 		if wp = r.snap.WorkloadByIP(gw.Address); wp == nil {
@@ -141,7 +141,7 @@ func (r resolver) waypoint(gw *state.GatewayAddress, authority netip.AddrPort, s
 	if wp == nil {
 		return Route{}, fmt.Errorf("%w for %v", ErrNoWaypoint, authority)
 	}
-	addr, ok := address(wp, want4)
+	addr, ok := wp.Address(want4)
 	if !ok {
 		return Route{}, fmt.Errorf("%w: waypoint %s has no address", ErrNoWaypoint, wp.UID)
 	}
@@ -157,7 +157,7 @@ func (r resolver) waypoint(gw *state.GatewayAddress, authority netip.AddrPort, s
 
 // srcIsWaypoint reports whether the source is the waypoint itself, whose
 // own traffic must not loop back to it.
-func (r resolver) srcIsWaypoint(gw *state.GatewayAddress) bool {
+func (r resolver) srcIsWaypoint(gw *meshstate.GatewayAddress) bool {
 	if r.src == nil {
 		return false
 	}
@@ -177,9 +177,9 @@ func (r resolver) srcIsWaypoint(gw *state.GatewayAddress) bool {
 
 // pick chooses a healthy endpoint of svc by power of two choices and maps
 // servicePort (0: any) to its target port.
-func (r resolver) pick(svc *state.Service, servicePort uint16, want4 bool) (*state.Workload, uint16) {
+func (r resolver) pick(svc *meshstate.Service, servicePort uint16, want4 bool) (*meshstate.Workload, uint16) {
 	type cand struct {
-		w    *state.Workload
+		w    *meshstate.Workload
 		port uint16
 	}
 	var cands []cand
@@ -187,10 +187,10 @@ func (r resolver) pick(svc *state.Service, servicePort uint16, want4 bool) (*sta
 		if !w.Healthy {
 			continue
 		}
-		if _, ok := address(w, want4); !ok {
+		if _, ok := w.Address(want4); !ok {
 			continue
 		}
-		port := targetPort(svc, w, servicePort)
+		port := svc.EndpointPort(w, servicePort)
 		if servicePort != 0 && port == 0 {
 			continue
 		}
@@ -212,34 +212,4 @@ func (r resolver) pick(svc *state.Service, servicePort uint16, want4 bool) (*sta
 		a = b
 	}
 	return a.w, a.port
-}
-
-// targetPort maps a service port for one endpoint: the workload's own
-// mapping wins (named ports), then the service's, then the port itself.
-func targetPort(svc *state.Service, w *state.Workload, servicePort uint16) uint16 {
-	if servicePort == 0 {
-		return 0
-	}
-	for _, p := range w.Services[svc.Key()] {
-		if p.ServicePort == servicePort && p.TargetPort != 0 {
-			return p.TargetPort
-		}
-	}
-	if t, ok := svc.TargetPort(servicePort); ok && t != 0 {
-		return t
-	}
-	return servicePort
-}
-
-// address returns w's first address of the wanted family, or any.
-func address(w *state.Workload, want4 bool) (netip.Addr, bool) {
-	for _, a := range w.Addresses {
-		if a.Is4() == want4 {
-			return a, true
-		}
-	}
-	if len(w.Addresses) > 0 {
-		return w.Addresses[0], true
-	}
-	return netip.Addr{}, false
 }

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 )
 
 var ap = netip.MustParseAddrPort
@@ -14,49 +14,49 @@ func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 const echoKey = "default/echo.default.svc.cluster.local"
 
-func testSnapshot(t *testing.T) *state.Snapshot {
+func testSnapshot(t *testing.T) *meshstate.Snapshot {
 	t.Helper()
-	wl := func(name, addr string, mut func(*state.Workload)) *state.Workload {
-		w := &state.Workload{UID: name, Name: name, Namespace: "default", ServiceAccount: name,
-			Addresses: []netip.Addr{ip(addr)}, Protocol: state.TunnelHBONE, Healthy: true}
+	wl := func(name, addr string, mut func(*meshstate.Workload)) *meshstate.Workload {
+		w := &meshstate.Workload{UID: name, Name: name, Namespace: "default", ServiceAccount: name,
+			Addresses: []netip.Addr{ip(addr)}, Protocol: meshstate.TunnelHBONE, Healthy: true}
 		if mut != nil {
 			mut(w)
 		}
 		return w
 	}
-	echoPorts := map[string][]state.Port{echoKey: {{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}}
-	c := state.Config{
-		Workloads: []*state.Workload{
-			wl("echo-1", "10.0.0.1", func(w *state.Workload) { w.Services = echoPorts }),
-			wl("echo-2", "10.0.0.2", func(w *state.Workload) {
-				w.Services = map[string][]state.Port{echoKey: {{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090, TargetPort: 9999}}}
+	echoPorts := map[string][]meshstate.Port{echoKey: {{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}}
+	c := meshstate.Config{
+		Workloads: []*meshstate.Workload{
+			wl("echo-1", "10.0.0.1", func(w *meshstate.Workload) { w.Services = echoPorts }),
+			wl("echo-2", "10.0.0.2", func(w *meshstate.Workload) {
+				w.Services = map[string][]meshstate.Port{echoKey: {{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090, TargetPort: 9999}}}
 			}),
-			wl("echo-sick", "10.0.0.3", func(w *state.Workload) { w.Services = echoPorts; w.Healthy = false }),
-			wl("plain", "10.0.0.4", func(w *state.Workload) { w.Protocol = state.TunnelNone }),
-			wl("waypoint", "10.0.0.9", func(w *state.Workload) {
-				w.Services = map[string][]state.Port{"default/wp.default.svc.cluster.local": {{ServicePort: 15008}}}
+			wl("echo-sick", "10.0.0.3", func(w *meshstate.Workload) { w.Services = echoPorts; w.Healthy = false }),
+			wl("plain", "10.0.0.4", func(w *meshstate.Workload) { w.Protocol = meshstate.TunnelNone }),
+			wl("waypoint", "10.0.0.9", func(w *meshstate.Workload) {
+				w.Services = map[string][]meshstate.Port{"default/wp.default.svc.cluster.local": {{ServicePort: 15008}}}
 			}),
-			wl("behind-wp", "10.0.0.5", func(w *state.Workload) {
-				w.Waypoint = &state.GatewayAddress{Hostname: state.NamespacedHostname{Namespace: "default", Hostname: "wp.default.svc.cluster.local"}}
+			wl("behind-wp", "10.0.0.5", func(w *meshstate.Workload) {
+				w.Waypoint = &meshstate.GatewayAddress{Hostname: meshstate.NamespacedHostname{Namespace: "default", Hostname: "wp.default.svc.cluster.local"}}
 			}),
-			wl("lost-wp", "10.0.0.6", func(w *state.Workload) {
-				w.Waypoint = &state.GatewayAddress{Address: ip("10.0.0.99")}
+			wl("lost-wp", "10.0.0.6", func(w *meshstate.Workload) {
+				w.Waypoint = &meshstate.GatewayAddress{Address: ip("10.0.0.99")}
 			}),
 			wl("client", "10.0.0.7", nil),
 		},
-		Services: []*state.Service{
+		Services: []*meshstate.Service{
 			{Name: "echo", Namespace: "default", Hostname: "echo.default.svc.cluster.local",
-				Addresses: []netip.Addr{ip("10.96.0.1")}, Ports: []state.Port{{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}},
+				Addresses: []netip.Addr{ip("10.96.0.1")}, Ports: []meshstate.Port{{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}},
 			{Name: "wp", Namespace: "default", Hostname: "wp.default.svc.cluster.local",
-				Addresses: []netip.Addr{ip("10.96.0.9")}, Ports: []state.Port{{ServicePort: 15008}}},
+				Addresses: []netip.Addr{ip("10.96.0.9")}, Ports: []meshstate.Port{{ServicePort: 15008}}},
 			{Name: "routed", Namespace: "default", Hostname: "routed.default.svc.cluster.local",
-				Addresses: []netip.Addr{ip("10.96.0.2")}, Ports: []state.Port{{ServicePort: 80}},
-				Waypoint: &state.GatewayAddress{Address: ip("10.96.0.9")}},
+				Addresses: []netip.Addr{ip("10.96.0.2")}, Ports: []meshstate.Port{{ServicePort: 80}},
+				Waypoint: &meshstate.GatewayAddress{Address: ip("10.96.0.9")}},
 			{Name: "empty", Namespace: "default", Hostname: "empty.default.svc.cluster.local",
-				Addresses: []netip.Addr{ip("10.96.0.3")}, Ports: []state.Port{{ServicePort: 80}}},
+				Addresses: []netip.Addr{ip("10.96.0.3")}, Ports: []meshstate.Port{{ServicePort: 80}}},
 		},
 	}
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	if err := st.Replace(c); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package localconfig
 import (
 	"testing"
 
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 )
 
 func FuzzParse(f *testing.F) {
@@ -16,7 +16,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever parses must be accepted or rejected cleanly by the store.
-		st := state.NewStore("istio-system", "cluster.local")
+		st := meshstate.NewStore("istio-system", "cluster.local")
 		_ = st.Replace(c)
 	})
 }

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 const sample = `
@@ -52,20 +52,20 @@ func TestParseSample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	if err := st.Replace(c); err != nil {
 		t.Fatal(err)
 	}
 	snap := st.Snapshot()
 	echo := snap.WorkloadByIP(netip.MustParseAddr("10.0.1.2"))
-	if echo == nil || echo.UID != "default/echo" || echo.Protocol != state.TunnelHBONE || !echo.Healthy {
+	if echo == nil || echo.UID != "default/echo" || echo.Protocol != meshstate.TunnelHBONE || !echo.Healthy {
 		t.Fatalf("echo = %+v", echo)
 	}
 	if got := echo.Identity().String(); got != "spiffe://cluster.local/ns/default/sa/echo" {
 		t.Errorf("identity %s", got)
 	}
 	legacy := snap.Workload("default/legacy")
-	if legacy.Protocol != state.TunnelNone || legacy.Healthy || legacy.ServiceAccount != "default" {
+	if legacy.Protocol != meshstate.TunnelNone || legacy.Healthy || legacy.ServiceAccount != "default" {
 		t.Errorf("legacy = %+v", legacy)
 	}
 	if wp := legacy.Waypoint; wp == nil || wp.Hostname.Key() != "default/wp.default.svc.cluster.local" || wp.Port() != 15009 {
@@ -130,7 +130,7 @@ func TestStoreRejectsInconsistentConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := state.NewStore("istio-system", "cluster.local")
+			st := meshstate.NewStore("istio-system", "cluster.local")
 			good, err := Parse([]byte(sample))
 			if err != nil {
 				t.Fatal(err)

@@ -1,4 +1,5 @@
-// Package xdssource is ztunnel's xDS configuration source: workloads,
+// Package xdssource is the xDS source of mesh state, for ztunnel and the
+// waypoint: workloads,
 // services (type istio.workload.Address) and authorization policies (type
 // istio.security.Authorization) received from the control plane over
 // delta ADS (pkg/xds), applied to the state store as all-or-nothing
@@ -18,16 +19,16 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // Source applies xDS deltas to a Store. Its methods are called by the xds
 // client, one at a time.
 type Source struct {
-	store *state.Store
+	store *meshstate.Store
 	log   *slog.Logger
 
 	mu sync.Mutex
@@ -53,7 +54,7 @@ const (
 )
 
 // New returns a Source feeding store.
-func New(store *state.Store, opts ...Option) *Source {
+func New(store *meshstate.Store, opts ...Option) *Source {
 	s := &Source{store: store, log: slog.New(slog.DiscardHandler), kinds: map[string]addressKind{}}
 	for _, o := range opts {
 		o(s)
@@ -87,7 +88,7 @@ func (s *Source) applyAddresses(d xds.Delta) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kinds := maps.Clone(s.kinds)
-	err := s.store.Update(func(tx *state.Tx) error {
+	err := s.store.Update(func(tx *meshstate.Tx) error {
 		for _, name := range d.Removed {
 			switch kinds[name] {
 			case kindWorkload:
@@ -151,7 +152,7 @@ func (s *Source) applyAddresses(d xds.Delta) error {
 }
 
 func (s *Source) applyAuthorizations(d xds.Delta) error {
-	return s.store.Update(func(tx *state.Tx) error {
+	return s.store.Update(func(tx *meshstate.Tx) error {
 		for _, name := range d.Removed {
 			tx.RemovePolicy(name)
 		}

@@ -9,11 +9,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 func res(t *testing.T, name string, m proto.Message) xds.Resource {
@@ -56,7 +56,7 @@ func authz(name string, action securityapi.Action, prefixLen uint32) *securityap
 }
 
 func TestDeltasUpdateTheStore(t *testing.T) {
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	s := New(st)
 	subs := s.Subscriptions()
 	addrs, pols := subs[0].Apply, subs[1].Apply
@@ -74,7 +74,7 @@ func TestDeltasUpdateTheStore(t *testing.T) {
 	}
 	snap := st.Snapshot()
 	w := snap.WorkloadByIP(netip.MustParseAddr("10.0.0.1"))
-	if w == nil || w.UID != "c//Pod/default/a" || !w.Healthy || w.Protocol != state.TunnelHBONE || w.Waypoint.Port() != 15008 {
+	if w == nil || w.UID != "c//Pod/default/a" || !w.Healthy || w.Protocol != meshstate.TunnelHBONE || w.Waypoint.Port() != 15008 {
 		t.Fatalf("workload %+v", w)
 	}
 	if eps := snap.Endpoints("default/echo.default.svc.cluster.local"); len(eps) != 1 {
@@ -111,7 +111,7 @@ func TestBadDeltasAreRejectedWhole(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := state.NewStore("istio-system", "cluster.local")
+			st := meshstate.NewStore("istio-system", "cluster.local")
 			s := New(st)
 			subs := s.Subscriptions()
 			if err := subs[0].Apply(xds.Delta{TypeURL: xds.AddressType, Updated: []xds.Resource{res(t, "c//Pod/default/a", wl("c//Pod/default/a", "10.0.0.1"))}}); err != nil {
@@ -159,7 +159,7 @@ func hostNetworkPod(uid, ip string) *workloadapi.Address {
 // reused while its predecessor is still listed) do not reject the state:
 // every other workload arrives, and each address goes to one claimant.
 func TestSharedAddressesDoNotRejectTheState(t *testing.T) {
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	var logs strings.Builder
 	s := New(st, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	addrs := s.Subscriptions()[0].Apply
@@ -171,7 +171,7 @@ func TestSharedAddressesDoNotRejectTheState(t *testing.T) {
 		t.Fatalf("state with two host-network pods on one node rejected: %v", err)
 	}
 	snap := st.Snapshot()
-	if w := snap.WorkloadByIP(netip.MustParseAddr("10.0.0.1")); w == nil || w.Protocol != state.TunnelHBONE {
+	if w := snap.WorkloadByIP(netip.MustParseAddr("10.0.0.1")); w == nil || w.Protocol != meshstate.TunnelHBONE {
 		t.Fatalf("mesh workload 10.0.0.1: %+v", w)
 	}
 	if w := snap.WorkloadByIP(netip.MustParseAddr("192.168.1.10")); w != nil {

@@ -12,14 +12,17 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 )
 
-// Source keeps a Store in sync with a configuration file.
+// Source keeps a Store, or whatever apply feeds, in sync with a
+// configuration file.
 type Source struct {
 	path  string
-	store *state.Store
-	log   *slog.Logger
+	apply func(data []byte) error
+	// version reports what was applied, for the log.
+	version func() uint64
+	log     *slog.Logger
 
 	// OnLoad, if set before Run, is called after every load attempt with
 	// its outcome.
@@ -29,12 +32,33 @@ type Source struct {
 	lastErr error
 }
 
-// NewSource returns a Source for the file at path.
-func NewSource(path string, store *state.Store, logger *slog.Logger) *Source {
+// NewSource returns a Source that parses the file at path (see Parse)
+// into store, as its whole state.
+func NewSource(path string, store *meshstate.Store, logger *slog.Logger) *Source {
+	return NewFuncSource(path, func(data []byte) error {
+		cfg, err := Parse(data)
+		if err != nil {
+			return err
+		}
+		if err := store.Replace(cfg); err != nil {
+			return err
+		}
+		store.SetLoaded() // the file is the whole state
+		return nil
+	}, store.Version, logger)
+}
+
+// NewFuncSource returns a Source for a file of another format: apply
+// parses and applies the whole file, or returns an error and changes
+// nothing. version, if not nil, is logged after each load.
+func NewFuncSource(path string, apply func(data []byte) error, version func() uint64, logger *slog.Logger) *Source {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{path: path, store: store, log: logger}
+	if version == nil {
+		version = func() uint64 { return 0 }
+	}
+	return &Source{path: path, apply: apply, version: version, log: logger}
 }
 
 // Load reads the file once and applies it.
@@ -59,14 +83,12 @@ func (s *Source) load() error {
 	if err != nil {
 		return fmt.Errorf("reading config %s: %w", s.path, err)
 	}
-	cfg, err := Parse(data)
-	if err != nil {
+	if len(data) > MaxFileSize {
+		return fmt.Errorf("config %s: larger than %d bytes", s.path, MaxFileSize)
+	}
+	if err := s.apply(data); err != nil {
 		return fmt.Errorf("config %s: %w", s.path, err)
 	}
-	if err := s.store.Replace(cfg); err != nil {
-		return fmt.Errorf("config %s: %w", s.path, err)
-	}
-	s.store.SetLoaded() // the file is the whole state
 	return nil
 }
 
@@ -95,7 +117,7 @@ func (s *Source) Run(ctx context.Context) error {
 	if err := s.Load(); err != nil {
 		return err
 	}
-	s.log.Info("local config loaded", "path", s.path, "version", s.store.Version())
+	s.log.Info("local config loaded", "path", s.path, "version", s.version())
 	base := filepath.Base(s.path)
 	for {
 		select {
@@ -117,7 +139,7 @@ func (s *Source) Run(ctx context.Context) error {
 				s.log.Error("rejected config; keeping the previous state", "path", s.path, "err", err)
 				continue
 			}
-			s.log.Info("local config reloaded", "path", s.path, "version", s.store.Version())
+			s.log.Info("local config reloaded", "path", s.path, "version", s.version())
 		case err, ok := <-w.Errors:
 			if !ok {
 				return errors.New("config watcher closed")

@@ -1,4 +1,5 @@
-// Package localconfig is ztunnel's local configuration source: workloads,
+// Package localconfig is the local configuration source of mesh state
+// (ztunnel's, and the waypoint's with its own section added): workloads,
 // services and authorization policies read from a YAML file, re-read when
 // the file changes. A file that does not parse or validate is rejected with
 // an error naming the offending field, and the previous state stays.
@@ -44,8 +45,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // MaxFileSize bounds the configuration file.
@@ -78,9 +79,9 @@ type Workload struct {
 }
 
 type Gateway struct {
-	Address   string                    `json:"address"`
-	Hostname  *state.NamespacedHostname `json:"hostname"`
-	HBONEPort uint16                    `json:"hbonePort"`
+	Address   string                        `json:"address"`
+	Hostname  *meshstate.NamespacedHostname `json:"hostname"`
+	HBONEPort uint16                        `json:"hbonePort"`
 }
 
 type Port struct {
@@ -133,50 +134,50 @@ type Match struct {
 // Parse decodes and converts a configuration file. Unknown fields are
 // errors, so a typo cannot silently drop a policy. It validates each entry
 // on its own; cross-entry checks (duplicate addresses...) happen when the
-// result is given to state.Store.Replace.
-func Parse(data []byte) (state.Config, error) {
+// result is given to meshstate.Store.Replace.
+func Parse(data []byte) (meshstate.Config, error) {
 	if len(data) > MaxFileSize {
-		return state.Config{}, fmt.Errorf("config is %d bytes, more than the limit of %d", len(data), MaxFileSize)
+		return meshstate.Config{}, fmt.Errorf("config is %d bytes, more than the limit of %d", len(data), MaxFileSize)
 	}
 	var f File
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {
-		return state.Config{}, fmt.Errorf("parsing config: %w", err)
+		return meshstate.Config{}, fmt.Errorf("parsing config: %w", err)
 	}
 	return f.Convert()
 }
 
 // Convert turns the document into the store's types.
-func (f *File) Convert() (state.Config, error) {
-	var c state.Config
+func (f *File) Convert() (meshstate.Config, error) {
+	var c meshstate.Config
 	for i, w := range f.Workloads {
 		sw, err := w.convert()
 		if err != nil {
-			return state.Config{}, fmt.Errorf("workloads[%d] (%s/%s): %w", i, w.Namespace, w.Name, err)
+			return meshstate.Config{}, fmt.Errorf("workloads[%d] (%s/%s): %w", i, w.Namespace, w.Name, err)
 		}
 		c.Workloads = append(c.Workloads, sw)
 	}
 	for i, s := range f.Services {
 		ss, err := s.convert()
 		if err != nil {
-			return state.Config{}, fmt.Errorf("services[%d] (%s/%s): %w", i, s.Namespace, s.Name, err)
+			return meshstate.Config{}, fmt.Errorf("services[%d] (%s/%s): %w", i, s.Namespace, s.Name, err)
 		}
 		c.Services = append(c.Services, ss)
 	}
 	for i, p := range f.Policies {
 		sp, err := p.convert()
 		if err != nil {
-			return state.Config{}, fmt.Errorf("policies[%d] (%s/%s): %w", i, p.Namespace, p.Name, err)
+			return meshstate.Config{}, fmt.Errorf("policies[%d] (%s/%s): %w", i, p.Namespace, p.Name, err)
 		}
 		c.Policies = append(c.Policies, sp)
 	}
 	return c, nil
 }
 
-func (w Workload) convert() (*state.Workload, error) {
+func (w Workload) convert() (*meshstate.Workload, error) {
 	if w.Name == "" || w.Namespace == "" {
 		return nil, fmt.Errorf("name and namespace are required")
 	}
-	out := &state.Workload{
+	out := &meshstate.Workload{
 		UID:                   w.UID,
 		Name:                  w.Name,
 		Namespace:             w.Namespace,
@@ -199,9 +200,9 @@ func (w Workload) convert() (*state.Workload, error) {
 	}
 	switch strings.ToUpper(w.Protocol) {
 	case "", "HBONE":
-		out.Protocol = state.TunnelHBONE
+		out.Protocol = meshstate.TunnelHBONE
 	case "NONE":
-		out.Protocol = state.TunnelNone
+		out.Protocol = meshstate.TunnelNone
 	default:
 		return nil, fmt.Errorf("protocol %q: want HBONE or NONE", w.Protocol)
 	}
@@ -209,7 +210,7 @@ func (w Workload) convert() (*state.Workload, error) {
 		return nil, err
 	}
 	if len(w.Services) > 0 {
-		out.Services = make(map[string][]state.Port, len(w.Services))
+		out.Services = make(map[string][]meshstate.Port, len(w.Services))
 		for key, ports := range w.Services {
 			if ns, host, ok := strings.Cut(key, "/"); !ok || ns == "" || host == "" {
 				return nil, fmt.Errorf("services: key %q is not <namespace>/<hostname>", key)
@@ -225,11 +226,11 @@ func (w Workload) convert() (*state.Workload, error) {
 	return out, nil
 }
 
-func (g *Gateway) convert() (*state.GatewayAddress, error) {
+func (g *Gateway) convert() (*meshstate.GatewayAddress, error) {
 	if g == nil {
 		return nil, nil
 	}
-	out := &state.GatewayAddress{HBONEPort: g.HBONEPort}
+	out := &meshstate.GatewayAddress{HBONEPort: g.HBONEPort}
 	if g.Address != "" {
 		a, err := netip.ParseAddr(g.Address)
 		if err != nil {
@@ -243,19 +244,19 @@ func (g *Gateway) convert() (*state.GatewayAddress, error) {
 	return out, nil
 }
 
-func convertPorts(ps []Port) []state.Port {
-	out := make([]state.Port, len(ps))
+func convertPorts(ps []Port) []meshstate.Port {
+	out := make([]meshstate.Port, len(ps))
 	for i, p := range ps {
-		out[i] = state.Port{ServicePort: p.ServicePort, TargetPort: p.TargetPort}
+		out[i] = meshstate.Port{ServicePort: p.ServicePort, TargetPort: p.TargetPort}
 	}
 	return out
 }
 
-func (s Service) convert() (*state.Service, error) {
+func (s Service) convert() (*meshstate.Service, error) {
 	if s.Name == "" || s.Namespace == "" {
 		return nil, fmt.Errorf("name and namespace are required")
 	}
-	out := &state.Service{
+	out := &meshstate.Service{
 		Name:            s.Name,
 		Namespace:       s.Namespace,
 		Hostname:        s.Hostname,

@@ -6,10 +6,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // FuzzApply feeds arbitrary resource bodies to both subscriptions: a
@@ -23,7 +23,7 @@ func FuzzApply(f *testing.F) {
 	b, _ := proto.Marshal(authz("allow", securityapi.Action_ALLOW, 8))
 	f.Add(b, true)
 	f.Fuzz(func(t *testing.T, body []byte, policy bool) {
-		st := state.NewStore("istio-system", "cluster.local")
+		st := meshstate.NewStore("istio-system", "cluster.local")
 		s := New(st)
 		subs := s.Subscriptions()
 		typeURL, apply, msg := xds.AddressType, subs[0].Apply, proto.Message(&workloadapi.Address{})

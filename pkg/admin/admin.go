@@ -1,12 +1,13 @@
-// Package admin serves ztunnel's operational endpoints: the localhost admin
-// interface (/config_dump, /debug/pprof, /logging), Prometheus /metrics and
-// the /healthz/ready readiness probe.
+// Package admin serves a proxy's operational endpoints (ztunnel's and the
+// waypoint's): the localhost admin interface (/config_dump, /debug/pprof,
+// /logging), Prometheus /metrics and the /healthz/ready readiness probe.
 package admin
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -86,4 +87,22 @@ func Metrics(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	return mux
+}
+
+// NewLogger returns a logger writing to w at level ("debug", "info",
+// "warn" or "error"), as text or JSON, and the level variable that
+// /logging (Admin) changes at run time.
+func NewLogger(w io.Writer, level string, json bool) (*slog.Logger, *slog.LevelVar, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	lv := new(slog.LevelVar)
+	lv.Set(l)
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if json {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h), lv, nil
 }

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 )
 
 func TestSourceReloadsAndKeepsLastGoodState(t *testing.T) {
@@ -24,7 +24,7 @@ func TestSourceReloadsAndKeepsLastGoodState(t *testing.T) {
 		}
 	}
 	write("workloads: [{name: a, namespace: ns, addresses: [10.0.0.1]}]")
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	src := NewSource(path, st, nil)
 	loads := make(chan error, 16)
 	src.OnLoad = func(err error) { loads <- err }
@@ -83,7 +83,7 @@ func TestSourceFailsOnBadFirstFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("workloads: {"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	st := state.NewStore("istio-system", "cluster.local")
+	st := meshstate.NewStore("istio-system", "cluster.local")
 	if err := NewSource(path, st, nil).Run(t.Context()); err == nil {
 		t.Fatal("Run accepted a bad first file")
 	}

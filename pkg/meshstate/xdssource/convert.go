@@ -9,10 +9,10 @@ import (
 	"google.golang.org/protobuf/reflect/protorange"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 func addr(b []byte) (netip.Addr, error) {
@@ -30,8 +30,8 @@ func port(p uint32) (uint16, error) {
 	return uint16(p), nil
 }
 
-func ports(in []*workloadapi.Port) ([]state.Port, error) {
-	out := make([]state.Port, 0, len(in))
+func ports(in []*workloadapi.Port) ([]meshstate.Port, error) {
+	out := make([]meshstate.Port, 0, len(in))
 	for _, p := range in {
 		sp, err := port(p.GetServicePort())
 		if err != nil {
@@ -41,12 +41,12 @@ func ports(in []*workloadapi.Port) ([]state.Port, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, state.Port{ServicePort: sp, TargetPort: tp})
+		out = append(out, meshstate.Port{ServicePort: sp, TargetPort: tp})
 	}
 	return out, nil
 }
 
-func gateway(g *workloadapi.GatewayAddress) (*state.GatewayAddress, error) {
+func gateway(g *workloadapi.GatewayAddress) (*meshstate.GatewayAddress, error) {
 	if g == nil {
 		return nil, nil
 	}
@@ -54,14 +54,14 @@ func gateway(g *workloadapi.GatewayAddress) (*state.GatewayAddress, error) {
 	if err != nil {
 		return nil, fmt.Errorf("waypoint: %w", err)
 	}
-	out := &state.GatewayAddress{HBONEPort: hp}
+	out := &meshstate.GatewayAddress{HBONEPort: hp}
 	switch d := g.GetDestination().(type) {
 	case *workloadapi.GatewayAddress_Address:
 		if out.Address, err = addr(d.Address.GetAddress()); err != nil {
 			return nil, fmt.Errorf("waypoint: %w", err)
 		}
 	case *workloadapi.GatewayAddress_Hostname:
-		out.Hostname = state.NamespacedHostname{Namespace: d.Hostname.GetNamespace(), Hostname: d.Hostname.GetHostname()}
+		out.Hostname = meshstate.NamespacedHostname{Namespace: d.Hostname.GetNamespace(), Hostname: d.Hostname.GetHostname()}
 	default:
 		return nil, fmt.Errorf("waypoint without a destination")
 	}
@@ -69,8 +69,8 @@ func gateway(g *workloadapi.GatewayAddress) (*state.GatewayAddress, error) {
 }
 
 // workload converts an xDS workload; name is its resource name (the uid).
-func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
-	out := &state.Workload{
+func workload(name string, w *workloadapi.Workload) (*meshstate.Workload, error) {
+	out := &meshstate.Workload{
 		UID:                   w.GetUid(),
 		Name:                  w.GetName(),
 		Namespace:             w.GetNamespace(),
@@ -93,9 +93,9 @@ func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
 	}
 	switch w.GetTunnelProtocol() {
 	case workloadapi.TunnelProtocol_NONE:
-		out.Protocol = state.TunnelNone
+		out.Protocol = meshstate.TunnelNone
 	case workloadapi.TunnelProtocol_HBONE:
-		out.Protocol = state.TunnelHBONE
+		out.Protocol = meshstate.TunnelHBONE
 	default:
 		return nil, fmt.Errorf("workload %s: unknown tunnel protocol %v", name, w.GetTunnelProtocol())
 	}
@@ -111,7 +111,7 @@ func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
 		return nil, fmt.Errorf("workload %s: %w", name, err)
 	}
 	if len(w.GetServices()) > 0 {
-		out.Services = make(map[string][]state.Port, len(w.GetServices()))
+		out.Services = make(map[string][]meshstate.Port, len(w.GetServices()))
 		for key, pl := range w.GetServices() {
 			if out.Services[key], err = ports(pl.GetPorts()); err != nil {
 				return nil, fmt.Errorf("workload %s: service %s: %w", name, key, err)
@@ -123,8 +123,8 @@ func workload(name string, w *workloadapi.Workload) (*state.Workload, error) {
 
 // service converts an xDS service; name is its resource name
 // ("<namespace>/<hostname>").
-func service(name string, s *workloadapi.Service) (*state.Service, error) {
-	out := &state.Service{
+func service(name string, s *workloadapi.Service) (*meshstate.Service, error) {
+	out := &meshstate.Service{
 		Name:            s.GetName(),
 		Namespace:       s.GetNamespace(),
 		Hostname:        s.GetHostname(),

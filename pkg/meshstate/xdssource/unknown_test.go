@@ -8,10 +8,10 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
-	"github.com/skiffmesh/skiff/ztunnel/internal/state"
 )
 
 // withUnknown returns a copy of m carrying a field of number num that this
@@ -95,7 +95,7 @@ func TestUnknownPolicyFieldsFailClosed(t *testing.T) {
 				if tc.edit != nil {
 					tc.edit(t, a)
 				}
-				st := state.NewStore("istio-system", "cluster.local")
+				st := meshstate.NewStore("istio-system", "cluster.local")
 				s := New(st)
 				if err := s.Subscriptions()[1].Apply(xds.Delta{TypeURL: xds.AuthorizationType, Updated: []xds.Resource{res(t, "default/p", a)}}); err != nil {
 					t.Fatalf("%v: %v", action, err)
@@ -121,7 +121,7 @@ func TestUnknownPolicyFieldsFailClosed(t *testing.T) {
 			allowed bool
 		}{{securityapi.Action_ALLOW, false}, {securityapi.Action_DENY, false}} {
 			a := withUnknown(t, build(tc.action, nil), 6)
-			st := state.NewStore("istio-system", "cluster.local")
+			st := meshstate.NewStore("istio-system", "cluster.local")
 			if err := New(st).Subscriptions()[1].Apply(xds.Delta{TypeURL: xds.AuthorizationType, Updated: []xds.Resource{res(t, "default/p", a)}}); err != nil {
 				t.Fatal(err)
 			}

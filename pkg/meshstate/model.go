@@ -1,4 +1,4 @@
-package state
+package meshstate
 
 import (
 	"fmt"
@@ -223,4 +223,36 @@ func (s *Service) normalize() error {
 		}
 	}
 	return nil
+}
+
+// EndpointPort maps servicePort for endpoint w of s: the workload's own
+// mapping wins (named ports), then the service's, then the port itself. 0
+// stays 0 ("any port").
+func (s *Service) EndpointPort(w *Workload, servicePort uint16) uint16 {
+	if servicePort == 0 {
+		return 0
+	}
+	for _, p := range w.Services[s.Key()] {
+		if p.ServicePort == servicePort && p.TargetPort != 0 {
+			return p.TargetPort
+		}
+	}
+	if t, ok := s.TargetPort(servicePort); ok && t != 0 {
+		return t
+	}
+	return servicePort
+}
+
+// Address returns w's first address of the wanted family, or else its
+// first of any; ok is false when it has none.
+func (w *Workload) Address(want4 bool) (addr netip.Addr, ok bool) {
+	for _, a := range w.Addresses {
+		if a.Is4() == want4 {
+			return a, true
+		}
+	}
+	if len(w.Addresses) > 0 {
+		return w.Addresses[0], true
+	}
+	return netip.Addr{}, false
 }
