@@ -334,7 +334,17 @@ func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi
 		if b == nil {
 			return nil
 		}
-		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestMirror{RequestMirror: b}}
+		m := &waypointapi.Mirror{Backend: b, Numerator: 100, Denominator: 100}
+		switch rm := f.RequestMirror; {
+		case rm.Percent != nil:
+			m.Numerator = uint32(max(*rm.Percent, 0))
+		case rm.Fraction != nil:
+			m.Numerator = uint32(max(rm.Fraction.Numerator, 0))
+			if rm.Fraction.Denominator != nil {
+				m.Denominator = uint32(max(*rm.Fraction.Denominator, 1))
+			}
+		}
+		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestMirror{RequestMirror: m}}
 	}
 	return nil
 }

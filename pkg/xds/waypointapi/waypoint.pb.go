@@ -132,7 +132,7 @@ func (x RateLimitKey_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey_Type.Descriptor instead.
 func (RateLimitKey_Type) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{19, 0}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type Waypoint struct {
@@ -398,12 +398,15 @@ func (x *ServicePort) GetAppProtocol() string {
 
 // BackendRef is a weighted Kubernetes Service backend.
 type BackendRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Hostname      string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Port          uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
-	Weight        uint32                 `protobuf:"varint,5,opt,name=weight,proto3" json:"weight,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Hostname  string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Port      uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Weight    uint32                 `protobuf:"varint,5,opt,name=weight,proto3" json:"weight,omitempty"`
+	// filters apply to requests sent to this backend only, after the
+	// rule's (HTTPBackendRef.filters: header modifiers).
+	Filters       []*HTTPFilter `protobuf:"bytes,6,rep,name=filters,proto3" json:"filters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +474,13 @@ func (x *BackendRef) GetWeight() uint32 {
 		return x.Weight
 	}
 	return 0
+}
+
+func (x *BackendRef) GetFilters() []*HTTPFilter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
 }
 
 type HTTPRoute struct {
@@ -1087,7 +1097,7 @@ func (x *HTTPFilter) GetUrlRewrite() *Rewrite {
 	return nil
 }
 
-func (x *HTTPFilter) GetRequestMirror() *BackendRef {
+func (x *HTTPFilter) GetRequestMirror() *Mirror {
 	if x != nil {
 		if x, ok := x.Kind.(*HTTPFilter_RequestMirror); ok {
 			return x.RequestMirror
@@ -1117,7 +1127,7 @@ type HTTPFilter_UrlRewrite struct {
 }
 
 type HTTPFilter_RequestMirror struct {
-	RequestMirror *BackendRef `protobuf:"bytes,5,opt,name=request_mirror,json=requestMirror,proto3,oneof"`
+	RequestMirror *Mirror `protobuf:"bytes,6,opt,name=request_mirror,json=requestMirror,proto3,oneof"`
 }
 
 func (*HTTPFilter_RequestHeaderModifier) isHTTPFilter_Kind() {}
@@ -1129,6 +1139,69 @@ func (*HTTPFilter_RequestRedirect) isHTTPFilter_Kind() {}
 func (*HTTPFilter_UrlRewrite) isHTTPFilter_Kind() {}
 
 func (*HTTPFilter_RequestMirror) isHTTPFilter_Kind() {}
+
+// Mirror sends a copy of numerator/denominator of the requests to backend
+// and ignores its answers. denominator 0 means 100 (a percentage);
+// numerator >= denominator mirrors every request.
+type Mirror struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backend       *BackendRef            `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Numerator     uint32                 `protobuf:"varint,2,opt,name=numerator,proto3" json:"numerator,omitempty"`
+	Denominator   uint32                 `protobuf:"varint,3,opt,name=denominator,proto3" json:"denominator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mirror) Reset() {
+	*x = Mirror{}
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mirror) ProtoMessage() {}
+
+func (x *Mirror) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
+func (*Mirror) Descriptor() ([]byte, []int) {
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Mirror) GetBackend() *BackendRef {
+	if x != nil {
+		return x.Backend
+	}
+	return nil
+}
+
+func (x *Mirror) GetNumerator() uint32 {
+	if x != nil {
+		return x.Numerator
+	}
+	return 0
+}
+
+func (x *Mirror) GetDenominator() uint32 {
+	if x != nil {
+		return x.Denominator
+	}
+	return 0
+}
 
 type Redirect struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1146,7 +1219,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[13]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1231,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[13]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1244,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{13}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1235,7 +1308,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[14]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1320,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[14]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1333,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{14}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rewrite) GetHostname() string {
@@ -1304,7 +1377,7 @@ type GRPCRoute struct {
 
 func (x *GRPCRoute) Reset() {
 	*x = GRPCRoute{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[15]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1389,7 @@ func (x *GRPCRoute) String() string {
 func (*GRPCRoute) ProtoMessage() {}
 
 func (x *GRPCRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[15]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1402,7 @@ func (x *GRPCRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCRoute.ProtoReflect.Descriptor instead.
 func (*GRPCRoute) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{15}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GRPCRoute) GetName() string {
@@ -1379,7 +1452,7 @@ type GRPCRouteRule struct {
 
 func (x *GRPCRouteRule) Reset() {
 	*x = GRPCRouteRule{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[16]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1464,7 @@ func (x *GRPCRouteRule) String() string {
 func (*GRPCRouteRule) ProtoMessage() {}
 
 func (x *GRPCRouteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[16]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1477,7 @@ func (x *GRPCRouteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCRouteRule.ProtoReflect.Descriptor instead.
 func (*GRPCRouteRule) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{16}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GRPCRouteRule) GetName() string {
@@ -1448,7 +1521,7 @@ type GRPCRouteMatch struct {
 
 func (x *GRPCRouteMatch) Reset() {
 	*x = GRPCRouteMatch{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[17]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1533,7 @@ func (x *GRPCRouteMatch) String() string {
 func (*GRPCRouteMatch) ProtoMessage() {}
 
 func (x *GRPCRouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[17]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1546,7 @@ func (x *GRPCRouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCRouteMatch.ProtoReflect.Descriptor instead.
 func (*GRPCRouteMatch) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{17}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GRPCRouteMatch) GetType() MatchType {
@@ -1523,7 +1596,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[18]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1608,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[18]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1621,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{18}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RateLimit) GetPolicy() string {
@@ -1603,7 +1676,7 @@ type RateLimitKey struct {
 
 func (x *RateLimitKey) Reset() {
 	*x = RateLimitKey{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[19]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1688,7 @@ func (x *RateLimitKey) String() string {
 func (*RateLimitKey) ProtoMessage() {}
 
 func (x *RateLimitKey) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[19]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1701,7 @@ func (x *RateLimitKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitKey.ProtoReflect.Descriptor instead.
 func (*RateLimitKey) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{19}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RateLimitKey) GetType() RateLimitKey_Type {
@@ -1653,14 +1726,17 @@ type L7Authorization struct {
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Action    securityapi.Action     `protobuf:"varint,3,opt,name=action,proto3,enum=istio.security.Action" json:"action,omitempty"`
 	// groups are ORed; a policy with no groups matches nothing.
-	Groups        []*L7Group `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	Groups []*L7Group `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// audit marks an AUDIT policy: requests it matches are flagged in the
+	// access log; it never allows or denies. action is then ignored.
+	Audit         bool `protobuf:"varint,5,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *L7Authorization) Reset() {
 	*x = L7Authorization{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1748,7 @@ func (x *L7Authorization) String() string {
 func (*L7Authorization) ProtoMessage() {}
 
 func (x *L7Authorization) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1761,7 @@ func (x *L7Authorization) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Authorization.ProtoReflect.Descriptor instead.
 func (*L7Authorization) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *L7Authorization) GetName() string {
@@ -1716,6 +1792,13 @@ func (x *L7Authorization) GetGroups() []*L7Group {
 	return nil
 }
 
+func (x *L7Authorization) GetAudit() bool {
+	if x != nil {
+		return x.Audit
+	}
+	return false
+}
+
 type L7Group struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// rules are ANDed.
@@ -1726,7 +1809,7 @@ type L7Group struct {
 
 func (x *L7Group) Reset() {
 	*x = L7Group{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1821,7 @@ func (x *L7Group) String() string {
 func (*L7Group) ProtoMessage() {}
 
 func (x *L7Group) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1834,7 @@ func (x *L7Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Group.ProtoReflect.Descriptor instead.
 func (*L7Group) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{21}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *L7Group) GetRules() []*L7Rules {
@@ -1771,7 +1854,7 @@ type L7Rules struct {
 
 func (x *L7Rules) Reset() {
 	*x = L7Rules{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1866,7 @@ func (x *L7Rules) String() string {
 func (*L7Rules) ProtoMessage() {}
 
 func (x *L7Rules) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1879,7 @@ func (x *L7Rules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Rules.ProtoReflect.Descriptor instead.
 func (*L7Rules) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{22}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *L7Rules) GetMatches() []*L7Match {
@@ -1823,7 +1906,7 @@ type L7Match struct {
 
 func (x *L7Match) Reset() {
 	*x = L7Match{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1918,7 @@ func (x *L7Match) String() string {
 func (*L7Match) ProtoMessage() {}
 
 func (x *L7Match) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1931,7 @@ func (x *L7Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Match.ProtoReflect.Descriptor instead.
 func (*L7Match) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{23}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *L7Match) GetL4() *securityapi.Match {
@@ -1918,7 +2001,7 @@ type HeaderCondition struct {
 
 func (x *HeaderCondition) Reset() {
 	*x = HeaderCondition{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2013,7 @@ func (x *HeaderCondition) String() string {
 func (*HeaderCondition) ProtoMessage() {}
 
 func (x *HeaderCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2026,7 @@ func (x *HeaderCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderCondition.ProtoReflect.Descriptor instead.
 func (*HeaderCondition) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{24}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeaderCondition) GetName() string {
@@ -1996,14 +2079,15 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
 	"targetPort\x12!\n" +
-	"\fapp_protocol\x18\x04 \x01(\tR\vappProtocol\"\x86\x01\n" +
+	"\fapp_protocol\x18\x04 \x01(\tR\vappProtocol\"\xbf\x01\n" +
 	"\n" +
 	"BackendRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x16\n" +
-	"\x06weight\x18\x05 \x01(\rR\x06weight\"\xa7\x01\n" +
+	"\x06weight\x18\x05 \x01(\rR\x06weight\x127\n" +
+	"\afilters\x18\x06 \x03(\v2\x1d.skiff.waypoint.v1.HTTPFilterR\afilters\"\xa7\x01\n" +
 	"\tHTTPRoute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -2041,16 +2125,20 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\x06remove\x18\x03 \x03(\tR\x06remove\"2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xa1\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa3\x03\n" +
 	"\n" +
 	"HTTPFilter\x12[\n" +
 	"\x17request_header_modifier\x18\x01 \x01(\v2!.skiff.waypoint.v1.HeaderModifierH\x00R\x15requestHeaderModifier\x12]\n" +
 	"\x18response_header_modifier\x18\x02 \x01(\v2!.skiff.waypoint.v1.HeaderModifierH\x00R\x16responseHeaderModifier\x12H\n" +
 	"\x10request_redirect\x18\x03 \x01(\v2\x1b.skiff.waypoint.v1.RedirectH\x00R\x0frequestRedirect\x12=\n" +
 	"\vurl_rewrite\x18\x04 \x01(\v2\x1a.skiff.waypoint.v1.RewriteH\x00R\n" +
-	"urlRewrite\x12F\n" +
-	"\x0erequest_mirror\x18\x05 \x01(\v2\x1d.skiff.waypoint.v1.BackendRefH\x00R\rrequestMirrorB\x06\n" +
-	"\x04kind\"\xdd\x01\n" +
+	"urlRewrite\x12B\n" +
+	"\x0erequest_mirror\x18\x06 \x01(\v2\x19.skiff.waypoint.v1.MirrorH\x00R\rrequestMirrorB\x06\n" +
+	"\x04kindJ\x04\b\x05\x10\x06\"\x81\x01\n" +
+	"\x06Mirror\x127\n" +
+	"\abackend\x18\x01 \x01(\v2\x1d.skiff.waypoint.v1.BackendRefR\abackend\x12\x1c\n" +
+	"\tnumerator\x18\x02 \x01(\rR\tnumerator\x12 \n" +
+	"\vdenominator\x18\x03 \x01(\rR\vdenominator\"\xdd\x01\n" +
 	"\bRedirect\x12\x16\n" +
 	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x19\n" +
@@ -2097,12 +2185,13 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\x0fSOURCE_IDENTITY\x10\x01\x12\r\n" +
 	"\tSOURCE_IP\x10\x02\x12\n" +
 	"\n" +
-	"\x06HEADER\x10\x03\"\xa7\x01\n" +
+	"\x06HEADER\x10\x03\"\xbd\x01\n" +
 	"\x0fL7Authorization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12.\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x16.istio.security.ActionR\x06action\x122\n" +
-	"\x06groups\x18\x04 \x03(\v2\x1a.skiff.waypoint.v1.L7GroupR\x06groups\";\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1a.skiff.waypoint.v1.L7GroupR\x06groups\x12\x14\n" +
+	"\x05audit\x18\x05 \x01(\bR\x05audit\";\n" +
 	"\aL7Group\x120\n" +
 	"\x05rules\x18\x01 \x03(\v2\x1a.skiff.waypoint.v1.L7RulesR\x05rules\"?\n" +
 	"\aL7Rules\x124\n" +
@@ -2141,7 +2230,7 @@ func file_skiff_xds_waypoint_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_xds_waypoint_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_skiff_xds_waypoint_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_skiff_xds_waypoint_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_skiff_xds_waypoint_proto_goTypes = []any{
 	(MatchType)(0),                  // 0: skiff.waypoint.v1.MatchType
 	(RateLimitKey_Type)(0),          // 1: skiff.waypoint.v1.RateLimitKey.Type
@@ -2158,76 +2247,79 @@ var file_skiff_xds_waypoint_proto_goTypes = []any{
 	(*HeaderModifier)(nil),          // 12: skiff.waypoint.v1.HeaderModifier
 	(*Header)(nil),                  // 13: skiff.waypoint.v1.Header
 	(*HTTPFilter)(nil),              // 14: skiff.waypoint.v1.HTTPFilter
-	(*Redirect)(nil),                // 15: skiff.waypoint.v1.Redirect
-	(*Rewrite)(nil),                 // 16: skiff.waypoint.v1.Rewrite
-	(*GRPCRoute)(nil),               // 17: skiff.waypoint.v1.GRPCRoute
-	(*GRPCRouteRule)(nil),           // 18: skiff.waypoint.v1.GRPCRouteRule
-	(*GRPCRouteMatch)(nil),          // 19: skiff.waypoint.v1.GRPCRouteMatch
-	(*RateLimit)(nil),               // 20: skiff.waypoint.v1.RateLimit
-	(*RateLimitKey)(nil),            // 21: skiff.waypoint.v1.RateLimitKey
-	(*L7Authorization)(nil),         // 22: skiff.waypoint.v1.L7Authorization
-	(*L7Group)(nil),                 // 23: skiff.waypoint.v1.L7Group
-	(*L7Rules)(nil),                 // 24: skiff.waypoint.v1.L7Rules
-	(*L7Match)(nil),                 // 25: skiff.waypoint.v1.L7Match
-	(*HeaderCondition)(nil),         // 26: skiff.waypoint.v1.HeaderCondition
-	(securityapi.Action)(0),         // 27: istio.security.Action
-	(*securityapi.Match)(nil),       // 28: istio.security.Match
-	(*securityapi.StringMatch)(nil), // 29: istio.security.StringMatch
+	(*Mirror)(nil),                  // 15: skiff.waypoint.v1.Mirror
+	(*Redirect)(nil),                // 16: skiff.waypoint.v1.Redirect
+	(*Rewrite)(nil),                 // 17: skiff.waypoint.v1.Rewrite
+	(*GRPCRoute)(nil),               // 18: skiff.waypoint.v1.GRPCRoute
+	(*GRPCRouteRule)(nil),           // 19: skiff.waypoint.v1.GRPCRouteRule
+	(*GRPCRouteMatch)(nil),          // 20: skiff.waypoint.v1.GRPCRouteMatch
+	(*RateLimit)(nil),               // 21: skiff.waypoint.v1.RateLimit
+	(*RateLimitKey)(nil),            // 22: skiff.waypoint.v1.RateLimitKey
+	(*L7Authorization)(nil),         // 23: skiff.waypoint.v1.L7Authorization
+	(*L7Group)(nil),                 // 24: skiff.waypoint.v1.L7Group
+	(*L7Rules)(nil),                 // 25: skiff.waypoint.v1.L7Rules
+	(*L7Match)(nil),                 // 26: skiff.waypoint.v1.L7Match
+	(*HeaderCondition)(nil),         // 27: skiff.waypoint.v1.HeaderCondition
+	(securityapi.Action)(0),         // 28: istio.security.Action
+	(*securityapi.Match)(nil),       // 29: istio.security.Match
+	(*securityapi.StringMatch)(nil), // 30: istio.security.StringMatch
 }
 var file_skiff_xds_waypoint_proto_depIdxs = []int32{
 	3,  // 0: skiff.waypoint.v1.Waypoint.services:type_name -> skiff.waypoint.v1.Service
-	22, // 1: skiff.waypoint.v1.Waypoint.policies:type_name -> skiff.waypoint.v1.L7Authorization
+	23, // 1: skiff.waypoint.v1.Waypoint.policies:type_name -> skiff.waypoint.v1.L7Authorization
 	4,  // 2: skiff.waypoint.v1.Service.ports:type_name -> skiff.waypoint.v1.ServicePort
 	6,  // 3: skiff.waypoint.v1.Service.http_routes:type_name -> skiff.waypoint.v1.HTTPRoute
-	17, // 4: skiff.waypoint.v1.Service.grpc_routes:type_name -> skiff.waypoint.v1.GRPCRoute
-	20, // 5: skiff.waypoint.v1.Service.rate_limits:type_name -> skiff.waypoint.v1.RateLimit
-	22, // 6: skiff.waypoint.v1.Service.policies:type_name -> skiff.waypoint.v1.L7Authorization
-	7,  // 7: skiff.waypoint.v1.HTTPRoute.rules:type_name -> skiff.waypoint.v1.HTTPRouteRule
-	11, // 8: skiff.waypoint.v1.HTTPRouteRule.matches:type_name -> skiff.waypoint.v1.HTTPRouteMatch
-	14, // 9: skiff.waypoint.v1.HTTPRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
-	5,  // 10: skiff.waypoint.v1.HTTPRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
-	8,  // 11: skiff.waypoint.v1.HTTPRouteRule.retry:type_name -> skiff.waypoint.v1.Retry
-	0,  // 12: skiff.waypoint.v1.PathMatch.type:type_name -> skiff.waypoint.v1.MatchType
-	0,  // 13: skiff.waypoint.v1.HeaderMatch.type:type_name -> skiff.waypoint.v1.MatchType
-	9,  // 14: skiff.waypoint.v1.HTTPRouteMatch.path:type_name -> skiff.waypoint.v1.PathMatch
-	10, // 15: skiff.waypoint.v1.HTTPRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
-	10, // 16: skiff.waypoint.v1.HTTPRouteMatch.query_params:type_name -> skiff.waypoint.v1.HeaderMatch
-	13, // 17: skiff.waypoint.v1.HeaderModifier.set:type_name -> skiff.waypoint.v1.Header
-	13, // 18: skiff.waypoint.v1.HeaderModifier.add:type_name -> skiff.waypoint.v1.Header
-	12, // 19: skiff.waypoint.v1.HTTPFilter.request_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
-	12, // 20: skiff.waypoint.v1.HTTPFilter.response_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
-	15, // 21: skiff.waypoint.v1.HTTPFilter.request_redirect:type_name -> skiff.waypoint.v1.Redirect
-	16, // 22: skiff.waypoint.v1.HTTPFilter.url_rewrite:type_name -> skiff.waypoint.v1.Rewrite
-	5,  // 23: skiff.waypoint.v1.HTTPFilter.request_mirror:type_name -> skiff.waypoint.v1.BackendRef
-	0,  // 24: skiff.waypoint.v1.Redirect.path_type:type_name -> skiff.waypoint.v1.MatchType
-	0,  // 25: skiff.waypoint.v1.Rewrite.path_type:type_name -> skiff.waypoint.v1.MatchType
-	18, // 26: skiff.waypoint.v1.GRPCRoute.rules:type_name -> skiff.waypoint.v1.GRPCRouteRule
-	19, // 27: skiff.waypoint.v1.GRPCRouteRule.matches:type_name -> skiff.waypoint.v1.GRPCRouteMatch
-	14, // 28: skiff.waypoint.v1.GRPCRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
-	5,  // 29: skiff.waypoint.v1.GRPCRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
-	0,  // 30: skiff.waypoint.v1.GRPCRouteMatch.type:type_name -> skiff.waypoint.v1.MatchType
-	10, // 31: skiff.waypoint.v1.GRPCRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
-	21, // 32: skiff.waypoint.v1.RateLimit.key:type_name -> skiff.waypoint.v1.RateLimitKey
-	1,  // 33: skiff.waypoint.v1.RateLimitKey.type:type_name -> skiff.waypoint.v1.RateLimitKey.Type
-	27, // 34: skiff.waypoint.v1.L7Authorization.action:type_name -> istio.security.Action
-	23, // 35: skiff.waypoint.v1.L7Authorization.groups:type_name -> skiff.waypoint.v1.L7Group
-	24, // 36: skiff.waypoint.v1.L7Group.rules:type_name -> skiff.waypoint.v1.L7Rules
-	25, // 37: skiff.waypoint.v1.L7Rules.matches:type_name -> skiff.waypoint.v1.L7Match
-	28, // 38: skiff.waypoint.v1.L7Match.l4:type_name -> istio.security.Match
-	29, // 39: skiff.waypoint.v1.L7Match.paths:type_name -> istio.security.StringMatch
-	29, // 40: skiff.waypoint.v1.L7Match.not_paths:type_name -> istio.security.StringMatch
-	29, // 41: skiff.waypoint.v1.L7Match.methods:type_name -> istio.security.StringMatch
-	29, // 42: skiff.waypoint.v1.L7Match.not_methods:type_name -> istio.security.StringMatch
-	29, // 43: skiff.waypoint.v1.L7Match.hosts:type_name -> istio.security.StringMatch
-	29, // 44: skiff.waypoint.v1.L7Match.not_hosts:type_name -> istio.security.StringMatch
-	26, // 45: skiff.waypoint.v1.L7Match.headers:type_name -> skiff.waypoint.v1.HeaderCondition
-	29, // 46: skiff.waypoint.v1.HeaderCondition.values:type_name -> istio.security.StringMatch
-	29, // 47: skiff.waypoint.v1.HeaderCondition.not_values:type_name -> istio.security.StringMatch
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	18, // 4: skiff.waypoint.v1.Service.grpc_routes:type_name -> skiff.waypoint.v1.GRPCRoute
+	21, // 5: skiff.waypoint.v1.Service.rate_limits:type_name -> skiff.waypoint.v1.RateLimit
+	23, // 6: skiff.waypoint.v1.Service.policies:type_name -> skiff.waypoint.v1.L7Authorization
+	14, // 7: skiff.waypoint.v1.BackendRef.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	7,  // 8: skiff.waypoint.v1.HTTPRoute.rules:type_name -> skiff.waypoint.v1.HTTPRouteRule
+	11, // 9: skiff.waypoint.v1.HTTPRouteRule.matches:type_name -> skiff.waypoint.v1.HTTPRouteMatch
+	14, // 10: skiff.waypoint.v1.HTTPRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	5,  // 11: skiff.waypoint.v1.HTTPRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
+	8,  // 12: skiff.waypoint.v1.HTTPRouteRule.retry:type_name -> skiff.waypoint.v1.Retry
+	0,  // 13: skiff.waypoint.v1.PathMatch.type:type_name -> skiff.waypoint.v1.MatchType
+	0,  // 14: skiff.waypoint.v1.HeaderMatch.type:type_name -> skiff.waypoint.v1.MatchType
+	9,  // 15: skiff.waypoint.v1.HTTPRouteMatch.path:type_name -> skiff.waypoint.v1.PathMatch
+	10, // 16: skiff.waypoint.v1.HTTPRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
+	10, // 17: skiff.waypoint.v1.HTTPRouteMatch.query_params:type_name -> skiff.waypoint.v1.HeaderMatch
+	13, // 18: skiff.waypoint.v1.HeaderModifier.set:type_name -> skiff.waypoint.v1.Header
+	13, // 19: skiff.waypoint.v1.HeaderModifier.add:type_name -> skiff.waypoint.v1.Header
+	12, // 20: skiff.waypoint.v1.HTTPFilter.request_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
+	12, // 21: skiff.waypoint.v1.HTTPFilter.response_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
+	16, // 22: skiff.waypoint.v1.HTTPFilter.request_redirect:type_name -> skiff.waypoint.v1.Redirect
+	17, // 23: skiff.waypoint.v1.HTTPFilter.url_rewrite:type_name -> skiff.waypoint.v1.Rewrite
+	15, // 24: skiff.waypoint.v1.HTTPFilter.request_mirror:type_name -> skiff.waypoint.v1.Mirror
+	5,  // 25: skiff.waypoint.v1.Mirror.backend:type_name -> skiff.waypoint.v1.BackendRef
+	0,  // 26: skiff.waypoint.v1.Redirect.path_type:type_name -> skiff.waypoint.v1.MatchType
+	0,  // 27: skiff.waypoint.v1.Rewrite.path_type:type_name -> skiff.waypoint.v1.MatchType
+	19, // 28: skiff.waypoint.v1.GRPCRoute.rules:type_name -> skiff.waypoint.v1.GRPCRouteRule
+	20, // 29: skiff.waypoint.v1.GRPCRouteRule.matches:type_name -> skiff.waypoint.v1.GRPCRouteMatch
+	14, // 30: skiff.waypoint.v1.GRPCRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	5,  // 31: skiff.waypoint.v1.GRPCRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
+	0,  // 32: skiff.waypoint.v1.GRPCRouteMatch.type:type_name -> skiff.waypoint.v1.MatchType
+	10, // 33: skiff.waypoint.v1.GRPCRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
+	22, // 34: skiff.waypoint.v1.RateLimit.key:type_name -> skiff.waypoint.v1.RateLimitKey
+	1,  // 35: skiff.waypoint.v1.RateLimitKey.type:type_name -> skiff.waypoint.v1.RateLimitKey.Type
+	28, // 36: skiff.waypoint.v1.L7Authorization.action:type_name -> istio.security.Action
+	24, // 37: skiff.waypoint.v1.L7Authorization.groups:type_name -> skiff.waypoint.v1.L7Group
+	25, // 38: skiff.waypoint.v1.L7Group.rules:type_name -> skiff.waypoint.v1.L7Rules
+	26, // 39: skiff.waypoint.v1.L7Rules.matches:type_name -> skiff.waypoint.v1.L7Match
+	29, // 40: skiff.waypoint.v1.L7Match.l4:type_name -> istio.security.Match
+	30, // 41: skiff.waypoint.v1.L7Match.paths:type_name -> istio.security.StringMatch
+	30, // 42: skiff.waypoint.v1.L7Match.not_paths:type_name -> istio.security.StringMatch
+	30, // 43: skiff.waypoint.v1.L7Match.methods:type_name -> istio.security.StringMatch
+	30, // 44: skiff.waypoint.v1.L7Match.not_methods:type_name -> istio.security.StringMatch
+	30, // 45: skiff.waypoint.v1.L7Match.hosts:type_name -> istio.security.StringMatch
+	30, // 46: skiff.waypoint.v1.L7Match.not_hosts:type_name -> istio.security.StringMatch
+	27, // 47: skiff.waypoint.v1.L7Match.headers:type_name -> skiff.waypoint.v1.HeaderCondition
+	30, // 48: skiff.waypoint.v1.HeaderCondition.values:type_name -> istio.security.StringMatch
+	30, // 49: skiff.waypoint.v1.HeaderCondition.not_values:type_name -> istio.security.StringMatch
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_skiff_xds_waypoint_proto_init() }
@@ -2248,7 +2340,7 @@ func file_skiff_xds_waypoint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_xds_waypoint_proto_rawDesc), len(file_skiff_xds_waypoint_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
