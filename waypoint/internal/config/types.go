@@ -116,6 +116,20 @@ type RouteTable struct {
 	Entries []Entry
 }
 
+// HasPort reports whether some entry of t applies to requests sent to
+// port. A nil table has none.
+func (t *RouteTable) HasPort(port uint16) bool {
+	if t == nil {
+		return false
+	}
+	for i := range t.Entries {
+		if p := t.Entries[i].Port; p == 0 || p == port {
+			return true
+		}
+	}
+	return false
+}
+
 // Entry is one match of one rule.
 type Entry struct {
 	// Port restricts the entry to one service port (the route's
@@ -163,6 +177,11 @@ type ValueMatch struct {
 	Value string
 	// Regex is set for RegularExpression matches (whole value).
 	Regex *regexp.Regexp
+	// Key is a header's http.Header key (the canonical form of Name), so
+	// that looking it up costs no allocation; "" for query parameters.
+	// Compile sets it; when it is empty a header match canonicalizes Name
+	// itself.
+	Key string
 }
 
 // GRPCMethodMatch compares the /<service>/<method> of a gRPC request. An

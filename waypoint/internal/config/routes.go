@@ -1,0 +1,506 @@
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
+	"github.com/skiffmesh/skiff/waypoint/internal/pathnorm"
+)
+
+// Route tables
+//
+// Every (route, rule, match) becomes one Entry, and the entries are sorted
+// once so that the first one that matches a request is the one Gateway API
+// precedence picks. The resource lists routes oldest first, then by
+// namespace/name, and rules and matches in their written order; a stable
+// sort on the match criteria below therefore leaves ties in exactly the
+// order the spec asks for.
+//
+// HTTPRoute (HTTPRouteRule.Matches in gateway-api v1.6 apis/v1/
+// httproute_types.go): an Exact path, then the PathPrefix with the most
+// characters, then a Method match, then the most header matches, then the
+// most query parameter matches. The spec leaves RegularExpression paths'
+// precedence to the implementation; Skiff ranks them as Istio does
+// (getURIRank in Istio's Gateway API translation), so that routes behave
+// the same after a move between the two: below every Exact and PathPrefix
+// match, the longer expression first. A catch-all PathPrefix "/" therefore
+// wins over any regular expression.
+//
+// GRPCRoute (GRPCRouteRule.Matches in grpcroute_types.go): the most
+// characters in a matching service, then in a matching method, then the
+// most header matches. A regular expression counts no characters (its
+// precedence is again the implementation's); it ranks after every exact
+// value of the same position and before an absent one.
+//
+// Hostnames do not take part. GEP-1294 (xRoutes Mesh Binding, formerly
+// GEP-1426) says GAMMA implementations SHOULD NOT infer any functionality
+// from the hostnames field of routes attached to a Service: the Service's
+// cluster IP selects the routes, so Skiff ignores route hostnames.
+
+// ranked is an Entry with its precedence, compared position by position,
+// larger first.
+type ranked struct {
+	entry Entry
+	key   [5]int
+}
+
+// sortTable sorts entries by precedence; the sort is stable so ties keep
+// their route, rule and match order.
+func sortTable(entries []ranked) *RouteTable {
+	if len(entries) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(entries, func(a, b ranked) int {
+		for i := range a.key {
+			if c := cmp.Compare(b.key[i], a.key[i]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	t := &RouteTable{Entries: make([]Entry, len(entries))}
+	for i := range entries {
+		t.Entries[i] = entries[i].entry
+	}
+	return t
+}
+
+// Path ranks, larger first.
+const (
+	rankRegex  = 1
+	rankPrefix = 2
+	rankExact  = 3
+)
+
+func httpKey(m *Match) [5]int {
+	var k [5]int
+	switch m.Path.Type {
+	case PathExact:
+		k[0] = rankExact
+	case PathPrefix:
+		k[0] = rankPrefix
+	case PathRegex:
+		k[0] = rankRegex
+	}
+	k[1] = len(m.Path.Value)
+	if m.Method != "" {
+		k[2] = 1
+	}
+	k[3] = len(m.Headers)
+	k[4] = len(m.Query)
+	return k
+}
+
+func grpcKey(m *Match) [5]int {
+	var k [5]int
+	if g := m.GRPC; g != nil {
+		k[0], k[1] = valueRank(g.Service, g.ServiceRegex != nil)
+		k[2], k[3] = valueRank(g.Method, g.MethodRegex != nil)
+	}
+	k[4] = len(m.Headers)
+	return k
+}
+
+// valueRank ranks a gRPC service or method: its length when exact, and
+// whether it is at least a regular expression.
+func valueRank(v string, regex bool) (chars, present int) {
+	switch {
+	case regex:
+		return 0, 1
+	case v != "":
+		return len(v), 2
+	}
+	return 0, 0
+}
+
+func compileHTTPRoutes(f field, routes []*waypointapi.HTTPRoute) (*RouteTable, error) {
+	var entries []ranked
+	for i, r := range routes {
+		rf := f.index("http_routes", i)
+		if r == nil {
+			return nil, rf.wrap(errMissing)
+		}
+		ref := RouteRef{Kind: "HTTPRoute", Namespace: r.GetNamespace(), Name: r.GetName()}
+		if ref.Name == "" || ref.Namespace == "" {
+			return nil, rf.errorf("route without a name or namespace")
+		}
+		port, err := portNumber(rf.child("port"), r.GetPort(), true)
+		if err != nil {
+			return nil, err
+		}
+		for k, rule := range r.GetRules() {
+			kf := rf.index("rules", k)
+			if rule == nil {
+				return nil, kf.wrap(errMissing)
+			}
+			cr, matches, err := compileHTTPRule(kf, ref, k, rule)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range matches {
+				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, httpKey(&m)})
+			}
+		}
+	}
+	return sortTable(entries), nil
+}
+
+func compileHTTPRule(f field, ref RouteRef, index int, r *waypointapi.HTTPRouteRule) (*Rule, []Match, error) {
+	rule := &Rule{Route: ref, Name: r.GetName(), Index: index}
+	var matches []Match
+	for i, m := range r.GetMatches() {
+		cm, err := compileHTTPMatch(f.index("matches", i), m)
+		if err != nil {
+			return nil, nil, err
+		}
+		matches = append(matches, cm)
+	}
+	if len(matches) == 0 {
+		// "If no matches are specified, the default is a prefix path match
+		// on "/", which has the effect of matching every HTTP request."
+		matches = []Match{{Path: &PathMatch{Type: PathPrefix, Value: "/"}}}
+	}
+	var err error
+	if rule.Filters, err = compileFilters(f, r.GetFilters(), httpRuleFilters); err != nil {
+		return nil, nil, err
+	}
+	if usesPrefixModifier(&rule.Filters) {
+		for i, m := range matches {
+			if m.Path.Type != PathPrefix {
+				return nil, nil, f.index("matches", i).child("path").errorf(
+					"a ReplacePrefixMatch path modifier needs PathPrefix matches only")
+			}
+		}
+	}
+	if rule.Backends, err = compileBackends(f, r.GetBackends()); err != nil {
+		return nil, nil, err
+	}
+	if rule.Filters.Redirect != nil && len(rule.Backends) > 0 {
+		return nil, nil, f.child("backends").errorf("a rule with a RequestRedirect filter may not have backends")
+	}
+	rule.RequestTimeout = time.Duration(r.GetRequestTimeoutMs()) * time.Millisecond
+	rule.BackendTimeout = time.Duration(r.GetBackendTimeoutMs()) * time.Millisecond
+	if rule.RequestTimeout > 0 && rule.BackendTimeout > rule.RequestTimeout {
+		return nil, nil, f.child("backend_timeout_ms").errorf(
+			"backend timeout %v longer than the request timeout %v", rule.BackendTimeout, rule.RequestTimeout)
+	}
+	if rt := r.GetRetry(); rt != nil {
+		if rule.Retry, err = compileRetry(f.child("retry"), rt); err != nil {
+			return nil, nil, err
+		}
+	}
+	return rule, matches, nil
+}
+
+func usesPrefixModifier(fs *Filters) bool {
+	if fs.Redirect != nil && fs.Redirect.Path != nil && fs.Redirect.Path.Prefix {
+		return true
+	}
+	return fs.Rewrite != nil && fs.Rewrite.Path != nil && fs.Rewrite.Path.Prefix
+}
+
+func compileHTTPMatch(f field, m *waypointapi.HTTPRouteMatch) (Match, error) {
+	if m == nil {
+		return Match{}, f.wrap(errMissing)
+	}
+	path, err := compilePathMatch(f.child("path"), m.GetPath())
+	if err != nil {
+		return Match{}, err
+	}
+	out := Match{Path: path, Method: m.GetMethod()}
+	if out.Method != "" {
+		if err := checkMethod(out.Method); err != nil {
+			return Match{}, f.child("method").wrap(err)
+		}
+	}
+	if out.Headers, err = compileHeaderMatches(f, m.GetHeaders()); err != nil {
+		return Match{}, err
+	}
+	if out.Query, err = compileQueryMatches(f, m.GetQueryParams()); err != nil {
+		return Match{}, err
+	}
+	return out, nil
+}
+
+// compilePathMatch compiles a path match; an absent one is Gateway API's
+// default, PathPrefix "/". Exact and PathPrefix values are normalized as
+// request paths are (pathnorm), so that "/%7Efoo" in a route matches the
+// request path "/~foo".
+func compilePathMatch(f field, p *waypointapi.PathMatch) (*PathMatch, error) {
+	if p == nil {
+		return &PathMatch{Type: PathPrefix, Value: "/"}, nil
+	}
+	v := p.GetValue()
+	switch t := p.GetType(); t {
+	case waypointapi.MatchType_EXACT, waypointapi.MatchType_PREFIX:
+		if !strings.HasPrefix(v, "/") {
+			return nil, f.errorf("path %q does not start with /", v)
+		}
+		if len(v) > maxPathLen {
+			return nil, f.errorf("path longer than %d bytes", maxPathLen)
+		}
+		if err := checkPathChars(v); err != nil {
+			return nil, f.wrap(err)
+		}
+		norm, err := pathnorm.Normalize(v)
+		if err != nil {
+			return nil, f.wrap(fmt.Errorf("path %q: %w", v, err))
+		}
+		typ := PathExact
+		if t == waypointapi.MatchType_PREFIX {
+			typ = PathPrefix
+		}
+		return &PathMatch{Type: typ, Value: norm}, nil
+	case waypointapi.MatchType_REGULAR_EXPRESSION:
+		re, err := compileRegex(v)
+		if err != nil {
+			return nil, f.wrap(err)
+		}
+		return &PathMatch{Type: PathRegex, Value: v, Regex: re}, nil
+	default:
+		return nil, f.errorf("unknown match type %d", t)
+	}
+}
+
+// compileHeaderMatches compiles header matches. Of several matches on one
+// name only the first counts: "If multiple entries specify equivalent
+// header names, only the first entry with an equivalent name MUST be
+// considered for a match. Subsequent entries ... MUST be ignored."
+func compileHeaderMatches(parent field, hs []*waypointapi.HeaderMatch) ([]ValueMatch, error) {
+	var out []ValueMatch
+	for i, h := range hs {
+		f := parent.index("headers", i)
+		if h == nil {
+			return nil, f.wrap(errMissing)
+		}
+		name := strings.ToLower(h.GetName())
+		if err := checkHeaderName(name); err != nil {
+			return nil, f.child("name").wrap(err)
+		}
+		if slices.ContainsFunc(out, func(v ValueMatch) bool { return v.Name == name }) {
+			continue
+		}
+		vm, err := compileValueMatch(f, h, maxHeaderValueLen)
+		if err != nil {
+			return nil, err
+		}
+		vm.Name, vm.Key = name, canonical(name)
+		if vm.Regex == nil {
+			if err := checkHeaderValue(vm.Value); err != nil {
+				return nil, f.child("value").wrap(err)
+			}
+		}
+		out = append(out, vm)
+	}
+	return out, nil
+}
+
+// compileQueryMatches compiles query parameter matches; names are exact
+// and, as for headers, only the first match on a name counts.
+func compileQueryMatches(parent field, qs []*waypointapi.HeaderMatch) ([]ValueMatch, error) {
+	var out []ValueMatch
+	for i, q := range qs {
+		f := parent.index("query_params", i)
+		if q == nil {
+			return nil, f.wrap(errMissing)
+		}
+		name := q.GetName()
+		if name == "" {
+			return nil, f.child("name").errorf("empty query parameter name")
+		}
+		if slices.ContainsFunc(out, func(v ValueMatch) bool { return v.Name == name }) {
+			continue
+		}
+		vm, err := compileValueMatch(f, q, maxQueryValueLen)
+		if err != nil {
+			return nil, err
+		}
+		vm.Name = name
+		out = append(out, vm)
+	}
+	return out, nil
+}
+
+// compileValueMatch compiles the value of a header or query match.
+func compileValueMatch(f field, m *waypointapi.HeaderMatch, maxLen int) (ValueMatch, error) {
+	v := m.GetValue()
+	switch t := m.GetType(); t {
+	case waypointapi.MatchType_EXACT:
+		if v == "" {
+			return ValueMatch{}, f.child("value").errorf("empty value")
+		}
+		if len(v) > maxLen {
+			return ValueMatch{}, f.child("value").errorf("value longer than %d bytes", maxLen)
+		}
+		return ValueMatch{Value: v}, nil
+	case waypointapi.MatchType_REGULAR_EXPRESSION:
+		re, err := compileRegex(v)
+		if err != nil {
+			return ValueMatch{}, f.child("value").wrap(err)
+		}
+		return ValueMatch{Value: v, Regex: re}, nil
+	default:
+		return ValueMatch{}, f.child("type").errorf("unsupported match type %s", matchTypeName(t))
+	}
+}
+
+func matchTypeName(t waypointapi.MatchType) string {
+	if n, ok := waypointapi.MatchType_name[int32(t)]; ok {
+		return n
+	}
+	return fmt.Sprint(int32(t))
+}
+
+func compileGRPCRoutes(f field, routes []*waypointapi.GRPCRoute) (*RouteTable, error) {
+	var entries []ranked
+	for i, r := range routes {
+		rf := f.index("grpc_routes", i)
+		if r == nil {
+			return nil, rf.wrap(errMissing)
+		}
+		ref := RouteRef{Kind: "GRPCRoute", Namespace: r.GetNamespace(), Name: r.GetName()}
+		if ref.Name == "" || ref.Namespace == "" {
+			return nil, rf.errorf("route without a name or namespace")
+		}
+		port, err := portNumber(rf.child("port"), r.GetPort(), true)
+		if err != nil {
+			return nil, err
+		}
+		for k, rule := range r.GetRules() {
+			kf := rf.index("rules", k)
+			if rule == nil {
+				return nil, kf.wrap(errMissing)
+			}
+			cr := &Rule{Route: ref, Name: rule.GetName(), Index: k}
+			if cr.Filters, err = compileFilters(kf, rule.GetFilters(), grpcRuleFilters); err != nil {
+				return nil, err
+			}
+			if cr.Backends, err = compileBackends(kf, rule.GetBackends()); err != nil {
+				return nil, err
+			}
+			var matches []Match
+			for j, m := range rule.GetMatches() {
+				cm, err := compileGRPCMatch(kf.index("matches", j), m)
+				if err != nil {
+					return nil, err
+				}
+				matches = append(matches, cm)
+			}
+			if len(matches) == 0 {
+				// "If no matches are specified, the implementation MUST
+				// match every gRPC request."
+				matches = []Match{{}}
+			}
+			for _, m := range matches {
+				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, grpcKey(&m)})
+			}
+		}
+	}
+	return sortTable(entries), nil
+}
+
+func compileGRPCMatch(f field, m *waypointapi.GRPCRouteMatch) (Match, error) {
+	if m == nil {
+		return Match{}, f.wrap(errMissing)
+	}
+	var out Match
+	svc, method := m.GetService(), m.GetMethod()
+	if svc != "" || method != "" {
+		g := &GRPCMethodMatch{Service: svc, Method: method}
+		switch t := m.GetType(); t {
+		case waypointapi.MatchType_EXACT:
+			// "Exact methods MUST be syntactically valid: Must not contain
+			// `/` character"; the request's :path splits on it.
+			if strings.Contains(svc, "/") {
+				return Match{}, f.child("service").errorf("service %q contains /", svc)
+			}
+			if strings.Contains(method, "/") {
+				return Match{}, f.child("method").errorf("method %q contains /", method)
+			}
+		case waypointapi.MatchType_REGULAR_EXPRESSION:
+			var err error
+			if svc != "" {
+				if g.ServiceRegex, err = compileRegex(svc); err != nil {
+					return Match{}, f.child("service").wrap(err)
+				}
+			}
+			if method != "" {
+				if g.MethodRegex, err = compileRegex(method); err != nil {
+					return Match{}, f.child("method").wrap(err)
+				}
+			}
+		default:
+			return Match{}, f.child("type").errorf("unsupported match type %s", matchTypeName(t))
+		}
+		out.GRPC = g
+	}
+	var err error
+	if out.Headers, err = compileHeaderMatches(f, m.GetHeaders()); err != nil {
+		return Match{}, err
+	}
+	return out, nil
+}
+
+func compileRetry(f field, r *waypointapi.Retry) (*Retry, error) {
+	if r.GetAttempts() > maxRetryAttempts {
+		return nil, f.child("attempts").errorf("%d attempts, at most %d", r.GetAttempts(), maxRetryAttempts)
+	}
+	out := &Retry{Attempts: int(r.GetAttempts()), Backoff: time.Duration(r.GetBackoffMs()) * time.Millisecond}
+	for i, c := range r.GetCodes() {
+		// HTTPRouteRetryStatusCode: Minimum 400, Maximum 599.
+		if c < 400 || c > 599 {
+			return nil, f.index("codes", i).errorf("status code %d is not retryable (400 to 599)", c)
+		}
+		if !slices.Contains(out.Codes, int(c)) {
+			out.Codes = append(out.Codes, int(c))
+		}
+	}
+	return out, nil
+}
+
+var errNoHostname = errors.New("empty hostname")
+
+func compileBackends(f field, bs []*waypointapi.BackendRef) ([]Backend, error) {
+	var out []Backend
+	for i, b := range bs {
+		cb, err := compileBackend(f.index("backends", i), b, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cb)
+	}
+	return out, nil
+}
+
+// compileBackend compiles a backend; withFilters says whether it may carry
+// filters of its own (a mirror's may not).
+func compileBackend(f field, b *waypointapi.BackendRef, withFilters bool) (Backend, error) {
+	if b == nil {
+		return Backend{}, f.wrap(errMissing)
+	}
+	out := Backend{Name: b.GetName(), Namespace: b.GetNamespace(), Hostname: b.GetHostname(), Weight: b.GetWeight()}
+	if out.Hostname == "" {
+		return Backend{}, f.child("hostname").wrap(errNoHostname)
+	}
+	var err error
+	if out.Port, err = portNumber(f.child("port"), b.GetPort(), true); err != nil {
+		return Backend{}, err
+	}
+	if out.Weight > maxWeight {
+		return Backend{}, f.child("weight").errorf("weight %d larger than %d", out.Weight, maxWeight)
+	}
+	if len(b.GetFilters()) > 0 {
+		if !withFilters {
+			return Backend{}, f.child("filters").errorf("a mirror backend may not have filters")
+		}
+		if out.Filters, err = compileFilters(f, b.GetFilters(), backendFilters); err != nil {
+			return Backend{}, err
+		}
+	}
+	return out, nil
+}
