@@ -355,5 +355,9 @@ func (m *Monitor) Report(o Outcome) {
 	}
 }
 
-// EjectedAt reports whether the endpoint is ejected at now.
+// Ejected reports whether the endpoint is ejected now.
+func (m *Monitor) Ejected() bool { return m.EjectedAt(m.d.cfg.Now()) }
+
+// EjectedAt reports whether the endpoint is ejected at now: one clock
+// reading serves a whole scan of endpoints.
 func (m *Monitor) EjectedAt(now time.Time) bool { return m.d.since(now) < m.until.Load() }

@@ -259,12 +259,12 @@ func TestAnyEjected(t *testing.T) {
 		t.Fatal("AnyEjected on a fresh set")
 	}
 	report(ms[2], LocalFailure, 5)
-	if !d.AnyEjected(clk.Now()) {
-		t.Fatal("AnyEjected false during an ejection")
+	if !d.AnyEjected(clk.Now()) || !ms[2].Ejected() {
+		t.Fatal("AnyEjected or Ejected false during an ejection")
 	}
 	clk.Advance(DefaultBaseEjection)
-	if d.AnyEjected(clk.Now()) {
-		t.Fatal("AnyEjected true after the ejection ended")
+	if d.AnyEjected(clk.Now()) || ms[2].Ejected() {
+		t.Fatal("AnyEjected or Ejected true after the ejection ended")
 	}
 }
 
