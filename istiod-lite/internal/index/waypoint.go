@@ -2,10 +2,13 @@ package index
 
 import (
 	"cmp"
+	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
@@ -98,17 +101,18 @@ func (ix *Index) waypointService(s *serviceInfo) *waypointapi.Service {
 	routeKeys := map[string]bool{}
 	for _, r := range sortedRoutes(ix.httpRoutes, func(r *gatewayv1.HTTPRoute) metaOf { return metaOf{r.Namespace, r.Name, r.CreationTimestamp.Time} }) {
 		for _, ref := range r.Spec.ParentRefs {
-			if !refersToService(ref, r.Namespace, s) {
+			port, ok := s.parentPort(ref, r.Namespace)
+			if !ok {
 				continue
 			}
-			out.HttpRoutes = append(out.HttpRoutes, ix.httpRoute(r, ref))
+			out.HttpRoutes = append(out.HttpRoutes, ix.httpRoute(r, port))
 			routeKeys[keyOf(r.Namespace, r.Name)] = true
 		}
 	}
 	for _, r := range sortedRoutes(ix.grpcRoutes, func(r *gatewayv1.GRPCRoute) metaOf { return metaOf{r.Namespace, r.Name, r.CreationTimestamp.Time} }) {
 		for _, ref := range r.Spec.ParentRefs {
-			if refersToService(ref, r.Namespace, s) {
-				out.GrpcRoutes = append(out.GrpcRoutes, ix.grpcRoute(r, ref))
+			if port, ok := s.parentPort(ref, r.Namespace); ok {
+				out.GrpcRoutes = append(out.GrpcRoutes, ix.grpcRoute(r, port))
 			}
 		}
 	}
@@ -175,15 +179,65 @@ func refersToService(ref gatewayv1.ParentReference, routeNS string, s *serviceIn
 	return ns == s.ns && routeNS == s.ns && string(ref.Name) == s.name
 }
 
+// parentPort returns the port a route in routeNS attaches to through ref,
+// when ref names s: 0 for every port, and ok false when ref does not
+// name s or names no port of it.
+func (s *serviceInfo) parentPort(ref gatewayv1.ParentReference, routeNS string) (port uint32, ok bool) {
+	if !refersToService(ref, routeNS, s) {
+		return 0, false
+	}
+	return attachedPort(ref, func(yield func(string, uint32) bool) {
+		for _, p := range s.ports {
+			if !yield(p.name, p.port) {
+				return
+			}
+		}
+	})
+}
+
+// ParentPort resolves the port a Service parentRef attaches a route to
+// among the Service's ports: 0 means every port. ok is false when the ref
+// names no port of the Service, or names two different ones, and the
+// route then does not attach. For a Service parent, sectionName is a port
+// name and port a port number; when both are set they must name the same
+// port (ParentReference, GEP-1426).
+func ParentPort(ref gatewayv1.ParentReference, ports []corev1.ServicePort) (port uint32, ok bool) {
+	return attachedPort(ref, func(yield func(string, uint32) bool) {
+		for _, p := range ports {
+			if !yield(p.Name, uint32(p.Port)) {
+				return
+			}
+		}
+	})
+}
+
+func attachedPort(ref gatewayv1.ParentReference, ports iter.Seq2[string, uint32]) (uint32, bool) {
+	if (ref.SectionName == nil || *ref.SectionName == "") && ref.Port == nil {
+		return 0, true
+	}
+	for name, number := range ports {
+		if ref.SectionName != nil && *ref.SectionName != "" && string(*ref.SectionName) != name {
+			continue
+		}
+		if ref.Port != nil && uint32(*ref.Port) != number {
+			continue
+		}
+		return number, true
+	}
+	return 0, false
+}
+
+// backend translates a backendRef, or returns nil for one the waypoint must
+// not send to: a kind other than Service, or a Service in another namespace
+// (Skiff has no ReferenceGrant, and the route's status says RefNotPermitted).
 func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.BackendRef {
 	if ref.Kind != nil && *ref.Kind != "Service" || ref.Group != nil && *ref.Group != "" {
 		return nil
 	}
-	ns := routeNS
-	if ref.Namespace != nil {
-		ns = string(*ref.Namespace)
+	if ref.Namespace != nil && string(*ref.Namespace) != routeNS {
+		return nil
 	}
-	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: ns, Hostname: ix.hostname(ns, string(ref.Name)), Weight: 1}
+	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: routeNS, Hostname: ix.hostname(routeNS, string(ref.Name)), Weight: 1}
 	if ref.Port != nil {
 		b.Port = uint32(*ref.Port)
 	}
@@ -193,11 +247,22 @@ func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.
 	return b
 }
 
-func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, ref gatewayv1.ParentReference) *waypointapi.HTTPRoute {
-	out := &waypointapi.HTTPRoute{Name: r.Name, Namespace: r.Namespace}
-	if ref.Port != nil {
-		out.Port = uint32(*ref.Port)
+// routeBackend translates a rule's backendRef with its own filters.
+func (ix *Index) routeBackend(routeNS string, ref gatewayv1.BackendRef, filters []gatewayv1.HTTPRouteFilter) *waypointapi.BackendRef {
+	b := ix.backend(routeNS, ref)
+	if b == nil {
+		return nil
 	}
+	for _, f := range filters {
+		if hf := ix.httpFilter(routeNS, f); hf != nil {
+			b.Filters = append(b.Filters, hf)
+		}
+	}
+	return b
+}
+
+func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32) *waypointapi.HTTPRoute {
+	out := &waypointapi.HTTPRoute{Name: r.Name, Namespace: r.Namespace, Port: port}
 	for _, h := range r.Spec.Hostnames {
 		out.Hostnames = append(out.Hostnames, string(h))
 	}
@@ -209,13 +274,21 @@ func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, ref gatewayv1.ParentReference
 		for _, m := range rule.Matches {
 			rr.Matches = append(rr.Matches, httpMatch(m))
 		}
+		if unsupportedHTTPRule(rule) != "" {
+			// Fail closed: the rule keeps its matches but has nothing to
+			// apply and nowhere to send, so the waypoint answers its
+			// requests 500 instead of skipping the filter or letting
+			// them fall through to a rule written for other requests.
+			out.Rules = append(out.Rules, rr)
+			continue
+		}
 		for _, f := range rule.Filters {
 			if hf := ix.httpFilter(r.Namespace, f); hf != nil {
 				rr.Filters = append(rr.Filters, hf)
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if be := ix.backend(r.Namespace, b.BackendRef); be != nil {
+			if be := ix.routeBackend(r.Namespace, b.BackendRef, b.Filters); be != nil {
 				rr.Backends = append(rr.Backends, be)
 			}
 		}
@@ -299,13 +372,146 @@ func headerMod(m *gatewayv1.HTTPHeaderFilter) *waypointapi.HeaderModifier {
 	return out
 }
 
+// filterProblem says why the waypoint cannot apply f ("" when it can). On
+// a rule it applies header modifiers, redirects, rewrites and mirrors; on a
+// backendRef only header modifiers, all the waypoint resource's
+// BackendRef.filters carry. CORS, ExternalAuth and ExtensionRef have no
+// form in the resource at all. The spec forbids skipping a filter that
+// cannot be applied (HTTPRouteFilter.Type), so such a rule is answered with
+// an error (see httpRoute).
+func filterProblem(f gatewayv1.HTTPRouteFilter, onBackend bool) string {
+	var present bool
+	switch f.Type {
+	case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+		present = f.RequestHeaderModifier != nil
+	case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+		present = f.ResponseHeaderModifier != nil
+	case gatewayv1.HTTPRouteFilterRequestRedirect, gatewayv1.HTTPRouteFilterURLRewrite, gatewayv1.HTTPRouteFilterRequestMirror:
+		if onBackend {
+			return fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+		}
+		present = f.RequestRedirect != nil && f.Type == gatewayv1.HTTPRouteFilterRequestRedirect ||
+			f.URLRewrite != nil && f.Type == gatewayv1.HTTPRouteFilterURLRewrite ||
+			f.RequestMirror != nil && f.Type == gatewayv1.HTTPRouteFilterRequestMirror
+	case gatewayv1.HTTPRouteFilterCORS, gatewayv1.HTTPRouteFilterExternalAuth, gatewayv1.HTTPRouteFilterExtensionRef:
+		return fmt.Sprintf("filter %s is not supported", f.Type)
+	default:
+		return fmt.Sprintf("unknown filter type %q", f.Type)
+	}
+	if !present {
+		return fmt.Sprintf("filter %s has no configuration", f.Type)
+	}
+	return ""
+}
+
+// unsupportedHTTPRule says why the waypoint cannot carry out rule as
+// written ("" when it can).
+func unsupportedHTTPRule(rule gatewayv1.HTTPRouteRule) string {
+	for _, f := range rule.Filters {
+		if p := filterProblem(f, false); p != "" {
+			return p
+		}
+	}
+	for i, b := range rule.BackendRefs {
+		for _, f := range b.Filters {
+			if p := filterProblem(f, true); p != "" {
+				return fmt.Sprintf("backendRefs[%d]: %s", i, p)
+			}
+		}
+	}
+	return ""
+}
+
+// grpcFilter is f as the HTTPRouteFilter it is a subset of (same type
+// names), so that one translation serves both route kinds.
+func grpcFilter(f gatewayv1.GRPCRouteFilter) gatewayv1.HTTPRouteFilter {
+	return gatewayv1.HTTPRouteFilter{
+		Type:                   gatewayv1.HTTPRouteFilterType(f.Type),
+		RequestHeaderModifier:  f.RequestHeaderModifier,
+		ResponseHeaderModifier: f.ResponseHeaderModifier,
+		RequestMirror:          f.RequestMirror,
+		ExtensionRef:           f.ExtensionRef,
+	}
+}
+
+func grpcFilters(fs []gatewayv1.GRPCRouteFilter) []gatewayv1.HTTPRouteFilter {
+	out := make([]gatewayv1.HTTPRouteFilter, len(fs))
+	for i, f := range fs {
+		out[i] = grpcFilter(f)
+	}
+	return out
+}
+
+// unsupportedGRPCRule is unsupportedHTTPRule for a GRPCRoute rule.
+func unsupportedGRPCRule(rule gatewayv1.GRPCRouteRule) string {
+	for _, f := range rule.Filters {
+		if p := filterProblem(grpcFilter(f), false); p != "" {
+			return p
+		}
+	}
+	for i, b := range rule.BackendRefs {
+		for _, f := range b.Filters {
+			if p := filterProblem(grpcFilter(f), true); p != "" {
+				return fmt.Sprintf("backendRefs[%d]: %s", i, p)
+			}
+		}
+	}
+	return ""
+}
+
+// UnsupportedRule is a route rule the waypoint cannot carry out as
+// written: it answers the rule's requests with HTTP 500 instead.
+type UnsupportedRule struct {
+	// Index is the rule's position in spec.rules.
+	Index int
+	// Name is the rule's name, "" when unnamed.
+	Name string
+	// Reason says what the waypoint does not support.
+	Reason string
+}
+
+// UnsupportedHTTPRules lists the rules of r the waypoint answers with 500,
+// for the route's status.
+func UnsupportedHTTPRules(r *gatewayv1.HTTPRoute) []UnsupportedRule {
+	var out []UnsupportedRule
+	for i, rule := range r.Spec.Rules {
+		if p := unsupportedHTTPRule(rule); p != "" {
+			out = append(out, UnsupportedRule{Index: i, Name: sectionName(rule.Name), Reason: p})
+		}
+	}
+	return out
+}
+
+// UnsupportedGRPCRules lists the rules of r the waypoint answers with 500,
+// for the route's status.
+func UnsupportedGRPCRules(r *gatewayv1.GRPCRoute) []UnsupportedRule {
+	var out []UnsupportedRule
+	for i, rule := range r.Spec.Rules {
+		if p := unsupportedGRPCRule(rule); p != "" {
+			out = append(out, UnsupportedRule{Index: i, Name: sectionName(rule.Name), Reason: p})
+		}
+	}
+	return out
+}
+
+func sectionName(n *gatewayv1.SectionName) string {
+	if n == nil {
+		return ""
+	}
+	return string(*n)
+}
+
+// httpFilter translates a filter filterProblem accepts. It returns nil for
+// a mirror whose backend the waypoint must not use (another kind, another
+// namespace, or a Service that does not exist): the spec says to drop such
+// a mirror, and the route's ResolvedRefs condition reports it.
 func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi.HTTPFilter {
 	switch {
-	case f.RequestHeaderModifier != nil:
+	case f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestHeaderModifier{RequestHeaderModifier: headerMod(f.RequestHeaderModifier)}}
-	case f.ResponseHeaderModifier != nil:
+	case f.Type == gatewayv1.HTTPRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_ResponseHeaderModifier{ResponseHeaderModifier: headerMod(f.ResponseHeaderModifier)}}
-	case f.RequestRedirect != nil:
+	case f.Type == gatewayv1.HTTPRouteFilterRequestRedirect && f.RequestRedirect != nil:
 		r := f.RequestRedirect
 		out := &waypointapi.Redirect{}
 		if r.Scheme != nil {
@@ -322,16 +528,16 @@ func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi
 		}
 		out.HasPath, out.PathType, out.Path = pathMod(r.Path)
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestRedirect{RequestRedirect: out}}
-	case f.URLRewrite != nil:
+	case f.Type == gatewayv1.HTTPRouteFilterURLRewrite && f.URLRewrite != nil:
 		out := &waypointapi.Rewrite{}
 		if f.URLRewrite.Hostname != nil {
 			out.Hostname = string(*f.URLRewrite.Hostname)
 		}
 		out.HasPath, out.PathType, out.Path = pathMod(f.URLRewrite.Path)
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_UrlRewrite{UrlRewrite: out}}
-	case f.RequestMirror != nil:
+	case f.Type == gatewayv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil:
 		b := ix.backend(ns, gatewayv1.BackendRef{BackendObjectReference: f.RequestMirror.BackendRef})
-		if b == nil {
+		if b == nil || ix.services[keyOf(b.Namespace, b.Name)] == nil {
 			return nil
 		}
 		m := &waypointapi.Mirror{Backend: b, Numerator: 100, Denominator: 100}
@@ -362,11 +568,8 @@ func pathMod(p *gatewayv1.HTTPPathModifier) (bool, waypointapi.MatchType, string
 	return false, 0, ""
 }
 
-func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, ref gatewayv1.ParentReference) *waypointapi.GRPCRoute {
-	out := &waypointapi.GRPCRoute{Name: r.Name, Namespace: r.Namespace}
-	if ref.Port != nil {
-		out.Port = uint32(*ref.Port)
-	}
+func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRPCRoute {
+	out := &waypointapi.GRPCRoute{Name: r.Name, Namespace: r.Namespace, Port: port}
 	for _, h := range r.Spec.Hostnames {
 		out.Hostnames = append(out.Hostnames, string(h))
 	}
@@ -397,20 +600,17 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, ref gatewayv1.ParentReference
 			}
 			rr.Matches = append(rr.Matches, gm)
 		}
+		if unsupportedGRPCRule(rule) != "" {
+			out.Rules = append(out.Rules, rr) // fail closed, as in httpRoute
+			continue
+		}
 		for _, f := range rule.Filters {
-			var hf *waypointapi.HTTPFilter
-			switch {
-			case f.RequestHeaderModifier != nil:
-				hf = &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestHeaderModifier{RequestHeaderModifier: headerMod(f.RequestHeaderModifier)}}
-			case f.ResponseHeaderModifier != nil:
-				hf = &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_ResponseHeaderModifier{ResponseHeaderModifier: headerMod(f.ResponseHeaderModifier)}}
-			}
-			if hf != nil {
+			if hf := ix.httpFilter(r.Namespace, grpcFilter(f)); hf != nil {
 				rr.Filters = append(rr.Filters, hf)
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if be := ix.backend(r.Namespace, b.BackendRef); be != nil {
+			if be := ix.routeBackend(r.Namespace, b.BackendRef, grpcFilters(b.Filters)); be != nil {
 				rr.Backends = append(rr.Backends, be)
 			}
 		}

@@ -2,8 +2,10 @@ package index
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,6 +43,361 @@ func TestTranslateL7(t *testing.T) {
 	if translateL7(p) != nil {
 		t.Fatal("AUDIT translated")
 	}
+}
+
+// routeIndex is an index with waypoint shop/wp serving Service shop/web
+// (ports http 80 and grpc 9090), and Services web-v2 and shadow to send to.
+func routeIndex() *Index {
+	ix := New(Options{}, &sink{})
+	ix.SetNamespace("shop", ns("shop", nil))
+	ix.SetGateway("shop", "wp", &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "wp"}, Spec: gatewayv1.GatewaySpec{GatewayClassName: WaypointClass}})
+	ix.SetService("shop", "web", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{LabelUseWaypoint: "wp"}},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "grpc", Port: 9090}}}})
+	for _, name := range []string{"web-v2", "shadow"} {
+		ix.SetService("shop", name, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}})
+	}
+	return ix
+}
+
+// webService builds the waypoint and returns its Service shop/web.
+func webService(t *testing.T, ix *Index) *waypointapi.Service {
+	t.Helper()
+	ix.mu.Lock()
+	wp := ix.buildWaypoint(ix.gateways["shop/wp"])
+	ix.mu.Unlock()
+	if len(wp.Services) != 1 || wp.Services[0].Name != "web" {
+		t.Fatalf("services %v", wp.Services)
+	}
+	if _, err := proto.Marshal(wp); err != nil {
+		t.Fatal(err)
+	}
+	return wp.Services[0]
+}
+
+func httpRouteFrom(t testing.TB, spec string) *gatewayv1.HTTPRoute {
+	t.Helper()
+	r := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"}}
+	if err := json.Unmarshal([]byte(spec), &r.Spec); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func grpcRouteFrom(t testing.TB, spec string) *gatewayv1.GRPCRoute {
+	t.Helper()
+	r := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "g"}}
+	if err := json.Unmarshal([]byte(spec), &r.Spec); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+const (
+	webParent = `"parentRefs":[{"kind":"Service","name":"web"}]`
+	v2        = `{"name":"web-v2","port":80}`
+	oneMatch  = `"matches":[{"path":{"type":"PathPrefix","value":"/x"}}]`
+)
+
+// failsClosed reports whether a translated rule answers 500: no filters,
+// no backends.
+func failsClosed(filters []*waypointapi.HTTPFilter, backends []*waypointapi.BackendRef) bool {
+	return len(filters) == 0 && len(backends) == 0
+}
+
+func TestHTTPRouteRuleTranslation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rule  string
+		check func(*waypointapi.HTTPRouteRule) bool
+	}{
+		{"backend request header modifier",
+			`{"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x-b","value":"1"}],"add":[{"name":"x-a","value":"2"}],"remove":["x-r"]}}]}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				m := r.Backends[0].Filters[0].GetRequestHeaderModifier()
+				return len(r.Backends) == 1 && len(r.Backends[0].Filters) == 1 && len(r.Filters) == 0 &&
+					m.Set[0].Name == "x-b" && m.Set[0].Value == "1" && m.Add[0].Name == "x-a" && m.Remove[0] == "x-r"
+			}},
+		{"backend response header modifier, only on its backend",
+			`{"backendRefs":[{"name":"web-v2","port":80,"weight":3,"filters":[{"type":"ResponseHeaderModifier","responseHeaderModifier":{"set":[{"name":"x-from","value":"v2"}]}}]},{"name":"web","port":80}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				return len(r.Backends) == 2 && r.Backends[0].Weight == 3 && r.Backends[0].Filters[0].GetResponseHeaderModifier().Set[0].Value == "v2" &&
+					len(r.Backends[1].Filters) == 0
+			}},
+		{"rule mirror by percent", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":8080},"percent":25}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				m := r.Filters[0].GetRequestMirror()
+				return m.Backend.Hostname == "shadow.shop.svc.cluster.local" && m.Backend.Port == 8080 && m.Numerator == 25 && m.Denominator == 100
+			}},
+		{"rule mirror by fraction", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":8080},"fraction":{"numerator":1,"denominator":3}}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				m := r.Filters[0].GetRequestMirror()
+				return m.Numerator == 1 && m.Denominator == 3
+			}},
+		{"rule mirror, everything by default", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":8080}}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				m := r.Filters[0].GetRequestMirror()
+				return m.Numerator == 100 && m.Denominator == 100
+			}},
+		{"mirror to a missing Service is dropped", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"nowhere","port":80}}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return len(r.Filters) == 0 && len(r.Backends) == 1 }},
+		{"mirror to another namespace is dropped", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","namespace":"other","port":80}}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return len(r.Filters) == 0 && len(r.Backends) == 1 }},
+		{"backend in another namespace is dropped", `{"backendRefs":[{"name":"web-v2","namespace":"other","port":80},{"name":"web-v2","namespace":"shop","port":80}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				return len(r.Backends) == 1 && r.Backends[0].Namespace == "shop" && r.Backends[0].Hostname == "web-v2.shop.svc.cluster.local"
+			}},
+		{"backend of another kind is dropped", `{"backendRefs":[{"group":"multicluster.x-k8s.io","kind":"ServiceImport","name":"web-v2","port":80}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return len(r.Backends) == 0 }},
+		{"CORS fails closed", `{` + oneMatch + `,"filters":[{"type":"CORS","cors":{"allowOrigins":["https://a.example"]}},{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x","value":"y"}]}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				return failsClosed(r.Filters, r.Backends) && r.Matches[0].Path.Value == "/x"
+			}},
+		{"ExtensionRef fails closed", `{` + oneMatch + `,"filters":[{"type":"ExtensionRef","extensionRef":{"group":"example.net","kind":"Auth","name":"a"}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				return failsClosed(r.Filters, r.Backends) && len(r.Matches) == 1
+			}},
+		{"ExternalAuth fails closed", `{"filters":[{"type":"ExternalAuth","externalAuth":{"protocol":"HTTP","backendRef":{"name":"auth","port":80}}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"unknown filter type fails closed", `{"filters":[{"type":"Teleport"}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"filter without its configuration fails closed", `{"filters":[{"type":"RequestHeaderModifier"}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"filter type and configuration disagree: fails closed", `{"filters":[{"type":"URLRewrite","requestHeaderModifier":{"set":[{"name":"x","value":"y"}]}}],"backendRefs":[` + v2 + `]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"mirror on a backendRef fails closed", `{"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":80}}}]},{"name":"web","port":80}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"rewrite on a backendRef fails closed", `{"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"URLRewrite","urlRewrite":{"hostname":"x.example"}}]}]}`,
+			func(r *waypointapi.HTTPRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+		{"rule timeouts and retry", `{"backendRefs":[` + v2 + `],"timeouts":{"request":"2s","backendRequest":"500ms"},"retry":{"attempts":2,"codes":[502,503],"backoff":"100ms"}}`,
+			func(r *waypointapi.HTTPRouteRule) bool {
+				return r.RequestTimeoutMs == 2000 && r.BackendTimeoutMs == 500 && r.Retry.Attempts == 2 && len(r.Retry.Codes) == 2 && r.Retry.BackoffMs == 100
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ix := routeIndex()
+			ix.SetHTTPRoute("shop", "r", httpRouteFrom(t, `{`+webParent+`,"rules":[`+tc.rule+`]}`))
+			svc := webService(t, ix)
+			if len(svc.HttpRoutes) != 1 || len(svc.HttpRoutes[0].Rules) != 1 {
+				t.Fatalf("routes %v", svc.HttpRoutes)
+			}
+			if r := svc.HttpRoutes[0].Rules[0]; !tc.check(r) {
+				t.Fatalf("rule %v", r)
+			}
+		})
+	}
+}
+
+func TestGRPCRouteRuleTranslation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rule  string
+		check func(*waypointapi.GRPCRouteRule) bool
+	}{
+		{"mirror by fraction", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":9090},"fraction":{"numerator":1,"denominator":4}}}],"backendRefs":[{"name":"web-v2","port":9090}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool {
+				m := r.Filters[0].GetRequestMirror()
+				return len(r.Filters) == 1 && m.Backend.Hostname == "shadow.shop.svc.cluster.local" && m.Backend.Port == 9090 && m.Numerator == 1 && m.Denominator == 4 &&
+					len(r.Backends) == 1
+			}},
+		{"mirror by percent", `{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":9090},"percent":10}}],"backendRefs":[{"name":"web-v2","port":9090}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool {
+				m := r.Filters[0].GetRequestMirror()
+				return m.Numerator == 10 && m.Denominator == 100
+			}},
+		{"header modifiers", `{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"add":[{"name":"x-q","value":"1"}]}},{"type":"ResponseHeaderModifier","responseHeaderModifier":{"remove":["x-s"]}}],"backendRefs":[{"name":"web-v2","port":9090}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool {
+				return len(r.Filters) == 2 && r.Filters[0].GetRequestHeaderModifier().Add[0].Name == "x-q" && r.Filters[1].GetResponseHeaderModifier().Remove[0] == "x-s"
+			}},
+		{"backend header modifier", `{"backendRefs":[{"name":"web-v2","port":9090,"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x-b","value":"v2"}]}}]}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool {
+				return len(r.Backends) == 1 && r.Backends[0].Filters[0].GetRequestHeaderModifier().Set[0].Value == "v2"
+			}},
+		{"ExtensionRef fails closed", `{"matches":[{"method":{"service":"shop.Cart"}}],"filters":[{"type":"ExtensionRef","extensionRef":{"group":"example.net","kind":"F","name":"f"}}],"backendRefs":[{"name":"web-v2","port":9090}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool {
+				return failsClosed(r.Filters, r.Backends) && r.Matches[0].Service == "shop.Cart"
+			}},
+		{"mirror on a backendRef fails closed", `{"backendRefs":[{"name":"web-v2","port":9090,"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":9090}}}]}]}`,
+			func(r *waypointapi.GRPCRouteRule) bool { return failsClosed(r.Filters, r.Backends) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ix := routeIndex()
+			ix.SetGRPCRoute("shop", "g", grpcRouteFrom(t, `{`+webParent+`,"rules":[`+tc.rule+`]}`))
+			svc := webService(t, ix)
+			if len(svc.GrpcRoutes) != 1 || len(svc.GrpcRoutes[0].Rules) != 1 {
+				t.Fatalf("routes %v", svc.GrpcRoutes)
+			}
+			if r := svc.GrpcRoutes[0].Rules[0]; !tc.check(r) {
+				t.Fatalf("rule %v", r)
+			}
+		})
+	}
+}
+
+// A Service parentRef's sectionName is a port name (GEP-1426).
+func TestRouteParentPort(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		parent   string
+		attached bool
+		port     uint32
+	}{
+		{"whole service", `{"kind":"Service","name":"web"}`, true, 0},
+		{"port", `{"kind":"Service","name":"web","port":80}`, true, 80},
+		{"section name", `{"kind":"Service","name":"web","sectionName":"grpc"}`, true, 9090},
+		{"both, same port", `{"kind":"Service","name":"web","sectionName":"http","port":80}`, true, 80},
+		{"both, different ports", `{"kind":"Service","name":"web","sectionName":"http","port":9090}`, false, 0},
+		{"unknown section name", `{"kind":"Service","name":"web","sectionName":"admin"}`, false, 0},
+		{"unknown port", `{"kind":"Service","name":"web","port":81}`, false, 0},
+		{"another service", `{"kind":"Service","name":"web-v2"}`, false, 0},
+		{"a Gateway", `{"name":"web"}`, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ix := routeIndex()
+			ix.SetHTTPRoute("shop", "r", httpRouteFrom(t, `{"parentRefs":[`+tc.parent+`],"rules":[{"backendRefs":[`+v2+`]}]}`))
+			ix.SetGRPCRoute("shop", "g", grpcRouteFrom(t, `{"parentRefs":[`+tc.parent+`],"rules":[{"backendRefs":[`+v2+`]}]}`))
+			svc := webService(t, ix)
+			if !tc.attached {
+				if len(svc.HttpRoutes)+len(svc.GrpcRoutes) != 0 {
+					t.Fatalf("attached: %v %v", svc.HttpRoutes, svc.GrpcRoutes)
+				}
+				return
+			}
+			if len(svc.HttpRoutes) != 1 || svc.HttpRoutes[0].Port != tc.port || len(svc.GrpcRoutes) != 1 || svc.GrpcRoutes[0].Port != tc.port {
+				t.Fatalf("routes %v %v, want port %d", svc.HttpRoutes, svc.GrpcRoutes, tc.port)
+			}
+		})
+	}
+}
+
+func TestParentPort(t *testing.T) {
+	ports := []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "grpc", Port: 9090}}
+	for _, tc := range []struct {
+		section string
+		port    int32
+		want    uint32
+		ok      bool
+	}{
+		{"", 0, 0, true},
+		{"grpc", 0, 9090, true},
+		{"", 80, 80, true},
+		{"http", 80, 80, true},
+		{"http", 9090, 0, false},
+		{"nope", 0, 0, false},
+		{"", 1, 0, false},
+	} {
+		ref := gatewayv1.ParentReference{Kind: ptr.To[gatewayv1.Kind]("Service"), Name: "web"}
+		if tc.section != "" {
+			ref.SectionName = ptr.To(gatewayv1.SectionName(tc.section))
+		}
+		if tc.port != 0 {
+			ref.Port = ptr.To(gatewayv1.PortNumber(tc.port))
+		}
+		if got, ok := ParentPort(ref, ports); got != tc.want || ok != tc.ok {
+			t.Errorf("sectionName %q port %d: got %d %v, want %d %v", tc.section, tc.port, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestUnsupportedRules(t *testing.T) {
+	h := httpRouteFrom(t, `{"rules":[
+		{"backendRefs":[`+v2+`]},
+		{"name":"cors","filters":[{"type":"CORS","cors":{}}]},
+		{"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"RequestRedirect","requestRedirect":{"scheme":"https"}}]}]}]}`)
+	got := UnsupportedHTTPRules(h)
+	if len(got) != 2 || got[0].Index != 1 || got[0].Name != "cors" || !strings.Contains(got[0].Reason, "CORS") ||
+		got[1].Index != 2 || !strings.Contains(got[1].Reason, "backendRefs[0]") || !strings.Contains(got[1].Reason, "RequestRedirect") {
+		t.Fatalf("HTTPRoute: %+v", got)
+	}
+	g := grpcRouteFrom(t, `{"rules":[
+		{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":80}}}]},
+		{"filters":[{"type":"ExtensionRef","extensionRef":{"group":"x","kind":"y","name":"z"}}]}]}`)
+	if got := UnsupportedGRPCRules(g); len(got) != 1 || got[0].Index != 1 || !strings.Contains(got[0].Reason, "ExtensionRef") {
+		t.Fatalf("GRPCRoute: %+v", got)
+	}
+}
+
+// FuzzRouteTranslation translates arbitrary route specs and checks what
+// the waypoint may rely on: every rule is translated, in order; a rule the
+// status calls unsupported answers 500 (no filters, no backends); backends
+// and mirrors stay in the route's namespace; backends carry header
+// modifiers only; the result encodes.
+func FuzzRouteTranslation(f *testing.F) {
+	f.Add(`{"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":8080},"percent":25}}],"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x","value":"y"}]}}]}]}]}`)
+	f.Add(`{"rules":[{"filters":[{"type":"CORS","cors":{}}],"backendRefs":[{"name":"web-v2","namespace":"other","port":80}]}]}`)
+	f.Add(`{"parentRefs":[{"kind":"Service","name":"web","sectionName":"grpc"}],"rules":[{"backendRefs":[{"name":"x","port":1,"filters":[{"type":"URLRewrite","urlRewrite":{}}]}]}]}`)
+	f.Fuzz(func(t *testing.T, spec string) {
+		var hs gatewayv1.HTTPRouteSpec
+		var gs gatewayv1.GRPCRouteSpec
+		if json.Unmarshal([]byte(spec), &hs) != nil || json.Unmarshal([]byte(spec), &gs) != nil {
+			return
+		}
+		if len(hs.ParentRefs) == 0 {
+			hs.ParentRefs = []gatewayv1.ParentReference{{Kind: ptr.To[gatewayv1.Kind]("Service"), Name: "web"}}
+			gs.ParentRefs = hs.ParentRefs
+		}
+		ix := routeIndex()
+		hr := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"}, Spec: hs}
+		gr := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "g"}, Spec: gs}
+		ix.SetHTTPRoute("shop", "r", hr)
+		ix.SetGRPCRoute("shop", "g", gr)
+		svc := webService(t, ix)
+		checkBackends := func(bs []*waypointapi.BackendRef) {
+			for _, b := range bs {
+				if b.Namespace != "shop" || b.Hostname != b.Name+".shop.svc.cluster.local" {
+					t.Fatalf("backend %v leaves the route's namespace", b)
+				}
+				for _, f := range b.Filters {
+					if f.GetRequestHeaderModifier() == nil && f.GetResponseHeaderModifier() == nil {
+						t.Fatalf("backend filter %v is not a header modifier", f)
+					}
+				}
+			}
+		}
+		checkFilters := func(fs []*waypointapi.HTTPFilter) {
+			for _, f := range fs {
+				if m := f.GetRequestMirror(); m != nil {
+					if m.Backend.Namespace != "shop" || ix.services[keyOf("shop", m.Backend.Name)] == nil || m.Denominator == 0 {
+						t.Fatalf("mirror %v", m)
+					}
+				}
+			}
+		}
+		unsupportedHTTP := map[int]bool{}
+		for _, u := range UnsupportedHTTPRules(hr) {
+			unsupportedHTTP[u.Index] = true
+		}
+		for _, r := range svc.HttpRoutes {
+			if len(r.Rules) != len(hs.Rules) {
+				t.Fatalf("%d rules translated, want %d", len(r.Rules), len(hs.Rules))
+			}
+			for i, rr := range r.Rules {
+				if len(rr.Matches) != len(hs.Rules[i].Matches) {
+					t.Fatalf("rule %d: %d matches, want %d", i, len(rr.Matches), len(hs.Rules[i].Matches))
+				}
+				if unsupportedHTTP[i] && !failsClosed(rr.Filters, rr.Backends) {
+					t.Fatalf("unsupported rule %d translated to %v", i, rr)
+				}
+				checkBackends(rr.Backends)
+				checkFilters(rr.Filters)
+			}
+		}
+		unsupportedGRPC := map[int]bool{}
+		for _, u := range UnsupportedGRPCRules(gr) {
+			unsupportedGRPC[u.Index] = true
+		}
+		for _, r := range svc.GrpcRoutes {
+			if len(r.Rules) != len(gs.Rules) {
+				t.Fatalf("%d gRPC rules translated, want %d", len(r.Rules), len(gs.Rules))
+			}
+			for i, rr := range r.Rules {
+				if unsupportedGRPC[i] && !failsClosed(rr.Filters, rr.Backends) {
+					t.Fatalf("unsupported gRPC rule %d translated to %v", i, rr)
+				}
+				checkBackends(rr.Backends)
+				checkFilters(rr.Filters)
+			}
+		}
+	})
 }
 
 func TestWaypointConfig(t *testing.T) {
