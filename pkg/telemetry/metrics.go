@@ -18,16 +18,32 @@ const (
 	TCPSentBytes         = "istio_tcp_sent_bytes"
 	Requests             = "istio_requests"
 	RequestDuration      = "istio_request_duration_milliseconds"
+	RequestBytes         = "istio_request_bytes"
+	ResponseBytes        = "istio_response_bytes"
 )
 
-// requestDurationBuckets are Istio's bucket bounds for request durations,
-// in milliseconds.
-var requestDurationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+// istioBuckets are the bucket bounds of Istio's histograms: Istio's proxy
+// records them as Envoy histograms, and Istio's bootstrap sets no
+// histogram_bucket_settings unless a pod asks for its own with the
+// sidecar.istio.io/statsHistogramBuckets annotation, so durations (in
+// milliseconds) and request and response sizes (in bytes) alike get Envoy's
+// default bounds (HistogramSettingsImpl::defaultBuckets in Envoy's
+// source/common/stats/histogram_impl.cc).
+func istioBuckets() []float64 {
+	return []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+}
 
-var durationView = sdkmetric.NewView(
-	sdkmetric.Instrument{Name: RequestDuration},
-	sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: requestDurationBuckets}},
-)
+// istioViews give Istio's histograms Istio's bucket bounds.
+func istioViews() []sdkmetric.View {
+	var views []sdkmetric.View
+	for _, name := range []string{RequestDuration, RequestBytes, ResponseBytes} {
+		views = append(views, sdkmetric.NewView(
+			sdkmetric.Instrument{Name: name},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: istioBuckets()}},
+		))
+	}
+	return views
+}
 
 // TCPMetrics records Istio's TCP metrics. Received bytes are those sent by
 // the client towards the server, sent bytes those going back, whichever
@@ -77,27 +93,60 @@ func (t *TCPMetrics) Bytes(ctx context.Context, attrs attribute.Set, received, s
 	}
 }
 
-// RequestMetrics records Istio's HTTP and gRPC request metrics.
+// RequestMetrics records Istio's HTTP and gRPC request metrics:
+// istio_requests_total, istio_request_duration_milliseconds,
+// istio_request_bytes and istio_response_bytes.
 type RequestMetrics struct {
-	requests metric.Int64Counter
-	duration metric.Float64Histogram
+	requests           metric.Int64Counter
+	duration           metric.Float64Histogram
+	reqBytes, rspBytes metric.Int64Histogram
 }
 
 // NewRequestMetrics creates the instruments on m.
 func NewRequestMetrics(m metric.Meter) (*RequestMetrics, error) {
-	req, err := m.Int64Counter(Requests, metric.WithDescription("Total requests"))
-	if err != nil {
+	var r RequestMetrics
+	var err error
+	if r.requests, err = m.Int64Counter(Requests, metric.WithDescription("Total requests")); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", Requests, err)
 	}
-	dur, err := m.Float64Histogram(RequestDuration, metric.WithDescription("Request duration in milliseconds"))
-	if err != nil {
+	if r.duration, err = m.Float64Histogram(RequestDuration, metric.WithDescription("Request duration in milliseconds")); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestDuration, err)
 	}
-	return &RequestMetrics{requests: req, duration: dur}, nil
+	// No unit: the exporter would append it to names that already end in
+	// it.
+	if r.reqBytes, err = m.Int64Histogram(RequestBytes, metric.WithDescription("Request size in bytes")); err != nil {
+		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestBytes, err)
+	}
+	if r.rspBytes, err = m.Int64Histogram(ResponseBytes, metric.WithDescription("Response size in bytes")); err != nil {
+		return nil, fmt.Errorf("telemetry: creating %s: %w", ResponseBytes, err)
+	}
+	return &r, nil
 }
 
-// Request records one completed request; attrs should include the
-// response code (Labels.ResponseCode).
+// RequestSample is what a proxy measured of one request.
+type RequestSample struct {
+	// Duration runs from the request's first byte to the response's last.
+	Duration time.Duration
+	// RequestBytes and ResponseBytes count what crossed the client's
+	// connection for this request, headers included: Istio's proxy
+	// records its downstream wire byte counts.
+	RequestBytes, ResponseBytes int64
+}
+
+// Record records one completed request in all four metrics. a should come
+// from Labels with ResponseCode set, through an AttributeCache; Record
+// then does not allocate.
+func (r *RequestMetrics) Record(ctx context.Context, a Attributes, s RequestSample) {
+	r.requests.Add(ctx, 1, a.add...)
+	r.duration.Record(ctx, float64(max(s.Duration, 0))/float64(time.Millisecond), a.rec...)
+	r.reqBytes.Record(ctx, max(s.RequestBytes, 0), a.rec...)
+	r.rspBytes.Record(ctx, max(s.ResponseBytes, 0), a.rec...)
+}
+
+// Request records one completed request's count and duration only, for
+// callers holding an attribute.Set; attrs should include the response code
+// (Labels.ResponseCode). It allocates; Record does not and records sizes
+// too.
 func (r *RequestMetrics) Request(ctx context.Context, attrs attribute.Set, d time.Duration) {
 	opt := metric.WithAttributeSet(attrs)
 	r.requests.Add(ctx, 1, opt)

@@ -54,7 +54,7 @@ func NewProvider(opts ProviderOptions) (*Provider, error) {
 	}
 	mp := sdkmetric.NewMeterProvider(
 		sdkmetric.WithReader(exp),
-		sdkmetric.WithView(durationView),
+		sdkmetric.WithView(istioViews()...),
 	)
 	return &Provider{registry: reg, mp: mp}, nil
 }
