@@ -13,6 +13,15 @@ import (
 
 // translatable reports whether ztunnel enforces p: ALLOW or DENY, attached
 // by selector or namespace rather than to a waypoint.
+//
+// AUDIT and CUSTOM policies are not for ztunnel, as in Istio, whose
+// control plane sends ztunnel neither and reports "ztunnel does not support
+// the AUDIT/CUSTOM action" in the policy's status (ZtunnelSupport says the
+// same here): ztunnel keeps no audit log, and it has no external
+// authorizer to ask. Ignoring AUDIT changes no decision; ignoring CUSTOM
+// means that a selector policy with that action does not restrict anything,
+// so its status says so and points to a waypoint, where Skiff enforces
+// CUSTOM as DENY (translateL7).
 func translatable(p *securityv1.AuthorizationPolicy) bool {
 	if hasTargets(p) {
 		return false
@@ -203,6 +212,10 @@ func ports(vs []string) (out []uint32, bad bool) {
 func ZtunnelSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string) {
 	switch p.Spec.Action {
 	case "", securityv1.ActionAllow, securityv1.ActionDeny:
+	case securityv1.ActionAudit:
+		return false, "ztunnel does not support the AUDIT action; the policy is ignored. Attach it to a waypoint (targetRefs) to flag the requests it matches."
+	case securityv1.ActionCustom:
+		return false, "ztunnel does not support the CUSTOM action; the policy is ignored. Skiff has no external authorizer: attached to a waypoint (targetRefs), the policy denies the requests its rules match."
 	default:
 		return false, "action " + string(p.Spec.Action) + " is not supported; the policy is ignored"
 	}
@@ -212,6 +225,31 @@ func ZtunnelSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string)
 				return false, "ztunnel cannot check HTTP attributes, JWT principals, remote IPs or some values; it denies on the other conditions of those rules alone, which is broader than requested. Use a waypoint for HTTP rules."
 			}
 			return false, "ztunnel cannot check HTTP attributes, JWT principals, remote IPs or some values; rules using them are left out of this ALLOW policy, which is stricter than requested. Use a waypoint for HTTP rules."
+		}
+	}
+	return true, ""
+}
+
+// WaypointSupport reports whether the waypoint enforces p (a policy with
+// targetRefs) as written and, when it does not, what it does instead (for
+// the policy's status). The waypoint enforces ALLOW, DENY and AUDIT; it
+// denies what a CUSTOM policy matches, since Skiff has no external
+// authorizer; and it cannot check request principals (JWT) or conditions
+// it does not know.
+func WaypointSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string) {
+	switch p.Spec.Action {
+	case "", securityv1.ActionAllow, securityv1.ActionDeny, securityv1.ActionAudit:
+	case securityv1.ActionCustom:
+		return false, "Skiff has no external authorizer: this CUSTOM policy is enforced as DENY, so the requests its rules match are denied."
+	default:
+		return false, "action " + string(p.Spec.Action) + " is not supported; the policy is enforced as DENY."
+	}
+	for _, r := range p.Spec.Rules {
+		if _, unsupported := l7Group(r); unsupported {
+			if p.Spec.Action == "" || p.Spec.Action == securityv1.ActionAllow {
+				return false, "the waypoint cannot check JWT principals, some conditions or some values; rules using them are left out of this ALLOW policy, which is stricter than requested."
+			}
+			return false, "the waypoint cannot check JWT principals, some conditions or some values; it matches on the other conditions of those rules alone, which is broader than requested."
 		}
 	}
 	return true, ""

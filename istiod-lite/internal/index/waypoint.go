@@ -49,9 +49,7 @@ func (ix *Index) buildWaypoint(g *gatewayInfo) *waypointapi.Waypoint {
 	})
 	for _, p := range sortedPolicies(ix.authz) {
 		if targets(p, gatewayv1.GroupName, "Gateway", g.name) && p.Namespace == g.ns {
-			if l7 := translateL7(p); l7 != nil {
-				wp.Policies = append(wp.Policies, l7)
-			}
+			wp.Policies = append(wp.Policies, ix.waypointPolicy(p))
 		}
 	}
 	return wp
@@ -134,9 +132,7 @@ func (ix *Index) waypointService(s *serviceInfo) *waypointapi.Service {
 	}
 	for _, p := range sortedPolicies(ix.authz) {
 		if p.Namespace == s.ns && targets(p, "", "Service", s.name) {
-			if l7 := translateL7(p); l7 != nil {
-				out.Policies = append(out.Policies, l7)
-			}
+			out.Policies = append(out.Policies, ix.waypointPolicy(p))
 		}
 	}
 	return out
@@ -647,77 +643,114 @@ func rateLimit(p *policyv1alpha1.RateLimitPolicy, route string) *waypointapi.Rat
 }
 
 // translateL7 turns a policy attached to a waypoint or service into the
-// waypoint's form; nil for actions Skiff does not implement. Attributes
-// the waypoint cannot check (request principals) are handled as translateL4
-// handles L7 ones: the rule is dropped from an ALLOW policy, ignored in a DENY.
+// waypoint's form.
+//
+// ALLOW and DENY keep their action. AUDIT becomes audit=true: the waypoint
+// flags the requests it matches and neither allows nor denies them; its
+// action is DENY, so that a waypoint reading the action alone would deny
+// what it should flag rather than let through what other policies deny.
+// CUSTOM asks an external authorizer, which Skiff does not have; a policy
+// the waypoint cannot evaluate must deny, so CUSTOM becomes DENY over the
+// same rules (fail closed), and an action this code does not know too.
+//
+// Attributes the waypoint cannot check (request principals, unknown
+// conditions, values that do not parse) are handled as translateL4
+// handles L7 ones, never more permissively than written: in an ALLOW
+// policy the rule using them is dropped (it can never match); in any other
+// they are left out, so the rule matches more (Istio widens DENY and
+// AUDIT policies the same way).
 func translateL7(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization {
-	out := &waypointapi.L7Authorization{Name: p.Name, Namespace: p.Namespace, Action: securityapi.Action_ALLOW}
+	out := &waypointapi.L7Authorization{Name: p.Name, Namespace: p.Namespace, Action: securityapi.Action_DENY}
 	switch p.Spec.Action {
 	case "", securityv1.ActionAllow:
-	case securityv1.ActionDeny:
-		out.Action = securityapi.Action_DENY
-	default:
-		return nil
+		out.Action = securityapi.Action_ALLOW
+	case securityv1.ActionAudit:
+		out.Audit = true
 	}
-	deny := out.Action == securityapi.Action_DENY
 	for _, r := range p.Spec.Rules {
-		g := &waypointapi.L7Group{}
-		bad := false
-		if len(r.From) > 0 {
-			rules := &waypointapi.L7Rules{}
-			for _, f := range r.From {
-				m, _ := sourceMatch(f.Source)
-				if f.Source != nil && len(f.Source.RequestPrincipals)+len(f.Source.NotRequestPrincipals) > 0 {
-					bad = true
-				}
-				if f.Source != nil {
-					var b1, b2 bool
-					rm := &securityapi.Match{}
-					rm.SourceIps, b1 = cidrs(f.Source.RemoteIPBlocks)
-					rm.NotSourceIps, b2 = cidrs(f.Source.NotRemoteIPBlocks)
-					bad = bad || b1 || b2
-					// remote IPs are the original client's; the waypoint sees them as the source.
-					m.SourceIps = append(m.SourceIps, rm.SourceIps...)
-					m.NotSourceIps = append(m.NotSourceIps, rm.NotSourceIps...)
-				}
-				rules.Matches = append(rules.Matches, &waypointapi.L7Match{L4: m})
-			}
-			g.Rules = append(g.Rules, rules)
-		}
-		if len(r.To) > 0 {
-			rules := &waypointapi.L7Rules{}
-			for _, t := range r.To {
-				m := &waypointapi.L7Match{}
-				var b bool
-				if o := t.Operation; o != nil {
-					m.L4 = &securityapi.Match{}
-					m.L4.DestinationPorts, b = ports(o.Ports)
-					bad = bad || b
-					m.L4.NotDestinationPorts, b = ports(o.NotPorts)
-					bad = bad || b
-					m.Paths, m.NotPaths = stringMatches(o.Paths), stringMatches(o.NotPaths)
-					m.Methods, m.NotMethods = stringMatches(o.Methods), stringMatches(o.NotMethods)
-					m.Hosts, m.NotHosts = stringMatches(o.Hosts), stringMatches(o.NotHosts)
-				}
-				rules.Matches = append(rules.Matches, m)
-			}
-			g.Rules = append(g.Rules, rules)
-		}
-		for _, c := range r.When {
-			if h, ok := strings.CutPrefix(c.Key, "request.headers["); ok && strings.HasSuffix(h, "]") {
-				name := strings.ToLower(strings.TrimSuffix(h, "]"))
-				g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{Headers: []*waypointapi.HeaderCondition{{
-					Name: name, Values: stringMatches(c.Values), NotValues: stringMatches(c.NotValues)}}}}})
-				continue
-			}
-			m, unsupported := conditionMatch(c)
-			bad = bad || unsupported
-			g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{L4: m}}})
-		}
-		if bad && !deny {
+		g, unsupported := l7Group(r)
+		if unsupported && out.Action == securityapi.Action_ALLOW {
 			continue
 		}
 		out.Groups = append(out.Groups, g)
 	}
 	return out
+}
+
+// l7Group translates a rule for the waypoint; unsupported reports that it
+// used attributes (or values) the waypoint cannot check, which are left
+// out of g.
+func l7Group(r securityv1.Rule) (g *waypointapi.L7Group, unsupported bool) {
+	g = &waypointapi.L7Group{}
+	if len(r.From) > 0 {
+		rules := &waypointapi.L7Rules{}
+		for _, f := range r.From {
+			// sourceMatch's own flag counts remote IPs, which the
+			// waypoint does check; its bad values are re-checked here.
+			m, _ := sourceMatch(f.Source)
+			if s := f.Source; s != nil {
+				_, badIP := cidrs(s.IPBlocks)
+				_, badNotIP := cidrs(s.NotIPBlocks)
+				unsupported = unsupported || badIP || badNotIP || len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0
+				var b1, b2 bool
+				rm := &securityapi.Match{}
+				rm.SourceIps, b1 = cidrs(s.RemoteIPBlocks)
+				rm.NotSourceIps, b2 = cidrs(s.NotRemoteIPBlocks)
+				unsupported = unsupported || b1 || b2
+				// remote IPs are the original client's; the waypoint sees them as the source.
+				m.SourceIps = append(m.SourceIps, rm.SourceIps...)
+				m.NotSourceIps = append(m.NotSourceIps, rm.NotSourceIps...)
+			}
+			rules.Matches = append(rules.Matches, &waypointapi.L7Match{L4: m})
+		}
+		g.Rules = append(g.Rules, rules)
+	}
+	if len(r.To) > 0 {
+		rules := &waypointapi.L7Rules{}
+		for _, t := range r.To {
+			m := &waypointapi.L7Match{}
+			var b bool
+			if o := t.Operation; o != nil {
+				m.L4 = &securityapi.Match{}
+				m.L4.DestinationPorts, b = ports(o.Ports)
+				unsupported = unsupported || b
+				m.L4.NotDestinationPorts, b = ports(o.NotPorts)
+				unsupported = unsupported || b
+				m.Paths, m.NotPaths = stringMatches(o.Paths), stringMatches(o.NotPaths)
+				m.Methods, m.NotMethods = stringMatches(o.Methods), stringMatches(o.NotMethods)
+				m.Hosts, m.NotHosts = stringMatches(o.Hosts), stringMatches(o.NotHosts)
+			}
+			rules.Matches = append(rules.Matches, m)
+		}
+		g.Rules = append(g.Rules, rules)
+	}
+	for _, c := range r.When {
+		if h, ok := strings.CutPrefix(c.Key, "request.headers["); ok && strings.HasSuffix(h, "]") {
+			name := strings.ToLower(strings.TrimSuffix(h, "]"))
+			g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{Headers: []*waypointapi.HeaderCondition{{
+				Name: name, Values: stringMatches(c.Values), NotValues: stringMatches(c.NotValues)}}}}})
+			continue
+		}
+		m, bad := conditionMatch(c)
+		unsupported = unsupported || bad
+		g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{L4: m}}})
+	}
+	return g, unsupported
+}
+
+// waypointPolicy translates p for a waypoint and logs when that changes
+// what the policy means: a CUSTOM policy denies what its rules match. Only
+// a policy changed since the last flush is logged (Flush builds the
+// waypoints before it forgets which policies changed), so rebuilds for
+// unrelated changes stay quiet; the policy's status says it for good.
+func (ix *Index) waypointPolicy(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization {
+	if p.Spec.Action == securityv1.ActionCustom && ix.dirtyAuthz[keyOf(p.Namespace, p.Name)] {
+		provider := ""
+		if p.Spec.Provider != nil {
+			provider = p.Spec.Provider.Name
+		}
+		ix.log.Warn("CUSTOM authorization policy enforced as DENY: Skiff has no external authorizer, so the waypoint denies the requests its rules match",
+			"policy", keyOf(p.Namespace, p.Name), "provider", provider)
+	}
+	return translateL7(p)
 }

@@ -1,7 +1,10 @@
 package index
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -19,29 +22,100 @@ import (
 )
 
 func TestTranslateL7(t *testing.T) {
-	p := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
-	if err := json.Unmarshal([]byte(`{"targetRefs":[{"kind":"Service","name":"web"}],"rules":[
+	// One rule every translation keeps, one with a JWT principal the
+	// waypoint cannot check.
+	const rules = `"rules":[
 		{"from":[{"source":{"principals":["cluster.local/ns/a/sa/b"]}}],"to":[{"operation":{"methods":["GET"],"paths":["/api/*"]}}],"when":[{"key":"request.headers[X-Team]","values":["blue"]}]},
-		{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`), &p.Spec); err != nil {
-		t.Fatal(err)
+		{"from":[{"source":{"requestPrincipals":["*"]}}]}]`
+	for _, tc := range []struct {
+		action     string
+		wantAction securityapi.Action
+		wantAudit  bool
+		// wantGroups: ALLOW drops the JWT rule; every other action keeps it
+		// on its other conditions (broader).
+		wantGroups int
+	}{
+		{"", securityapi.Action_ALLOW, false, 1},
+		{"ALLOW", securityapi.Action_ALLOW, false, 1},
+		{"DENY", securityapi.Action_DENY, false, 2},
+		{"AUDIT", securityapi.Action_DENY, true, 2},
+		{"CUSTOM", securityapi.Action_DENY, false, 2},
+		{"SOMETHING_NEW", securityapi.Action_DENY, false, 2},
+	} {
+		t.Run(cmp.Or(tc.action, "default"), func(t *testing.T) {
+			p := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+			js := `{"targetRefs":[{"kind":"Service","name":"web"}],"action":"` + tc.action + `",` + rules + `}`
+			if err := json.Unmarshal([]byte(js), &p.Spec); err != nil {
+				t.Fatal(err)
+			}
+			l7 := translateL7(p)
+			if l7.Action != tc.wantAction || l7.Audit != tc.wantAudit || len(l7.Groups) != tc.wantGroups {
+				t.Fatalf("action %v audit %v groups %d, want %v %v %d", l7.Action, l7.Audit, len(l7.Groups), tc.wantAction, tc.wantAudit, tc.wantGroups)
+			}
+			g := l7.Groups[0]
+			if len(g.Rules) != 3 || g.Rules[0].Matches[0].L4.Principals[0].GetExact() != "cluster.local/ns/a/sa/b" ||
+				g.Rules[1].Matches[0].Methods[0].GetExact() != "GET" || g.Rules[1].Matches[0].Paths[0].GetPrefix() != "/api/" ||
+				g.Rules[2].Matches[0].Headers[0].Name != "x-team" || g.Rules[2].Matches[0].Headers[0].Values[0].GetExact() != "blue" {
+				t.Fatalf("group %v", g)
+			}
+			if tc.wantGroups == 2 && !proto.Equal(l7.Groups[1], &waypointapi.L7Group{Rules: []*waypointapi.L7Rules{{Matches: []*waypointapi.L7Match{{L4: &securityapi.Match{}}}}}}) {
+				t.Fatalf("the JWT rule should match every source, got %v", l7.Groups[1])
+			}
+		})
 	}
-	l7 := translateL7(p)
-	if l7.Action != securityapi.Action_ALLOW || len(l7.Groups) != 1 {
-		t.Fatalf("want one group (the JWT rule dropped from ALLOW), got %v", l7)
+}
+
+// Values that do not parse are left out of a match; the rule must then be
+// dropped from an ALLOW policy, never widened to every source.
+func TestTranslateL7BadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		wantGroups int
+	}{
+		{"allow bad ipBlocks", `{"rules":[{"from":[{"source":{"ipBlocks":["nope"]}}]}]}`, 0},
+		{"allow bad notIpBlocks", `{"rules":[{"from":[{"source":{"notIpBlocks":["10.0.0.0/99"]}}]}]}`, 0},
+		{"allow bad remoteIpBlocks", `{"rules":[{"from":[{"source":{"remoteIpBlocks":["x"]}}]}]}`, 0},
+		{"allow bad port", `{"rules":[{"to":[{"operation":{"ports":["http"]}}]}]}`, 0},
+		{"allow unknown condition", `{"rules":[{"when":[{"key":"request.auth.claims[iss]","values":["x"]}]}]}`, 0},
+		{"allow good ipBlocks", `{"rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/8"],"remoteIpBlocks":["192.168.0.1"]}}]}]}`, 1},
+		{"deny bad ipBlocks", `{"action":"DENY","rules":[{"from":[{"source":{"ipBlocks":["nope"]}}]}]}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+			if err := json.Unmarshal([]byte(tc.spec), &p.Spec); err != nil {
+				t.Fatal(err)
+			}
+			if l7 := translateL7(p); len(l7.Groups) != tc.wantGroups {
+				t.Fatalf("groups %v, want %d", l7.Groups, tc.wantGroups)
+			}
+		})
 	}
-	g := l7.Groups[0]
-	if len(g.Rules) != 3 || g.Rules[0].Matches[0].L4.Principals[0].GetExact() != "cluster.local/ns/a/sa/b" ||
-		g.Rules[1].Matches[0].Methods[0].GetExact() != "GET" || g.Rules[1].Matches[0].Paths[0].GetPrefix() != "/api/" ||
-		g.Rules[2].Matches[0].Headers[0].Name != "x-team" || g.Rules[2].Matches[0].Headers[0].Values[0].GetExact() != "blue" {
-		t.Fatalf("group %v", g)
+}
+
+// A CUSTOM policy is logged when it changes, not on every rebuild.
+func TestCustomPolicyLogged(t *testing.T) {
+	var logs bytes.Buffer
+	ix := New(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &sink{})
+	ix.SetNamespace("shop", ns("shop", nil))
+	ix.SetGateway("shop", "wp", &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "wp"}, Spec: gatewayv1.GatewaySpec{GatewayClassName: WaypointClass}})
+	ix.SetAuthorizationPolicy("shop", "ext", &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "ext"}, Spec: securityv1.AuthorizationPolicySpec{
+		TargetRefs: []securityv1.PolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "Gateway", Name: "wp"}},
+		Action:     securityv1.ActionCustom, Provider: &securityv1.Provider{Name: "opa"}, Rules: []securityv1.Rule{{}},
+	}})
+	ix.Flush()
+	if n := strings.Count(logs.String(), "CUSTOM"); n != 1 || !strings.Contains(logs.String(), "policy=shop/ext") || !strings.Contains(logs.String(), "provider=opa") {
+		t.Fatalf("want one warning naming the policy and provider, got %q", logs.String())
 	}
-	p.Spec.Action = securityv1.ActionDeny
-	if l7 := translateL7(p); len(l7.Groups) != 2 {
-		t.Fatalf("DENY keeps the JWT rule on its other conditions: %v", l7)
+	ix.SetService("shop", "web", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{LabelUseWaypoint: "wp"}}})
+	ix.Flush()
+	if n := strings.Count(logs.String(), "CUSTOM"); n != 1 {
+		t.Fatalf("an unrelated rebuild logged again: %q", logs.String())
 	}
-	p.Spec.Action = securityv1.ActionAudit
-	if translateL7(p) != nil {
-		t.Fatal("AUDIT translated")
+	ix.mu.Lock()
+	wp := ix.buildWaypoint(ix.gateways["shop/wp"])
+	ix.mu.Unlock()
+	if len(wp.Policies) != 1 || wp.Policies[0].Action != securityapi.Action_DENY || len(wp.Policies[0].Groups) != 1 {
+		t.Fatalf("policies %v", wp.Policies)
 	}
 }
 
