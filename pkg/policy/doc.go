@@ -1,7 +1,9 @@
-// Package policy evaluates L4 authorization: Istio's security.istio.io/v1
+// Package policy evaluates authorization: Istio's security.istio.io/v1
 // AuthorizationPolicy in the form the control plane sends to ztunnel, the xDS
-// resource istio.security.Authorization. ztunnel uses it as is; the waypoint
-// will add L7 attributes on top.
+// resource istio.security.Authorization, plus the HTTP attributes the
+// waypoint checks (paths, methods, hosts, headers). ztunnel evaluates
+// connections; the waypoint evaluates requests, and connections it proxies
+// as TCP, with the same rules.
 //
 // # Structure
 //
@@ -18,7 +20,9 @@
 // [Evaluate] takes the policies that apply to the destination workload (see
 // [Applicable]): a matching DENY policy denies; otherwise, with no ALLOW
 // policy the connection is allowed; otherwise it is allowed only if an ALLOW
-// policy matches.
+// policy matches. [EvaluateAll] does the same over the union of several
+// sets (the waypoint's policies and the service's). AUDIT policies never
+// allow or deny: [Audited] lists those that match, for the access log.
 //
 // # Identity
 //
@@ -29,6 +33,36 @@
 // so Not lists are satisfied by it: notPrincipals: ["*"] selects plaintext
 // traffic, as in Istio. A peer ID of another form has no namespace.
 //
+// # HTTP attributes
+//
+// A [Conn] carrying a [Request] is checked against the L7 conditions of a
+// [Match]; the L4 ones still apply, ANDed with them.
+//
+//   - Paths are compared with the request's normalized path, without query,
+//     case-sensitively. Besides exact, prefix ("/api/*"), suffix ("*.php")
+//     and presence ("*"), a path may be an Istio path template with "{*}"
+//     (one segment) and "{**}" (any rest); see [ParsePathMatch].
+//   - Methods are compared case-sensitively.
+//   - Hosts are compared case-insensitively (RFC 4343, and Istio since its
+//     advisory GHSA-7774-7vr3-cc8j). Istio compares a value with the whole
+//     authority, port included, so "example.com" misses
+//     "example.com:8080" and its documentation asks users to list
+//     "example.com:*" as well. Here a value also matches the host alone,
+//     without port and trailing dot, so "example.com" covers every port;
+//     a value naming a port ("example.com:8080", "example.com:*") is
+//     still compared with the authority as sent, as in Istio.
+//   - Headers (request.headers[name]) must each hold. The value of a header
+//     sent more than once is its values joined with ",", as Envoy matches
+//     it. A missing header fails Values and passes NotValues; a Presence
+//     entry ("*") matches a header that is present, even empty. A "host"
+//     condition reads the authority.
+//
+// A Conn without a Request (ztunnel, or a TCP connection through the
+// waypoint) cannot be checked against L7 conditions: a Match holding any is
+// treated as Unsupported (below). So an ALLOW rule on paths never admits
+// plain TCP, and a DENY rule on paths refuses it whenever its L4
+// conditions hold.
+//
 // # Empty lists
 //
 //   - A Policy with no groups matches nothing. Istio sends that for an
@@ -37,21 +71,22 @@
 //   - A Group with no Rules matches everything. Istio sends that for an empty
 //     rule (rules: [{}]), which it documents as always matching.
 //   - A Rules with no matches, or a Match with no conditions, carries nothing
-//     that ztunnel can check; it is treated as Unsupported (below). Istio's
+//     that can be checked; it is treated as Unsupported (below). Istio's
 //     validation rejects empty sources and operations, so the control plane
-//     produces these only after dropping attributes ztunnel cannot check.
+//     produces these only after dropping attributes it cannot translate.
 //
 // # Unsupported attributes (fail closed)
 //
-// ztunnel cannot check L7 attributes (methods, paths, hosts, headers, request
-// principals, remote IP blocks, L7 "when" keys). The translator keeps the L4
-// conditions of such a source or operation and sets [Match].Unsupported; an
-// L7 "when" condition becomes a Rules holding one Match{Unsupported: true}.
+// Some attributes cannot be checked: at L4, all HTTP ones; anywhere, request
+// principals, remote IP blocks, and "when" keys not translated. The
+// translator keeps the conditions it can check of such a source or
+// operation and sets [Match].Unsupported; an untranslatable "when"
+// condition becomes a Rules holding one Match{Unsupported: true}.
 // Evaluation then assumes the unchecked conditions are false in an ALLOW
-// policy and true in a DENY policy. So an unsupported Match never matches in an
-// ALLOW policy, and in a DENY policy it matches when its L4 conditions match
-// (every connection if it has none). Either way the result is never more
-// permissive than the policy the user wrote.
+// policy and true in a DENY or AUDIT policy. So an unsupported Match never
+// matches in an ALLOW policy, and in a DENY policy it matches when its
+// checked conditions match (every connection if it has none). Either way the
+// result is never more permissive than the policy the user wrote.
 //
 // This differs from Istio in two ways. For ALLOW, istiod drops the whole rule
 // (group), which is stricter still; a translator that wants exactly that omits
@@ -65,6 +100,8 @@
 // that fails validation and carry on: dropping an ALLOW or DENY policy can widen
 // access. Reject the whole update and keep the last good set. Evaluate
 // assumes validated policies; on others it never panics, a malformed entry
-// (bad prefix, port or match kind) matches no connection, and a policy with an
-// unknown action denies every connection.
+// (bad prefix, port, match kind or template) matches no connection, and a
+// policy with an unknown action denies every connection. Header names must
+// be lower case: refusing other forms, rather than folding them, keeps the
+// name checked the one the control plane sent.
 package policy

@@ -14,6 +14,9 @@ type Action int
 const (
 	Allow Action = 0
 	Deny  Action = 1
+	// Audit flags the requests a policy matches; it never allows or denies
+	// (see Audited). Its value is Istio's AuthorizationPolicy AUDIT.
+	Audit Action = 2
 )
 
 func (a Action) String() string {
@@ -22,6 +25,8 @@ func (a Action) String() string {
 		return "ALLOW"
 	case Deny:
 		return "DENY"
+	case Audit:
+		return "AUDIT"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -99,19 +104,60 @@ type Match struct {
 	DestinationPorts    []uint32
 	NotDestinationPorts []uint32
 
+	// The L7 conditions below can only be checked for a Conn that carries
+	// a Request; without one they count as unsupported (see the package
+	// documentation).
+
+	// Paths are compared with the normalized request path; they may hold
+	// path templates (see ParsePathMatch).
+	Paths    []StringMatch
+	NotPaths []StringMatch
+
+	// Methods are compared case-sensitively, as HTTP methods are.
+	Methods    []StringMatch
+	NotMethods []StringMatch
+
+	// Hosts are compared case-insensitively with the request's authority,
+	// and also with its host alone (see the package documentation).
+	Hosts    []StringMatch
+	NotHosts []StringMatch
+
+	// Headers must each hold.
+	Headers []HeaderMatch
+
 	// Unsupported records that the source policy had further conditions here
-	// that cannot be checked at L4. Evaluation takes them as false in an ALLOW
+	// that cannot be checked. Evaluation takes them as false in an ALLOW
 	// policy and true in a DENY policy (see the package documentation).
 	Unsupported bool
 }
 
-// empty reports whether m has no L4 condition.
-func (m *Match) empty() bool {
-	return len(m.Namespaces) == 0 && len(m.NotNamespaces) == 0 &&
-		len(m.Principals) == 0 && len(m.NotPrincipals) == 0 &&
-		len(m.SourceIPs) == 0 && len(m.NotSourceIPs) == 0 &&
-		len(m.DestinationIPs) == 0 && len(m.NotDestinationIPs) == 0 &&
-		len(m.DestinationPorts) == 0 && len(m.NotDestinationPorts) == 0
+// HeaderMatch is one request.headers[Name] condition: it holds when the
+// header's value matches an entry of Values (if any) and no entry of
+// NotValues. A header sent several times is matched as its values joined
+// with ",". A missing header matches no entry: it fails Values and passes
+// NotValues. A Presence entry matches a header that is present, even empty.
+type HeaderMatch struct {
+	// Name is lower case. "host" is the request's authority.
+	Name      string
+	Values    []StringMatch
+	NotValues []StringMatch
+}
+
+// hasL4 reports whether m has an L4 condition.
+func (m *Match) hasL4() bool {
+	return len(m.Namespaces) > 0 || len(m.NotNamespaces) > 0 ||
+		len(m.Principals) > 0 || len(m.NotPrincipals) > 0 ||
+		len(m.SourceIPs) > 0 || len(m.NotSourceIPs) > 0 ||
+		len(m.DestinationIPs) > 0 || len(m.NotDestinationIPs) > 0 ||
+		len(m.DestinationPorts) > 0 || len(m.NotDestinationPorts) > 0
+}
+
+// hasL7 reports whether m has a condition on the HTTP request.
+func (m *Match) hasL7() bool {
+	return len(m.Paths) > 0 || len(m.NotPaths) > 0 ||
+		len(m.Methods) > 0 || len(m.NotMethods) > 0 ||
+		len(m.Hosts) > 0 || len(m.NotHosts) > 0 ||
+		len(m.Headers) > 0
 }
 
 // Validate reports the first problem found in p, naming the policy and the
@@ -139,7 +185,7 @@ func (p *Policy) validate() error {
 		return fmt.Errorf("unknown scope %d", int(p.Scope))
 	}
 	switch p.Action {
-	case Allow, Deny:
+	case Allow, Deny, Audit:
 	default:
 		return fmt.Errorf("unknown action %d", int(p.Action))
 	}
@@ -171,18 +217,28 @@ func validName(field, s string) error {
 
 func (m *Match) validate() error {
 	for _, f := range []struct {
-		name string
-		v    []StringMatch
+		name      string
+		v         []StringMatch
+		templates bool
 	}{
-		{"namespaces", m.Namespaces},
-		{"not_namespaces", m.NotNamespaces},
-		{"principals", m.Principals},
-		{"not_principals", m.NotPrincipals},
+		{"namespaces", m.Namespaces, false},
+		{"not_namespaces", m.NotNamespaces, false},
+		{"principals", m.Principals, false},
+		{"not_principals", m.NotPrincipals, false},
+		{"paths", m.Paths, true},
+		{"not_paths", m.NotPaths, true},
+		{"methods", m.Methods, false},
+		{"not_methods", m.NotMethods, false},
+		{"hosts", m.Hosts, false},
+		{"not_hosts", m.NotHosts, false},
 	} {
-		for i, s := range f.v {
-			if err := s.validate(); err != nil {
-				return fmt.Errorf("%s[%d]: %w", f.name, i, err)
-			}
+		if err := validateStrings(f.name, f.v, f.templates); err != nil {
+			return err
+		}
+	}
+	for i := range m.Headers {
+		if err := m.Headers[i].validate(); err != nil {
+			return fmt.Errorf("headers[%d]: %w", i, err)
 		}
 	}
 	for _, f := range []struct {
@@ -214,4 +270,58 @@ func (m *Match) validate() error {
 		}
 	}
 	return nil
+}
+
+func validateStrings(field string, l []StringMatch, templates bool) error {
+	for i, s := range l {
+		if s.Kind == Template && !templates {
+			return fmt.Errorf("%s[%d]: path template outside paths", field, i)
+		}
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+	}
+	return nil
+}
+
+func (h *HeaderMatch) validate() error {
+	if err := validHeaderName(h.Name); err != nil {
+		return err
+	}
+	// Istio requires values or notValues; a condition with neither would
+	// hold for every request, which is unlikely to be what was meant.
+	if len(h.Values) == 0 && len(h.NotValues) == 0 {
+		return fmt.Errorf("header %q: no values and no not_values", h.Name)
+	}
+	if err := validateStrings("values", h.Values, false); err != nil {
+		return fmt.Errorf("header %q: %w", h.Name, err)
+	}
+	if err := validateStrings("not_values", h.NotValues, false); err != nil {
+		return fmt.Errorf("header %q: %w", h.Name, err)
+	}
+	return nil
+}
+
+// validHeaderName accepts a lower-case field name (RFC 9110 token). Upper
+// case is refused rather than folded so that the control plane's form and
+// the one evaluated cannot differ; pseudo-headers (":path") are not tokens.
+func validHeaderName(s string) error {
+	if s == "" {
+		return errors.New("empty header name")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isTokenChar(c) || ('A' <= c && c <= 'Z') {
+			return fmt.Errorf("header name %q: invalid character %q", s, c)
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

@@ -17,6 +17,9 @@ const (
 	Suffix
 	// Presence matches any non-empty value.
 	Presence
+	// Template is an Istio path template (paths only): Value holds "{*}"
+	// or "{**}" operators; see ParsePathMatch.
+	Template
 )
 
 // StringMatch is istio.security.StringMatch.
@@ -52,6 +55,8 @@ func (m StringMatch) String() string {
 		return "*" + m.Value
 	case Presence:
 		return "*"
+	case Template:
+		return m.Value
 	}
 	return fmt.Sprintf("StringMatch(%d, %q)", m.Kind, m.Value)
 }
@@ -67,8 +72,47 @@ func (m StringMatch) Matches(s string) bool {
 		return strings.HasSuffix(s, m.Value)
 	case Presence:
 		return s != ""
+	case Template:
+		return matchTemplate(m.Value, s)
 	}
 	return false
+}
+
+// matchesFold is Matches with ASCII letters compared case-insensitively,
+// for hosts. Templates never apply to hosts.
+func (m StringMatch) matchesFold(s string) bool {
+	switch m.Kind {
+	case Exact:
+		return asciiEqualFold(s, m.Value)
+	case Prefix:
+		return len(s) >= len(m.Value) && asciiEqualFold(s[:len(m.Value)], m.Value)
+	case Suffix:
+		return len(s) >= len(m.Value) && asciiEqualFold(s[len(s)-len(m.Value):], m.Value)
+	case Presence:
+		return s != ""
+	}
+	return false
+}
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII: hostnames are
+// ASCII, and Unicode folding would let "\u212a" (Kelvin sign) equal "k".
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func (m StringMatch) validate() error {
@@ -80,6 +124,8 @@ func (m StringMatch) validate() error {
 			return errors.New("presence match with a value")
 		}
 		return nil
+	case Template:
+		return validTemplate(m.Value)
 	}
 	return fmt.Errorf("unknown string match kind %d", m.Kind)
 }
