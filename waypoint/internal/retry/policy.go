@@ -10,9 +10,9 @@
 // that it can be sent again.
 //
 // A request that never reached the backend (no connection, or a stream
-// the backend refused) is always safe to send again, so every Policy
-// that retries at all retries those. Whether anything else is retried is
-// the route's choice.
+// the backend refused) is always safe to send again, so both Default and
+// the policies FromRoute builds retry those. Whether anything else is
+// retried is the route's choice.
 package retry
 
 import (

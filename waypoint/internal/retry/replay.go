@@ -47,14 +47,13 @@ const maxPooled = 4 * DefaultReplayLimit
 // Closing an attempt's reader does not close the original; Close does,
 // once the request is done, and returns the recording's buffer for reuse.
 type ReplayBody struct {
-	limit int
+	limit  int
+	length int64 // Content-Length, or -1
 
 	// srcMu is held across reads of src, so that one reader at a time
 	// consumes the original and records what it read in order.
 	srcMu sync.Mutex
 	src   io.ReadCloser
-
-	length int64 // Content-Length, or -1
 
 	mu        sync.Mutex
 	recording bool    // false once the body is known to exceed limit
