@@ -218,7 +218,7 @@ func authorization(name string, a *securityapi.Authorization) (*policy.Policy, e
 			}
 			var pr policy.Rules
 			for _, m := range r.GetMatches() {
-				pm, err := match(m)
+				pm, err := ConvertMatch(m)
 				if err != nil {
 					return nil, fmt.Errorf("policy %s: %w", name, err)
 				}
@@ -234,17 +234,23 @@ func authorization(name string, a *securityapi.Authorization) (*policy.Policy, e
 	return p, nil
 }
 
-func match(m *securityapi.Match) (policy.Match, error) {
+// ConvertMatch converts the L4 conditions of an xDS policy match. A match
+// that carries fields this build does not know fails closed: unknown fields
+// of m itself keep its known conditions and set Unsupported; unknown
+// fields inside a condition (a string match or address of a newer kind)
+// make the whole match one Unsupported condition. The result is not
+// validated; see policy.Policy.Validate.
+func ConvertMatch(m *securityapi.Match) (policy.Match, error) {
 	if nestedUnknown(m.ProtoReflect()) {
 		// A condition of a kind this ztunnel cannot read.
 		return policy.Match{Unsupported: true}, nil
 	}
 	out := policy.Match{
 		Unsupported:         unknown(m),
-		Namespaces:          stringMatches(m.GetNamespaces()),
-		NotNamespaces:       stringMatches(m.GetNotNamespaces()),
-		Principals:          stringMatches(m.GetPrincipals()),
-		NotPrincipals:       stringMatches(m.GetNotPrincipals()),
+		Namespaces:          ConvertStringMatches(m.GetNamespaces()),
+		NotNamespaces:       ConvertStringMatches(m.GetNotNamespaces()),
+		Principals:          ConvertStringMatches(m.GetPrincipals()),
+		NotPrincipals:       ConvertStringMatches(m.GetNotPrincipals()),
 		DestinationPorts:    m.GetDestinationPorts(),
 		NotDestinationPorts: m.GetNotDestinationPorts(),
 	}
@@ -276,7 +282,12 @@ func match(m *securityapi.Match) (policy.Match, error) {
 	return out, nil
 }
 
-func stringMatches(in []*securityapi.StringMatch) []policy.StringMatch {
+// ConvertStringMatches converts xDS string matches, nil for none. A match
+// of no known kind becomes an invalid policy.StringMatch, which matches
+// nothing and fails validation; callers that must tolerate a newer
+// control plane's kinds look for unknown fields first, as ConvertMatch
+// does.
+func ConvertStringMatches(in []*securityapi.StringMatch) []policy.StringMatch {
 	out := make([]policy.StringMatch, 0, len(in))
 	for _, m := range in {
 		switch v := m.GetMatchType().(type) {
