@@ -102,6 +102,21 @@ func (b *ReplayBody) Replay() (io.ReadCloser, bool) {
 	return &attempt{b: b, gen: b.gen}, true
 }
 
+// Kept returns a copy of the whole body when it was read to its end and
+// kept, for a request mirrored once the body is in: ok is false while
+// part of it is unread, or when it was too large to keep.
+func (b *ReplayBody) Kept() (body []byte, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.err != nil || !b.eof || b.read > b.recordedLocked() {
+		return nil, false
+	}
+	if b.buf == nil {
+		return []byte{}, true
+	}
+	return slices.Clone(*b.buf), true
+}
+
 // Close closes the original body and releases the recording. Call it
 // once the request is done, with no attempt to come.
 func (b *ReplayBody) Close() error {

@@ -359,3 +359,39 @@ func BenchmarkReplay(b *testing.B) {
 		rb.Close()
 	}
 }
+
+func TestKept(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		body   string
+		length int64
+		limit  int
+		read   int // bytes the attempt reads; -1 reads to the end
+		want   string
+		ok     bool
+	}{
+		{"read whole", "hello", 5, 16, -1, "hello", true},
+		{"unknown length", "hello", -1, 16, -1, "hello", true},
+		{"part unread", "hello", 5, 16, 2, "", false},
+		{"too large", "hello world", -1, 4, -1, "", false},
+		{"empty", "", 0, 16, -1, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewReplayBody(io.NopCloser(strings.NewReader(tc.body)), tc.length, tc.limit)
+			defer b.Close()
+			r, ok := b.Replay()
+			if !ok {
+				t.Fatal("first Replay refused")
+			}
+			if tc.read < 0 {
+				io.Copy(io.Discard, r)
+			} else {
+				io.CopyN(io.Discard, r, int64(tc.read))
+			}
+			got, ok := b.Kept()
+			if ok != tc.ok || string(got) != tc.want {
+				t.Fatalf("Kept() = %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
