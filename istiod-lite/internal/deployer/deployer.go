@@ -2,8 +2,10 @@
 // running waypoints: a ServiceAccount, Deployment and Service per Gateway,
 // owned by it (so deleting the Gateway deletes them), and reports the
 // Gateway's Accepted and Programmed conditions and address. It also creates
-// the istio-waypoint GatewayClass and reports, for HTTPRoutes attached to
-// Services, each parent's Accepted and ResolvedRefs conditions.
+// the istio-waypoint GatewayClass and reports, for HTTPRoutes and GRPCRoutes
+// attached to Services, each parent's Accepted and ResolvedRefs conditions,
+// and PartiallyInvalid when the waypoint answers some rules with 500 because
+// it cannot apply their filters.
 package deployer
 
 import (

@@ -3,6 +3,8 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,10 +13,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
 )
 
 // routeStatus reports, for each Service parent of an HTTPRoute or
-// GRPCRoute (GAMMA), Accepted and ResolvedRefs.
+// GRPCRoute (GAMMA), Accepted and ResolvedRefs, and PartiallyInvalid when
+// the waypoint answers some of the route's rules with 500 because it
+// cannot apply their filters (index.UnsupportedHTTPRules).
 type routeStatus struct {
 	c    client.Client
 	kind routeKind
@@ -22,10 +28,23 @@ type routeStatus struct {
 
 // routeKind reads the parts of a route kind that status depends on.
 type routeKind struct {
-	newObj   func() client.Object
-	parents  func(client.Object) []gatewayv1.ParentReference
+	newObj  func() client.Object
+	parents func(client.Object) []gatewayv1.ParentReference
+	// backends are the rules' backendRefs and their mirrors' backends.
 	backends func(client.Object) []gatewayv1.BackendRef
-	status   func(client.Object) *gatewayv1.RouteStatus
+	rules    func(client.Object) int
+	// unsupported lists the rules the waypoint answers with 500.
+	unsupported func(client.Object) []index.UnsupportedRule
+	status      func(client.Object) *gatewayv1.RouteStatus
+}
+
+// mirrorBackend is the backend of a RequestMirror filter, nil for another
+// filter: it must resolve like the rule's own backends.
+func mirrorBackend(m *gatewayv1.HTTPRequestMirrorFilter) []gatewayv1.BackendRef {
+	if m == nil {
+		return nil
+	}
+	return []gatewayv1.BackendRef{{BackendObjectReference: m.BackendRef}}
 }
 
 var httpRoutes = routeKind{
@@ -37,8 +56,15 @@ var httpRoutes = routeKind{
 			for _, b := range r.BackendRefs {
 				out = append(out, b.BackendRef)
 			}
+			for _, f := range r.Filters {
+				out = append(out, mirrorBackend(f.RequestMirror)...)
+			}
 		}
 		return out
+	},
+	rules: func(o client.Object) int { return len(o.(*gatewayv1.HTTPRoute).Spec.Rules) },
+	unsupported: func(o client.Object) []index.UnsupportedRule {
+		return index.UnsupportedHTTPRules(o.(*gatewayv1.HTTPRoute))
 	},
 	status: func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.HTTPRoute).Status.RouteStatus },
 }
@@ -52,10 +78,43 @@ var grpcRoutes = routeKind{
 			for _, b := range r.BackendRefs {
 				out = append(out, b.BackendRef)
 			}
+			for _, f := range r.Filters {
+				out = append(out, mirrorBackend(f.RequestMirror)...)
+			}
 		}
 		return out
 	},
+	rules: func(o client.Object) int { return len(o.(*gatewayv1.GRPCRoute).Spec.Rules) },
+	unsupported: func(o client.Object) []index.UnsupportedRule {
+		return index.UnsupportedGRPCRules(o.(*gatewayv1.GRPCRoute))
+	},
 	status: func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.GRPCRoute).Status.RouteStatus },
+}
+
+// unsupportedConditions say what the waypoint does with the rules it
+// cannot carry out. When some rules are unsupported, PartiallyInvalid
+// (whose message must start "Dropped Rule"); when all are, the route is
+// not Accepted. In both cases the waypoint answers those rules' requests
+// with 500 rather than letting them through unfiltered (fail closed).
+func unsupportedConditions(bad []index.UnsupportedRule, rules int, generation int64) (notAccepted, partial *metav1.Condition) {
+	if len(bad) == 0 {
+		return nil, nil
+	}
+	parts := make([]string, len(bad))
+	for i, u := range bad {
+		parts[i] = strconv.Itoa(u.Index)
+		if u.Name != "" {
+			parts[i] += fmt.Sprintf(" (%q)", u.Name)
+		}
+		parts[i] += ": " + u.Reason
+	}
+	what := strings.Join(parts, "; ") + ". The waypoint answers their requests with HTTP 500."
+	if len(bad) == rules {
+		return &metav1.Condition{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionFalse, Reason: string(gatewayv1.RouteReasonUnsupportedValue),
+			Message: "No rule is supported: rule " + what, ObservedGeneration: generation}, nil
+	}
+	return nil, &metav1.Condition{Type: string(gatewayv1.RouteConditionPartiallyInvalid), Status: metav1.ConditionTrue, Reason: string(gatewayv1.RouteReasonUnsupportedValue),
+		Message: "Dropped Rule " + what, ObservedGeneration: generation}
 }
 
 func isService(ref gatewayv1.ParentReference) bool {
@@ -91,6 +150,7 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 			return reconcile.Result{}, err
 		}
 	}
+	notAccepted, partial := unsupportedConditions(r.kind.unsupported(route), r.kind.rules(route), generation)
 	var parents []gatewayv1.RouteParentStatus
 	for _, ref := range r.kind.parents(route) {
 		if !isService(ref) {
@@ -103,6 +163,9 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 			}
 		}
 		accepted := metav1.Condition{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionTrue, Reason: string(gatewayv1.RouteReasonAccepted), ObservedGeneration: generation}
+		if notAccepted != nil {
+			accepted = *notAccepted
+		}
 		ns := routeNS
 		if ref.Namespace != nil {
 			ns = string(*ref.Namespace)
@@ -114,9 +177,17 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 			return reconcile.Result{}, err
 		} else if ns != routeNS {
 			accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonNotAllowedByListeners), "consumer routes (in another namespace than the Service) are not supported"
+		} else if _, ok := index.ParentPort(ref, svc.Spec.Ports); !ok {
+			accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent), fmt.Sprintf("Service %s/%s has no port %s", ns, ref.Name, portName(ref))
 		}
 		meta.SetStatusCondition(&ps.Conditions, accepted)
 		meta.SetStatusCondition(&ps.Conditions, resolved)
+		// PartiallyInvalid is only ever True, and only on an accepted route.
+		if partial != nil && accepted.Status == metav1.ConditionTrue {
+			meta.SetStatusCondition(&ps.Conditions, *partial)
+		} else {
+			meta.RemoveStatusCondition(&ps.Conditions, string(gatewayv1.RouteConditionPartiallyInvalid))
+		}
 		parents = append(parents, ps)
 	}
 	// Keep other controllers' entries.
@@ -130,6 +201,18 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// portName describes the port a parentRef names, for a status message.
+func portName(ref gatewayv1.ParentReference) string {
+	var parts []string
+	if ref.SectionName != nil && *ref.SectionName != "" {
+		parts = append(parts, fmt.Sprintf("named %q", *ref.SectionName))
+	}
+	if ref.Port != nil {
+		parts = append(parts, fmt.Sprintf("numbered %d", *ref.Port))
+	}
+	return strings.Join(parts, " and ")
 }
 
 func parentEqual(a, b gatewayv1.ParentReference) bool {
@@ -151,5 +234,11 @@ func parentEqual(a, b gatewayv1.ParentReference) bool {
 		}
 		return int32(*p)
 	}
-	return a.Name == b.Name && s(a.Namespace) == s(b.Namespace) && k(a.Kind) == k(b.Kind) && port(a.Port) == port(b.Port)
+	section := func(p *gatewayv1.SectionName) string {
+		if p == nil {
+			return ""
+		}
+		return string(*p)
+	}
+	return a.Name == b.Name && s(a.Namespace) == s(b.Namespace) && k(a.Kind) == k(b.Kind) && port(a.Port) == port(b.Port) && section(a.SectionName) == section(b.SectionName)
 }
