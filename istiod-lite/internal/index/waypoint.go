@@ -376,25 +376,27 @@ func headerMod(m *gatewayv1.HTTPHeaderFilter) *waypointapi.HeaderModifier {
 // cannot be applied (HTTPRouteFilter.Type), so such a rule is answered with
 // an error (see httpRoute).
 func filterProblem(f gatewayv1.HTTPRouteFilter, onBackend bool) string {
-	var present bool
+	var present, ruleOnly bool
 	switch f.Type {
 	case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
 		present = f.RequestHeaderModifier != nil
 	case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
 		present = f.ResponseHeaderModifier != nil
-	case gatewayv1.HTTPRouteFilterRequestRedirect, gatewayv1.HTTPRouteFilterURLRewrite, gatewayv1.HTTPRouteFilterRequestMirror:
-		if onBackend {
-			return fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
-		}
-		present = f.RequestRedirect != nil && f.Type == gatewayv1.HTTPRouteFilterRequestRedirect ||
-			f.URLRewrite != nil && f.Type == gatewayv1.HTTPRouteFilterURLRewrite ||
-			f.RequestMirror != nil && f.Type == gatewayv1.HTTPRouteFilterRequestMirror
+	case gatewayv1.HTTPRouteFilterRequestRedirect:
+		present, ruleOnly = f.RequestRedirect != nil, true
+	case gatewayv1.HTTPRouteFilterURLRewrite:
+		present, ruleOnly = f.URLRewrite != nil, true
+	case gatewayv1.HTTPRouteFilterRequestMirror:
+		present, ruleOnly = f.RequestMirror != nil, true
 	case gatewayv1.HTTPRouteFilterCORS, gatewayv1.HTTPRouteFilterExternalAuth, gatewayv1.HTTPRouteFilterExtensionRef:
 		return fmt.Sprintf("filter %s is not supported", f.Type)
 	default:
 		return fmt.Sprintf("unknown filter type %q", f.Type)
 	}
-	if !present {
+	switch {
+	case ruleOnly && onBackend:
+		return fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+	case !present:
 		return fmt.Sprintf("filter %s has no configuration", f.Type)
 	}
 	return ""
