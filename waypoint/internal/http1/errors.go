@@ -32,3 +32,18 @@ var ErrNoResponse = errors.New("http1: no response from backend")
 // ErrConnUnusable is returned by RoundTrip on a connection that is busy,
 // closed, or left in an unknown state by an earlier exchange.
 var ErrConnUnusable = errors.New("http1: connection not usable")
+
+// noResponseError wraps an error that happened before any response byte.
+type noResponseError struct{ err error }
+
+func (e *noResponseError) Error() string { return ErrNoResponse.Error() + ": " + e.err.Error() }
+func (e *noResponseError) Unwrap() []error {
+	return []error{ErrNoResponse, e.err}
+}
+
+// bodySourceError is a failure to read the request body being sent: the
+// request's source broke, not the backend.
+type bodySourceError struct{ err error }
+
+func (e *bodySourceError) Error() string { return "http1: reading request body: " + e.err.Error() }
+func (e *bodySourceError) Unwrap() error { return e.err }

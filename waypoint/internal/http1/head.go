@@ -29,6 +29,8 @@ type headReader struct {
 	buf    []byte
 	fields []field
 	start  span
+	// n counts the bytes the current read consumed.
+	n int
 }
 
 // read reads one head. With startLine it first skips a few empty lines
@@ -38,7 +40,7 @@ type headReader struct {
 // on the start line, and a *ProtocolError (400 or 431) for a malformed or
 // oversized field section. Other errors are the reader's.
 func (h *headReader) read(startLine bool) error {
-	h.buf, h.fields, h.start = h.buf[:0], h.fields[:0], span{}
+	h.buf, h.fields, h.start, h.n = h.buf[:0], h.fields[:0], span{}, 0
 	budget := h.lim.MaxHeaderBytes
 	consumed := false
 	if startLine {
@@ -106,9 +108,11 @@ func (h *headReader) readLine(budget *int, consumed bool) error {
 	for {
 		frag, err := h.br.ReadSlice('\n')
 		if len(frag) > *budget {
+			h.n += len(frag)
 			return errHeadTooLarge
 		}
 		*budget -= len(frag)
+		h.n += len(frag)
 		h.buf = append(h.buf, frag...)
 		switch err {
 		case nil:
