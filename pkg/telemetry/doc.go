@@ -1,7 +1,8 @@
-// Package telemetry sets up metrics and traces for Skiff's proxies. Metrics
-// go through the OpenTelemetry SDK and its Prometheus exporter, under
-// Istio's standard metric names and labels, so that dashboards built for
-// Istio work unchanged; traces go to an OTLP collector.
+// Package telemetry sets up metrics for Skiff's proxies: the OpenTelemetry
+// SDK exporting through its Prometheus exporter, under Istio's standard
+// metric names and labels, so that dashboards built for Istio work
+// unchanged. Traces are package tracing's, below this one, so that a
+// binary serving only metrics does not link the trace exporter.
 //
 // # Istio's metrics
 //
