@@ -37,6 +37,10 @@ import (
 // precedence is again the implementation's); it ranks after every exact
 // value of the same position and before an absent one.
 //
+// A route's port (its parentRef port) restricts its entries to that
+// service port; a port the service does not have leaves them unused,
+// which is harmless, so it is not an error.
+//
 // Hostnames do not take part. GEP-1294 (xRoutes Mesh Binding, formerly
 // GEP-1426) says GAMMA implementations SHOULD NOT infer any functionality
 // from the hostnames field of routes attached to a Service: the Service's

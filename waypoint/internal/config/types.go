@@ -147,7 +147,8 @@ type Match struct {
 	Method  string
 	Headers []ValueMatch
 	Query   []ValueMatch
-	// GRPC is set for GRPCRoute matches.
+	// GRPC is set for GRPCRoute matches that name a service or a method;
+	// a GRPCRoute match has no Path.
 	GRPC *GRPCMethodMatch
 }
 
@@ -162,7 +163,8 @@ const (
 	PathRegex
 )
 
-// PathMatch compares the normalized request path.
+// PathMatch compares the normalized request path, in escaped form (the
+// form Gateway API writes path values in and the backend receives).
 type PathMatch struct {
 	Type  PathMatchType
 	Value string

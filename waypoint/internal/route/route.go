@@ -45,7 +45,8 @@ type Decision struct {
 }
 
 // Resolve finds the rule for r, sent to port of svc. r.URL.Path is the
-// normalized path. gRPC requests (content-type application/grpc...) are
+// normalized path (matched in its escaped form, r.URL.EscapedPath()).
+// gRPC requests (content-type application/grpc...) are
 // matched against the service's GRPCRoutes when it has some for the port,
 // otherwise against its HTTPRoutes.
 //
