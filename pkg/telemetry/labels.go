@@ -102,7 +102,10 @@ func or(v, def string) string {
 // few kilobytes and microseconds: compute it once per connection, and for
 // requests go through an AttributeCache.
 func (l Labels) Set() attribute.Set {
-	kvs := []attribute.KeyValue{
+	// Room for the request labels up front: growing the slice would copy
+	// it.
+	kvs := make([]attribute.KeyValue, 0, 21)
+	kvs = append(kvs,
 		attribute.String(LabelReporter, or(l.Reporter, Unknown)),
 		attribute.String(LabelSourceWorkload, or(l.Source.Workload, Unknown)),
 		attribute.String(LabelSourceWorkloadNamespace, or(l.Source.Namespace, Unknown)),
@@ -122,7 +125,7 @@ func (l Labels) Set() attribute.Set {
 		attribute.String(LabelRequestProtocol, or(l.RequestProtocol, Unknown)),
 		attribute.String(LabelResponseFlags, or(l.ResponseFlags, NoFlags)),
 		attribute.String(LabelConnectionSecurityPolicy, or(l.SecurityPolicy, Unknown)),
-	}
+	)
 	if l.ResponseCode != "" {
 		kvs = append(kvs,
 			attribute.String(LabelResponseCode, l.ResponseCode),

@@ -112,8 +112,8 @@ func NewRequestMetrics(m metric.Meter) (*RequestMetrics, error) {
 	if r.duration, err = m.Float64Histogram(RequestDuration, metric.WithDescription("Request duration in milliseconds")); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestDuration, err)
 	}
-	// No unit: the exporter would append it to names that already end in
-	// it.
+	// No unit, as for the duration: the names are Istio's as they stand,
+	// and with a unit the exporter could add a suffix of its own.
 	if r.reqBytes, err = m.Int64Histogram(RequestBytes, metric.WithDescription("Request size in bytes")); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestBytes, err)
 	}
