@@ -291,6 +291,12 @@ func TestCompileRejects(t *testing.T) {
 		}, g + ".filters[0].request_redirect", "only supported on HTTPRoute rules"},
 		{"gRPC route port", func(w *waypointapi.Waypoint) { svc0(w).GrpcRoutes[0].Port = 1 << 17 }, "services[0].grpc_routes[0].port", "invalid port"},
 		{"missing policy", func(w *waypointapi.Waypoint) { w.Policies = []*waypointapi.L7Authorization{nil} }, "policies[0]", "missing"},
+		{"policy authz rejects", func(w *waypointapi.Waypoint) {
+			w.Policies = []*waypointapi.L7Authorization{{Name: "p", Namespace: "ns", Action: 7}}
+		}, "policies[0]", "unknown action"},
+		{"service policy authz rejects", func(w *waypointapi.Waypoint) {
+			svc0(w).Policies = []*waypointapi.L7Authorization{{Name: "ok", Namespace: "ns"}, {Name: "p", Namespace: "ns", Action: 7}}
+		}, "services[0].policies[1]", "unknown action"},
 		{"missing service policy", func(w *waypointapi.Waypoint) {
 			svc0(w).Policies = []*waypointapi.L7Authorization{nil}
 		}, "services[0].policies[0]", "missing"},
@@ -536,9 +542,6 @@ func TestCompilePathValues(t *testing.T) {
 
 func TestCompilePolicies(t *testing.T) {
 	allow := &waypointapi.L7Authorization{Name: "allow", Namespace: "ns", Groups: []*waypointapi.L7Group{{}}}
-	if _, err := authz.Compile(allow); err != nil {
-		t.Skipf("authz.Compile cannot compile a policy yet: %v", err)
-	}
 	w := valid()
 	w.Policies = []*waypointapi.L7Authorization{allow}
 	svc0(w).Policies = []*waypointapi.L7Authorization{allow, allow}
@@ -547,6 +550,13 @@ func TestCompilePolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(c.Policies) != 1 || len(c.Services[0].Policies) != 2 {
-		t.Errorf("policies: waypoint %d, service %d; want 1 and 2", len(c.Policies), len(c.Services[0].Policies))
+		t.Fatalf("policies: waypoint %d, service %d; want 1 and 2", len(c.Policies), len(c.Services[0].Policies))
+	}
+	want, err := authz.Compile(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Policies[0]; got.Key() != want.Key() || got.Action != want.Action || len(got.Groups) != len(want.Groups) {
+		t.Errorf("policy = %+v, want authz.Compile's %+v", got, want)
 	}
 }

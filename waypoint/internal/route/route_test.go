@@ -129,6 +129,11 @@ func TestPrefix(t *testing.T) {
 			t.Errorf("%s: reached %s with prefix %q, want %s with %q", tt.path, reached(d), d.Prefix, tt.rule, tt.prefix)
 		}
 	}
+	// A rule without matches is PathPrefix "/".
+	svc = service(t, []*waypointapi.HTTPRoute{httpRoute("r", 0, rule("all"))}, nil)
+	if d := route.Resolve(svc, 80, request("GET", "/x/y")); reached(d) != "r/all" || d.Prefix != "/" {
+		t.Errorf("rule without matches: reached %s with prefix %q, want r/all with /", reached(d), d.Prefix)
+	}
 }
 
 // TestPorts: a route with a parentRef port applies to that service port
