@@ -198,6 +198,12 @@ func authorization(name string, a *securityapi.Authorization) (*policy.Policy, e
 	if p.Key() != name {
 		return nil, fmt.Errorf("policy %s: resource named %q", p.Key(), name)
 	}
+	// The workload API has ALLOW and DENY only. pkg/policy also knows
+	// AUDIT (the waypoint's), which decides nothing: an unknown action on
+	// the wire must not become one that allows.
+	if act := a.GetAction(); act != securityapi.Action_ALLOW && act != securityapi.Action_DENY {
+		return nil, fmt.Errorf("policy %s: unknown action %d", name, act)
+	}
 	if unknown(a) {
 		p.Groups = []policy.Group{{Rules: []policy.Rules{unsupported()}}}
 		if err := p.Validate(); err != nil {

@@ -108,6 +108,8 @@ func TestBadDeltasAreRejectedWhole(t *testing.T) {
 		{"not an address", xds.AddressType, []xds.Resource{res(t, "x", &securityapi.Authorization{})}, "address x"},
 		{"bad prefix length", xds.AuthorizationType, []xds.Resource{res(t, "default/deny", authz("deny", securityapi.Action_DENY, 40))}, "prefix length"},
 		{"unknown action", xds.AuthorizationType, []xds.Resource{res(t, "default/odd", authz("odd", securityapi.Action(7), 8))}, "odd"},
+		// pkg/policy knows AUDIT as 2; on the wire to ztunnel it is unknown.
+		{"audit is not a workload API action", xds.AuthorizationType, []xds.Resource{res(t, "default/audit", authz("audit", securityapi.Action(2), 8))}, "unknown action 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
