@@ -245,10 +245,14 @@ func (w *response) commitLocked() {
 	case w.minor == 0:
 		bw.WriteString("Connection: keep-alive\r\n")
 	}
-	if w.switched {
+	switch {
+	case w.switched:
 		// The handler's Connection field ("upgrade") belongs to a 101.
 		w.writeFieldsSkipping(func(k string) bool { return strings.HasPrefix(k, http.TrailerPrefix) })
-	} else {
+	case len(w.header["Trailer"]) > 0:
+		// Fields declared as trailers go in the trailer section only.
+		w.writeFieldsSkipping(func(k string) bool { return serverOwned(k) || hasToken(w.header["Trailer"], k) })
+	default:
 		w.writeFields()
 	}
 	bw.WriteString("\r\n")
