@@ -1,19 +1,30 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"net/netip"
+	"strings"
 
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/waypoint/internal/authz"
 )
 
-// Compile validates and compiles a waypoint resource. The error names the
-// offending field; nothing is kept from a resource that fails.
+// Compile validates and compiles a waypoint resource. It fails only for a
+// resource that does not say which waypoint it is for (nil, or without a
+// name or namespace); every other problem is confined to the rule, route,
+// service or policy that holds it (see the package documentation) and
+// reported by the result's Warnings.
 func Compile(wp *waypointapi.Waypoint) (*Waypoint, error) {
 	if wp == nil {
 		return nil, errors.New("config: no waypoint resource")
+	}
+	switch {
+	case wp.GetName() == "":
+		return nil, field("name").errorf("empty")
+	case wp.GetNamespace() == "":
+		return nil, field("namespace").errorf("empty")
 	}
 	out := &Waypoint{
 		Name:        wp.GetName(),
@@ -22,50 +33,98 @@ func Compile(wp *waypointapi.Waypoint) (*Waypoint, error) {
 		byVIP:       make(map[netip.Addr]*Service),
 		byKey:       make(map[string]*Service),
 	}
-	var err error
-	if out.Policies, err = compilePolicies("", wp.GetPolicies()); err != nil {
-		return nil, err
-	}
+	var warn warnings
+	out.Policies = compilePolicies("", out.Namespace, wp.GetPolicies(), &warn)
 	for i, s := range wp.GetServices() {
 		f := field("").index("services", i)
-		svc, err := compileService(f, s)
+		svc, err := compileServiceShape(f, s)
+		if err == nil {
+			err = out.checkUnique(f, svc)
+		}
 		if err != nil {
-			return nil, err
+			warn.add(err, ServiceDropped)
+			continue
 		}
-		if _, dup := out.byKey[svc.Key()]; dup {
-			return nil, f.errorf("duplicate service %s", svc.Key())
-		}
+		svc.HTTP = compileHTTPRoutes(f, s.GetHttpRoutes(), &warn)
+		svc.GRPC = compileGRPCRoutes(f, s.GetGrpcRoutes(), &warn)
+		svc.Policies = compilePolicies(f, svc.Namespace, s.GetPolicies(), &warn)
 		out.byKey[svc.Key()] = svc
-		for j, ip := range svc.VIPs {
-			if other, dup := out.byVIP[ip]; dup {
-				return nil, f.index("vips", j).errorf("%s is also a VIP of service %s", ip, other.Key())
-			}
+		for _, ip := range svc.VIPs {
 			out.byVIP[ip] = svc
 		}
 		out.Services = append(out.Services, svc)
 	}
+	out.warnings = warn
 	return out, nil
 }
 
-// compilePolicies converts the policies of parent (the waypoint, "", or
-// a service).
-func compilePolicies(parent field, ps []*waypointapi.L7Authorization) ([]*policy.Policy, error) {
+// checkUnique reports a service whose key or a VIP of which an earlier
+// service already has: the earlier one keeps them.
+func (w *Waypoint) checkUnique(f field, svc *Service) error {
+	if _, dup := w.byKey[svc.Key()]; dup {
+		return f.errorf("duplicate service %s", svc.Key())
+	}
+	for j, ip := range svc.VIPs {
+		if other, dup := w.byVIP[ip]; dup {
+			return f.index("vips", j).errorf("%s is also a VIP of service %s", ip, other.Key())
+		}
+	}
+	return nil
+}
+
+// compilePolicies converts the policies of parent (the waypoint, "", or a
+// service, whose namespace is ns). A policy that does not convert becomes
+// one that denies everything: dropping it could widen access, and
+// rejecting the resource would freeze every other service's
+// configuration.
+func compilePolicies(parent field, ns string, ps []*waypointapi.L7Authorization, warn *warnings) []*policy.Policy {
 	var out []*policy.Policy
 	for i, p := range ps {
 		pf := parent.index("policies", i)
+		var err error
 		if p == nil {
-			return nil, pf.wrap(errMissing)
+			err = errMissing
+		} else {
+			var cp *policy.Policy
+			if cp, err = authz.Compile(p); err == nil {
+				out = append(out, cp)
+				continue
+			}
 		}
-		cp, err := authz.Compile(p)
-		if err != nil {
-			return nil, pf.wrap(err)
-		}
-		out = append(out, cp)
+		warn.add(pf.wrap(err), PolicyDeniesAll)
+		out = append(out, denyAll(pf, p, ns))
 	}
-	return out, nil
+	return out
 }
 
-func compileService(f field, s *waypointapi.Service) (*Service, error) {
+// denyAll is the policy that stands for p when p does not compile: a DENY
+// with one group without conditions, which matches every request and
+// connection. It keeps p's name so that denials name it; a name that
+// policy.Policy.Validate would refuse is replaced by the field's path, a
+// namespace by ns (the waypoint's or the service's), or failing that by
+// "invalid".
+func denyAll(f field, p *waypointapi.L7Authorization, ns string) *policy.Policy {
+	return &policy.Policy{
+		Name:      cmp.Or(policyName(p.GetName()), string(f)),
+		Namespace: cmp.Or(policyName(p.GetNamespace()), policyName(ns), "invalid"),
+		Scope:     policy.WorkloadSelector,
+		Action:    policy.Deny,
+		Groups:    []policy.Group{{}},
+	}
+}
+
+// policyName returns s if a policy may be named s (policy.Policy.Validate:
+// not empty, no "/"), "" otherwise.
+func policyName(s string) string {
+	if strings.Contains(s, "/") {
+		return ""
+	}
+	return s
+}
+
+// compileServiceShape compiles what identifies a service and where it
+// listens: its names, VIPs and ports. A problem there drops the service.
+func compileServiceShape(f field, s *waypointapi.Service) (*Service, error) {
 	if s == nil {
 		return nil, f.wrap(errMissing)
 	}
@@ -106,16 +165,6 @@ func compileService(f field, s *waypointapi.Service) (*Service, error) {
 		}
 		seen[port.Port] = true
 		svc.Ports = append(svc.Ports, port)
-	}
-	var err error
-	if svc.HTTP, err = compileHTTPRoutes(f, s.GetHttpRoutes()); err != nil {
-		return nil, err
-	}
-	if svc.GRPC, err = compileGRPCRoutes(f, s.GetGrpcRoutes()); err != nil {
-		return nil, err
-	}
-	if svc.Policies, err = compilePolicies(f, s.GetPolicies()); err != nil {
-		return nil, err
 	}
 	return svc, nil
 }

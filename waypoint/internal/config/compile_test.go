@@ -3,13 +3,16 @@ package config_test
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/waypoint/internal/authz"
 	"github.com/skiffmesh/skiff/waypoint/internal/config"
@@ -106,14 +109,20 @@ func headers(kv ...string) []*waypointapi.Header {
 }
 
 func TestCompileValid(t *testing.T) {
-	if _, err := config.Compile(valid()); err != nil {
+	c, err := config.Compile(valid())
+	if err != nil {
 		t.Fatalf("Compile(valid()) = %v", err)
+	}
+	if ws := c.Warnings(); len(ws) != 0 {
+		t.Fatalf("warnings on a valid resource: %v", ws)
 	}
 }
 
-// TestCompileRejects breaks one field of a valid resource per case and
-// checks that the error names that field.
-func TestCompileRejects(t *testing.T) {
+// TestCompileContains breaks one field of a valid resource per case and
+// checks that the problem stays in the part that holds it: the resource
+// compiles, one warning names the field and says what was done, that part
+// fails closed, and a bystander service beside it is untouched.
+func TestCompileContains(t *testing.T) {
 	const r = "services[0].http_routes[0].rules[0]"
 	const m = r + ".matches[0]"
 	const g = "services[0].grpc_routes[0].rules[0]"
@@ -122,213 +131,341 @@ func TestCompileRejects(t *testing.T) {
 		mutate func(w *waypointapi.Waypoint)
 		field  string
 		msg    string
+		effect config.Effect
+		// kept is, for RuleFailsClosed, how many of the rule's matches
+		// survive (answered with 500); 0 means none, and a last-ranked
+		// catch-all stands for the rule.
+		kept int
 	}{
-		{"missing service", func(w *waypointapi.Waypoint) { w.Services = append(w.Services, nil) }, "services[1]", "missing"},
-		{"service without name", func(w *waypointapi.Waypoint) { svc0(w).Name = "" }, "services[0].name", "empty"},
-		{"service without namespace", func(w *waypointapi.Waypoint) { svc0(w).Namespace = "" }, "services[0].namespace", "empty"},
-		{"service without hostname", func(w *waypointapi.Waypoint) { svc0(w).Hostname = "" }, "services[0].hostname", "empty"},
+		{"missing service", func(w *waypointapi.Waypoint) { w.Services = append(w.Services, nil) }, "services[1]", "missing", config.ServiceDropped, 0},
+		{"service without name", func(w *waypointapi.Waypoint) { svc0(w).Name = "" }, "services[0].name", "empty", config.ServiceDropped, 0},
+		{"service without namespace", func(w *waypointapi.Waypoint) { svc0(w).Namespace = "" }, "services[0].namespace", "empty", config.ServiceDropped, 0},
+		{"service without hostname", func(w *waypointapi.Waypoint) { svc0(w).Hostname = "" }, "services[0].hostname", "empty", config.ServiceDropped, 0},
 		{"duplicate service", func(w *waypointapi.Waypoint) {
 			s := proto.Clone(svc0(w)).(*waypointapi.Service)
 			s.Vips = nil
 			w.Services = append(w.Services, s)
-		}, "services[1]", "duplicate service ns/echo.ns.svc.cluster.local"},
-		{"VIP of 3 bytes", func(w *waypointapi.Waypoint) { svc0(w).Vips = [][]byte{{10, 0, 0}} }, "services[0].vips[0]", "invalid IP address"},
-		{"unspecified VIP", func(w *waypointapi.Waypoint) { svc0(w).Vips = [][]byte{{0, 0, 0, 0}} }, "services[0].vips[0]", "invalid IP address"},
+		}, "services[1]", "duplicate service ns/echo.ns.svc.cluster.local", config.ServiceDropped, 0},
+		{"VIP of 3 bytes", func(w *waypointapi.Waypoint) { svc0(w).Vips = [][]byte{{10, 0, 0}} }, "services[0].vips[0]", "invalid IP address", config.ServiceDropped, 0},
+		{"unspecified VIP", func(w *waypointapi.Waypoint) { svc0(w).Vips = [][]byte{{0, 0, 0, 0}} }, "services[0].vips[0]", "invalid IP address", config.ServiceDropped, 0},
 		{"VIP shared by two services", func(w *waypointapi.Waypoint) {
 			s := proto.Clone(svc0(w)).(*waypointapi.Service)
 			s.Name, s.Hostname = "other", "other.ns.svc.cluster.local"
 			s.Vips = [][]byte{{1, 2, 3, 4}, {10, 0, 0, 1}}
 			w.Services = append(w.Services, s)
-		}, "services[1].vips[1]", "also a VIP of service ns/echo"},
-		{"port 0", func(w *waypointapi.Waypoint) { svc0(w).Ports[0].Port = 0 }, "services[0].ports[0].port", "invalid port 0"},
-		{"port above 65535", func(w *waypointapi.Waypoint) { svc0(w).Ports[1].Port = 65536 }, "services[0].ports[1].port", "invalid port 65536"},
-		{"target port above 65535", func(w *waypointapi.Waypoint) { svc0(w).Ports[0].TargetPort = 1 << 20 }, "services[0].ports[0].target_port", "invalid port"},
-		{"duplicate port", func(w *waypointapi.Waypoint) { svc0(w).Ports[1].Port = 80 }, "services[0].ports[1].port", "duplicate port 80"},
-		{"route port above 65535", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Port = 70000 }, "services[0].http_routes[0].port", "invalid port"},
-		{"route without name", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Name = "" }, "services[0].http_routes[0]", "without a name"},
-		{"missing rule", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Rules[0] = nil }, r, "missing"},
-		{"unknown path match type", func(w *waypointapi.Waypoint) { match0(w).Path.Type = 7 }, m + ".path", "unknown match type 7"},
-		{"relative path", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "foo" }, m + ".path", "does not start with /"},
-		{"path with a space", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/a b" }, m + ".path", "not allowed"},
-		{"path with a bad escape", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/a%zz" }, m + ".path", "malformed percent escape"},
-		{"path too long", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/" + strings.Repeat("a", 1024) }, m + ".path", "longer than 1024"},
+		}, "services[1].vips[1]", "also a VIP of service ns/echo", config.ServiceDropped, 0},
+		{"port 0", func(w *waypointapi.Waypoint) { svc0(w).Ports[0].Port = 0 }, "services[0].ports[0].port", "invalid port 0", config.ServiceDropped, 0},
+		{"port above 65535", func(w *waypointapi.Waypoint) { svc0(w).Ports[1].Port = 65536 }, "services[0].ports[1].port", "invalid port 65536", config.ServiceDropped, 0},
+		{"target port above 65535", func(w *waypointapi.Waypoint) { svc0(w).Ports[0].TargetPort = 1 << 20 }, "services[0].ports[0].target_port", "invalid port", config.ServiceDropped, 0},
+		{"duplicate port", func(w *waypointapi.Waypoint) { svc0(w).Ports[1].Port = 80 }, "services[0].ports[1].port", "duplicate port 80", config.ServiceDropped, 0},
+		{"route port above 65535", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Port = 70000 }, "services[0].http_routes[0].port", "invalid port", config.RouteFailsClosed, 0},
+		{"route without name", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Name = "" }, "services[0].http_routes[0]", "without a name", config.RouteFailsClosed, 0},
+		{"missing rule", func(w *waypointapi.Waypoint) { svc0(w).HttpRoutes[0].Rules[0] = nil }, r, "missing", config.RuleFailsClosed, 0},
+		{"unknown path match type", func(w *waypointapi.Waypoint) { match0(w).Path.Type = 7 }, m + ".path", "unknown match type 7", config.RuleFailsClosed, 0},
+		{"relative path", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "foo" }, m + ".path", "does not start with /", config.RuleFailsClosed, 0},
+		{"path with a space", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/a b" }, m + ".path", "not allowed", config.RuleFailsClosed, 0},
+		{"path with a bad escape", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/a%zz" }, m + ".path", "malformed percent escape", config.RuleFailsClosed, 0},
+		{"path too long", func(w *waypointapi.Waypoint) { match0(w).Path.Value = "/" + strings.Repeat("a", 1024) }, m + ".path", "longer than 1024", config.RuleFailsClosed, 0},
 		{"invalid regular expression", func(w *waypointapi.Waypoint) {
 			match0(w).Path = &waypointapi.PathMatch{Type: regex, Value: "/(a"}
-		}, m + ".path", "invalid regular expression"},
+		}, m + ".path", "invalid regular expression", config.RuleFailsClosed, 0},
 		{"regular expression too long", func(w *waypointapi.Waypoint) {
 			match0(w).Path = &waypointapi.PathMatch{Type: regex, Value: strings.Repeat("a", 1025)}
-		}, m + ".path", "longer than 1024"},
+		}, m + ".path", "longer than 1024", config.RuleFailsClosed, 0},
 		{"regular expression too complex", func(w *waypointapi.Waypoint) {
 			match0(w).Path = &waypointapi.PathMatch{Type: regex, Value: "/[a-z]{600}[0-9]{600}"}
-		}, m + ".path", "too complex"},
-		{"header name not a token", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Name = "x y" }, m + ".headers[0].name", "not a token"},
-		{"header prefix match", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Type = prefix }, m + ".headers[0].type", "unsupported match type PREFIX"},
-		{"unknown header match type", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Type = 9 }, m + ".headers[0].type", "unsupported match type 9"},
-		{"empty header value", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Value = "" }, m + ".headers[0].value", "empty value"},
-		{"header value with CR LF", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Value = "a\r\nb" }, m + ".headers[0].value", "control character"},
+		}, m + ".path", "too complex", config.RuleFailsClosed, 0},
+		{"header name not a token", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Name = "x y" }, m + ".headers[0].name", "not a token", config.RuleFailsClosed, 0},
+		{"header prefix match", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Type = prefix }, m + ".headers[0].type", "unsupported match type PREFIX", config.RuleFailsClosed, 0},
+		{"unknown header match type", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Type = 9 }, m + ".headers[0].type", "unsupported match type 9", config.RuleFailsClosed, 0},
+		{"empty header value", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Value = "" }, m + ".headers[0].value", "empty value", config.RuleFailsClosed, 0},
+		{"header value with CR LF", func(w *waypointapi.Waypoint) { match0(w).Headers[0].Value = "a\r\nb" }, m + ".headers[0].value", "control character", config.RuleFailsClosed, 0},
 		{"header regular expression", func(w *waypointapi.Waypoint) {
 			match0(w).Headers[0] = &waypointapi.HeaderMatch{Type: regex, Name: "v", Value: "*"}
-		}, m + ".headers[0].value", "invalid regular expression"},
-		{"empty query name", func(w *waypointapi.Waypoint) { match0(w).QueryParams[0].Name = "" }, m + ".query_params[0].name", "empty"},
-		{"query value too long", func(w *waypointapi.Waypoint) { match0(w).QueryParams[0].Value = strings.Repeat("v", 1025) }, m + ".query_params[0].value", "longer than 1024"},
+		}, m + ".headers[0].value", "invalid regular expression", config.RuleFailsClosed, 0},
+		{"empty query name", func(w *waypointapi.Waypoint) { match0(w).QueryParams[0].Name = "" }, m + ".query_params[0].name", "empty", config.RuleFailsClosed, 0},
+		{"query value too long", func(w *waypointapi.Waypoint) { match0(w).QueryParams[0].Value = strings.Repeat("v", 1025) }, m + ".query_params[0].value", "longer than 1024", config.RuleFailsClosed, 0},
 		{"query regular expression", func(w *waypointapi.Waypoint) {
 			match0(w).QueryParams[0] = &waypointapi.HeaderMatch{Type: regex, Name: "q", Value: "a++"}
-		}, m + ".query_params[0].value", "invalid regular expression"},
-		{"method not a token", func(w *waypointapi.Waypoint) { match0(w).Method = "GE T" }, m + ".method", "not a token"},
-		{"empty filter", func(w *waypointapi.Waypoint) { setFilters(w, &waypointapi.HTTPFilter{}) }, r + ".filters[0]", "empty or unknown filter"},
+		}, m + ".query_params[0].value", "invalid regular expression", config.RuleFailsClosed, 0},
+		{"method not a token", func(w *waypointapi.Waypoint) { match0(w).Method = "GE T" }, m + ".method", "not a token", config.RuleFailsClosed, 0},
+		{"empty filter", func(w *waypointapi.Waypoint) { setFilters(w, &waypointapi.HTTPFilter{}) }, r + ".filters[0]", "empty or unknown filter", config.RuleFailsClosed, 1},
 		{"modifier header name not a token", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Set: headers("x:y", "1")}))
-		}, r + ".filters[0].request_header_modifier.set[0].name", "not a token"},
+		}, r + ".filters[0].request_header_modifier.set[0].name", "not a token", config.RuleFailsClosed, 1},
 		{"modifier value with CR LF", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Set: headers("x-a", "1\r\nInjected: yes")}))
-		}, r + ".filters[0].request_header_modifier.set[0].value", "control character"},
+		}, r + ".filters[0].request_header_modifier.set[0].value", "control character", config.RuleFailsClosed, 1},
 		{"modifier value with NUL", func(w *waypointapi.Waypoint) {
 			setFilters(w, responseHeaders(&waypointapi.HeaderModifier{Add: headers("x-a", "1\x00")}))
-		}, r + ".filters[0].response_header_modifier.add[0].value", "control character"},
+		}, r + ".filters[0].response_header_modifier.add[0].value", "control character", config.RuleFailsClosed, 1},
 		{"two actions on one header", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Set: headers("X-A", "1"), Remove: []string{"x-a"}}))
-		}, r + ".filters[0].request_header_modifier.remove[0]", "X-A already has an action (set)"},
+		}, r + ".filters[0].request_header_modifier.remove[0]", "X-A already has an action (set)", config.RuleFailsClosed, 1},
 		{"remove not a token", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Remove: []string{""}}))
-		}, r + ".filters[0].request_header_modifier.remove[0]", "not a token"},
+		}, r + ".filters[0].request_header_modifier.remove[0]", "not a token", config.RuleFailsClosed, 1},
 		{"framing header", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Set: headers("content-length", "0")}))
-		}, r + ".filters[0].request_header_modifier.set[0].name", "Content-Length may not be modified"},
+		}, r + ".filters[0].request_header_modifier.set[0].name", "Content-Length may not be modified", config.RuleFailsClosed, 1},
 		{"hop-by-hop header", func(w *waypointapi.Waypoint) {
 			setFilters(w, responseHeaders(&waypointapi.HeaderModifier{Remove: []string{"Connection"}}))
-		}, r + ".filters[0].response_header_modifier.remove[0]", "Connection may not be modified"},
+		}, r + ".filters[0].response_header_modifier.remove[0]", "Connection may not be modified", config.RuleFailsClosed, 1},
 		{"request Host", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{Set: headers("host", "a.example")}))
-		}, r + ".filters[0].request_header_modifier.set[0].name", "use a URLRewrite hostname"},
+		}, r + ".filters[0].request_header_modifier.set[0].name", "use a URLRewrite hostname", config.RuleFailsClosed, 1},
 		{"repeated request header modifier", func(w *waypointapi.Waypoint) {
 			setFilters(w, requestHeaders(&waypointapi.HeaderModifier{}), requestHeaders(&waypointapi.HeaderModifier{}))
-		}, r + ".filters[1].request_header_modifier", "repeated"},
-		{"missing header modifier", func(w *waypointapi.Waypoint) { setFilters(w, requestHeaders(nil)) }, r + ".filters[0].request_header_modifier", "missing"},
+		}, r + ".filters[1].request_header_modifier", "repeated", config.RuleFailsClosed, 1},
+		{"missing header modifier", func(w *waypointapi.Waypoint) { setFilters(w, requestHeaders(nil)) }, r + ".filters[0].request_header_modifier", "missing", config.RuleFailsClosed, 1},
 		{"redirect status 304", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{StatusCode: 304}))
-		}, r + ".filters[0].request_redirect.status_code", "unsupported redirect status 304"},
+		}, r + ".filters[0].request_redirect.status_code", "unsupported redirect status 304", config.RuleFailsClosed, 1},
 		{"redirect scheme ftp", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{Scheme: "ftp"}))
-		}, r + ".filters[0].request_redirect.scheme", "unsupported scheme"},
+		}, r + ".filters[0].request_redirect.scheme", "unsupported scheme", config.RuleFailsClosed, 1},
 		{"redirect hostname in upper case", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{Hostname: "Example.com"}))
-		}, r + ".filters[0].request_redirect.hostname", "invalid hostname"},
+		}, r + ".filters[0].request_redirect.hostname", "invalid hostname", config.RuleFailsClosed, 1},
 		{"redirect hostname with a port", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{Hostname: "example.com:80"}))
-		}, r + ".filters[0].request_redirect.hostname", "invalid hostname"},
+		}, r + ".filters[0].request_redirect.hostname", "invalid hostname", config.RuleFailsClosed, 1},
 		{"redirect port above 65535", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{Port: 65536}))
-		}, r + ".filters[0].request_redirect.port", "invalid port"},
+		}, r + ".filters[0].request_redirect.port", "invalid port", config.RuleFailsClosed, 1},
 		{"redirect with backends", func(w *waypointapi.Waypoint) {
 			setFilters(w, redirect(&waypointapi.Redirect{}))
-		}, r + ".backends", "may not have backends"},
+		}, r + ".backends", "may not have backends", config.RuleFailsClosed, 1},
 		{"redirect and rewrite", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{}), rewrite(&waypointapi.Rewrite{Hostname: "a.example"}))
-		}, r + ".filters[1].url_rewrite", "may not be combined"},
+		}, r + ".filters[1].url_rewrite", "may not be combined", config.RuleFailsClosed, 1},
 		{"repeated rewrite", func(w *waypointapi.Waypoint) {
 			setFilters(w, rewrite(&waypointapi.Rewrite{}), rewrite(&waypointapi.Rewrite{}))
-		}, r + ".filters[1].url_rewrite", "repeated"},
+		}, r + ".filters[1].url_rewrite", "repeated", config.RuleFailsClosed, 1},
 		{"prefix modifier on an exact match", func(w *waypointapi.Waypoint) {
 			match0(w).Path = &waypointapi.PathMatch{Type: exact, Value: "/a"}
 			setFilters(w, rewrite(&waypointapi.Rewrite{HasPath: true, PathType: prefix, Path: "/b"}))
-		}, m + ".path", "needs PathPrefix matches only"},
+		}, m + ".path", "needs PathPrefix matches only", config.RuleFailsClosed, 1},
 		{"prefix modifier on a second, regex match", func(w *waypointapi.Waypoint) {
 			rule0(w).Matches = append(rule0(w).Matches, &waypointapi.HTTPRouteMatch{Path: &waypointapi.PathMatch{Type: regex, Value: "/a.*"}})
 			setFilters(w, rewrite(&waypointapi.Rewrite{HasPath: true, PathType: prefix, Path: "/b"}))
-		}, r + ".matches[1].path", "needs PathPrefix matches only"},
+		}, r + ".matches[1].path", "needs PathPrefix matches only", config.RuleFailsClosed, 2},
 		{"regex path modifier", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends = nil
 			setFilters(w, redirect(&waypointapi.Redirect{HasPath: true, PathType: regex, Path: "/b"}))
-		}, r + ".filters[0].request_redirect.path_type", "unsupported path modifier type REGULAR_EXPRESSION"},
+		}, r + ".filters[0].request_redirect.path_type", "unsupported path modifier type REGULAR_EXPRESSION", config.RuleFailsClosed, 1},
 		{"full path without a slash", func(w *waypointapi.Waypoint) {
 			setFilters(w, rewrite(&waypointapi.Rewrite{HasPath: true, PathType: exact, Path: "b"}))
-		}, r + ".filters[0].url_rewrite.path", "does not start with /"},
+		}, r + ".filters[0].url_rewrite.path", "does not start with /", config.RuleFailsClosed, 1},
 		{"prefix replacement with a query", func(w *waypointapi.Waypoint) {
 			setFilters(w, rewrite(&waypointapi.Rewrite{HasPath: true, PathType: prefix, Path: "/b?x=1"}))
-		}, r + ".filters[0].url_rewrite.path", "not allowed"},
+		}, r + ".filters[0].url_rewrite.path", "not allowed", config.RuleFailsClosed, 1},
 		{"rewrite hostname", func(w *waypointapi.Waypoint) {
 			setFilters(w, rewrite(&waypointapi.Rewrite{Hostname: "a_b.example"}))
-		}, r + ".filters[0].url_rewrite.hostname", "invalid hostname"},
+		}, r + ".filters[0].url_rewrite.hostname", "invalid hostname", config.RuleFailsClosed, 1},
 		{"mirror without a backend", func(w *waypointapi.Waypoint) {
 			setFilters(w, mirror(&waypointapi.Mirror{}))
-		}, r + ".filters[0].request_mirror.backend", "missing"},
+		}, r + ".filters[0].request_mirror.backend", "missing", config.RuleFailsClosed, 1},
 		{"mirror backend with filters", func(w *waypointapi.Waypoint) {
 			b := backendRef("shadow")
 			b.Filters = []*waypointapi.HTTPFilter{requestHeaders(&waypointapi.HeaderModifier{})}
 			setFilters(w, mirror(&waypointapi.Mirror{Backend: b}))
-		}, r + ".filters[0].request_mirror.backend.filters", "may not have filters"},
-		{"weight too large", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Weight = 1_000_001 }, r + ".backends[0].weight", "larger than 1000000"},
-		{"backend port above 65535", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Port = 1 << 16 }, r + ".backends[0].port", "invalid port"},
-		{"backend without hostname", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Hostname = "" }, r + ".backends[0].hostname", "empty hostname"},
-		{"missing backend", func(w *waypointapi.Waypoint) { rule0(w).Backends = append(rule0(w).Backends, nil) }, r + ".backends[1]", "missing"},
+		}, r + ".filters[0].request_mirror.backend.filters", "may not have filters", config.RuleFailsClosed, 1},
+		{"weight too large", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Weight = 1_000_001 }, r + ".backends[0].weight", "larger than 1000000", config.RuleFailsClosed, 1},
+		{"backend port above 65535", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Port = 1 << 16 }, r + ".backends[0].port", "invalid port", config.RuleFailsClosed, 1},
+		{"backend without hostname", func(w *waypointapi.Waypoint) { rule0(w).Backends[0].Hostname = "" }, r + ".backends[0].hostname", "empty hostname", config.RuleFailsClosed, 1},
+		{"missing backend", func(w *waypointapi.Waypoint) { rule0(w).Backends = append(rule0(w).Backends, nil) }, r + ".backends[1]", "missing", config.RuleFailsClosed, 1},
 		{"backend redirect", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends[0].Filters = []*waypointapi.HTTPFilter{redirect(&waypointapi.Redirect{})}
-		}, r + ".backends[0].filters[0].request_redirect", "only supported on HTTPRoute rules"},
+		}, r + ".backends[0].filters[0].request_redirect", "only supported on HTTPRoute rules", config.RuleFailsClosed, 1},
 		{"backend mirror", func(w *waypointapi.Waypoint) {
 			rule0(w).Backends[0].Filters = []*waypointapi.HTTPFilter{mirror(&waypointapi.Mirror{Backend: backendRef("shadow")})}
-		}, r + ".backends[0].filters[0].request_mirror", "not supported on a backend"},
+		}, r + ".backends[0].filters[0].request_mirror", "not supported on a backend", config.RuleFailsClosed, 1},
 		{"backend timeout above request timeout", func(w *waypointapi.Waypoint) {
 			rule0(w).RequestTimeoutMs, rule0(w).BackendTimeoutMs = 1000, 2000
-		}, r + ".backend_timeout_ms", "longer than the request timeout"},
-		{"retry attempts", func(w *waypointapi.Waypoint) { rule0(w).Retry.Attempts = 1000 }, r + ".retry.attempts", "at most 100"},
-		{"retry code 200", func(w *waypointapi.Waypoint) { rule0(w).Retry.Codes = []uint32{503, 200} }, r + ".retry.codes[1]", "not retryable"},
-		{"gRPC prefix match", func(w *waypointapi.Waypoint) { grpcMatch0(w).Type = prefix }, g + ".matches[0].type", "unsupported match type PREFIX"},
-		{"gRPC service with a slash", func(w *waypointapi.Waypoint) { grpcMatch0(w).Service = "a/b" }, g + ".matches[0].service", "contains /"},
-		{"gRPC method with a slash", func(w *waypointapi.Waypoint) { grpcMatch0(w).Method = "a/b" }, g + ".matches[0].method", "contains /"},
+		}, r + ".backend_timeout_ms", "longer than the request timeout", config.RuleFailsClosed, 1},
+		{"retry attempts", func(w *waypointapi.Waypoint) { rule0(w).Retry.Attempts = 1000 }, r + ".retry.attempts", "at most 100", config.RuleFailsClosed, 1},
+		{"retry code 200", func(w *waypointapi.Waypoint) { rule0(w).Retry.Codes = []uint32{503, 200} }, r + ".retry.codes[1]", "not retryable", config.RuleFailsClosed, 1},
+		{"gRPC prefix match", func(w *waypointapi.Waypoint) { grpcMatch0(w).Type = prefix }, g + ".matches[0].type", "unsupported match type PREFIX", config.RuleFailsClosed, 0},
+		{"gRPC service with a slash", func(w *waypointapi.Waypoint) { grpcMatch0(w).Service = "a/b" }, g + ".matches[0].service", "contains /", config.RuleFailsClosed, 0},
+		{"gRPC method with a slash", func(w *waypointapi.Waypoint) { grpcMatch0(w).Method = "a/b" }, g + ".matches[0].method", "contains /", config.RuleFailsClosed, 0},
 		{"gRPC method regular expression", func(w *waypointapi.Waypoint) {
 			m := grpcMatch0(w)
 			m.Type, m.Method = regex, "Get("
-		}, g + ".matches[0].method", "invalid regular expression"},
-		{"gRPC header name", func(w *waypointapi.Waypoint) { grpcMatch0(w).Headers[0].Name = "a b" }, g + ".matches[0].headers[0].name", "not a token"},
+		}, g + ".matches[0].method", "invalid regular expression", config.RuleFailsClosed, 0},
+		{"gRPC header name", func(w *waypointapi.Waypoint) { grpcMatch0(w).Headers[0].Name = "a b" }, g + ".matches[0].headers[0].name", "not a token", config.RuleFailsClosed, 0},
 		{"gRPC redirect", func(w *waypointapi.Waypoint) {
 			w.Services[0].GrpcRoutes[0].Rules[0].Filters = []*waypointapi.HTTPFilter{redirect(&waypointapi.Redirect{})}
-		}, g + ".filters[0].request_redirect", "only supported on HTTPRoute rules"},
-		{"gRPC route port", func(w *waypointapi.Waypoint) { svc0(w).GrpcRoutes[0].Port = 1 << 17 }, "services[0].grpc_routes[0].port", "invalid port"},
-		{"missing policy", func(w *waypointapi.Waypoint) { w.Policies = []*waypointapi.L7Authorization{nil} }, "policies[0]", "missing"},
+		}, g + ".filters[0].request_redirect", "only supported on HTTPRoute rules", config.RuleFailsClosed, 1},
+		{"gRPC route port", func(w *waypointapi.Waypoint) { svc0(w).GrpcRoutes[0].Port = 1 << 17 }, "services[0].grpc_routes[0].port", "invalid port", config.RouteFailsClosed, 0},
+		{"missing policy", func(w *waypointapi.Waypoint) { w.Policies = []*waypointapi.L7Authorization{nil} }, "policies[0]", "missing", config.PolicyDeniesAll, 0},
 		{"policy authz rejects", func(w *waypointapi.Waypoint) {
 			w.Policies = []*waypointapi.L7Authorization{{Name: "p", Namespace: "ns", Action: 7}}
-		}, "policies[0]", "unknown action"},
+		}, "policies[0]", "unknown action", config.PolicyDeniesAll, 0},
 		{"service policy authz rejects", func(w *waypointapi.Waypoint) {
 			svc0(w).Policies = []*waypointapi.L7Authorization{{Name: "ok", Namespace: "ns"}, {Name: "p", Namespace: "ns", Action: 7}}
-		}, "services[0].policies[1]", "unknown action"},
+		}, "services[0].policies[1]", "unknown action", config.PolicyDeniesAll, 0},
 		{"missing service policy", func(w *waypointapi.Waypoint) {
 			svc0(w).Policies = []*waypointapi.L7Authorization{nil}
-		}, "services[0].policies[0]", "missing"},
+		}, "services[0].policies[0]", "missing", config.PolicyDeniesAll, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := valid()
 			tt.mutate(w)
-			got, err := config.Compile(w)
-			if err == nil {
-				t.Fatalf("Compile succeeded (%d services), want an error on %s", len(got.Services), tt.field)
+			w.Services = append(w.Services, bystander())
+			c, err := config.Compile(w)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
 			}
-			var fe *config.FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("Compile error %q (%T) is not a *FieldError", err, err)
+			ws := c.Warnings()
+			if len(ws) != 1 {
+				t.Fatalf("warnings %v, want one on %s", ws, tt.field)
 			}
-			if fe.Field != tt.field {
-				t.Errorf("Compile error names %q, want %q (error: %v)", fe.Field, tt.field, err)
+			warn := ws[0]
+			if warn.Field != tt.field || warn.Effect != tt.effect || !strings.Contains(warn.Err.Error(), tt.msg) {
+				t.Errorf("warning %q: field %q, effect %v; want %q, %v and %q", warn, warn.Field, warn.Effect, tt.field, tt.effect, tt.msg)
 			}
-			if !strings.Contains(err.Error(), tt.msg) {
-				t.Errorf("Compile error %q does not say %q", err, tt.msg)
+			if !strings.HasPrefix(warn.Error(), tt.field+": ") || !strings.HasSuffix(warn.Error(), "("+tt.effect.String()+")") {
+				t.Errorf("warning %q does not start with the field path and end with the effect", warn)
 			}
-			if !strings.HasPrefix(err.Error(), tt.field+": ") {
-				t.Errorf("Compile error %q does not start with the field path", err)
+			checkBystander(t, c)
+			switch tt.effect {
+			case config.ServiceDropped:
+				if len(c.Services) != len(w.Services)-1 {
+					t.Errorf("%d services compiled of %d, want one dropped", len(c.Services), len(w.Services))
+				}
+			case config.RuleFailsClosed, config.RouteFailsClosed:
+				echo := c.Service(echoKey)
+				if echo == nil {
+					t.Fatal("service echo dropped")
+				}
+				table, other := echo.HTTP, echo.GRPC
+				if strings.Contains(tt.field, "grpc_routes") {
+					table, other = other, table
+				}
+				checkFailedRoute(t, table, tt.effect, tt.kept)
+				if other == nil || len(other.Entries) != 1 || len(other.Entries[0].Rule.Backends) != 1 {
+					t.Errorf("the other route kind's table %+v was touched", other)
+				}
+			case config.PolicyDeniesAll:
+				policies := c.Policies
+				if strings.HasPrefix(tt.field, "services[0].") {
+					policies = c.Service(echoKey).Policies
+				}
+				i := strings.LastIndex(tt.field, "[")
+				n, _ := strconv.Atoi(strings.TrimSuffix(tt.field[i+1:], "]"))
+				if len(policies) <= n {
+					t.Fatalf("policies %v: #%d dropped", policies, n)
+				}
+				p := policies[n]
+				d := authz.Decide(p2s(p), nil, policy.Conn{Request: &policy.Request{Method: "GET", Path: "/"}})
+				if p.Action != policy.Deny || d.Allowed || d.Policy != p.Key() {
+					t.Errorf("policy %+v decides %+v, want a DENY of every request", p, d)
+				}
 			}
 		})
 	}
 }
 
-func TestCompileNil(t *testing.T) {
-	if _, err := config.Compile(nil); err == nil {
-		t.Error("Compile(nil) succeeded")
+const echoKey = "ns/echo.ns.svc.cluster.local"
+
+func p2s(p *policy.Policy) []*policy.Policy { return []*policy.Policy{p} }
+
+// bystander is a service with one route, one rule and one policy, added
+// beside the broken one: none of it may change.
+func bystander() *waypointapi.Service {
+	return &waypointapi.Service{
+		Name: "bystander", Namespace: "other", Hostname: "bystander.other.svc.cluster.local",
+		Vips:  [][]byte{{10, 0, 9, 9}},
+		Ports: []*waypointapi.ServicePort{{Name: "http", Port: 80}},
+		HttpRoutes: []*waypointapi.HTTPRoute{{Name: "bystander", Namespace: "other", Rules: []*waypointapi.HTTPRouteRule{{
+			Matches:  []*waypointapi.HTTPRouteMatch{{Path: &waypointapi.PathMatch{Type: regex, Value: "/b.*"}}},
+			Backends: []*waypointapi.BackendRef{backendRef("bystander")},
+		}}}},
+		Policies: []*waypointapi.L7Authorization{{Name: "allow", Namespace: "other", Groups: []*waypointapi.L7Group{{}}}},
+	}
+}
+
+func checkBystander(t *testing.T, c *config.Waypoint) {
+	t.Helper()
+	b := c.ServiceByVIP(netip.MustParseAddr("10.0.9.9"))
+	if b == nil || b.Key() != "other/bystander.other.svc.cluster.local" || b.HTTP == nil || len(b.HTTP.Entries) != 1 ||
+		len(b.HTTP.Entries[0].Rule.Backends) != 1 || len(b.Policies) != 1 || b.Policies[0].Action != policy.Allow {
+		t.Errorf("bystander service changed: %+v", b)
+	}
+}
+
+// failedClosed reports whether r is a rule that answers 500: no filters,
+// no backends, nothing else to apply.
+func failedClosed(r *config.Rule) bool {
+	return len(r.Backends) == 0 && reflect.DeepEqual(r.Filters, config.Filters{}) && r.Retry == nil &&
+		r.RequestTimeout == 0 && r.BackendTimeout == 0
+}
+
+// checkFailedRoute checks the table of a service whose only route of the
+// kind has one broken rule (or is broken itself): kept entries remain, all
+// failing closed, or one catch-all ranked last stands for it.
+func checkFailedRoute(t *testing.T, table *config.RouteTable, effect config.Effect, kept int) {
+	t.Helper()
+	if table == nil {
+		t.Fatal("route table dropped")
+	}
+	want := max(kept, 1)
+	if len(table.Entries) != want {
+		t.Fatalf("%d entries, want %d: %+v", len(table.Entries), want, table.Entries)
+	}
+	for _, e := range table.Entries {
+		if !failedClosed(e.Rule) {
+			t.Errorf("entry %+v: rule %+v does not fail closed", e.Match, e.Rule)
+		}
+		if e.Rule.Route.Kind == "" {
+			t.Errorf("rule %+v does not name its route kind", e.Rule)
+		}
+	}
+	wantIndex := 0
+	if effect == config.RouteFailsClosed {
+		wantIndex = -1
+	}
+	if r := table.Entries[0].Rule; r.Index != wantIndex {
+		t.Errorf("rule index %d, want %d", r.Index, wantIndex)
+	}
+	if kept == 0 {
+		if m := table.Entries[0].Match; m.Method != "" || m.Headers != nil || m.Query != nil || m.GRPC != nil ||
+			m.Path != nil && *m.Path != (config.PathMatch{Type: config.PathPrefix, Value: "/"}) {
+			t.Errorf("stand-in match %+v does not match every request", m)
+		}
+	}
+}
+
+// Only a resource that does not say which waypoint it is for is rejected
+// whole.
+func TestCompileRejects(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		wp    *waypointapi.Waypoint
+		field string
+	}{
+		{"nil", nil, ""},
+		{"no name", &waypointapi.Waypoint{Namespace: "ns", Services: valid().Services}, "name"},
+		{"no namespace", &waypointapi.Waypoint{Name: "waypoint"}, "namespace"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := config.Compile(tt.wp)
+			if err == nil {
+				t.Fatalf("Compile succeeded: %+v", c)
+			}
+			var fe *config.FieldError
+			if tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field) {
+				t.Errorf("Compile error %q does not name %q", err, tt.field)
+			}
+		})
 	}
 }
 

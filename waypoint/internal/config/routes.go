@@ -41,6 +41,12 @@ import (
 // service port; a port the service does not have leaves them unused,
 // which is harmless, so it is not an error.
 //
+// A rule that stands for one none of whose matches compiled (or for a
+// whole route that did not) matches every request and ranks after every
+// other entry (lastResort): it answers 500 only to what no valid rule
+// takes, so that such requests neither go to the service unrouted nor
+// take traffic from another route.
+//
 // Hostnames do not take part. GEP-1294 (xRoutes Mesh Binding, formerly
 // GEP-1426) says GAMMA implementations SHOULD NOT infer any functionality
 // from the hostnames field of routes attached to a Service: the Service's
@@ -122,83 +128,140 @@ func valueRank(v string, regex bool) (chars, present int) {
 	return 0, 0
 }
 
-func compileHTTPRoutes(f field, routes []*waypointapi.HTTPRoute) (*RouteTable, error) {
+// compileRoute checks what identifies a route and where it applies.
+func compileRoute(f field, kind, name, namespace string, port uint32) (RouteRef, uint16, error) {
+	ref := RouteRef{Kind: kind, Namespace: namespace, Name: name}
+	if ref.Name == "" || ref.Namespace == "" {
+		return ref, 0, f.errorf("route without a name or namespace")
+	}
+	p, err := portNumber(f.child("port"), port, true)
+	if err != nil {
+		return ref, 0, err
+	}
+	return ref, p, nil
+}
+
+// lastResort is the entry of a rule that stands for one whose matches
+// (or whose whole route) did not compile: it matches every request, on
+// port (0: every port), and ranks after every other entry, so it never
+// takes a request a valid rule matches.
+func lastResort(port uint16, m Match, r *Rule) ranked {
+	return ranked{Entry{Port: port, Match: m, Rule: r}, [5]int{-1}}
+}
+
+// catchAllHTTP and catchAllGRPC match every request of their kind.
+func catchAllHTTP() Match { return Match{Path: &PathMatch{Type: PathPrefix, Value: "/"}} }
+func catchAllGRPC() Match { return Match{} }
+
+func compileHTTPRoutes(f field, routes []*waypointapi.HTTPRoute, warn *warnings) *RouteTable {
 	var entries []ranked
 	for i, r := range routes {
 		rf := f.index("http_routes", i)
+		var err error
 		if r == nil {
-			return nil, rf.wrap(errMissing)
+			err = rf.wrap(errMissing)
 		}
-		ref := RouteRef{Kind: "HTTPRoute", Namespace: r.GetNamespace(), Name: r.GetName()}
-		if ref.Name == "" || ref.Namespace == "" {
-			return nil, rf.errorf("route without a name or namespace")
+		ref, port, rerr := compileRoute(rf, "HTTPRoute", r.GetName(), r.GetNamespace(), r.GetPort())
+		if err == nil {
+			err = rerr
 		}
-		port, err := portNumber(rf.child("port"), r.GetPort(), true)
 		if err != nil {
-			return nil, err
+			warn.add(err, RouteFailsClosed)
+			entries = append(entries, lastResort(port, catchAllHTTP(), failClosed(ref, "", -1)))
+			continue
 		}
 		for k, rule := range r.GetRules() {
 			kf := rf.index("rules", k)
+			var cr *Rule
+			var matches []Match
+			var problems []error
 			if rule == nil {
-				return nil, kf.wrap(errMissing)
+				cr, problems = failClosed(ref, "", k), []error{kf.wrap(errMissing)}
+			} else {
+				cr, matches, problems = compileHTTPRule(kf, ref, k, rule)
 			}
-			cr, matches, err := compileHTTPRule(kf, ref, k, rule)
-			if err != nil {
-				return nil, err
+			for _, err := range problems {
+				warn.add(err, RuleFailsClosed)
 			}
 			for _, m := range matches {
 				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, httpKey(&m)})
 			}
+			if len(matches) == 0 {
+				entries = append(entries, lastResort(port, catchAllHTTP(), cr))
+			}
 		}
 	}
-	return sortTable(entries), nil
+	return sortTable(entries)
 }
 
-func compileHTTPRule(f field, ref RouteRef, index int, r *waypointapi.HTTPRouteRule) (*Rule, []Match, error) {
-	rule := &Rule{Route: ref, Name: r.GetName(), Index: index}
-	var matches []Match
+// compileHTTPRule compiles a rule and its matches. Each problem found is
+// returned; with any, rule is failClosed's and matches holds only the
+// matches that compiled, which may be none.
+func compileHTTPRule(f field, ref RouteRef, index int, r *waypointapi.HTTPRouteRule) (rule *Rule, matches []Match, problems []error) {
 	for i, m := range r.GetMatches() {
 		cm, err := compileHTTPMatch(f.index("matches", i), m)
 		if err != nil {
-			return nil, nil, err
+			problems = append(problems, err)
+			continue
 		}
 		matches = append(matches, cm)
 	}
-	if len(matches) == 0 {
+	if len(r.GetMatches()) == 0 {
 		// "If no matches are specified, the default is a prefix path match
 		// on "/", which has the effect of matching every HTTP request."
-		matches = []Match{{Path: &PathMatch{Type: PathPrefix, Value: "/"}}}
+		matches = []Match{catchAllHTTP()}
 	}
+	rule, err := compileHTTPAction(f, ref, index, r)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	if len(problems) > 0 {
+		return failClosed(ref, r.GetName(), index), matches, problems
+	}
+	return rule, matches, nil
+}
+
+// failClosed is the rule that stands for one that does not compile: it
+// has no filters and no backends, so its requests are answered with 500
+// rather than forwarded unfiltered or left to a rule written for others.
+func failClosed(ref RouteRef, name string, index int) *Rule {
+	return &Rule{Route: ref, Name: name, Index: index}
+}
+
+// compileHTTPAction compiles what a rule does with its requests: filters,
+// backends, timeouts and retries.
+func compileHTTPAction(f field, ref RouteRef, index int, r *waypointapi.HTTPRouteRule) (*Rule, error) {
+	rule := &Rule{Route: ref, Name: r.GetName(), Index: index}
 	var err error
 	if rule.Filters, err = compileFilters(f, r.GetFilters(), httpRuleFilters); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if usesPrefixModifier(&rule.Filters) {
-		for i, m := range matches {
-			if m.Path.Type != PathPrefix {
-				return nil, nil, f.index("matches", i).child("path").errorf(
+		for i, m := range r.GetMatches() {
+			if p := m.GetPath(); p != nil && p.GetType() != waypointapi.MatchType_PREFIX {
+				return nil, f.index("matches", i).child("path").errorf(
 					"a ReplacePrefixMatch path modifier needs PathPrefix matches only")
 			}
 		}
 	}
 	if rule.Backends, err = compileBackends(f, r.GetBackends()); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if rule.Filters.Redirect != nil && len(rule.Backends) > 0 {
-		return nil, nil, f.child("backends").errorf("a rule with a RequestRedirect filter may not have backends")
+		return nil, f.child("backends").errorf("a rule with a RequestRedirect filter may not have backends")
 	}
 	rule.RequestTimeout = time.Duration(r.GetRequestTimeoutMs()) * time.Millisecond
 	rule.BackendTimeout = time.Duration(r.GetBackendTimeoutMs()) * time.Millisecond
 	if rule.RequestTimeout > 0 && rule.BackendTimeout > rule.RequestTimeout {
-		return nil, nil, f.child("backend_timeout_ms").errorf(
+		return nil, f.child("backend_timeout_ms").errorf(
 			"backend timeout %v longer than the request timeout %v", rule.BackendTimeout, rule.RequestTimeout)
 	}
 	if rt := r.GetRetry(); rt != nil {
 		if rule.Retry, err = compileRetry(f.child("retry"), rt); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return rule, matches, nil
+	return rule, nil
 }
 
 func usesPrefixModifier(fs *Filters) bool {
@@ -360,52 +423,74 @@ func matchTypeName(t waypointapi.MatchType) string {
 	return fmt.Sprint(int32(t))
 }
 
-func compileGRPCRoutes(f field, routes []*waypointapi.GRPCRoute) (*RouteTable, error) {
+func compileGRPCRoutes(f field, routes []*waypointapi.GRPCRoute, warn *warnings) *RouteTable {
 	var entries []ranked
 	for i, r := range routes {
 		rf := f.index("grpc_routes", i)
+		var err error
 		if r == nil {
-			return nil, rf.wrap(errMissing)
+			err = rf.wrap(errMissing)
 		}
-		ref := RouteRef{Kind: "GRPCRoute", Namespace: r.GetNamespace(), Name: r.GetName()}
-		if ref.Name == "" || ref.Namespace == "" {
-			return nil, rf.errorf("route without a name or namespace")
+		ref, port, rerr := compileRoute(rf, "GRPCRoute", r.GetName(), r.GetNamespace(), r.GetPort())
+		if err == nil {
+			err = rerr
 		}
-		port, err := portNumber(rf.child("port"), r.GetPort(), true)
 		if err != nil {
-			return nil, err
+			warn.add(err, RouteFailsClosed)
+			entries = append(entries, lastResort(port, catchAllGRPC(), failClosed(ref, "", -1)))
+			continue
 		}
 		for k, rule := range r.GetRules() {
 			kf := rf.index("rules", k)
-			if rule == nil {
-				return nil, kf.wrap(errMissing)
-			}
-			cr := &Rule{Route: ref, Name: rule.GetName(), Index: k}
-			if cr.Filters, err = compileFilters(kf, rule.GetFilters(), grpcRuleFilters); err != nil {
-				return nil, err
-			}
-			if cr.Backends, err = compileBackends(kf, rule.GetBackends()); err != nil {
-				return nil, err
-			}
+			var cr *Rule
 			var matches []Match
-			for j, m := range rule.GetMatches() {
-				cm, err := compileGRPCMatch(kf.index("matches", j), m)
-				if err != nil {
-					return nil, err
-				}
-				matches = append(matches, cm)
+			var problems []error
+			if rule == nil {
+				cr, problems = failClosed(ref, "", k), []error{kf.wrap(errMissing)}
+			} else {
+				cr, matches, problems = compileGRPCRule(kf, ref, k, rule)
 			}
-			if len(matches) == 0 {
-				// "If no matches are specified, the implementation MUST
-				// match every gRPC request."
-				matches = []Match{{}}
+			for _, err := range problems {
+				warn.add(err, RuleFailsClosed)
 			}
 			for _, m := range matches {
 				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, grpcKey(&m)})
 			}
+			if len(matches) == 0 {
+				entries = append(entries, lastResort(port, catchAllGRPC(), cr))
+			}
 		}
 	}
-	return sortTable(entries), nil
+	return sortTable(entries)
+}
+
+// compileGRPCRule is compileHTTPRule for a GRPCRoute rule.
+func compileGRPCRule(f field, ref RouteRef, index int, r *waypointapi.GRPCRouteRule) (rule *Rule, matches []Match, problems []error) {
+	for j, m := range r.GetMatches() {
+		cm, err := compileGRPCMatch(f.index("matches", j), m)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		matches = append(matches, cm)
+	}
+	if len(r.GetMatches()) == 0 {
+		// "If no matches are specified, the implementation MUST match
+		// every gRPC request."
+		matches = []Match{catchAllGRPC()}
+	}
+	rule = &Rule{Route: ref, Name: r.GetName(), Index: index}
+	var err error
+	if rule.Filters, err = compileFilters(f, r.GetFilters(), grpcRuleFilters); err == nil {
+		rule.Backends, err = compileBackends(f, r.GetBackends())
+	}
+	if err != nil {
+		problems = append(problems, err)
+	}
+	if len(problems) > 0 {
+		return failClosed(ref, r.GetName(), index), matches, problems
+	}
+	return rule, matches, nil
 }
 
 func compileGRPCMatch(f field, m *waypointapi.GRPCRouteMatch) (Match, error) {

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/skiffmesh/skiff/pkg/policy"
@@ -22,9 +23,17 @@ type Waypoint struct {
 	// and connection it serves, before the service's own.
 	Policies []*policy.Policy
 
-	byVIP map[netip.Addr]*Service
-	byKey map[string]*Service
+	byVIP    map[netip.Addr]*Service
+	byKey    map[string]*Service
+	warnings []*Warning
 }
+
+// Warnings lists, in resource order, the problems Compile contained
+// instead of rejecting the resource, each with its field path and what was
+// left out or replaced. The caller should log them: they are the only
+// trace of a rule, route, service or policy that does not apply as
+// written. The slice is the caller's.
+func (w *Waypoint) Warnings() []*Warning { return slices.Clone(w.warnings) }
 
 // ServiceByVIP returns the service with cluster IP ip, or nil.
 func (w *Waypoint) ServiceByVIP(ip netip.Addr) *Service { return w.byVIP[ip.Unmap()] }
@@ -208,7 +217,8 @@ type Rule struct {
 	Route RouteRef
 	// Name is the rule's name; "" when unnamed.
 	Name string
-	// Index is the rule's position in its route.
+	// Index is the rule's position in its route; -1 for the rule that
+	// stands for a whole route that does not compile (RouteFailsClosed).
 	Index int
 	// Backends share the requests by weight. None means the rule has no
 	// usable backend: its requests get 500, unless a redirect answers
