@@ -422,9 +422,11 @@ func (w *response) complete(reusable bool, perr *ProtocolError) (keep bool, err 
 		return false, w.err
 	}
 	if w.closeAfter {
-		if !reusable {
-			closeLingering(sc.conn)
-		}
+		// Half-close and linger even when the request was read whole: on
+		// a tunnel (HBONE), a plain close while the client has not ended
+		// its side resets the stream, and the client may lose the
+		// response it has not read yet.
+		closeLingering(sc.conn)
 		return false, nil
 	}
 	return true, nil
