@@ -1,0 +1,423 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Protocol is the HTTP version spoken to an endpoint.
+type Protocol int
+
+const (
+	HTTP1 Protocol = iota
+	HTTP2
+)
+
+// H1Conn is one HTTP/1.1 client connection (waypoint/internal/http1).
+type H1Conn interface {
+	// RoundTrip sends req and returns the response, whose body streams
+	// from the connection.
+	RoundTrip(req *http.Request) (*http.Response, error)
+	// Reusable reports whether the connection can take another request:
+	// the last response was read to its end and nothing failed.
+	Reusable() bool
+	Close() error
+}
+
+// Defaults.
+const (
+	DefaultIdleTimeout        = 60 * time.Second
+	DefaultMaxIdlePerEndpoint = 64
+)
+
+// Config configures a Pool.
+type Config struct {
+	Tunnels Tunneler
+	// NewH1 wraps a tunnel in an HTTP/1.1 client connection.
+	NewH1 func(net.Conn) H1Conn
+	// NoResponse reports whether an HTTP/1.1 round trip failed before any
+	// byte of a response arrived.
+	NoResponse func(error) bool
+	// H2 tunes the HTTP/2 client connections (pings, write timeout,
+	// windows); nil means net/http's defaults.
+	H2 *http.HTTP2Config
+	// IdleTimeout closes connections idle this long (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxIdlePerEndpoint bounds idle HTTP/1.1 connections per endpoint
+	// (0: DefaultMaxIdlePerEndpoint).
+	MaxIdlePerEndpoint int
+	Logger             *slog.Logger
+}
+
+// Pool holds HTTP connections to endpoints. It is safe for concurrent
+// use.
+type Pool struct {
+	cfg Config
+
+	mu     sync.Mutex
+	idle   map[Endpoint][]idleConn // HTTP/1.1, most recent last
+	h2t    *http.Transport
+	h2     map[Endpoint][]*http.ClientConn
+	h2dial map[Endpoint]*h2Dial
+	closed bool
+}
+
+type idleConn struct {
+	c     H1Conn
+	since time.Time
+}
+
+// h2Dial is an HTTP/2 connection being set up; callers for the same
+// endpoint wait for it instead of dialing their own.
+type h2Dial struct {
+	done chan struct{}
+	cc   *http.ClientConn
+	err  error
+}
+
+// New returns a Pool.
+func New(cfg Config) *Pool {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxIdlePerEndpoint <= 0 {
+		cfg.MaxIdlePerEndpoint = DefaultMaxIdlePerEndpoint
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{cfg: cfg, idle: map[Endpoint][]idleConn{}, h2: map[Endpoint][]*http.ClientConn{}, h2dial: map[Endpoint]*h2Dial{}}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	p.h2t = &http.Transport{
+		Protocols:          &protos,
+		HTTP2:              cfg.H2,
+		DisableCompression: true,
+		IdleConnTimeout:    cfg.IdleTimeout,
+		// The tunnel to dial travels in the context: NewClientConn's
+		// address is only the endpoint's name.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d, ok := ctx.Value(h2DialKey{}).(h2DialInfo)
+			if !ok {
+				return nil, errors.New("upstream: HTTP/2 dial without an endpoint")
+			}
+			return p.cfg.Tunnels.Tunnel(ctx, d.ep, d.hdr)
+		},
+	}
+	return p
+}
+
+type h2DialKey struct{}
+
+type h2DialInfo struct {
+	ep  Endpoint
+	hdr http.Header
+}
+
+// RoundTrip sends req to ep over proto. req.Host and req.URL's path and
+// query are sent as they are; hdr goes on the tunnel's CONNECT. The
+// response body must be closed.
+func (p *Pool) RoundTrip(ctx context.Context, ep Endpoint, proto Protocol, req *http.Request, hdr http.Header) (*http.Response, error) {
+	if proto == HTTP2 {
+		return p.roundTripH2(ctx, ep, req, hdr)
+	}
+	return p.roundTripH1(ctx, ep, req, hdr)
+}
+
+// Tunnel opens a raw stream to ep (TCP passthrough, upgraded
+// connections).
+func (p *Pool) Tunnel(ctx context.Context, ep Endpoint, hdr http.Header) (net.Conn, error) {
+	return p.cfg.Tunnels.Tunnel(ctx, ep, hdr)
+}
+
+func (p *Pool) roundTripH1(ctx context.Context, ep Endpoint, req *http.Request, hdr http.Header) (*http.Response, error) {
+	c, reused := p.getIdle(ep)
+	if c == nil {
+		nc, err := p.cfg.Tunnels.Tunnel(ctx, ep, hdr)
+		if err != nil {
+			return nil, err
+		}
+		c = p.cfg.NewH1(nc)
+	}
+	// The connection stays with this request until its body is done:
+	// closing the context closes the connection (an HTTP/1.1 request
+	// cannot be abandoned half-way and the connection kept).
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	resp, err := c.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		stop()
+		c.Close()
+		if reused && p.cfg.NoResponse != nil && p.cfg.NoResponse(err) && idempotent(req) {
+			// The endpoint closed an idle connection as the request went
+			// out: it did not process it.
+			return nil, errors.Join(ErrRefused, err)
+		}
+		return nil, err
+	}
+	resp.Body = &h1Body{ReadCloser: resp.Body, p: p, ep: ep, c: c, stop: stop}
+	return resp, nil
+}
+
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
+	}
+	return false
+}
+
+// h1Body returns the connection to the pool once the body has been read
+// to its end.
+type h1Body struct {
+	io.ReadCloser
+	p    *Pool
+	ep   Endpoint
+	c    H1Conn
+	stop func() bool
+	once sync.Once
+}
+
+func (b *h1Body) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if err == io.EOF {
+		b.release()
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+func (b *h1Body) release() {
+	b.once.Do(func() {
+		if !b.stop() || !b.c.Reusable() {
+			b.c.Close()
+			return
+		}
+		b.p.putIdle(b.ep, b.c)
+	})
+}
+
+func (p *Pool) getIdle(ep Endpoint) (H1Conn, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[ep]
+	now := time.Now()
+	for len(list) > 0 {
+		ic := list[len(list)-1]
+		list = list[:len(list)-1]
+		if now.Sub(ic.since) < p.cfg.IdleTimeout && ic.c.Reusable() {
+			p.setIdleLocked(ep, list)
+			return ic.c, true
+		}
+		go ic.c.Close()
+	}
+	p.setIdleLocked(ep, list)
+	return nil, false
+}
+
+func (p *Pool) setIdleLocked(ep Endpoint, list []idleConn) {
+	if len(list) == 0 {
+		delete(p.idle, ep)
+		return
+	}
+	p.idle[ep] = list
+}
+
+func (p *Pool) putIdle(ep Endpoint, c H1Conn) {
+	p.mu.Lock()
+	if p.closed || len(p.idle[ep]) >= p.cfg.MaxIdlePerEndpoint {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.idle[ep] = append(p.idle[ep], idleConn{c: c, since: time.Now()})
+	p.mu.Unlock()
+}
+
+func (p *Pool) roundTripH2(ctx context.Context, ep Endpoint, req *http.Request, hdr http.Header) (*http.Response, error) {
+	cc, err := p.h2Conn(ctx, ep, hdr)
+	if err != nil {
+		return nil, err
+	}
+	out := req.WithContext(ctx)
+	if out.URL.Scheme == "" || out.URL.Host == "" {
+		u := *out.URL
+		u.Scheme, u.Host = "http", ep.Addr.String()
+		out.URL = &u
+	}
+	resp, err := cc.RoundTrip(out)
+	if err != nil && h2Refused(err) {
+		return nil, errors.Join(ErrRefused, err)
+	}
+	return resp, err
+}
+
+// h2Refused reports whether an HTTP/2 request failed without the server
+// processing it: REFUSED_STREAM, or a graceful GOAWAY or connection
+// failure before the stream was sent. net/http's errors for these are
+// unexported; their text is stable (it is x/net's).
+func h2Refused(err error) bool {
+	msg := err.Error()
+	return strings.HasSuffix(msg, "REFUSED_STREAM") ||
+		strings.Contains(msg, "received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(msg, "client conn not usable")
+}
+
+// h2Conn returns a connection to ep with a stream reserved for one
+// request, dialing one if none has room.
+func (p *Pool) h2Conn(ctx context.Context, ep Endpoint, hdr http.Header) (*http.ClientConn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errors.New("upstream: pool closed")
+		}
+		live := p.h2[ep][:0]
+		var found *http.ClientConn
+		for _, cc := range p.h2[ep] {
+			if cc.Err() != nil {
+				continue
+			}
+			live = append(live, cc)
+			if found == nil && cc.Reserve() == nil {
+				found = cc
+			}
+		}
+		if len(live) == 0 {
+			delete(p.h2, ep)
+		} else {
+			p.h2[ep] = live
+		}
+		if found != nil {
+			p.mu.Unlock()
+			return found, nil
+		}
+		d := p.h2dial[ep]
+		if d == nil {
+			d = &h2Dial{done: make(chan struct{})}
+			p.h2dial[ep] = d
+			go p.dialH2(ep, hdr, d)
+		}
+		p.mu.Unlock()
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return nil, &ConnectError{Endpoint: ep, Err: ctx.Err()}
+		}
+		if d.err != nil {
+			return nil, d.err
+		}
+	}
+}
+
+// dialH2 sets up an HTTP/2 connection for every caller waiting on d. It
+// runs detached from any one request, bounded by the tunnel's own
+// handshake timeout.
+func (p *Pool) dialH2(ep Endpoint, hdr http.Header, d *h2Dial) {
+	defer close(d.done)
+	ctx := context.WithValue(context.Background(), h2DialKey{}, h2DialInfo{ep: ep, hdr: hdr})
+	cc, err := p.h2t.NewClientConn(ctx, "http", ep.Addr.String())
+	if err != nil {
+		var ce *ConnectError
+		if !errors.As(err, &ce) {
+			err = &ConnectError{Endpoint: ep, Err: err}
+		}
+	}
+	d.cc, d.err = cc, err
+	p.mu.Lock()
+	delete(p.h2dial, ep)
+	if err == nil && !p.closed {
+		p.h2[ep] = append(p.h2[ep], cc)
+	} else if err == nil {
+		cc.Close()
+		d.err = errors.New("upstream: pool closed")
+	}
+	p.mu.Unlock()
+}
+
+// Sweep closes idle HTTP/1.1 connections past the idle timeout and idle
+// HTTP/2 connections; run it periodically.
+func (p *Pool) Sweep() {
+	now := time.Now()
+	p.mu.Lock()
+	var stale []H1Conn
+	for ep, list := range p.idle {
+		keep := list[:0]
+		for _, ic := range list {
+			if now.Sub(ic.since) >= p.cfg.IdleTimeout {
+				stale = append(stale, ic.c)
+				continue
+			}
+			keep = append(keep, ic)
+		}
+		p.setIdleLocked(ep, keep)
+	}
+	var idleH2 []*http.ClientConn
+	for ep, list := range p.h2 {
+		keep := list[:0]
+		for _, cc := range list {
+			if cc.Err() != nil {
+				idleH2 = append(idleH2, cc)
+				continue
+			}
+			keep = append(keep, cc)
+		}
+		if len(keep) == 0 {
+			delete(p.h2, ep)
+		} else {
+			p.h2[ep] = keep
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.Close()
+	}
+	for _, cc := range idleH2 {
+		cc.Close()
+	}
+}
+
+// Run sweeps idle connections until ctx is done, then closes the pool.
+func (p *Pool) Run(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.IdleTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.Close()
+			return nil
+		case <-t.C:
+			p.Sweep()
+		}
+	}
+}
+
+// Close closes every pooled connection; requests in flight fail.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	idle, h2 := p.idle, p.h2
+	p.idle, p.h2 = map[Endpoint][]idleConn{}, map[Endpoint][]*http.ClientConn{}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, ic := range list {
+			ic.c.Close()
+		}
+	}
+	for _, list := range h2 {
+		for _, cc := range list {
+			cc.Close()
+		}
+	}
+}
