@@ -46,6 +46,12 @@ func (f *FlagSet) BoolVar(p *bool, name, env string, def bool, usage string) {
 	f.Env(name, env)
 }
 
+// Float64Var defines a float64 flag set by variable env.
+func (f *FlagSet) Float64Var(p *float64, name, env string, def float64, usage string) {
+	f.FlagSet.Float64Var(p, name, def, usage)
+	f.Env(name, env)
+}
+
 // DurationVar defines a duration flag set by variable env.
 func (f *FlagSet) DurationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
 	f.FlagSet.DurationVar(p, name, def, usage)

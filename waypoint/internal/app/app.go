@@ -1,0 +1,419 @@
+// Package app wires the waypoint together: its configuration source
+// (xDS or a local file), its own certificate, the HBONE listener, the
+// request path, telemetry, the admin, metrics and readiness endpoints,
+// and the drain on shutdown.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/skiffmesh/skiff/pkg/admin"
+	"github.com/skiffmesh/skiff/pkg/hbone"
+	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/identity/caclient"
+	"github.com/skiffmesh/skiff/pkg/meshstate"
+	"github.com/skiffmesh/skiff/pkg/meshstate/localconfig"
+	"github.com/skiffmesh/skiff/pkg/meshstate/xdssource"
+	"github.com/skiffmesh/skiff/pkg/telemetry"
+	"github.com/skiffmesh/skiff/pkg/telemetry/tracing"
+	"github.com/skiffmesh/skiff/pkg/xds"
+	"github.com/skiffmesh/skiff/waypoint/internal/balance"
+	"github.com/skiffmesh/skiff/waypoint/internal/http1"
+	"github.com/skiffmesh/skiff/waypoint/internal/outlier"
+	"github.com/skiffmesh/skiff/waypoint/internal/proxy"
+	"github.com/skiffmesh/skiff/waypoint/internal/retry"
+	"github.com/skiffmesh/skiff/waypoint/internal/source"
+	"github.com/skiffmesh/skiff/waypoint/internal/upstream"
+)
+
+// Config is the waypoint's configuration, from flags.
+type Config struct {
+	// Waypoint is "<namespace>/<gateway name>".
+	Waypoint string
+	// ServiceAccount is the waypoint's (default: the gateway name, which
+	// is how the deployer names it).
+	ServiceAccount string
+	TrustDomain    string
+	RootNamespace  string
+	ClusterID      string
+
+	// LocalConfig is a YAML file (local mode); CACert and CAKey sign the
+	// waypoint's certificate locally.
+	LocalConfig   string
+	CACert, CAKey string
+	CertTTL       time.Duration
+
+	// XDS is the control plane (xDS mode); CAAddress the CA (default XDS).
+	XDS, CAAddress, TokenFile, XDSRootCert, XDSServerName string
+
+	HBONEAddr, AdminAddr, MetricsAddr, ReadinessAddr string
+
+	DrainTimeout   time.Duration
+	ConnectTimeout time.Duration
+	DetectTimeout  time.Duration
+
+	// Retry budget: retries may add at most RetryBudgetRatio of the
+	// requests, plus RetryBudgetMinPerSecond.
+	RetryBudgetRatio        float64
+	RetryBudgetMinPerSecond int
+	Outlier                 outlier.Config
+
+	// OTLPEndpoint receives traces over OTLP/gRPC (host:port); empty
+	// turns tracing off. OTLPInsecure sends them without TLS.
+	OTLPEndpoint     string
+	OTLPInsecure     bool
+	TraceSampleRatio float64
+
+	AccessLog bool
+	LogLevel  *slog.LevelVar
+}
+
+// Run starts the waypoint and blocks until ctx is done, then drains.
+// Start-up errors (bad flags or file, ports in use) are returned at once.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogLevel == nil {
+		cfg.LogLevel = new(slog.LevelVar)
+	}
+	ns, name, ok := strings.Cut(cfg.Waypoint, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("waypoint %q: want <namespace>/<name>", cfg.Waypoint)
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	sa := cfg.ServiceAccount
+	if sa == "" {
+		sa = name
+	}
+	self, err := identity.WorkloadID(td, ns, sa)
+	if err != nil {
+		return fmt.Errorf("waypoint identity: %w", err)
+	}
+	logger = logger.With("waypoint", cfg.Waypoint)
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	bg := newGroup(runCtx, logger)
+	defer bg.wait()
+	defer stop()
+
+	mesh := meshstate.NewStore(cfg.RootNamespace, td.Name())
+	wp := source.NewWaypoint(ns, name)
+	src, err := newSource(cfg, td, self, mesh, wp, logger)
+	if err != nil {
+		return err
+	}
+	bg.run("configuration source", src.run)
+	bg.run("certificate renewal", src.certs.Run)
+	var certReady atomic.Bool
+	getCert := func(ctx context.Context) (*tls.Certificate, error) {
+		c, err := src.certs.Get(ctx, self)
+		if err != nil {
+			return nil, err
+		}
+		certReady.Store(true)
+		return &c.TLS, nil
+	}
+	bg.run("certificate prefetch", func(ctx context.Context) error {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
+			if _, err := getCert(ctx); err == nil || ctx.Err() != nil {
+				return nil
+			} else {
+				logger.Warn("fetching the waypoint's certificate; will retry", "identity", self, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+	})
+
+	tel, err := telemetry.NewProvider(telemetry.ProviderOptions{ProcessMetrics: true})
+	if err != nil {
+		return err
+	}
+	defer tel.Shutdown(context.Background())
+	reqMetrics, err := telemetry.NewRequestMetrics(tel.Meter("waypoint"))
+	if err != nil {
+		return err
+	}
+	tcpMetrics, err := telemetry.NewTCPMetrics(tel.Meter("waypoint"))
+	if err != nil {
+		return err
+	}
+	wpMetrics, err := telemetry.NewWaypointMetrics(tel.Meter("waypoint"))
+	if err != nil {
+		return err
+	}
+	tracer, err := tracing.New(runCtx, tracing.Options{
+		Endpoint: cfg.OTLPEndpoint, Insecure: cfg.OTLPInsecure, ServiceName: name + "." + ns,
+		SampleRatio: cfg.TraceSampleRatio, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer tracer.Shutdown(context.Background())
+	ptel := &proxy.Telemetry{Requests: reqMetrics, TCP: tcpMetrics, Waypoint: wpMetrics, Tracing: tracer, Logger: logger, Cluster: cfg.ClusterID}
+	if cfg.AccessLog {
+		ptel.AccessLog = logger.With("scope", "access")
+	}
+
+	hc, err := hbone.NewClient(hbone.ClientConfig{Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer hc.Close()
+	pool := upstream.New(upstream.Config{
+		Tunnels:    &upstream.HBONE{Client: hc, Cert: getCert},
+		NewH1:      func(c net.Conn) upstream.H1Conn { return http1.NewClientConn(c, http1.ClientConfig{}) },
+		NoResponse: func(err error) bool { return errors.Is(err, http1.ErrNoResponse) },
+		H2:         &http.HTTP2Config{SendPingTimeout: 30 * time.Second, WriteByteTimeout: 30 * time.Second},
+		Logger:     logger,
+	})
+	bg.run("upstream pool", pool.Run)
+
+	balancer, err := balance.NewRegistry(cfg.Outlier)
+	if err != nil {
+		return fmt.Errorf("outlier detection: %w", err)
+	}
+	budgetCfg := retry.BudgetConfig{Ratio: cfg.RetryBudgetRatio, MinPerSecond: float64(cfg.RetryBudgetMinPerSecond)}
+	if _, err := retry.NewBudget(budgetCfg); err != nil {
+		return fmt.Errorf("retry budget: %w", err)
+	}
+	px, err := proxy.New(proxy.Config{
+		Waypoint: wp.Load,
+		Mesh:     mesh,
+		Self:     self,
+		Upstream: pool,
+		Balancer: balancer,
+		Budget: func() *retry.Budget {
+			b, _ := retry.NewBudget(budgetCfg) // checked above
+			return b
+		},
+		Telemetry:      ptel,
+		ConnectTimeout: cfg.ConnectTimeout,
+		DetectTimeout:  cfg.DetectTimeout,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	bg.run("outlier metrics", px.Run)
+	hs, err := hbone.NewServer(hbone.ServerConfig{
+		TrustDomain: td,
+		Bundles:     src.bundles,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return getCert(hello.Context())
+		},
+		Handler: px,
+		Logger:  logger,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HBONEAddr)
+	if err != nil {
+		return fmt.Errorf("HBONE listener: %w", err)
+	}
+	go hs.Serve(ln)
+	logger.Info("serving HBONE", "addr", ln.Addr().String(), "identity", self)
+
+	var draining atomic.Bool
+	ready := func() error {
+		switch {
+		case draining.Load():
+			return errors.New("draining")
+		case !mesh.IsLoaded():
+			return errors.New("mesh state not loaded")
+		case wp.Load() == nil:
+			return errors.New("waypoint configuration not loaded")
+		case !certReady.Load():
+			return errors.New("waypoint certificate pending")
+		}
+		return nil
+	}
+	dump := func(ctx context.Context) any {
+		return map[string]any{
+			"waypoint": cfg.Waypoint, "identity": self.String(),
+			"config": src.status(), "configVersion": wp.Version(), "meshVersion": mesh.Version(),
+			"services": mesh.Snapshot().Services(), "workloads": len(mesh.Snapshot().Workloads()),
+			"openTunnels": px.Open(),
+		}
+	}
+	servers, err := serveAdmin(logger, []endpoint{
+		{"admin", cfg.AdminAddr, admin.Admin(cfg.LogLevel, dump)},
+		{"metrics", cfg.MetricsAddr, admin.Metrics(tel.Handler())},
+		{"readiness", cfg.ReadinessAddr, admin.Readiness(ready)},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	logger.Info("waypoint started", "trustDomain", td.Name())
+
+	<-ctx.Done()
+	draining.Store(true)
+	logger.Info("draining", "timeout", cfg.DrainTimeout, "open", px.Open())
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	hs.Shutdown(dctx)
+	cancel()
+	px.Close()
+	for _, s := range servers {
+		s.Close()
+	}
+	logger.Info("waypoint stopped")
+	return nil
+}
+
+type endpoint struct {
+	name, addr string
+	h          http.Handler
+}
+
+func serveAdmin(logger *slog.Logger, eps []endpoint) ([]*http.Server, error) {
+	var out []*http.Server
+	for _, e := range eps {
+		if e.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", e.addr)
+		if err != nil {
+			for _, s := range out {
+				s.Close()
+			}
+			return nil, fmt.Errorf("%s endpoint: %w", e.name, err)
+		}
+		s := &http.Server{Handler: e.h, ReadHeaderTimeout: 10 * time.Second}
+		out = append(out, s)
+		go s.Serve(ln)
+		logger.Info("serving "+e.name, "addr", ln.Addr().String())
+	}
+	return out, nil
+}
+
+// configSource is where configuration and the certificate come from.
+type configSource struct {
+	run     func(context.Context) error
+	status  func() map[string]any
+	certs   *identity.Manager
+	bundles *identity.Bundles
+}
+
+func newSource(cfg Config, td spiffeid.TrustDomain, self spiffeid.ID, mesh *meshstate.Store, wp *source.Waypoint, logger *slog.Logger) (*configSource, error) {
+	switch {
+	case cfg.LocalConfig != "":
+		return newLocalSource(cfg, td, mesh, wp, logger)
+	case cfg.XDS != "":
+		return newXDSSource(cfg, td, self, mesh, wp, logger)
+	}
+	return nil, errors.New("no configuration source: set a local config file or an xDS address")
+}
+
+func newLocalSource(cfg Config, td spiffeid.TrustDomain, mesh *meshstate.Store, wp *source.Waypoint, logger *slog.Logger) (*configSource, error) {
+	if cfg.CACert == "" || cfg.CAKey == "" {
+		return nil, errors.New("local mode needs a CA certificate and key to sign the waypoint's certificate")
+	}
+	ca, err := identity.NewCA(identity.CAOptions{TrustDomain: td, CertFile: cfg.CACert, KeyFile: cfg.CAKey, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	file := localconfig.NewFuncSource(cfg.LocalConfig, func(data []byte) error {
+		return source.ApplyFile(data, mesh, wp)
+	}, wp.Version, logger)
+	if err := file.Load(); err != nil {
+		return nil, err
+	}
+	return &configSource{
+		run: file.Run,
+		status: func() map[string]any {
+			st := map[string]any{"source": "local", "path": cfg.LocalConfig}
+			if err := file.LastError(); err != nil {
+				st["lastError"] = err.Error()
+			}
+			return st
+		},
+		certs:   identity.NewManager(identity.LocalCAClient{CA: ca}, identity.ManagerOptions{TTL: cfg.CertTTL, Logger: logger}),
+		bundles: identity.NewBundles(ca.Bundle()),
+	}, nil
+}
+
+// newXDSSource takes the waypoint's resource and the mesh's addresses
+// from the control plane, and the waypoint's own certificate from its CA.
+func newXDSSource(cfg Config, td spiffeid.TrustDomain, self spiffeid.ID, mesh *meshstate.Store, wp *source.Waypoint, logger *slog.Logger) (*configSource, error) {
+	pemRoots, err := os.ReadFile(cfg.XDSRootCert)
+	if err != nil {
+		return nil, fmt.Errorf("mesh root certificates: %w", err)
+	}
+	roots, err := identity.ParseCertificatesPEM(pemRoots)
+	if err != nil {
+		return nil, fmt.Errorf("mesh root certificates %s: %w", cfg.XDSRootCert, err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	addrs := xdssource.New(mesh, xdssource.WithLogger(logger))
+	var subs []xds.Subscription
+	for _, s := range addrs.Subscriptions() {
+		if s.TypeURL == xds.AddressType {
+			subs = append(subs, s)
+		}
+	}
+	subs = append(subs, wp.Subscription())
+	node := &corev3.Node{
+		Id: "waypoint~" + cfg.Waypoint,
+		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"WAYPOINT":   structpb.NewStringValue(cfg.Waypoint),
+			"CLUSTER_ID": structpb.NewStringValue(cfg.ClusterID),
+		}},
+	}
+	client, err := xds.NewClient(xds.ClientOptions{
+		Address: cfg.XDS, Node: node, Subscriptions: subs,
+		TokenFile: cfg.TokenFile, Roots: pool, ServerName: cfg.XDSServerName, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xDS client: %w", err)
+	}
+	caAddr := cfg.CAAddress
+	if caAddr == "" {
+		caAddr = cfg.XDS
+	}
+	ca, err := caclient.New(caclient.Options{Address: caAddr, ServerName: cfg.XDSServerName, Roots: pool, TokenFile: cfg.TokenFile})
+	if err != nil {
+		return nil, fmt.Errorf("CA client: %w", err)
+	}
+	return &configSource{
+		run: func(ctx context.Context) error {
+			go addrs.Run(ctx, client.Ready())
+			err := client.Run(ctx)
+			ca.Close()
+			return err
+		},
+		status: func() map[string]any {
+			return map[string]any{"source": "xds", "address": cfg.XDS, "ca": caAddr, "loaded": mesh.IsLoaded()}
+		},
+		certs:   identity.NewManager(ca, identity.ManagerOptions{TTL: cfg.CertTTL, Logger: logger}),
+		bundles: identity.NewBundles(x509bundle.FromX509Authorities(td, roots)),
+	}, nil
+}
