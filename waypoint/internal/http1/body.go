@@ -44,15 +44,17 @@ type bodyReader struct {
 	// data and ext count a chunked body's data and extension bytes, which
 	// bound the latter.
 	data, ext int64
-	// trailers reads the trailer section; onTrailer receives its fields.
-	trailers  *headReader
-	onTrailer func(http.Header)
+	// trailers reads the trailer section, whose fields go into *trailer:
+	// into the map there if any (whoever holds it then sees them), else
+	// a new one.
+	trailers *headReader
+	trailer  *http.Header
 	// err is sticky: io.EOF once the body ended, else the first error.
 	err error
 }
 
-func (b *bodyReader) reset(br *bufio.Reader, kind bodyKind, n int64, status int, trailers *headReader, onTrailer func(http.Header)) {
-	*b = bodyReader{br: br, kind: kind, remaining: n, status: status, trailers: trailers, onTrailer: onTrailer}
+func (b *bodyReader) reset(br *bufio.Reader, kind bodyKind, n int64, status int, trailers *headReader, trailer *http.Header) {
+	*b = bodyReader{br: br, kind: kind, remaining: n, status: status, trailers: trailers, trailer: trailer}
 	if kind == bodyNone || kind == bodyFixed && n == 0 {
 		b.err = io.EOF
 	}
@@ -318,7 +320,7 @@ func quotedLen(b []byte) int {
 }
 
 // readTrailers reads the trailer section after the last chunk and hands
-// its allowed fields to onTrailer. It returns io.EOF when all is well.
+// its allowed fields to *b.trailer. It returns io.EOF when all is well.
 func (b *bodyReader) readTrailers() error {
 	if err := b.trailers.read(false); err != nil {
 		if err == io.EOF {
@@ -329,7 +331,7 @@ func (b *bodyReader) readTrailers() error {
 		}
 		return err
 	}
-	if len(b.trailers.fields) == 0 || b.onTrailer == nil {
+	if len(b.trailers.fields) == 0 || b.trailer == nil {
 		return io.EOF
 	}
 	h := b.trailers.header(b.trailers.text())
@@ -338,8 +340,14 @@ func (b *bodyReader) readTrailers() error {
 			delete(h, k)
 		}
 	}
-	if len(h) > 0 {
-		b.onTrailer(h)
+	switch {
+	case len(h) == 0:
+	case *b.trailer == nil:
+		*b.trailer = h
+	default:
+		for k, v := range h {
+			(*b.trailer)[k] = v
+		}
 	}
 	return io.EOF
 }

@@ -60,11 +60,11 @@ type ClientConn struct {
 
 	mu    sync.Mutex
 	state connState
-	// watch is closed when the idle watcher, if one was started, exits;
-	// stopping tells it that its end is asked for.
-	watch    chan struct{}
-	stopping bool
-	done     chan struct{}
+	// wake starts the first-byte reader's next wait; firstByte carries
+	// its result to a RoundTrip waiting for a response.
+	wake      chan struct{}
+	firstByte chan error
+	done      chan struct{}
 	// The request body writer: its progress, result, and end.
 	wstate writeState
 	werr   error
@@ -100,7 +100,8 @@ func NewClientConn(c net.Conn, cfg ClientConfig) *ClientConn {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cc := &ClientConn{conn: c, cfg: cfg, done: make(chan struct{})}
+	cc := &ClientConn{conn: c, cfg: cfg, done: make(chan struct{}),
+		wake: make(chan struct{}, 1), firstByte: make(chan error, 1)}
 	cc.cr.init(c, nil)
 	cc.cw = connWriter{conn: c, timeout: cfg.WriteTimeout}
 	// A backend connection lives long, in a pool; its buffers are its own
@@ -108,9 +109,8 @@ func NewClientConn(c net.Conn, cfg ClientConfig) *ClientConn {
 	cc.br = bufio.NewReaderSize(&cc.cr, bufSize)
 	cc.bw = bufio.NewWriterSize(&cc.cw, bufSize)
 	cc.hr = headReader{br: cc.br, lim: cfg.Limits}
-	cc.mu.Lock()
-	cc.startWatchLocked()
-	cc.mu.Unlock()
+	go cc.firstByteReader()
+	cc.wake <- struct{}{}
 	return cc
 }
 
@@ -145,6 +145,7 @@ func (cc *ClientConn) breakLocked() {
 	}
 	if cc.state != stateUpgraded {
 		close(cc.done)
+		close(cc.wake)
 	}
 	cc.state = stateBroken
 	cc.conn.Close()
@@ -156,43 +157,37 @@ func (cc *ClientConn) breakConn() {
 	cc.mu.Unlock()
 }
 
-// startWatchLocked starts the idle watcher: a read that returns only
-// when the backend closes the connection or sends unasked-for bytes, or
-// when stopWatch interrupts it.
-func (cc *ClientConn) startWatchLocked() {
-	ch := make(chan struct{})
-	cc.watch = ch
-	cc.cr.setProgressTimeout(0)
-	cc.conn.SetReadDeadline(time.Time{})
-	go func() {
-		defer close(ch)
+// firstByteReader waits for the first byte of each response, from the
+// moment the connection goes idle: while idle, its wait notices the
+// backend closing the connection (or sending bytes nobody asked for) and
+// makes the connection unusable at once, rather than failing the next
+// request; once a request is out, the same wait is for the response.
+// It ends with the connection.
+func (cc *ClientConn) firstByteReader() {
+	for range cc.wake {
 		_, err := cc.br.Peek(1)
 		cc.mu.Lock()
-		defer cc.mu.Unlock()
-		if cc.stopping && errors.Is(err, os.ErrDeadlineExceeded) {
-			return
-		}
-		if cc.state == stateIdle {
+		switch cc.state {
+		case stateBusy:
+			cc.firstByte <- err
+			cc.mu.Unlock()
+			continue
+		case stateIdle:
 			cc.cfg.Logger.Debug("http1: backend connection ended while idle", "err", err)
+			cc.breakLocked()
 		}
-		cc.breakLocked()
-	}()
+		cc.mu.Unlock()
+		return
+	}
 }
 
-// stopWatch interrupts the idle watcher and waits for it.
-func (cc *ClientConn) stopWatch() {
-	cc.mu.Lock()
-	ch := cc.watch
-	cc.watch = nil
-	cc.stopping = true
-	cc.mu.Unlock()
-	if ch != nil {
-		cc.conn.SetReadDeadline(aLongTimeAgo)
-		<-ch
-	}
-	cc.mu.Lock()
-	cc.stopping = false
-	cc.mu.Unlock()
+// idleLocked makes the connection idle and starts the wait for the next
+// response's first byte.
+func (cc *ClientConn) idleLocked() {
+	cc.state = stateIdle
+	cc.cr.setProgressTimeout(0)
+	cc.conn.SetReadDeadline(time.Time{})
+	cc.wake <- struct{}{}
 }
 
 // RoundTrip sends req and reads the response head. The request line's
@@ -217,19 +212,11 @@ func (cc *ClientConn) stopWatch() {
 // Any error leaves the connection unusable, except one refusing req
 // before anything was sent.
 func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
-	cc.stopWatch()
 	cc.mu.Lock()
 	if cc.state != stateIdle {
 		cc.mu.Unlock()
 		closeBody(req)
 		return nil, &noResponseError{ErrConnUnusable}
-	}
-	if cc.br.Buffered() > 0 {
-		// Bytes arrived while idle: the connection is out of step.
-		cc.breakLocked()
-		cc.mu.Unlock()
-		closeBody(req)
-		return nil, &noResponseError{errors.New("http1: unsolicited bytes from backend")}
 	}
 	cc.state, cc.wstate, cc.werr, cc.wdone = stateBusy, writeNone, nil, nil
 	cc.mu.Unlock()
@@ -239,8 +226,16 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		cc.bw.Reset(&cc.cw)
 		closeBody(req)
 		cc.mu.Lock()
-		cc.state = stateIdle
-		cc.startWatchLocked()
+		if cc.state == stateBusy {
+			cc.state = stateIdle
+		}
+		// The first-byte reader may have finished meanwhile, or not.
+		select {
+		case err := <-cc.firstByte:
+			cc.breakLocked()
+			cc.cfg.Logger.Debug("http1: backend connection ended while idle", "err", err)
+		default:
+		}
 		cc.mu.Unlock()
 		return nil, err
 	}
@@ -497,6 +492,14 @@ func (cc *ClientConn) readResponse(req *http.Request, ctx context.Context) (*cli
 	} else {
 		cc.conn.SetReadDeadline(time.Time{})
 	}
+	select {
+	case err := <-cc.firstByte:
+		if err != nil {
+			return nil, &noResponseError{err}
+		}
+	case <-cc.done:
+		return nil, &noResponseError{net.ErrClosed}
+	}
 	trace := httptrace.ContextClientTrace(ctx)
 	for n1xx := 0; ; n1xx++ {
 		err := cc.hr.read(true)
@@ -652,7 +655,7 @@ func (cc *ClientConn) finishHead(req *http.Request, cr *clientResponse, stop fun
 	}
 	cb := &cr.body
 	cb.cc, cb.resp, cb.keep, cb.stop, cb.ctx = cc, resp, keep, stop, req.Context()
-	cb.b.reset(cc.br, kind, n, http.StatusBadGateway, &cc.hr, cb.setTrailer)
+	cb.b.reset(cc.br, kind, n, http.StatusBadGateway, &cc.hr, &resp.Trailer)
 	resp.Body = cb
 	cc.conn.SetReadDeadline(time.Time{})
 	cc.cr.setProgressTimeout(cc.cfg.ReadTimeout)
@@ -676,6 +679,7 @@ func (cc *ClientConn) upgrade(resp *http.Response, stop func() bool) (*http.Resp
 	}
 	cc.state = stateUpgraded
 	close(cc.done)
+	close(cc.wake)
 	cc.cr.setProgressTimeout(0)
 	cc.conn.SetDeadline(time.Time{})
 	resp.ContentLength = -1
@@ -707,8 +711,7 @@ func (cc *ClientConn) responseDone(keep bool, stop func() bool) {
 		cc.breakLocked()
 		return
 	}
-	cc.state = stateIdle
-	cc.startWatchLocked()
+	cc.idleLocked()
 }
 
 // clientBody is a response body read from the connection.
@@ -723,16 +726,6 @@ type clientBody struct {
 	mu     sync.Mutex
 	b      bodyReader
 	ended  bool
-}
-
-func (cb *clientBody) setTrailer(h http.Header) {
-	if cb.resp.Trailer == nil {
-		cb.resp.Trailer = h
-		return
-	}
-	for k, v := range h {
-		cb.resp.Trailer[k] = v
-	}
 }
 
 func (cb *clientBody) Read(p []byte) (int, error) {

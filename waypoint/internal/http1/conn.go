@@ -18,6 +18,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 // the read deadline on each body read (a body read fails only when it
 // makes no progress), and on the server runs the background read that
 // notices a client going away while its handler runs.
+//
+// The background read is one byte long and, once started, is left to run
+// into the wait for the next request: on a kept-alive connection it is
+// that wait, so the common case costs no interruption. A goroutine per
+// connection does it, started with the first background read.
 type connReader struct {
 	conn net.Conn
 
@@ -32,6 +37,10 @@ type connReader struct {
 	// hasByte: the background read got the next message's first byte.
 	hasByte bool
 	byteBuf [1]byte
+	// bgErr is the background read's error, for the next Read.
+	bgErr error
+	// start wakes the background reader; nil until it runs.
+	start chan struct{}
 	// onEnd is called when the background read sees the connection end.
 	onEnd func()
 }
@@ -63,6 +72,11 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		cr.mu.Unlock()
 		return 1, nil
 	}
+	if err := cr.bgErr; err != nil {
+		cr.bgErr = nil
+		cr.mu.Unlock()
+		return 0, err
+	}
 	d := cr.progressTimeout
 	cr.mu.Unlock()
 	if d > 0 {
@@ -73,32 +87,69 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	return cr.conn.Read(p)
 }
 
-// startBackgroundRead starts reading one byte in the background, so that
-// the end of the connection is noticed (and onEnd called) while no one
-// else reads.
+// startBackgroundRead starts reading one byte in the background, without
+// a deadline, so that the end of the connection is noticed (and onEnd
+// called) while no one else reads.
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte {
+	if cr.inRead || cr.hasByte || cr.bgErr != nil {
 		return
+	}
+	if cr.start == nil {
+		cr.start = make(chan struct{}, 1)
+		go cr.backgroundReader(cr.start)
 	}
 	cr.inRead = true
 	cr.conn.SetReadDeadline(time.Time{})
-	go cr.backgroundRead()
+	cr.start <- struct{}{}
 }
 
-func (cr *connReader) backgroundRead() {
-	n, err := cr.conn.Read(cr.byteBuf[:])
+// backgroundReader does the background reads until stop.
+func (cr *connReader) backgroundReader(start <-chan struct{}) {
+	for range start {
+		n, err := cr.conn.Read(cr.byteBuf[:])
+		cr.mu.Lock()
+		if n == 1 {
+			cr.hasByte = true
+		}
+		if err != nil && !(cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)) {
+			cr.bgErr = err
+			if cr.onEnd != nil {
+				cr.onEnd()
+			}
+		}
+		cr.inRead, cr.aborted = false, false
+		cr.cond.Broadcast()
+		cr.mu.Unlock()
+	}
+}
+
+// stop ends the background reader; the connection must be closed or
+// the reader idle.
+func (cr *connReader) stop() {
 	cr.mu.Lock()
-	if n == 1 {
-		cr.hasByte = true
+	defer cr.mu.Unlock()
+	if cr.start != nil {
+		close(cr.start)
+		cr.start = nil
 	}
-	if err != nil && !(cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)) && cr.onEnd != nil {
-		cr.onEnd()
+}
+
+// waitPending waits for a running background read to end, giving it a
+// deadline of d from now (none if d <= 0).
+func (cr *connReader) waitPending(d time.Duration) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if !cr.inRead {
+		return
 	}
-	cr.inRead, cr.aborted = false, false
-	cr.cond.Broadcast()
-	cr.mu.Unlock()
+	if d > 0 {
+		cr.conn.SetReadDeadline(time.Now().Add(d))
+	}
+	for cr.inRead {
+		cr.cond.Wait()
+	}
 }
 
 // abortPendingRead stops the background read, if any, and waits for it.

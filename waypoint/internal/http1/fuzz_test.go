@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -41,15 +42,7 @@ func parseRequestBytes(b []byte, oneByte bool) parsedRequest {
 	}
 	req := &head.req
 	var body bodyReader
-	body.reset(br, head.body, head.contentLength, http.StatusBadRequest, hr, func(h http.Header) {
-		if req.Trailer == nil {
-			req.Trailer = h
-			return
-		}
-		for k, v := range h {
-			req.Trailer[k] = v
-		}
-	})
+	body.reset(br, head.body, head.contentLength, http.StatusBadRequest, hr, &req.Trailer)
 	data, err := io.ReadAll(io.LimitReader(&body, 1<<20))
 	if err != nil {
 		return parsedRequest{err: err}
@@ -153,6 +146,13 @@ func FuzzReadRequest(f *testing.F) {
 		}
 		checkHeader(t, "header", r.Header)
 		checkHeader(t, "trailer", r.Trailer)
+		if strings.HasPrefix(r.RequestURI, "/") {
+			// The fast path of origin-form parsing agrees with net/url.
+			u, err := url.ParseRequestURI(r.RequestURI)
+			if err != nil || !reflect.DeepEqual(*u, *r.URL) {
+				t.Fatalf("URL %#v, net/url gives %#v (%v)", r.URL, u, err)
+			}
+		}
 
 		again := parseRequestBytes(serializeRequest(r, p.body), false)
 		if again.err != nil {
@@ -214,7 +214,7 @@ func decodeChunked(enc []byte, rng *rand.Rand, oneByte bool) ([]byte, http.Heade
 	hr := &headReader{br: br, lim: Limits{}.withDefaults()}
 	var trailer http.Header
 	var b bodyReader
-	b.reset(br, bodyChunked, 0, http.StatusBadRequest, hr, func(h http.Header) { trailer = h })
+	b.reset(br, bodyChunked, 0, http.StatusBadRequest, hr, &trailer)
 	var out []byte
 	buf := make([]byte, 512)
 	for {

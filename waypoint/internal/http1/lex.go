@@ -12,7 +12,8 @@ const (
 	isTarget                 // VCHAR but "#": request-target bytes
 	isRegName                // unreserved, sub-delims, "%" (RFC 3986 reg-name)
 	isHex
-	isQDText // quoted-string text, RFC 9110 5.6.4
+	isQDText    // quoted-string text, RFC 9110 5.6.4
+	isPlainPath // path bytes that url.URL keeps as they are
 )
 
 var byteClass = func() (t [256]uint8) {
@@ -34,6 +35,9 @@ var byteClass = func() (t [256]uint8) {
 		}
 		if '0' <= b && b <= '9' || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F' {
 			t[c] |= isHex
+		}
+		if alnum || strings.IndexByte("-._~$&+,/:;=@", b) >= 0 {
+			t[c] |= isPlainPath
 		}
 		if b == '\t' || b == ' ' || b == 0x21 || 0x23 <= b && b <= 0x5b || 0x5d <= b && b <= 0x7e || b >= 0x80 {
 			t[c] |= isQDText

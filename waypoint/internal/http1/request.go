@@ -10,6 +10,7 @@ import (
 // context and connection fields, and how its body is framed.
 type requestHead struct {
 	req            http.Request
+	url            url.URL
 	body           bodyKind
 	contentLength  int64
 	expectContinue bool
@@ -64,11 +65,10 @@ func parseRequestHead(h *headReader, s string, out *requestHead) error {
 		}
 		r.URL = &url.URL{Path: "*"}
 	case target[0] == '/':
-		u, err := url.ParseRequestURI(target)
-		if err != nil {
+		if !parseOriginForm(target, &out.url) {
 			return badRequest("invalid request-target")
 		}
-		r.URL = u
+		r.URL = &out.url
 	default:
 		authority, ok := absoluteAuthority(target)
 		if !ok || !validAuthority(authority) {
@@ -147,6 +147,27 @@ func parseRequestHead(h *headReader, s string, out *requestHead) error {
 		out.expectContinue = minor == 1 && out.body != bodyNone
 	}
 	return nil
+}
+
+// parseOriginForm parses an origin-form target into u as
+// url.ParseRequestURI does, without its allocation when the path needs no
+// unescaping and has no byte that url.URL.EscapedPath would escape.
+func parseOriginForm(target string, u *url.URL) bool {
+	path, query, hasQuery := strings.Cut(target, "?")
+	plain := true
+	for i := 0; i < len(path) && plain; i++ {
+		plain = byteClass[path[i]]&isPlainPath != 0
+	}
+	if plain {
+		*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+		return true
+	}
+	parsed, err := url.ParseRequestURI(target)
+	if err != nil {
+		return false
+	}
+	*u = *parsed
+	return true
 }
 
 // parseVersion parses "HTTP/" DIGIT "." DIGIT.

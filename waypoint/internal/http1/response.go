@@ -371,7 +371,7 @@ func (w *response) finish(body *requestBody, hasBody bool) (keep bool, err error
 		if reusable, _ = body.finish(); !reusable {
 			// Too late to say so in the head: the client learns it from
 			// the close.
-			closeLingering(sc.conn)
+			sc.closeLingering()
 			return false, nil
 		}
 	}
@@ -390,7 +390,7 @@ func (w *response) complete(reusable bool, perr *ProtocolError) (keep bool, err 
 		sc.cfg.Logger.Debug("http1: request body refused", "remote", sc.remoteAddr, "reason", perr.Reason)
 		sc.writeError(perr.Status, perr.Reason)
 		sc.bw.Flush()
-		closeLingering(sc.conn)
+		sc.closeLingering()
 		return false, perr
 	}
 	if w.switched {
@@ -426,7 +426,7 @@ func (w *response) complete(reusable bool, perr *ProtocolError) (keep bool, err 
 		// a tunnel (HBONE), a plain close while the client has not ended
 		// its side resets the stream, and the client may lose the
 		// response it has not read yet.
-		closeLingering(sc.conn)
+		sc.closeLingering()
 		return false, nil
 	}
 	return true, nil

@@ -100,6 +100,7 @@ func Serve(ctx context.Context, c net.Conn, cfg ServerConfig) error {
 	defer stop()
 	err := sc.serve()
 	sc.cancel()
+	sc.cr.stop()
 	if sc.hijacked.Load() {
 		return nil
 	}
@@ -163,6 +164,9 @@ type exchange struct {
 func (sc *serverConn) serveOne(first bool) error {
 	c := sc.conn
 	if !first && sc.br.Buffered() == 0 {
+		// The background read started during the last request, if any,
+		// is the wait for this one's first byte.
+		sc.cr.waitPending(sc.cfg.IdleTimeout)
 		setReadDeadline(c, sc.cfg.IdleTimeout)
 		if _, err := sc.br.Peek(1); err != nil {
 			return errDone // the client closed, went quiet, or ctx ended
@@ -201,6 +205,7 @@ func (sc *serverConn) serveOne(first bool) error {
 	}
 	req := head.req.WithContext(ctx)
 	ex.body.req = req
+	ex.body.b.trailer = &req.Trailer
 	ex.w.init(sc, req, head)
 
 	c.SetReadDeadline(time.Time{})
@@ -212,12 +217,12 @@ func (sc *serverConn) serveOne(first bool) error {
 	if sc.hijacked.Load() {
 		return errDone
 	}
-	sc.cr.abortPendingRead()
 	sc.cr.setProgressTimeout(0)
 	var keep bool
 	if aborted {
 		// The handler gave up on the response: end the connection without
 		// completing it, so that the client sees it cut short.
+		sc.cr.abortPendingRead()
 		ex.w.mu.Lock()
 		if ex.w.committed {
 			sc.bw.Flush()
@@ -262,7 +267,7 @@ func (sc *serverConn) reject(pe *ProtocolError) error {
 	sc.cfg.Logger.Debug("http1: request refused", "remote", sc.remoteAddr, "status", pe.Status, "reason", pe.Reason)
 	sc.writeError(pe.Status, pe.Reason)
 	sc.bw.Flush()
-	closeLingering(sc.conn)
+	sc.closeLingering()
 	return pe
 }
 
@@ -276,6 +281,13 @@ func (sc *serverConn) writeError(status int, reason string) {
 	bw.WriteString("\r\n\r\n")
 	bw.WriteString(reason)
 	bw.WriteString("\n")
+}
+
+// closeLingering closes the connection after a response the client may
+// not have read yet while it still sends.
+func (sc *serverConn) closeLingering() {
+	sc.cr.abortPendingRead()
+	closeLingering(sc.conn)
 }
 
 func setReadDeadline(c net.Conn, d time.Duration) {
@@ -308,20 +320,7 @@ type requestBody struct {
 func (rb *requestBody) init(sc *serverConn, head *requestHead, w *response) {
 	rb.sc, rb.w = sc, w
 	rb.needContinue = head.expectContinue
-	rb.b.reset(sc.br, head.body, head.contentLength, http.StatusBadRequest, &sc.hr, rb.setTrailer)
-}
-
-// setTrailer fills the request's Trailer once a chunked body ends: into
-// the map announced by a Trailer field if there was one (so that whoever
-// holds that map sees the values), else a new one.
-func (rb *requestBody) setTrailer(h http.Header) {
-	if rb.req.Trailer == nil {
-		rb.req.Trailer = h
-		return
-	}
-	for k, v := range h {
-		rb.req.Trailer[k] = v
-	}
+	rb.b.reset(sc.br, head.body, head.contentLength, http.StatusBadRequest, &sc.hr, nil)
 }
 
 func (rb *requestBody) Read(p []byte) (int, error) {
