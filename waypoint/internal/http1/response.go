@@ -14,7 +14,6 @@ import (
 // FlushError and Hijack (so http.ResponseController works on it).
 type response struct {
 	sc     *serverConn
-	req    *http.Request
 	minor  int  // the request's HTTP minor version
 	isHead bool // the request is HEAD: no body, whatever is written
 	header http.Header
@@ -38,7 +37,7 @@ type response struct {
 }
 
 func (w *response) init(sc *serverConn, req *http.Request, head *requestHead) {
-	w.sc, w.req, w.minor = sc, req, head.req.ProtoMinor
+	w.sc, w.minor = sc, head.req.ProtoMinor
 	w.isHead = req.Method == http.MethodHead
 	w.contentLength = -1
 	w.closeAfter = req.Close
@@ -348,32 +347,30 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return sc.conn, bufio.NewReadWriter(sc.br, sc.bw), nil
 }
 
-// finish completes the response after the handler returned: it drops
-// the unread request body (before writing the head when it can, so that
-// the head says whether the connection stays), writes what is pending,
-// the last chunk and trailers, and flushes. It reports whether the
-// connection can take another request.
+// finish completes the response after the handler returned: it writes
+// what is pending, the last chunk and trailers, and flushes; then it
+// drops the request body the handler left unread. The response goes
+// first, so that a handler answering early (a denial, a 413) is not held
+// back by a slow upload; the head says "Connection: close" when it is
+// already known that the body can't be dropped. finish reports whether
+// the connection can take another request.
 func (w *response) finish(body *requestBody, hasBody bool) (keep bool, err error) {
-	sc := w.sc
-	// The body is settled before taking w.mu: a body read holds the
+	// The body is looked at before taking w.mu: a body read holds the
 	// body's lock while it takes w.mu to send 100 Continue.
-	reusable, bodyDone := true, false
+	reusable := true
 	var perr *ProtocolError
-	if hasBody && !w.committed {
-		reusable, perr = body.finish()
-		bodyDone = true
+	if hasBody {
+		reusable, perr = body.check()
 	}
 	keep, err = w.complete(reusable, perr)
 	if err != nil || !keep {
 		return false, err
 	}
-	if hasBody && !bodyDone {
-		if reusable, _ = body.finish(); !reusable {
-			// Too late to say so in the head: the client learns it from
-			// the close.
-			sc.closeLingering()
-			return false, nil
-		}
+	if hasBody && !body.finish() {
+		// Too late to say so in the head: the client learns it from the
+		// close.
+		w.sc.closeLingering()
+		return false, nil
 	}
 	return true, nil
 }

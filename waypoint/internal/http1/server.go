@@ -181,7 +181,7 @@ func (sc *serverConn) serveOne(first bool) error {
 	}
 	switch {
 	case err == nil:
-	case err == io.EOF || first && errors.Is(err, os.ErrDeadlineExceeded) && len(sc.hr.buf) == 0 && sc.br.Buffered() == 0:
+	case err == io.EOF || first && errors.Is(err, os.ErrDeadlineExceeded) && sc.hr.n == 0:
 		return errDone
 	case err == errHeadTooLarge:
 		return sc.reject(&ProtocolError{Status: http.StatusRequestURITooLong, Reason: "request line too long"})
@@ -204,7 +204,6 @@ func (sc *serverConn) serveOne(first bool) error {
 		head.req.Body = &ex.body
 	}
 	req := head.req.WithContext(ctx)
-	ex.body.req = req
 	ex.body.b.trailer = &req.Trailer
 	ex.w.init(sc, req, head)
 
@@ -303,9 +302,8 @@ func setReadDeadline(c net.Conn, d time.Duration) {
 // on the first read when the client expects it, and starts the
 // background read once the body has ended.
 type requestBody struct {
-	sc  *serverConn
-	w   *response
-	req *http.Request
+	sc *serverConn
+	w  *response
 	// closed is set by Close, which must not wait for a Read in progress.
 	closed atomic.Bool
 
@@ -359,30 +357,54 @@ func (rb *requestBody) abandon() {
 	rb.mu.Unlock()
 }
 
-// finish ends the handler's access to the body and drops what it left,
-// up to maxDiscard. It reports whether the connection can carry another
-// request, and the body's framing error if it had one.
-func (rb *requestBody) finish() (reusable bool, perr *ProtocolError) {
-	rb.mu.Lock()
+// check looks at what the handler left of the body, without waiting. It
+// reports whether the connection may still be kept (the body ended, or
+// what is left may be dropped), and the body's framing error if the
+// handler met one.
+func (rb *requestBody) check() (reusable bool, perr *ProtocolError) {
+	if !rb.mu.TryLock() {
+		// A goroutine the handler left behind is still reading (say, to
+		// send the body to a backend that has already answered). Waiting
+		// for it could take up to ReadTimeout: the connection goes
+		// instead, and closing it ends that read.
+		rb.closed.Store(true)
+		return false, nil
+	}
 	defer rb.mu.Unlock()
-	rb.finished = true
-	if rb.needContinue {
+	switch {
+	case rb.needContinue:
 		// The client has not sent the body and may never: the connection
 		// can't be relied on.
 		return false, nil
-	}
-	if rb.b.kind == bodyFixed && rb.b.remaining > maxDiscard {
+	case rb.b.err == io.EOF:
+		return true, nil
+	case rb.b.err != nil:
+		errors.As(rb.b.err, &perr)
+		return false, perr
+	case rb.b.kind == bodyFixed && rb.b.remaining > maxDiscard:
 		return false, nil
+	}
+	return true, nil
+}
+
+// finish ends the handler's access to the body and drops what it left,
+// up to maxDiscard. It reports whether the body ended cleanly, so that
+// the connection can carry another request.
+func (rb *requestBody) finish() bool {
+	if !rb.mu.TryLock() {
+		rb.closed.Store(true)
+		return false
+	}
+	defer rb.mu.Unlock()
+	rb.finished = true
+	if rb.needContinue {
+		return false
 	}
 	if rb.b.err == nil {
 		n, _ := io.CopyN(io.Discard, &rb.b, maxDiscard+1)
 		if n > maxDiscard {
-			return false, nil
+			return false
 		}
 	}
-	if rb.b.err == io.EOF {
-		return true, nil
-	}
-	errors.As(rb.b.err, &perr)
-	return false, perr
+	return rb.b.err == io.EOF
 }
