@@ -15,6 +15,9 @@ import (
 // API's own (HTTPPathMatch.Value, HTTPHeaderMatch.Value,
 // HTTPQueryParamMatch.Value); the regular expression limits bound the
 // work one match costs per request, as Envoy's max_program_size does.
+// istiod-lite checks routes against a copy of them
+// (istiod-lite/internal/index, routecheck.go) so that it does not send
+// what the waypoint would replace; TestLimits pins them on both sides.
 const (
 	maxPathLen        = 1024
 	maxHeaderValueLen = 4096
