@@ -267,15 +267,16 @@ func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32) *waypointapi.HTT
 		if rule.Name != nil {
 			rr.Name = string(*rule.Name)
 		}
-		for _, m := range rule.Matches {
-			rr.Matches = append(rr.Matches, httpMatch(m))
+		check := checkHTTPRule(rule, r.Namespace)
+		for i, m := range rule.Matches {
+			if !check.badMatches[i] {
+				rr.Matches = append(rr.Matches, httpMatch(m))
+			}
 		}
-		if unsupportedHTTPRule(rule) != "" {
-			// Fail closed: the rule keeps its matches but has nothing to
-			// apply and nowhere to send, so the waypoint answers its
-			// requests 500 instead of skipping the filter or letting
-			// them fall through to a rule written for other requests.
-			out.Rules = append(out.Rules, rr)
+		if !check.ok() {
+			if failClosed(len(rule.Matches), len(rr.Matches)) {
+				out.Rules = append(out.Rules, rr)
+			}
 			continue
 		}
 		for _, f := range rule.Filters {
@@ -402,22 +403,16 @@ func filterProblem(f gatewayv1.HTTPRouteFilter, onBackend bool) string {
 	return ""
 }
 
-// unsupportedHTTPRule says why the waypoint cannot carry out rule as
-// written ("" when it can).
-func unsupportedHTTPRule(rule gatewayv1.HTTPRouteRule) string {
-	for _, f := range rule.Filters {
-		if p := filterProblem(f, false); p != "" {
-			return p
-		}
-	}
-	for i, b := range rule.BackendRefs {
-		for _, f := range b.Filters {
-			if p := filterProblem(f, true); p != "" {
-				return fmt.Sprintf("backendRefs[%d]: %s", i, p)
-			}
-		}
-	}
-	return ""
+// failClosed says how a rule the waypoint cannot carry out is translated,
+// given how many matches it has and how many the waypoint can evaluate:
+// true, as a rule that keeps those matches but has nothing to apply and
+// nowhere to send, so that the waypoint answers their requests with 500
+// instead of skipping a filter or letting them fall through to a rule
+// written for other requests; false, left out, when it had matches and
+// none can be evaluated: nothing then says which requests it was for, and
+// a rule without matches would take every request.
+func failClosed(matches, valid int) bool {
+	return matches == 0 || valid > 0
 }
 
 // grpcFilter is f as the HTTPRouteFilter it is a subset of (same type
@@ -440,56 +435,56 @@ func grpcFilters(fs []gatewayv1.GRPCRouteFilter) []gatewayv1.HTTPRouteFilter {
 	return out
 }
 
-// unsupportedGRPCRule is unsupportedHTTPRule for a GRPCRoute rule.
-func unsupportedGRPCRule(rule gatewayv1.GRPCRouteRule) string {
-	for _, f := range rule.Filters {
-		if p := filterProblem(grpcFilter(f), false); p != "" {
-			return p
-		}
-	}
-	for i, b := range rule.BackendRefs {
-		for _, f := range b.Filters {
-			if p := filterProblem(grpcFilter(f), true); p != "" {
-				return fmt.Sprintf("backendRefs[%d]: %s", i, p)
-			}
-		}
-	}
-	return ""
-}
-
 // UnsupportedRule is a route rule the waypoint cannot carry out as
-// written: it answers the rule's requests with HTTP 500 instead.
+// written.
 type UnsupportedRule struct {
 	// Index is the rule's position in spec.rules.
 	Index int
 	// Name is the rule's name, "" when unnamed.
 	Name string
-	// Reason says what the waypoint does not support.
+	// Reason says what the waypoint cannot do: each problem, starting
+	// with the path of its field in the rule ("matches[0].path.value:
+	// invalid regular expression: ..."), separated by "; ".
 	Reason string
+	// LeftOut: the rule had matches and the waypoint can evaluate none of
+	// them, so it is left out of the waypoint's configuration and the
+	// requests it was meant for go to the route's other rules. Otherwise
+	// the waypoint answers the requests its valid matches select with
+	// HTTP 500.
+	LeftOut bool
 }
 
-// UnsupportedHTTPRules lists the rules of r the waypoint answers with 500,
-// for the route's status.
+// UnsupportedHTTPRules lists the rules of r the waypoint does not carry
+// out, for the route's status.
 func UnsupportedHTTPRules(r *gatewayv1.HTTPRoute) []UnsupportedRule {
 	var out []UnsupportedRule
 	for i, rule := range r.Spec.Rules {
-		if p := unsupportedHTTPRule(rule); p != "" {
-			out = append(out, UnsupportedRule{Index: i, Name: sectionName(rule.Name), Reason: p})
+		if c := checkHTTPRule(rule, r.Namespace); !c.ok() {
+			out = append(out, unsupported(i, rule.Name, c, len(rule.Matches)))
 		}
 	}
 	return out
 }
 
-// UnsupportedGRPCRules lists the rules of r the waypoint answers with 500,
-// for the route's status.
+// UnsupportedGRPCRules lists the rules of r the waypoint does not carry
+// out, for the route's status.
 func UnsupportedGRPCRules(r *gatewayv1.GRPCRoute) []UnsupportedRule {
 	var out []UnsupportedRule
 	for i, rule := range r.Spec.Rules {
-		if p := unsupportedGRPCRule(rule); p != "" {
-			out = append(out, UnsupportedRule{Index: i, Name: sectionName(rule.Name), Reason: p})
+		if c := checkGRPCRule(rule, r.Namespace); !c.ok() {
+			out = append(out, unsupported(i, rule.Name, c, len(rule.Matches)))
 		}
 	}
 	return out
+}
+
+func unsupported(i int, name *gatewayv1.SectionName, c ruleCheck, matches int) UnsupportedRule {
+	return UnsupportedRule{
+		Index:   i,
+		Name:    sectionName(name),
+		Reason:  strings.Join(c.problems, "; "),
+		LeftOut: !failClosed(matches, matches-len(c.badMatches)),
+	}
 }
 
 func sectionName(n *gatewayv1.SectionName) string {
@@ -576,7 +571,8 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRP
 		if rule.Name != nil {
 			rr.Name = string(*rule.Name)
 		}
-		for _, m := range rule.Matches {
+		check := checkGRPCRule(rule, r.Namespace)
+		for i, m := range rule.Matches {
 			gm := &waypointapi.GRPCRouteMatch{}
 			if mm := m.Method; mm != nil {
 				if mm.Type != nil {
@@ -596,10 +592,14 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRP
 				}
 				gm.Headers = append(gm.Headers, &waypointapi.HeaderMatch{Type: t, Name: strings.ToLower(string(h.Name)), Value: h.Value})
 			}
-			rr.Matches = append(rr.Matches, gm)
+			if !check.badMatches[i] {
+				rr.Matches = append(rr.Matches, gm)
+			}
 		}
-		if unsupportedGRPCRule(rule) != "" {
-			out.Rules = append(out.Rules, rr) // fail closed, as in httpRoute
+		if !check.ok() {
+			if failClosed(len(rule.Matches), len(rr.Matches)) {
+				out.Rules = append(out.Rules, rr)
+			}
 			continue
 		}
 		for _, f := range rule.Filters {

@@ -391,14 +391,19 @@ func TestUnsupportedRules(t *testing.T) {
 }
 
 // FuzzRouteTranslation translates arbitrary route specs and checks what
-// the waypoint may rely on: every rule is translated, in order; a rule the
-// status calls unsupported answers 500 (no filters, no backends); backends
-// and mirrors stay in the route's namespace; backends carry header
-// modifiers only; the result encodes.
+// the waypoint may rely on: every rule is translated, in order, but those
+// the status says are left out; a rule the status calls unsupported answers
+// 500 (no filters, no backends) on the matches the waypoint can evaluate,
+// which are all translated; backends and mirrors stay in the route's
+// namespace; backends carry header modifiers only; the result encodes.
 func FuzzRouteTranslation(f *testing.F) {
 	f.Add(`{"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"shadow","port":8080},"percent":25}}],"backendRefs":[{"name":"web-v2","port":80,"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x","value":"y"}]}}]}]}]}`)
 	f.Add(`{"rules":[{"filters":[{"type":"CORS","cors":{}}],"backendRefs":[{"name":"web-v2","namespace":"other","port":80}]}]}`)
 	f.Add(`{"parentRefs":[{"kind":"Service","name":"web","sectionName":"grpc"}],"rules":[{"backendRefs":[{"name":"x","port":1,"filters":[{"type":"URLRewrite","urlRewrite":{}}]}]}]}`)
+	f.Add(`{"rules":[{"matches":[{"path":{"type":"RegularExpression","value":"("}},{"path":{"value":"/a"}}],"backendRefs":[{"name":"web-v2","port":80}]},` +
+		`{"matches":[{"headers":[{"type":"RegularExpression","name":"x","value":"a{999}"}]}]},{"retry":{"attempts":1000},"timeouts":{"request":"1s","backendRequest":"2s"}}]}`)
+	f.Add(`{"rules":[{"matches":[{"method":{"type":"RegularExpression","method":"(("}},{"method":{"service":"a/b"}}]},` +
+		`{"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"set":[{"name":"x","value":"1"}],"add":[{"name":"X","value":"2"}]}}]}]}`)
 	f.Fuzz(func(t *testing.T, spec string) {
 		var hs gatewayv1.HTTPRouteSpec
 		var gs gatewayv1.GRPCRouteSpec
@@ -436,42 +441,63 @@ func FuzzRouteTranslation(f *testing.F) {
 				}
 			}
 		}
-		unsupportedHTTP := map[int]bool{}
-		for _, u := range UnsupportedHTTPRules(hr) {
-			unsupportedHTTP[u.Index] = true
-		}
 		for _, r := range svc.HttpRoutes {
-			if len(r.Rules) != len(hs.Rules) {
-				t.Fatalf("%d rules translated, want %d", len(r.Rules), len(hs.Rules))
-			}
-			for i, rr := range r.Rules {
-				if len(rr.Matches) != len(hs.Rules[i].Matches) {
-					t.Fatalf("rule %d: %d matches, want %d", i, len(rr.Matches), len(hs.Rules[i].Matches))
-				}
-				if unsupportedHTTP[i] && !failsClosed(rr.Filters, rr.Backends) {
-					t.Fatalf("unsupported rule %d translated to %v", i, rr)
-				}
+			checkRules(t, "HTTPRoute", len(hs.Rules), UnsupportedHTTPRules(hr), len(r.Rules), func(i, spec int) (int, int, []*waypointapi.HTTPFilter, []*waypointapi.BackendRef) {
+				rr := r.Rules[i]
 				checkBackends(rr.Backends)
 				checkFilters(rr.Filters)
-			}
-		}
-		unsupportedGRPC := map[int]bool{}
-		for _, u := range UnsupportedGRPCRules(gr) {
-			unsupportedGRPC[u.Index] = true
+				return len(rr.Matches), len(hs.Rules[spec].Matches), rr.Filters, rr.Backends
+			})
 		}
 		for _, r := range svc.GrpcRoutes {
-			if len(r.Rules) != len(gs.Rules) {
-				t.Fatalf("%d gRPC rules translated, want %d", len(r.Rules), len(gs.Rules))
-			}
-			for i, rr := range r.Rules {
-				if unsupportedGRPC[i] && !failsClosed(rr.Filters, rr.Backends) {
-					t.Fatalf("unsupported gRPC rule %d translated to %v", i, rr)
-				}
+			checkRules(t, "GRPCRoute", len(gs.Rules), UnsupportedGRPCRules(gr), len(r.Rules), func(i, spec int) (int, int, []*waypointapi.HTTPFilter, []*waypointapi.BackendRef) {
+				rr := r.Rules[i]
 				checkBackends(rr.Backends)
 				checkFilters(rr.Filters)
-			}
+				return len(rr.Matches), len(gs.Rules[spec].Matches), rr.Filters, rr.Backends
+			})
 		}
 	})
+}
+
+// checkRules checks a route's translated rules against its spec's and the
+// unsupported rules its status reports. rule returns, for translated rule
+// i standing for spec rule spec, its matches, the spec's, its filters and
+// backends.
+func checkRules(t *testing.T, kind string, specRules int, unsupported []UnsupportedRule, translated int,
+	rule func(i, spec int) (matches, specMatches int, fs []*waypointapi.HTTPFilter, bs []*waypointapi.BackendRef)) {
+	t.Helper()
+	bad := map[int]UnsupportedRule{}
+	leftOut := 0
+	for _, u := range unsupported {
+		bad[u.Index] = u
+		if u.LeftOut {
+			leftOut++
+		}
+		if u.Reason == "" {
+			t.Fatalf("%s rule %d unsupported without a reason", kind, u.Index)
+		}
+	}
+	if translated != specRules-leftOut {
+		t.Fatalf("%s: %d rules translated of %d, %d left out", kind, translated, specRules, leftOut)
+	}
+	i := 0
+	for spec := range specRules {
+		u, isBad := bad[spec]
+		if u.LeftOut {
+			continue
+		}
+		matches, specMatches, fs, bs := rule(i, spec)
+		i++
+		switch {
+		case !isBad && matches != specMatches:
+			t.Fatalf("%s rule %d: %d matches, want %d", kind, spec, matches, specMatches)
+		case isBad && (matches > specMatches || specMatches > 0 && matches == 0):
+			t.Fatalf("%s rule %d: %d matches of %d translated", kind, spec, matches, specMatches)
+		case isBad && !failsClosed(fs, bs):
+			t.Fatalf("unsupported %s rule %d translated with filters %v and backends %v", kind, spec, fs, bs)
+		}
+	}
 }
 
 func TestWaypointConfig(t *testing.T) {

@@ -197,7 +197,9 @@ func (cc *ClientConn) idleLocked() {
 // Transfer-Encoding, which RoundTrip writes: Content-Length when
 // req.ContentLength >= 0 and there is a body (and "Content-Length: 0"
 // for a POST, PUT or PATCH without one), chunked framing when it is -1,
-// with req.Trailer sent after the body. Nothing else is added.
+// with req.Trailer sent after the body, and "Connection: close" when
+// req.Close is set. Nothing else is added. An "Expect: 100-continue"
+// field goes out as it is, but the body is not held back for the 100.
 //
 // The body is sent while the response is read, so a backend may answer
 // early; RoundTrip closes req.Body, possibly after it returns. The
@@ -208,9 +210,11 @@ func (cc *ClientConn) idleLocked() {
 // 101 (or a 2xx to CONNECT) is returned with a Body that is the raw
 // connection (an io.ReadWriteCloser); the ClientConn is then spent.
 //
-// An error that came before any byte of a response wraps ErrNoResponse.
-// Any error leaves the connection unusable, except one refusing req
-// before anything was sent.
+// An error that came before any byte of a response wraps ErrNoResponse,
+// unless it is the end of req's context or a failure to read req.Body:
+// those are returned as they are (wrapped). A malformed response is a
+// *ProtocolError with Status 502. Any error leaves the connection
+// unusable, except one refusing req before anything was sent.
 func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	cc.mu.Lock()
 	if cc.state != stateIdle {

@@ -21,9 +21,18 @@
 //   - An HTTP/1.1 request has exactly one Host, and it is a valid
 //     authority; an absolute-form target overrides it (RFC 9112 3.2.2).
 //   - A rejected request is answered 400 (431 for an oversized head, 414
-//     for an oversized request line, 505 for another HTTP version) with
-//     "Connection: close", and the connection ends: the handler never sees
-//     it, nor any byte after it.
+//     for an oversized request line, 505 for another HTTP version, 417 for
+//     an expectation other than 100-continue) with "Connection: close", and
+//     the connection ends: the handler never sees it, nor any byte after
+//     it. A malformed chunked body is found while the handler reads it: its
+//     Read fails with a *ProtocolError, and the server answers 400 if the
+//     handler did not answer, then closes.
+//
+// The *http.Request handed to the handler is shaped as net/http's server
+// shapes it: Host and Transfer-Encoding move from Header to Request.Host
+// and Request.TransferEncoding; the URL keeps the target's escaped form:
+// URL.EscapedPath gives the path as received, but for bytes RFC 3986 does
+// not allow in a path (such as "|"), which come percent-encoded.
 //
 // The server adds nothing to a handler's response but framing
 // (Content-Length, Transfer-Encoding, Connection): no Date, no sniffed

@@ -46,6 +46,11 @@ func TestAcceptedRequests(t *testing.T) {
 				t.Errorf("EscapedPath %q", got)
 			}
 		}},
+		{"bytes URIs do not allow in a path", "GET /a|b%7cc HTTP/1.1\r\nHost: a\r\n\r\n", func(t *testing.T, s *seenRequest) {
+			if got := s.req.URL.EscapedPath(); got != "/a%7Cb%7Cc" || s.req.URL.Path != "/a|b|c" {
+				t.Errorf("EscapedPath %q Path %q", got, s.req.URL.Path)
+			}
+		}},
 		{"header order and case", "GET / HTTP/1.1\r\nhost: a\r\nx-multi: 1\r\nX-MULTI: 2\r\ncontent-type: text/plain\r\nX-Multi:  3 \r\nX-Empty:\r\n\r\n", func(t *testing.T, s *seenRequest) {
 			h := s.req.Header
 			if !reflect.DeepEqual(h["X-Multi"], []string{"1", "2", "3"}) {
