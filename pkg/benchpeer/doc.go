@@ -9,7 +9,7 @@
 //   - a discard sink for bulk throughput and an echo server for
 //     request/response latency;
 //   - what a benchmark reads about a process: CPU time and resident
-//     memory of a process tree (nginx's master and workers), pinning to
+//     memory of a process tree, pinning to
 //     CPUs, and percentiles.
 //
 // It is used only from benchmarks and tests.

@@ -105,18 +105,14 @@ func StartHAProxy(ctx context.Context, c L7Proxy) (*Proc, error) {
 }
 
 // nginxMain is the part of an nginx configuration every use shares: one
-// worker in the foreground, files under dir, no access log, connections
-// kept for as many requests as a benchmark sends.
+// process in the foreground, files under dir, no access log, connections
+// kept for as many requests as a benchmark sends. Without a master the
+// one process is the worker: its CPU and memory are nginx's whole cost,
+// and it cannot be left running by a master that was killed.
 func nginxMain(dir string) string {
-	user := ""
-	if os.Geteuid() == 0 {
-		// Workers would otherwise drop to an account that cannot read dir.
-		user = "user root;\n"
-	}
 	tmp := filepath.Join(dir, "tmp")
-	return user + fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 1;
+	return fmt.Sprintf(`daemon off;
+master_process off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 4096; }
@@ -164,8 +160,8 @@ func nginxProxyConfig(c L7Proxy) string {
 	return b.String()
 }
 
-// StartNginxProxy writes c's configuration and starts nginx (a master
-// and one worker); it returns once both listeners accept connections.
+// StartNginxProxy writes c's configuration and starts nginx (one
+// process); it returns once both listeners accept connections.
 func StartNginxProxy(ctx context.Context, c L7Proxy) (*Proc, error) {
 	if err := c.check(); err != nil {
 		return nil, err

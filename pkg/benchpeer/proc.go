@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -193,8 +194,7 @@ func CPUTime(pids []int) time.Duration {
 }
 
 // TotalRSS sums the resident set sizes of the processes. Pages that
-// forked processes share are counted in each (an upper bound for nginx's
-// master and worker).
+// forked processes share are counted in each: an upper bound.
 func TotalRSS(pids []int) int64 {
 	var total int64
 	for _, pid := range pids {
@@ -247,4 +247,49 @@ func FreePort(ip string) (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// CPUBusy is the time CPU cpu has spent on anything but idling and
+// waiting for I/O since boot, from /proc/stat. Over a window, its growth
+// less a pinned proxy's own CPU time is what other processes took from
+// that proxy's CPU: a benchmark reports it so that a reader can tell a
+// quiet run from a disturbed one.
+func CPUBusy(cpu int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseCPUBusy(string(b), cpu)
+}
+
+// parseCPUBusy reads the "cpuN" line of /proc/stat: user, nice, system,
+// idle, iowait, irq, softirq and steal, in USER_HZ ticks (guest time is
+// already part of user).
+func parseCPUBusy(stat string, cpu int) (time.Duration, error) {
+	name := "cpu" + strconv.Itoa(cpu)
+	for line := range strings.Lines(stat) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != name {
+			continue
+		}
+		if len(f) < 9 {
+			return 0, fmt.Errorf("benchpeer: /proc/stat %s has %d fields, want at least 9", name, len(f))
+		}
+		var busy int64
+		for i, v := range f[1:9] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("benchpeer: /proc/stat %s field %d: %q", name, i+1, v)
+			}
+			if i == 3 || i == 4 { // idle, iowait
+				continue
+			}
+			if n > math.MaxInt64/int64(time.Second)-busy {
+				return 0, fmt.Errorf("benchpeer: /proc/stat %s: busy time overflows", name)
+			}
+			busy += n
+		}
+		return time.Duration(busy) * time.Second / userHZ, nil
+	}
+	return 0, fmt.Errorf("benchpeer: no %s in /proc/stat", name)
 }
