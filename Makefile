@@ -160,3 +160,13 @@ bench-cni: k8s-bin
 	@command -v iptables-nft-restore >/dev/null && command -v iptables-legacy-restore >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; }
 	$(GO) test -run '^$$' -bench '^BenchmarkPodRules$$' -benchtime 500x ./pkg/inpod/
 	$(GO) test -run '^$$' -bench '^BenchmarkChainADD$$' -benchtime 100x ./cni/
+
+## bench-waypoint: the waypoint beside HAProxy and nginx, each on one core, the
+## same nginx origin behind each, driven by h2load (HTTP/1.1 keep-alive and h2,
+## 1 KB responses): req/s, CPU per request, p50/p99 at 1,000 req/s, RSS idle, at
+## saturation and during a 1 GiB response, with ratios and issue 11's targets
+.PHONY: bench-waypoint
+bench: bench-waypoint
+bench-waypoint:
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy nghttp2-client; }
+	$(GO) test -run '^$$' -bench '^BenchmarkWaypoint$$' -benchtime 1x -timeout 30m ./waypoint/
