@@ -1,6 +1,7 @@
 package index
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -175,16 +176,7 @@ func stringMatches(vs []string) []*securityapi.StringMatch {
 // (which is left out).
 func cidrs(vs []string) (out []*securityapi.Address, bad bool) {
 	for _, v := range vs {
-		var p netip.Prefix
-		var err error
-		if strings.Contains(v, "/") {
-			p, err = netip.ParsePrefix(v)
-		} else {
-			var a netip.Addr
-			if a, err = netip.ParseAddr(v); err == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
-			}
-		}
+		p, err := parseCIDR(v)
 		if err != nil {
 			bad = true
 			continue
@@ -195,16 +187,48 @@ func cidrs(vs []string) (out []*securityapi.Address, bad bool) {
 	return out, bad
 }
 
+// parseCIDR reads an IP address (a single-address prefix) or a CIDR.
+func parseCIDR(v string) (netip.Prefix, error) {
+	if strings.Contains(v, "/") {
+		return netip.ParsePrefix(v)
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 func ports(vs []string) (out []uint32, bad bool) {
 	for _, v := range vs {
-		n, err := strconv.ParseUint(v, 10, 16)
-		if err != nil || n == 0 {
+		n, ok := parsePort(v)
+		if !ok {
 			bad = true
 			continue
 		}
-		out = append(out, uint32(n))
+		out = append(out, n)
 	}
 	return out, bad
+}
+
+// parsePort reads a port number, 1 to 65535.
+func parsePort(v string) (uint32, bool) {
+	n, err := strconv.ParseUint(v, 10, 16)
+	return uint32(n), err == nil && n != 0
+}
+
+func validCIDR(v string) bool { _, err := parseCIDR(v); return err == nil }
+
+func validPort(v string) bool { _, ok := parsePort(v); return ok }
+
+// firstBad returns the first of vs that valid refuses.
+func firstBad(vs []string, valid func(string) bool) (string, bool) {
+	for _, v := range vs {
+		if !valid(v) {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // ZtunnelSupport reports whether ztunnel enforces p as written and, when
@@ -234,23 +258,34 @@ func ZtunnelSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string)
 // targetRefs) as written and, when it does not, what it does instead (for
 // the policy's status). The waypoint enforces ALLOW, DENY and AUDIT; it
 // denies what a CUSTOM policy matches, since Skiff has no external
-// authorizer; and it cannot check request principals (JWT) or conditions
-// it does not know.
+// authorizer; and it cannot check request principals (JWT), conditions
+// it does not know, values that do not parse, path templates Istio would
+// refuse, or header conditions without values: translateL7 leaves those
+// out, and the message names each.
 func WaypointSupport(p *securityv1.AuthorizationPolicy) (ok bool, message string) {
+	var parts []string
 	switch p.Spec.Action {
 	case "", securityv1.ActionAllow, securityv1.ActionDeny, securityv1.ActionAudit:
 	case securityv1.ActionCustom:
-		return false, "Skiff has no external authorizer: this CUSTOM policy is enforced as DENY, so the requests its rules match are denied."
+		parts = append(parts, "Skiff has no external authorizer: this CUSTOM policy is enforced as DENY, so the requests its rules match are denied.")
 	default:
-		return false, "action " + string(p.Spec.Action) + " is not supported; the policy is enforced as DENY."
+		parts = append(parts, "action "+string(p.Spec.Action)+" is not supported; the policy is enforced as DENY.")
 	}
-	for _, r := range p.Spec.Rules {
-		if _, unsupported := l7Group(r); unsupported {
-			if p.Spec.Action == "" || p.Spec.Action == securityv1.ActionAllow {
-				return false, "the waypoint cannot check JWT principals, some conditions or some values; rules using them are left out of this ALLOW policy, which is stricter than requested."
-			}
-			return false, "the waypoint cannot check JWT principals, some conditions or some values; it matches on the other conditions of those rules alone, which is broader than requested."
+	var problems []string
+	for i, r := range p.Spec.Rules {
+		_, ps := l7Group(r)
+		for _, pr := range ps {
+			problems = append(problems, fmt.Sprintf("rules[%d].%s", i, pr))
 		}
 	}
-	return true, ""
+	if len(problems) > 0 {
+		what := "The waypoint cannot check " + strings.Join(problems, "; ")
+		if p.Spec.Action == "" || p.Spec.Action == securityv1.ActionAllow {
+			what += ". Rules using them are left out of this ALLOW policy, which is stricter than requested."
+		} else {
+			what += ". It matches on the other conditions of those rules alone, which is broader than requested."
+		}
+		parts = append(parts, what)
+	}
+	return len(parts) == 0, strings.Join(parts, " ")
 }

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
+	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 )
@@ -655,12 +657,15 @@ func rateLimit(p *policyv1alpha1.RateLimitPolicy, route string) *waypointapi.Rat
 // the waypoint cannot evaluate must deny, so CUSTOM becomes DENY over the
 // same rules (fail closed), and an action this code does not know too.
 //
-// Attributes the waypoint cannot check (request principals, unknown
-// conditions, values that do not parse) are handled as translateL4
-// handles L7 ones, never more permissively than written: in an ALLOW
-// policy the rule using them is dropped (it can never match); in any other
-// they are left out, so the rule matches more (Istio widens DENY and
-// AUDIT policies the same way).
+// Conditions the waypoint cannot check (request principals, unknown
+// condition keys, values that do not parse, path templates Istio would
+// refuse, header conditions without values or with a name that is not a
+// token) are handled as translateL4 handles L7 ones, never more
+// permissively than written: in an ALLOW policy the rule using them is
+// dropped (it can never match); in any other they are left out, so the
+// rule matches more (Istio widens DENY and AUDIT policies the same way).
+// Either way the waypoint receives nothing it would refuse, and
+// WaypointSupport says what was left out.
 func translateL7(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization {
 	out := &waypointapi.L7Authorization{Name: p.Name, Namespace: p.Namespace, Action: securityapi.Action_DENY}
 	switch p.Spec.Action {
@@ -670,8 +675,8 @@ func translateL7(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization
 		out.Audit = true
 	}
 	for _, r := range p.Spec.Rules {
-		g, unsupported := l7Group(r)
-		if unsupported && out.Action == securityapi.Action_ALLOW {
+		g, problems := l7Group(r)
+		if len(problems) > 0 && out.Action == securityapi.Action_ALLOW {
 			continue
 		}
 		out.Groups = append(out.Groups, g)
@@ -679,26 +684,39 @@ func translateL7(p *securityv1.AuthorizationPolicy) *waypointapi.L7Authorization
 	return out
 }
 
-// l7Group translates a rule for the waypoint; unsupported reports that it
-// used attributes (or values) the waypoint cannot check, which are left
-// out of g.
-func l7Group(r securityv1.Rule) (g *waypointapi.L7Group, unsupported bool) {
+// l7Group translates a rule for the waypoint. problems say what the
+// waypoint cannot check, each starting with the path of its field in the
+// rule ("when[0]: ..."); those conditions are left out of g.
+func l7Group(r securityv1.Rule) (g *waypointapi.L7Group, problems []string) {
 	g = &waypointapi.L7Group{}
+	problem := func(field, format string, args ...any) {
+		problems = append(problems, field+": "+fmt.Sprintf(format, args...))
+	}
 	if len(r.From) > 0 {
 		rules := &waypointapi.L7Rules{}
-		for _, f := range r.From {
+		for i, f := range r.From {
 			// sourceMatch's own flag counts remote IPs, which the
 			// waypoint does check; its bad values are re-checked here.
 			m, _ := sourceMatch(f.Source)
 			if s := f.Source; s != nil {
-				_, badIP := cidrs(s.IPBlocks)
-				_, badNotIP := cidrs(s.NotIPBlocks)
-				unsupported = unsupported || badIP || badNotIP || len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0
-				var b1, b2 bool
+				field := fmt.Sprintf("from[%d].source.", i)
+				if len(s.RequestPrincipals) > 0 {
+					problem(field+"requestPrincipals", "JWT principals cannot be checked")
+				}
+				if len(s.NotRequestPrincipals) > 0 {
+					problem(field+"notRequestPrincipals", "JWT principals cannot be checked")
+				}
+				for _, l := range []struct {
+					name string
+					vs   []string
+				}{{"ipBlocks", s.IPBlocks}, {"notIpBlocks", s.NotIPBlocks}, {"remoteIpBlocks", s.RemoteIPBlocks}, {"notRemoteIpBlocks", s.NotRemoteIPBlocks}} {
+					if v, bad := firstBad(l.vs, validCIDR); bad {
+						problem(field+l.name, "%q is not an IP address or CIDR", v)
+					}
+				}
 				rm := &securityapi.Match{}
-				rm.SourceIps, b1 = cidrs(s.RemoteIPBlocks)
-				rm.NotSourceIps, b2 = cidrs(s.NotRemoteIPBlocks)
-				unsupported = unsupported || b1 || b2
+				rm.SourceIps, _ = cidrs(s.RemoteIPBlocks)
+				rm.NotSourceIps, _ = cidrs(s.NotRemoteIPBlocks)
 				// remote IPs are the original client's; the waypoint sees them as the source.
 				m.SourceIps = append(m.SourceIps, rm.SourceIps...)
 				m.NotSourceIps = append(m.NotSourceIps, rm.NotSourceIps...)
@@ -709,16 +727,38 @@ func l7Group(r securityv1.Rule) (g *waypointapi.L7Group, unsupported bool) {
 	}
 	if len(r.To) > 0 {
 		rules := &waypointapi.L7Rules{}
-		for _, t := range r.To {
+		for i, t := range r.To {
 			m := &waypointapi.L7Match{}
-			var b bool
 			if o := t.Operation; o != nil {
+				field := fmt.Sprintf("to[%d].operation.", i)
+				for _, l := range []struct {
+					name string
+					vs   []string
+				}{{"ports", o.Ports}, {"notPorts", o.NotPorts}} {
+					if v, bad := firstBad(l.vs, validPort); bad {
+						problem(field+l.name, "%q is not a port number", v)
+					}
+				}
 				m.L4 = &securityapi.Match{}
-				m.L4.DestinationPorts, b = ports(o.Ports)
-				unsupported = unsupported || b
-				m.L4.NotDestinationPorts, b = ports(o.NotPorts)
-				unsupported = unsupported || b
+				m.L4.DestinationPorts, _ = ports(o.Ports)
+				m.L4.NotDestinationPorts, _ = ports(o.NotPorts)
 				m.Paths, m.NotPaths = stringMatches(o.Paths), stringMatches(o.NotPaths)
+				// A template the waypoint cannot read leaves its whole
+				// list unchecked there; leave the list out here, as
+				// dropping only the value would narrow a positive list.
+				for _, l := range []struct {
+					name string
+					vs   []string
+					out  *[]*securityapi.StringMatch
+				}{{"paths", o.Paths, &m.Paths}, {"notPaths", o.NotPaths, &m.NotPaths}} {
+					for j, v := range l.vs {
+						if _, err := policy.ParsePathMatch(v); err != nil {
+							problem(fmt.Sprintf("%s%s[%d]", field, l.name, j), "%v", err)
+							*l.out = nil
+							break
+						}
+					}
+				}
 				m.Methods, m.NotMethods = stringMatches(o.Methods), stringMatches(o.NotMethods)
 				m.Hosts, m.NotHosts = stringMatches(o.Hosts), stringMatches(o.NotHosts)
 			}
@@ -726,18 +766,48 @@ func l7Group(r securityv1.Rule) (g *waypointapi.L7Group, unsupported bool) {
 		}
 		g.Rules = append(g.Rules, rules)
 	}
-	for _, c := range r.When {
+	for i, c := range r.When {
+		field := fmt.Sprintf("when[%d]", i)
 		if h, ok := strings.CutPrefix(c.Key, "request.headers["); ok && strings.HasSuffix(h, "]") {
 			name := strings.ToLower(strings.TrimSuffix(h, "]"))
+			if p := headerConditionProblem(name, c.Values, c.NotValues); p != "" {
+				problem(field, "%s: %s", c.Key, p)
+				continue
+			}
 			g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{Headers: []*waypointapi.HeaderCondition{{
 				Name: name, Values: stringMatches(c.Values), NotValues: stringMatches(c.NotValues)}}}}})
 			continue
 		}
 		m, bad := conditionMatch(c)
-		unsupported = unsupported || bad
+		switch {
+		case len(c.Values)+len(c.NotValues) == 0:
+			problem(field, "%s has no values and no notValues", c.Key)
+			continue
+		case bad:
+			problem(field, "condition %s cannot be checked (unsupported key or a value that does not parse)", c.Key)
+		}
 		g.Rules = append(g.Rules, &waypointapi.L7Rules{Matches: []*waypointapi.L7Match{{L4: m}}})
 	}
-	return g, unsupported
+	return g, problems
+}
+
+// headerConditionProblem says why the waypoint cannot evaluate a
+// request.headers[name] condition ("" when it can). pkg/policy's
+// Policy.Validate, which the waypoint applies, requires a lower-case token
+// and values or notValues; the waypoint reads ":authority" as "host" and
+// cannot check other pseudo-headers.
+func headerConditionProblem(name string, values, notValues []string) string {
+	switch {
+	case name == ":authority":
+	case strings.HasPrefix(name, ":"):
+		return "pseudo-headers other than :authority cannot be checked"
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Sprintf("header name %q is not a token", name)
+	}
+	if len(values)+len(notValues) == 0 {
+		return "no values and no notValues"
+	}
+	return ""
 }
 
 // waypointPolicy translates p for a waypoint and logs when that changes
