@@ -19,8 +19,9 @@ import (
 
 // routeStatus reports, for each Service parent of an HTTPRoute or
 // GRPCRoute (GAMMA), Accepted and ResolvedRefs, and PartiallyInvalid when
-// the waypoint answers some of the route's rules with 500 because it
-// cannot apply their filters (index.UnsupportedHTTPRules).
+// the waypoint cannot carry out some of the route's rules as written
+// (index.UnsupportedHTTPRules): a filter it does not support, or a value it
+// would refuse, such as a regular expression RE2 cannot compile.
 type routeStatus struct {
 	c    client.Client
 	kind routeKind
@@ -33,7 +34,7 @@ type routeKind struct {
 	// backends are the rules' backendRefs and their mirrors' backends.
 	backends func(client.Object) []gatewayv1.BackendRef
 	rules    func(client.Object) int
-	// unsupported lists the rules the waypoint answers with 500.
+	// unsupported lists the rules the waypoint does not carry out.
 	unsupported func(client.Object) []index.UnsupportedRule
 	status      func(client.Object) *gatewayv1.RouteStatus
 }
@@ -92,10 +93,13 @@ var grpcRoutes = routeKind{
 }
 
 // unsupportedConditions say what the waypoint does with the rules it
-// cannot carry out. When some rules are unsupported, PartiallyInvalid
-// (whose message must start "Dropped Rule"); when all are, the route is
-// not Accepted. In both cases the waypoint answers those rules' requests
-// with 500 rather than letting them through unfiltered (fail closed).
+// cannot carry out, with reason UnsupportedValue. When some rules are
+// unsupported, PartiallyInvalid (whose message must start "Dropped Rule");
+// when all are, the route is not Accepted. The message names each rule,
+// each problem's field and what the waypoint does instead: it answers the
+// rule's requests with HTTP 500 rather than letting them through
+// unfiltered (fail closed), or, when no match of the rule is valid, leaves
+// it out.
 func unsupportedConditions(bad []index.UnsupportedRule, rules int, generation int64) (notAccepted, partial *metav1.Condition) {
 	if len(bad) == 0 {
 		return nil, nil
@@ -107,8 +111,13 @@ func unsupportedConditions(bad []index.UnsupportedRule, rules int, generation in
 			parts[i] += fmt.Sprintf(" (%q)", u.Name)
 		}
 		parts[i] += ": " + u.Reason
+		if u.LeftOut {
+			parts[i] += "; no match of the rule is valid, so the waypoint leaves it out"
+		} else {
+			parts[i] += "; the waypoint answers its requests with HTTP 500"
+		}
 	}
-	what := strings.Join(parts, "; ") + ". The waypoint answers their requests with HTTP 500."
+	what := strings.Join(parts, ". Rule ") + "."
 	if len(bad) == rules {
 		return &metav1.Condition{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionFalse, Reason: string(gatewayv1.RouteReasonUnsupportedValue),
 			Message: "No rule is supported: rule " + what, ObservedGeneration: generation}, nil
