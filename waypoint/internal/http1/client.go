@@ -169,7 +169,10 @@ func (cc *ClientConn) firstByteReader() {
 		cc.mu.Lock()
 		switch cc.state {
 		case stateBusy:
-			cc.firstByte <- err
+			select {
+			case cc.firstByte <- err: // one result per wake: never blocks
+			default:
+			}
 			cc.mu.Unlock()
 			continue
 		case stateIdle:

@@ -121,11 +121,9 @@ func (w *response) writeContinue() error {
 	}
 	w.wroteContinue = true
 	w.sc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	if err := w.sc.bw.Flush(); err != nil {
-		w.err = err
-		return err
-	}
-	return nil
+	// A failure stays in the writer, which returns it to the handler's
+	// next write: w.err belongs to the handler's goroutine.
+	return w.sc.bw.Flush()
 }
 
 // Write writes body bytes. It refuses bytes past the handler's
