@@ -3,11 +3,13 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -24,17 +26,33 @@ const (
 )
 
 // authzStatus tells users how their AuthorizationPolicy is enforced: by
-// ztunnel (and whether exactly), or by the waypoint of its target.
+// ztunnel, or by the waypoint of its targets, and whether exactly as
+// written (index.ZtunnelSupport, index.WaypointSupport). A CUSTOM policy
+// also gets a Warning event when its status is written, since it never
+// does what it asks (Skiff has no external authorizer): ztunnel ignores
+// it and a waypoint enforces it as DENY.
 type authzStatus struct {
-	c client.Client
+	c      client.Client
+	events eventRecorder
 }
+
+// eventRecorder is the part of events.EventRecorder the controller uses.
+type eventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Reasons of the events about CUSTOM policies.
+const (
+	ReasonCustomEnforcedAsDeny = "CustomEnforcedAsDeny"
+	ReasonCustomIgnored        = "CustomIgnored"
+)
 
 // SetupPolicyStatus registers the (leader-elected) AuthorizationPolicy
 // status controller.
 func SetupPolicyStatus(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).Named("authorizationpolicy-status").
 		For(&securityv1.AuthorizationPolicy{}).
-		Complete(&authzStatus{c: mgr.GetClient()})
+		Complete(&authzStatus{c: mgr.GetClient(), events: mgr.GetEventRecorder("istiod-lite")})
 }
 
 func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -44,7 +62,7 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 	}
 	conds := append([]metav1.Condition(nil), p.Status.Conditions...)
 	changed := false
-	refs := p.Spec.TargetRefs
+	refs := slices.Clone(p.Spec.TargetRefs)
 	if p.Spec.TargetRef != nil {
 		refs = append(refs, *p.Spec.TargetRef)
 	}
@@ -65,8 +83,11 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 				break
 			}
 		}
-		if p.Spec.Action != "" && p.Spec.Action != securityv1.ActionAllow && p.Spec.Action != securityv1.ActionDeny {
-			c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", "action "+string(p.Spec.Action)+" is not supported; the policy is ignored"
+		// A missing target means nothing is enforced: that comes first.
+		if c.Status == metav1.ConditionTrue {
+			if ok, msg := index.WaypointSupport(&p); !ok {
+				c.Status, c.Reason, c.Message = metav1.ConditionFalse, "UnsupportedValue", msg
+			}
 		}
 		changed = meta.SetStatusCondition(&conds, c)
 		changed = meta.RemoveStatusCondition(&conds, ConditionZtunnelAccepted) || changed
@@ -74,8 +95,25 @@ func (r *authzStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 	if !changed && p.Status.ObservedGeneration == p.Generation {
 		return reconcile.Result{}, nil
 	}
+	// Once per change of the policy or of its status, not per resync.
+	if p.Spec.Action == securityv1.ActionCustom {
+		if len(refs) > 0 {
+			r.events.Eventf(&p, nil, corev1.EventTypeWarning, ReasonCustomEnforcedAsDeny, "Enforce",
+				"Skiff has no external authorizer (provider %q): the waypoint denies the requests this CUSTOM policy's rules match", provider(&p))
+		} else {
+			r.events.Eventf(&p, nil, corev1.EventTypeWarning, ReasonCustomIgnored, "Enforce",
+				"Skiff has no external authorizer (provider %q) and ztunnel ignores CUSTOM policies: this policy restricts nothing; attach it to a waypoint (targetRefs) to have it enforced as DENY", provider(&p))
+		}
+	}
 	p.Status.Conditions, p.Status.ObservedGeneration = conds, p.Generation
 	return reconcile.Result{}, r.c.Status().Update(ctx, &p)
+}
+
+func provider(p *securityv1.AuthorizationPolicy) string {
+	if p.Spec.Provider == nil {
+		return ""
+	}
+	return p.Spec.Provider.Name
 }
 
 // checkTarget returns why ref cannot be enforced ("" when it can).
