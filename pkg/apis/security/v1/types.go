@@ -23,9 +23,18 @@ type Action string
 const (
 	ActionAllow Action = "ALLOW"
 	ActionDeny  Action = "DENY"
-	// ActionAudit and ActionCustom are accepted for compatibility; Skiff
-	// does not implement them and reports so in the policy status.
-	ActionAudit  Action = "AUDIT"
+	// ActionAudit flags the requests a policy matches without allowing or
+	// denying them. A waypoint enforces it (targetRefs) and records the
+	// policy in its access log; ztunnel does not, as in Istio, and a
+	// selector or namespace policy with it is ignored, which its status
+	// says.
+	ActionAudit Action = "AUDIT"
+	// ActionCustom delegates the decision to an external authorizer
+	// (Provider), which Skiff does not have. A waypoint enforces a CUSTOM
+	// policy as DENY over the same rules, failing closed; ztunnel ignores
+	// it, as in Istio, so a selector or namespace CUSTOM policy restricts
+	// nothing. Either way the status says so and a Warning event is
+	// raised on the policy.
 	ActionCustom Action = "CUSTOM"
 )
 
@@ -70,15 +79,19 @@ type AuthorizationPolicySpec struct {
 	// Rules match requests; a request matches the policy if any rule does.
 	// +optional
 	Rules []Rule `json:"rules,omitempty"`
-	// Action is ALLOW (the default) or DENY.
+	// Action is ALLOW (the default), DENY, AUDIT or CUSTOM; see the
+	// constants for where AUDIT and CUSTOM are enforced and how.
 	// +optional
 	Action Action `json:"action,omitempty"`
-	// Provider is for CUSTOM policies, which Skiff does not implement.
+	// Provider names the external authorizer of a CUSTOM policy. Skiff has
+	// none: it is only reported (status, events), and the policy is
+	// enforced as DENY by a waypoint.
 	// +optional
 	Provider *Provider `json:"provider,omitempty"`
 }
 
-// Provider names an external authorizer (CUSTOM action).
+// Provider names an external authorizer (CUSTOM action); Skiff does not
+// call it.
 type Provider struct {
 	Name string `json:"name,omitempty"`
 }
