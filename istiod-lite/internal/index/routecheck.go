@@ -257,7 +257,7 @@ func checkBackend(c *ruleCheck, field string, ref gatewayv1.BackendRef, routeNS 
 }
 
 // keptBackend reports whether Index.backend translates ref: a Service in
-// the route's namespace.
+// the route's namespace (Skiff has no ReferenceGrant).
 func keptBackend(routeNS string, ref gatewayv1.BackendRef) bool {
 	if ref.Kind != nil && *ref.Kind != "Service" || ref.Group != nil && *ref.Group != "" {
 		return false

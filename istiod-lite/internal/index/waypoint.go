@@ -229,10 +229,7 @@ func attachedPort(ref gatewayv1.ParentReference, ports iter.Seq2[string, uint32]
 // not send to: a kind other than Service, or a Service in another namespace
 // (Skiff has no ReferenceGrant, and the route's status says RefNotPermitted).
 func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.BackendRef {
-	if ref.Kind != nil && *ref.Kind != "Service" || ref.Group != nil && *ref.Group != "" {
-		return nil
-	}
-	if ref.Namespace != nil && string(*ref.Namespace) != routeNS {
+	if !keptBackend(routeNS, ref) {
 		return nil
 	}
 	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: routeNS, Hostname: ix.hostname(routeNS, string(ref.Name)), Weight: 1}
