@@ -82,8 +82,8 @@ const (
 	// no other route's rule matches.
 	RouteFailsClosed
 	// ServiceDropped: the service is malformed (a bad VIP or port, a VIP
-	// or key another service has); it is left out, and the waypoint
-	// refuses tunnels to its addresses.
+	// or key an earlier service has); it is left out, and the waypoint
+	// refuses tunnels to those of its addresses no other service has.
 	ServiceDropped
 	// PolicyDeniesAll: the policy does not compile; it is replaced by a
 	// DENY policy of the same name that matches every request and
