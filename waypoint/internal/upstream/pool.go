@@ -161,6 +161,12 @@ func (p *Pool) roundTripH1(ctx context.Context, ep Endpoint, req *http.Request, 
 		}
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The body is the upgraded connection itself, for the caller to
+		// splice: it is no longer this pool's, nor the context's.
+		stop()
+		return resp, nil
+	}
 	resp.Body = &h1Body{ReadCloser: resp.Body, p: p, ep: ep, c: c, stop: stop}
 	return resp, nil
 }
