@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	defer stop()
 
 	mesh := meshstate.NewStore(cfg.RootNamespace, td.Name())
-	wp := source.NewWaypoint(ns, name)
+	wp := source.NewWaypoint(ns, name, logger)
 	src, err := newSource(cfg, td, self, mesh, wp, logger)
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@
 // (skiff.waypoint.v1.Waypoint, compiled by package config) and the mesh
 // state its endpoints come from (istio.workload.Address), either from the
 // control plane over delta xDS or from a local YAML file re-read on
-// change. Either way an update that does not compile is rejected whole
+// change. A problem confined to one route rule, route, service or policy
+// only fails that part closed (config.Compile's warnings, logged once per
+// configuration); a resource that cannot be read at all is rejected
 // (NACKed, or logged for the file) and the last good configuration stays
 // in force.
 package source
@@ -12,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -30,6 +33,7 @@ import (
 type Waypoint struct {
 	name, namespace string
 	cur             atomic.Pointer[config.Waypoint]
+	log             *slog.Logger
 
 	mu      sync.Mutex
 	version uint64
@@ -37,9 +41,13 @@ type Waypoint struct {
 }
 
 // NewWaypoint returns a holder for the waypoint namespace/name, empty
-// until the first configuration arrives.
-func NewWaypoint(namespace, name string) *Waypoint {
-	return &Waypoint{name: name, namespace: namespace, loaded: make(chan struct{})}
+// until the first configuration arrives. What a configuration fails
+// closed is logged to logger (nil: discarded).
+func NewWaypoint(namespace, name string, logger *slog.Logger) *Waypoint {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Waypoint{name: name, namespace: namespace, log: logger, loaded: make(chan struct{})}
 }
 
 // Load returns the current configuration; nil before the first.
@@ -78,6 +86,9 @@ func (w *Waypoint) clear() {
 }
 
 func (w *Waypoint) install(c *config.Waypoint) {
+	for _, warn := range c.Warnings() {
+		w.log.Warn("waypoint configuration: part failed closed", "field", warn.Field, "effect", warn.Effect, "err", warn.Err)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.cur.Store(c)

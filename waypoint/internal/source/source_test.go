@@ -41,7 +41,7 @@ waypoint:
 
 func TestApplyFile(t *testing.T) {
 	mesh := meshstate.NewStore("istio-system", "cluster.local")
-	w := NewWaypoint("default", "waypoint")
+	w := NewWaypoint("default", "waypoint", nil)
 	if err := ApplyFile([]byte(goodFile), mesh, w); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func FuzzApplyFile(f *testing.F) {
 	f.Add([]byte("waypoint: {name: waypoint, namespace: default}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mesh := meshstate.NewStore("istio-system", "cluster.local")
-		w := NewWaypoint("default", "waypoint")
+		w := NewWaypoint("default", "waypoint", nil)
 		err := ApplyFile(data, mesh, w)
 		if err != nil {
 			if w.Load() != nil || mesh.IsLoaded() {
