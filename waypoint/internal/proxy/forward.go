@@ -341,6 +341,12 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, t *tunnel, tgt targe
 		eps = p.endpoints(snap, a.backend.Key(), port, t.dst.Addr().Is4())
 	}
 	e, ok := eps.pick(tried)
+	if !ok && len(tried) > 0 {
+		// Every endpoint was tried: a retry goes to one of them again
+		// rather than fail a request that a second try may serve (the
+		// only endpoint of a service, most often).
+		e, ok = eps.pick(nil)
+	}
 	if !ok {
 		a.err = errNoEndpoint
 		a.outcome = retry.Outcome{}

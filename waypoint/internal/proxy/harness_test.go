@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -102,6 +104,8 @@ type testMesh struct {
 	clientID   spiffeid.ID
 	access     *syncBuffer
 	now        *fakeClock
+	// metrics is the waypoint's Prometheus registry (scrape reads it).
+	metrics *telemetry.Provider
 }
 
 // syncBuffer is a bytes.Buffer safe for the access log's writers.
@@ -197,18 +201,39 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.metrics = prov
 	rm, err := telemetry.NewRequestMetrics(prov.Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	tm, err := telemetry.NewTCPMetrics(prov.Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm, err := telemetry.NewWaypointMetrics(prov.Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := o.budget
+	if bc.Now == nil {
+		// A frozen clock: every request and retry falls in one window,
+		// so a test knows exactly what the budget allows.
+		bc.Now = m.now.Now
+	}
 	pcfg := Config{
-		Waypoint:  m.cfg.Load,
-		Mesh:      m.store,
-		Self:      self,
-		Upstream:  m.pool,
-		Balancer:  reg,
-		Budget:    func() *retry.Budget { b, _ := retry.NewBudget(o.budget); return b },
-		Telemetry: &Telemetry{Requests: rm, AccessLog: slog.New(slog.NewTextHandler(m.access, nil))},
+		Waypoint: m.cfg.Load,
+		Mesh:     m.store,
+		Self:     self,
+		Upstream: m.pool,
+		Balancer: reg,
+		Budget: func() *retry.Budget {
+			b, err := retry.NewBudget(bc)
+			if err != nil {
+				panic(err) // a test's meshOptions.budget is wrong
+			}
+			return b
+		},
+		Telemetry: &Telemetry{Requests: rm, TCP: tm, Waypoint: wm, AccessLog: slog.New(slog.NewTextHandler(m.access, nil))},
 		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if o.proxy != nil {
@@ -340,15 +365,24 @@ func (m *testMesh) startEndpoint(name, addr, sa string, h http.Handler) *testEnd
 	if sa == "" {
 		return e
 	}
+	e.id, e.zt = m.startZtunnel(name, e.addr.Addr(), sa, e.peers)
+	return e
+}
+
+// startZtunnel starts a destination ztunnel on ip:15008 with the identity
+// of service account sa: it accepts tunnels and connects each to its
+// authority in plain TCP, as a node's ztunnel delivers to a pod. The
+// identities of the peers it sees go to peers (if not full).
+func (m *testMesh) startZtunnel(name string, ip netip.Addr, sa string, peers chan spiffeid.ID) (spiffeid.ID, *hbone.Server) {
+	m.t.Helper()
 	cert, id := m.pki.cert(m.t, testNS, sa)
-	e.id = id
-	e.zt, err = hbone.NewServer(hbone.ServerConfig{
+	zt, err := hbone.NewServer(hbone.ServerConfig{
 		TrustDomain:    m.pki.td,
 		Bundles:        m.pki.bundles,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil },
 		Handler: hbone.HandlerFunc(func(ctx context.Context, w *hbone.Responder, r *hbone.Request) {
 			select {
-			case e.peers <- r.Peer:
+			case peers <- r.Peer:
 			default:
 			}
 			up, err := net.Dial("tcp", r.Authority.String())
@@ -368,13 +402,13 @@ func (m *testMesh) startEndpoint(name, addr, sa string, h http.Handler) *testEnd
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	zln, err := net.Listen("tcp", netip.AddrPortFrom(e.addr.Addr(), 15008).String())
+	zln, err := net.Listen("tcp", netip.AddrPortFrom(ip, 15008).String())
 	if err != nil {
 		m.t.Fatalf("endpoint %s ztunnel: %v", name, err)
 	}
-	go e.zt.Serve(zln)
-	m.t.Cleanup(func() { e.zt.Close() })
-	return e
+	go zt.Serve(zln)
+	m.t.Cleanup(func() { zt.Close() })
+	return id, zt
 }
 
 // workload is the mesh-state entry of an endpoint backing service
@@ -414,6 +448,17 @@ func wpService(name, vip string, port, target uint32, appProtocol string) *waypo
 	}
 }
 
+// scrape returns the waypoint's metrics in the Prometheus text format.
+func (m *testMesh) scrape() string {
+	m.t.Helper()
+	rr := httptest.NewRecorder()
+	m.metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	if rr.Code != 200 {
+		m.t.Fatalf("scraping metrics: %d", rr.Code)
+	}
+	return rr.Body.String()
+}
+
 // readAll reads a response body and closes it.
 func readAll(t *testing.T, r io.ReadCloser) string {
 	t.Helper()
@@ -424,3 +469,31 @@ func readAll(t *testing.T, r io.ReadCloser) string {
 	}
 	return string(b)
 }
+
+// backendRef is a route backend: service name (in testNS) on port 80.
+func backendRef(name string, weight uint32) *waypointapi.BackendRef {
+	return &waypointapi.BackendRef{Name: name, Namespace: testNS, Hostname: hostname(name), Port: 80, Weight: weight}
+}
+
+// backendServices adds to st one service per name, each with one HBONE
+// endpoint at the matching address (port 8080), and returns st.
+func backendServices(st meshstate.Config, names []string, vips, addrs []string) meshstate.Config {
+	for i, name := range names {
+		st.Services = append(st.Services, service(name, vips[i], 80, 8080))
+		st.Workloads = append(st.Workloads, workload(name, addrs[i], "echo", hostname(name), 80))
+	}
+	return st
+}
+
+// get sends a request through the waypoint and returns the status, the
+// body and the endpoint that answered.
+func (m *testMesh) do(c *http.Client, req *http.Request) (*http.Response, string) {
+	m.t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		m.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	return resp, readAll(m.t, resp.Body)
+}
+
+func fmtSscan(s string, v *float64) (int, error) { return fmt.Sscan(s, v) }
