@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
+)
+
+// A rule's request timeout and backend timeout answer 504 when the
+// backend does not answer in time, over HTTP/1.1 and HTTP/2; with a
+// retry, the backend timeout bounds each attempt and every attempt is
+// made.
+func TestTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		appProtocol      string
+		request, backend uint32 // ms
+		retry            *waypointapi.Retry
+		hits             int64
+	}{
+		{"request timeout", "http", 100, 0, nil, 1},
+		{"backend timeout", "http", 0, 100, nil, 1},
+		{"backend timeout within the request's", "http", 10_000, 100, nil, 1},
+		{"backend timeout retried", "http", 0, 50, &waypointapi.Retry{Attempts: 2, BackoffMs: 1}, 3},
+		{"request timeout, h2", "http2", 100, 0, nil, 1},
+		{"backend timeout, h2", "http2", 0, 100, nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := wpService("echo", echoVIP, 80, 8080, tc.appProtocol)
+			svc.HttpRoutes = []*waypointapi.HTTPRoute{{Name: "slow", Namespace: testNS, Rules: []*waypointapi.HTTPRouteRule{{
+				Backends:         []*waypointapi.BackendRef{backendRef("echo", 1)},
+				RequestTimeoutMs: tc.request,
+				BackendTimeoutMs: tc.backend,
+				Retry:            tc.retry,
+			}}}}
+			m, eps := oneService(t, svc, meshOptions{}, "127.77.16.1:8080")
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) }) // runs before the servers close
+			eps[0].handle(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			c := m.http1Client()
+			if tc.appProtocol == "http2" {
+				c = m.http2Client()
+			}
+			resp, body := m.do(c, mustRequest(t, "GET", "http://"+echoVIP+"/slow", nil))
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
+			}
+			if got := eps[0].hits.Load(); got != tc.hits {
+				t.Errorf("backend hits %d, want %d", got, tc.hits)
+			}
+			if log := m.access.String(); !strings.Contains(log, "flags=UT") {
+				t.Errorf("access log lacks the UT flag:\n%s", log)
+			}
+		})
+	}
+}
