@@ -220,6 +220,7 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 		// so a test knows exactly what the budget allows.
 		bc.Now = m.now.Now
 	}
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pcfg := Config{
 		Waypoint: m.cfg.Load,
 		Mesh:     m.store,
@@ -233,8 +234,8 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 			}
 			return b
 		},
-		Telemetry: &Telemetry{Requests: rm, TCP: tm, Waypoint: wm, AccessLog: slog.New(slog.NewTextHandler(m.access, nil))},
-		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Telemetry: &Telemetry{Requests: rm, TCP: tm, Waypoint: wm, AccessLog: slog.New(slog.NewTextHandler(m.access, nil)), Logger: logger},
+		Logger:    logger,
 	}
 	if o.proxy != nil {
 		o.proxy(&pcfg)
