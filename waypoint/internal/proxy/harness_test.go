@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -373,7 +374,7 @@ func (m *testMesh) startEndpoint(name, addr, sa string, h http.Handler) *testEnd
 // startZtunnel starts a destination ztunnel on ip:15008 with the identity
 // of service account sa: it accepts tunnels and connects each to its
 // authority in plain TCP, as a node's ztunnel delivers to a pod. The
-// identities of the peers it sees go to peers (if not full).
+// identities of the peers it sees go to peers (if not nil nor full).
 func (m *testMesh) startZtunnel(name string, ip netip.Addr, sa string, peers chan spiffeid.ID) (spiffeid.ID, *hbone.Server) {
 	m.t.Helper()
 	cert, id := m.pki.cert(m.t, testNS, sa)
@@ -498,3 +499,15 @@ func (m *testMesh) do(c *http.Client, req *http.Request) (*http.Response, string
 }
 
 func fmtSscan(s string, v *float64) (int, error) { return fmt.Sscan(s, v) }
+
+// grepLines returns the lines of s that contain substr.
+func grepLines(s, substr string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, substr) {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}

@@ -22,7 +22,7 @@ func TestOutlierEjectsAndRestores(t *testing.T) {
 	oc := outlier.Config{Consecutive: 2, BaseEjection: 30 * time.Second}
 	m, eps := oneService(t, nil, meshOptions{outlier: oc}, "127.77.17.1:8080", "127.77.17.2:8080")
 	good, bad := eps[0], eps[1]
-	bad.handle(status(http.StatusInternalServerError))
+	bad.handle(answer(http.StatusInternalServerError))
 	c := m.http1Client()
 	get := func() int {
 		resp, _ := m.do(c, mustRequest(t, "GET", "http://"+echoVIP+"/", nil))
@@ -79,7 +79,7 @@ func TestOutlierNeverEjectsMoreThanHalf(t *testing.T) {
 			oc := outlier.Config{Consecutive: 1, BaseEjection: time.Minute}
 			m, eps := oneService(t, nil, meshOptions{outlier: oc}, addrs...)
 			for _, e := range eps {
-				e.handle(status(http.StatusInternalServerError))
+				e.handle(answer(http.StatusInternalServerError))
 			}
 			c := m.http1Client()
 			for range 20 * n {

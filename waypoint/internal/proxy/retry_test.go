@@ -27,8 +27,8 @@ func retryRoute(attempts uint32, codes ...uint32) *waypointapi.Service {
 	return svc
 }
 
-// status answers code after reading the whole request body.
-func status(code int) http.HandlerFunc {
+// answer answers code after reading the whole request body.
+func answer(code int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(code)
@@ -111,7 +111,7 @@ func TestRetryRouteAttempts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, eps := oneService(t, retryRoute(tc.attempts, 500), meshOptions{}, "127.77.12.1:8080")
-			eps[0].handle(status(tc.code))
+			eps[0].handle(answer(tc.code))
 			resp, _ := m.do(m.http1Client(), mustRequest(t, "GET", "http://"+echoVIP+"/", nil))
 			if resp.StatusCode != tc.code {
 				t.Errorf("status %d, want %d", resp.StatusCode, tc.code)
@@ -128,7 +128,7 @@ func TestRetryRouteAttempts(t *testing.T) {
 func TestRetryBudgetCapsRetries(t *testing.T) {
 	bc := retry.BudgetConfig{Ratio: 0.1, MinPerSecond: 0.5} // window: the default 10 s
 	m, eps := oneService(t, retryRoute(3, 500), meshOptions{budget: bc}, "127.77.13.1:8080")
-	eps[0].handle(status(500))
+	eps[0].handle(answer(500))
 	c := m.http1Client()
 	const requests = 30
 	for range requests {
