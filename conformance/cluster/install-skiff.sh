@@ -2,7 +2,8 @@
 # Installs (or upgrades) Skiff on the local cluster from this checkout: builds
 # Skiff's images and loads them into every node, then installs the Helm
 # charts in Istio's order for ambient mode (base, istiod, cni, ztunnel) into
-# istio-system. Pods are rolled when the images changed.
+# istio-system. Pods are rolled when the images changed (waypoints are
+# deployed by istiod-lite: existing ones keep their pods).
 #   conformance/cluster/install-skiff.sh [extra helm flags for every release]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,7 +15,7 @@ require_root
 HELM="$HELM_BIN_CACHE/helm"
 [[ -x "$HELM" ]] || "$here/build-k8s.sh"
 
-images=(skiff.local/istiod-lite:dev skiff.local/ztunnel:dev skiff.local/cni:dev)
+images=(skiff.local/istiod-lite:dev skiff.local/ztunnel:dev skiff.local/cni:dev skiff.local/waypoint:dev)
 step "Skiff images (build and import into every node)"
 (cd "$repo" && go run ./conformance/cmd/skiff-images -only "$(
 	IFS=,

@@ -18,10 +18,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -81,6 +83,13 @@ func serve(args []string) error {
 		fmt.Fprintf(w, "node=%s\npod=%s\nnamespace=%s\npod_ip=%s\nhostname=%s\nremote=%s\nhost=%s\npath=%s\n",
 			os.Getenv("NODE_NAME"), os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"),
 			os.Getenv("POD_IP"), host, r.RemoteAddr, r.Host, r.URL.Path)
+		// The request's header, one field per line, so that tests can
+		// see what proxies on the way added or changed.
+		for _, k := range slices.Sorted(maps.Keys(r.Header)) {
+			for _, v := range r.Header[k] {
+				fmt.Fprintf(w, "header.%s=%s\n", k, v)
+			}
+		}
 	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
