@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -160,6 +161,28 @@ func TestPeersServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer origin.Close()
+	for _, fr := range []FixedRate{
+		{URL: "http://" + s.origin.H1Listen + "/1k"},
+		{URL: "http://" + s.origin.H2Listen + "/1k", HTTP2: true},
+		{URL: "https://" + s.origin.TLSListen + "/1k"},
+		{URL: "https://" + s.origin.TLSListen + "/1k", HTTP2: true},
+		{URL: "http://" + s.origin.H1Listen + "/missing", HTTP2: false},
+	} {
+		fr.Conns, fr.Rate, fr.WarmUp, fr.Duration = 2, 200, 50*time.Millisecond, 200*time.Millisecond
+		lat, err := fr.Run(ctx)
+		if strings.HasSuffix(fr.URL, "/missing") {
+			if err == nil || !strings.Contains(err.Error(), "404") {
+				t.Errorf("FixedRate %s: err = %v, want a 404", fr.URL, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("FixedRate %s (HTTP/2 %v): %v", fr.URL, fr.HTTP2, err)
+		}
+		if len(lat) != 40 {
+			t.Errorf("FixedRate %s (HTTP/2 %v): %d latencies, want 40 (200/s for 200ms)", fr.URL, fr.HTTP2, len(lat))
+		}
+	}
 	start := map[string]func(context.Context, L7Proxy) (*Proc, error){"haproxy": StartHAProxy, "nginx": StartNginxProxy}
 	for _, name := range []string{"haproxy", "nginx"} {
 		for _, tc := range []struct {
