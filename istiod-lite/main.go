@@ -65,6 +65,8 @@ func run() error {
 	fs.StringVar(&cfg.Deployer.MemoryRequest, "waypoint-memory-request", "64Mi", "waypoint memory request")
 	fs.StringVar(&cfg.Deployer.CPULimit, "waypoint-cpu-limit", "", "waypoint CPU limit")
 	fs.StringVar(&cfg.Deployer.MemoryLimit, "waypoint-memory-limit", "512Mi", "waypoint memory limit")
+	fs.StringVar(&cfg.Deployer.OTLPEndpoint, "waypoint-otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) that waypoints send traces to; empty: no tracing")
+	fs.BoolVar(&cfg.Deployer.OTLPInsecure, "waypoint-otlp-insecure", false, "waypoints send traces without TLS (an in-cluster collector)")
 	var qps float64
 	fs.Float64Var(&qps, "kube-qps", 100, "requests per second to the apiserver")
 	fs.IntVar(&cfg.KubeBurst, "kube-burst", 200, "request burst to the apiserver")

@@ -57,7 +57,7 @@ func run() error {
 	fs.DurationVar(&cfg.Outlier.BaseEjection, "outlier-base-ejection", "OUTLIER_BASE_EJECTION", 30*time.Second, "first ejection time; each further ejection of an endpoint lasts longer")
 	fs.IntVar(&cfg.Outlier.MaxEjectionPercent, "outlier-max-ejection-percent", "OUTLIER_MAX_EJECTION_PERCENT", 50, "never eject more than this share of a service's endpoints")
 	fs.DurationVar(&cfg.Outlier.MaxEjection, "outlier-max-ejection", "OUTLIER_MAX_EJECTION", 300*time.Second, "longest ejection")
-	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "OpenTelemetry collector (host:port, OTLP/gRPC) for traces; empty: no tracing")
+	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "OTLP_ENDPOINT", "", "OpenTelemetry collector (host:port, OTLP/gRPC) for traces; empty: no tracing")
 	fs.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", "OTLP_INSECURE", false, "send traces without TLS")
 	fs.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", "TRACE_SAMPLE_RATIO", 0.01, "share of requests traced when the caller did not decide (a sampled traceparent is always followed)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", "ACCESS_LOG", true, "log one line per request and connection")

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +61,10 @@ type Options struct {
 	XDSAddress string
 	// TrustDomain of the mesh.
 	TrustDomain string
+	// OTLPEndpoint, when set, is where waypoints send traces (OTLP/gRPC);
+	// OTLPInsecure sends them without TLS.
+	OTLPEndpoint string
+	OTLPInsecure bool
 	// RateLimitPolicies reports RateLimitPolicy status (its CRD must be
 	// installed).
 	RateLimitPolicies bool
@@ -286,6 +291,17 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 			}
 		}
 	}
+	env := []corev1.EnvVar{
+		{Name: "XDS_ADDRESS", Value: d.o.XDSAddress},
+		{Name: "TRUST_DOMAIN", Value: d.o.TrustDomain},
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		{Name: "SERVICE_ACCOUNT", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.serviceAccountName"}}},
+	}
+	if d.o.OTLPEndpoint != "" {
+		env = append(env, corev1.EnvVar{Name: "OTLP_ENDPOINT", Value: d.o.OTLPEndpoint},
+			corev1.EnvVar{Name: "OTLP_INSECURE", Value: strconv.FormatBool(d.o.OTLPInsecure)})
+	}
 	podLabels := mergeLabels(map[string]string{}, labels)
 	// The waypoint speaks HBONE itself (as Istio's waypoints): the node's
 	// redirection leaves it alone, and peers tunnel straight to it.
@@ -303,13 +319,7 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 				Image:           d.o.Image,
 				ImagePullPolicy: d.o.ImagePullPolicy,
 				Args:            []string{"--waypoint=" + gw.Namespace + "/" + gw.Name},
-				Env: []corev1.EnvVar{
-					{Name: "XDS_ADDRESS", Value: d.o.XDSAddress},
-					{Name: "TRUST_DOMAIN", Value: d.o.TrustDomain},
-					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-					{Name: "SERVICE_ACCOUNT", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.serviceAccountName"}}},
-				},
+				Env:             env,
 				Ports: []corev1.ContainerPort{
 					{Name: "hbone", ContainerPort: HBONEPort, Protocol: corev1.ProtocolTCP},
 					{Name: "status", ContainerPort: ReadinessPort, Protocol: corev1.ProtocolTCP},
