@@ -207,4 +207,3 @@ func eventually(t *testing.T, f func() error) {
 	}
 	t.Fatalf("did not converge: %v", err)
 }
-
