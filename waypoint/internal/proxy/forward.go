@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
@@ -20,6 +21,7 @@ import (
 	"github.com/skiffmesh/skiff/waypoint/internal/balance"
 	"github.com/skiffmesh/skiff/waypoint/internal/config"
 	"github.com/skiffmesh/skiff/waypoint/internal/filter"
+	"github.com/skiffmesh/skiff/waypoint/internal/http1"
 	"github.com/skiffmesh/skiff/waypoint/internal/outlier"
 	"github.com/skiffmesh/skiff/waypoint/internal/pathnorm"
 	"github.com/skiffmesh/skiff/waypoint/internal/retry"
@@ -37,8 +39,10 @@ func (p *Proxy) handler(t *tunnel) http.Handler {
 func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) {
 	rec, r := p.cfg.Telemetry.startRequest(t, r)
 	defer rec.finish()
+	var src *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.received}
+		src = &countingBody{ReadCloser: r.Body, n: &rec.received}
+		r.Body = src
 	}
 	cfg := p.cfg.Waypoint()
 	snap := p.cfg.Mesh.Snapshot()
@@ -135,7 +139,7 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 		p.forwardUpgrade(w, r, out, t, tgt, rule, rec)
 		return
 	}
-	p.forward(w, r, out, t, tgt, rule, rec)
+	p.forward(w, r, out, src, t, tgt, rule, rec)
 }
 
 // setEscapedPath sets u's path from its escaped form.
@@ -256,7 +260,7 @@ type attempt struct {
 
 // forward sends out, retrying as the rule's policy and the budget allow,
 // and streams the answer back.
-func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, t *tunnel, tgt target, rule *config.Rule, rec *requestRecord) {
+func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, src *countingBody, t *tunnel, tgt target, rule *config.Rule, rec *requestRecord) {
 	ctx := in.Context()
 	if rule.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -280,7 +284,7 @@ func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, t *tunnel,
 	snap := p.cfg.Mesh.Snapshot()
 	var tried []*balance.Host
 	for n := 0; ; n++ {
-		a := p.try(ctx, out, t, tgt, rule, proto, snap, tried)
+		a := p.try(ctx, out, src, t, tgt, rule, proto, snap, tried)
 		if a.e.host != nil {
 			tried = append(tried, a.e.host)
 		}
@@ -309,6 +313,10 @@ func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, t *tunnel,
 		}
 		if a.err != nil {
 			a.discard()
+			if err := src.failed(); err != nil {
+				p.failDownstream(w, rec, err)
+				return
+			}
 			p.fail(w, rec, a.err, ctx.Err())
 			return
 		}
@@ -320,8 +328,10 @@ func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, t *tunnel,
 
 // try makes one attempt: a backend by weight, one of its endpoints, and
 // the round trip, bounded by the rule's per-attempt timeout. The endpoint
-// stays "in flight" until the response body is done.
-func (p *Proxy) try(ctx context.Context, out *http.Request, t *tunnel, tgt target, rule *config.Rule, proto upstream.Protocol, snap *meshstate.Snapshot, tried []*balance.Host) attempt {
+// stays "in flight" until the response body is done. src is the client's
+// request body (nil for none): an attempt that failed because reading it
+// failed says nothing about the endpoint.
+func (p *Proxy) try(ctx context.Context, out *http.Request, src *countingBody, t *tunnel, tgt target, rule *config.Rule, proto upstream.Protocol, snap *meshstate.Snapshot, tried []*balance.Host) attempt {
 	var a attempt
 	var eps *endpointSet
 	if tgt.svc == nil {
@@ -367,6 +377,11 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, t *tunnel, tgt targe
 	e.host.Begin()
 	a.resp, a.err = p.cfg.Upstream.RoundTrip(actx, e.ep, proto, req, tunnelHeader(t))
 	a.outcome = classify(a.resp, a.err, actx)
+	if a.err != nil && src.failed() != nil {
+		// The client's body broke (malformed, or the client went away):
+		// not the endpoint's failure, and not one a retry mends.
+		a.outcome = retry.Outcome{}
+	}
 	if a.err != nil {
 		e.host.End(a.outcome.Outlier())
 		cancel()
@@ -405,6 +420,11 @@ func classify(resp *http.Response, err error, ctx context.Context) retry.Outcome
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return retry.Outcome{Kind: retry.Timeout}
+	case ctx.Err() != nil:
+		// The client went away: nothing to retry, and nothing learnt
+		// about the endpoint (outlier detection must not count it, or
+		// clients that cancel would eject healthy endpoints).
+		return retry.Outcome{}
 	case errors.As(err, &ce):
 		return retry.Outcome{Kind: retry.ConnectFailure}
 	case errors.Is(err, upstream.ErrRefused):
@@ -442,6 +462,19 @@ func (p *Proxy) fail(w http.ResponseWriter, rec *requestRecord, err, ctxErr erro
 	default:
 		p.refuse(w, rec, http.StatusServiceUnavailable, flagReset, "upstream reset before response: "+err.Error())
 	}
+}
+
+// failDownstream answers a request whose body could not be read from the
+// client: a malformed body (a chunked framing error) gets the status its
+// parser chose, and the connection closes; a client that went away gets
+// nothing it would read, but the record says so.
+func (p *Proxy) failDownstream(w http.ResponseWriter, rec *requestRecord, err error) {
+	if pe, ok := errors.AsType[*http1.ProtocolError](err); ok && pe.Status >= 400 && pe.Status < 500 {
+		p.refuse(w, rec, pe.Status, flagDownstreamProtocol, "bad request body: "+pe.Reason)
+		return
+	}
+	rec.flag(flagDownstreamDisconnect)
+	p.refuse(w, rec, http.StatusBadRequest, flagDownstreamProtocol, "request body incomplete")
 }
 
 // refuse answers with a short text body of the waypoint's own.
@@ -548,7 +581,7 @@ func copyBody(w http.ResponseWriter, body io.Reader, stream bool) (int64, error)
 // endpoint answers 101, the two connections are spliced.
 func (p *Proxy) forwardUpgrade(w http.ResponseWriter, in, out *http.Request, t *tunnel, tgt target, rule *config.Rule, rec *requestRecord) {
 	ctx, cancel := context.WithTimeout(in.Context(), p.cfg.ConnectTimeout)
-	a := p.try(ctx, out, t, tgt, rule, upstream.HTTP1, p.cfg.Mesh.Snapshot(), nil)
+	a := p.try(ctx, out, nil, t, tgt, rule, upstream.HTTP1, p.cfg.Mesh.Snapshot(), nil)
 	cancel()
 	rec.attempt(a.e, a.err)
 	if a.err != nil {
@@ -684,14 +717,33 @@ func (p *Proxy) sendMirror(req *http.Request, key string, port uint16, proto ups
 // mirrorTimeout bounds a mirrored request.
 const mirrorTimeout = 30 * time.Second
 
-// countingBody counts the bytes read from a body.
+// countingBody counts the bytes read from a client's request body, and
+// keeps the first error reading it, so that a failed attempt can be told
+// apart: the client's fault (a malformed body, a client gone) or the
+// endpoint's. Transports read it on goroutines of their own.
 type countingBody struct {
 	io.ReadCloser
-	n *int64
+	n   *atomic.Int64
+	err atomic.Pointer[error]
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	*b.n += int64(n)
+	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// failed returns the error reading the body met, if any; nil for a nil
+// body.
+func (b *countingBody) failed() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -84,8 +85,10 @@ type requestRecord struct {
 	attempts  int
 	noRetryBc string
 	sent      int64
-	received  int64
-	span      trace.Span
+	// received is added to by whoever reads the request body, which may
+	// be a transport's goroutine still running when the request ends.
+	received atomic.Int64
+	span     trace.Span
 }
 
 // startRequest begins a request's record and, with tracing, its span;
@@ -115,7 +118,7 @@ func (rec *requestRecord) reason(msg string)     { rec.why = msg }
 func (rec *requestRecord) audit(keys []string)   { rec.audited = keys }
 func (rec *requestRecord) deny(d authz.Decision) { rec.denied = d.Policy }
 func (rec *requestRecord) noRetry(why string)    { rec.noRetryBc = why }
-func (rec *requestRecord) requestBytes(n int64)  { rec.received += n }
+func (rec *requestRecord) requestBytes(n int64)  { rec.received.Add(n) }
 func (rec *requestRecord) responseBytes(n int64) { rec.sent += n }
 func (rec *requestRecord) attempt(e endpoint, _ error) {
 	rec.attempts++
@@ -150,7 +153,7 @@ func (rec *requestRecord) finish() {
 	}
 	if rec.t.Requests != nil {
 		rec.t.Requests.Record(context.Background(), rec.t.attributes(rec.labels(code)),
-			telemetry.RequestSample{Duration: d, RequestBytes: rec.received, ResponseBytes: rec.sent})
+			telemetry.RequestSample{Duration: d, RequestBytes: rec.received.Load(), ResponseBytes: rec.sent})
 	}
 	if rec.span != nil {
 		rec.t.Tracing.EndRequest(rec.span, code)
