@@ -684,7 +684,11 @@ func (p *Proxy) mirror(in, out *http.Request, rule *config.Rule, replay *retry.R
 			port = t.dst.Port()
 		}
 		proto := upstreamProtocol(tgt.port.Protocol, in)
-		p.wg.Add(1)
+		if !p.enter() {
+			p.mirrors.Add(-1)
+			p.cfg.Telemetry.mirrorDropped("closing")
+			continue
+		}
 		go func() {
 			defer p.wg.Done()
 			defer p.mirrors.Add(-1)

@@ -109,15 +109,23 @@ type testMesh struct {
 	metrics *telemetry.Provider
 }
 
-// syncBuffer is a bytes.Buffer safe for the access log's writers.
+// syncBuffer is a bytes.Buffer safe for the access log's writers, that
+// tells waiters about each line.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	lines   int
+	changed chan struct{} // closed and replaced at each write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.lines += bytes.Count(p, []byte("\n"))
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -125,6 +133,29 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// waitLines waits until the log holds n lines. The proxy writes a
+// request's line once it is done with it: its outcome is reported to
+// outlier detection, its metrics recorded.
+func (s *syncBuffer) waitLines(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		if s.lines >= n {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d access log lines, waiting for %d: %w", s.lines, n, ctx.Err())
+		}
+	}
 }
 
 // fakeClock drives outlier detection.

@@ -88,8 +88,13 @@ func (p *Proxy) ServeHBONE(ctx context.Context, w *hbone.Responder, r *hbone.Req
 	}
 	t := &tunnel{peer: r.Peer, dst: r.Authority, header: r.Header}
 	t.src, t.srcWorkload = source(snap, r)
+	if !p.enter() {
+		w.Refuse(http.StatusServiceUnavailable) // closing
+		return
+	}
 	c, err := w.Accept()
 	if err != nil {
+		p.wg.Done()
 		return
 	}
 	// Serve on a fresh goroutine: this one's stack grew in the HBONE
@@ -97,7 +102,6 @@ func (p *Proxy) ServeHBONE(ctx context.Context, w *hbone.Responder, r *hbone.Req
 	w.Detach()
 	t.conn = c
 	p.open.Add(1)
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		defer p.open.Add(-1)

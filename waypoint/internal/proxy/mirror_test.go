@@ -114,7 +114,11 @@ func TestSlowMirrorDoesNotDelay(t *testing.T) {
 
 // A 0% mirror never gets a copy, a 100% mirror always does.
 func TestMirrorFractions(t *testing.T) {
+	// The 0% mirror comes first: had it been sent a copy, it would have
+	// been sent before the 100% one of the same request.
 	m, main, mirrors := mirrorMesh(t, "21", []string{"never", "always"}, []uint32{0, 100})
+	copies := make(chan struct{}, 64)
+	mirrors[1].handle(func(w http.ResponseWriter, r *http.Request) { copies <- struct{}{} })
 	const requests = 20
 	c := m.http1Client()
 	for range requests {
@@ -123,11 +127,10 @@ func TestMirrorFractions(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	// The proxy's goroutines are the tunnels being served and the mirrors
-	// in flight: once the client's connections are closed and they have
-	// all ended, every copy sent has been counted.
-	c.CloseIdleConnections()
-	m.px.wg.Wait()
+	for range requests {
+		<-copies
+	}
+	m.px.Close() // waits for any mirror still in flight
 	if got := main.hits.Load(); got != requests {
 		t.Errorf("main backend hits %d, want %d", got, requests)
 	}
@@ -136,5 +139,40 @@ func TestMirrorFractions(t *testing.T) {
 	}
 	if got := mirrors[1].hits.Load(); got != requests {
 		t.Errorf("the 100%% mirror got %d copies, want %d", got, requests)
+	}
+}
+
+// sample draws the fraction of requests mirrored.
+func TestSample(t *testing.T) {
+	for _, tc := range []struct {
+		num, den uint32
+		want     float64 // share of draws; -1 for "some, not all"
+	}{
+		{0, 100, 0},
+		{0, 0, 0},
+		{100, 100, 1},
+		{100, 0, 1}, // a denominator of 0 means a percentage
+		{150, 100, 1},
+		{1, 1, 1},
+		{7, 7, 1},
+		{0, 1_000_000, 0},
+		{50, 0, -1},
+		{1, 3, -1},
+	} {
+		const draws = 2000
+		n := 0
+		for range draws {
+			if sample(tc.num, tc.den) {
+				n++
+			}
+		}
+		switch {
+		case tc.want == 0 && n != 0, tc.want == 1 && n != draws:
+			t.Errorf("sample(%d, %d): %d of %d, want %v of them", tc.num, tc.den, n, draws, tc.want)
+		case tc.want < 0 && (n == 0 || n == draws):
+			// Fail only for "none" or "all": both have probability far
+			// below 1e-100 for these fractions.
+			t.Errorf("sample(%d, %d): %d of %d", tc.num, tc.den, n, draws)
+		}
 	}
 }

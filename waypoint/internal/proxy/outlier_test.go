@@ -1,8 +1,13 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,4 +119,76 @@ func TestOutlierNeverEjectsMoreThanHalf(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Failures that are the client's, not the endpoint's, never eject it: a
+// client that cancels its requests, or sends a malformed body.
+func TestOutlierIgnoresClientFailures(t *testing.T) {
+	oc := outlier.Config{Consecutive: 1, BaseEjection: time.Minute}
+	t.Run("cancelled requests", func(t *testing.T) {
+		m, eps := oneService(t, nil, meshOptions{outlier: oc}, "127.77.27.1:8080", "127.77.27.2:8080")
+		arrived := make(chan struct{})
+		for _, e := range eps {
+			e.handle(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case arrived <- struct{}{}:
+					<-r.Context().Done()
+				case <-r.Context().Done():
+				}
+			})
+		}
+		c := m.http1Client()
+		for range 5 {
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() {
+				resp, err := c.Do(mustRequest(t, "GET", "http://"+echoVIP+"/", nil).WithContext(ctx))
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			<-arrived
+			cancel()
+			if err := <-done; err == nil {
+				t.Fatal("a cancelled request succeeded")
+			}
+		}
+		// The proxy logs each request once it has reported its outcome.
+		if err := m.access.waitLines(t.Context(), 5); err != nil {
+			t.Fatal(err)
+		}
+		if st := m.echoStats(); st.Ejections != 0 || st.SkippedByCap != 0 {
+			t.Errorf("cancelled requests counted as the endpoints' failures: %+v", st)
+		}
+	})
+	t.Run("malformed bodies", func(t *testing.T) {
+		m, eps := oneService(t, nil, meshOptions{outlier: oc}, "127.77.27.3:8080", "127.77.27.4:8080")
+		for _, e := range eps {
+			e.handle(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+		}
+		big := strings.Repeat("x", 100<<10)
+		for range 3 {
+			c, err := m.tunnel(t.Context(), echoVIP+":80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go io.WriteString(c, "POST / HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\n"+
+				strconv.FormatInt(int64(len(big)), 16)+"\r\n"+big+"\r\nzz\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if resp.StatusCode != 400 {
+				t.Fatalf("status %d, want 400", resp.StatusCode)
+			}
+		}
+		if st := m.echoStats(); st.Ejections != 0 || st.SkippedByCap != 0 {
+			t.Errorf("malformed request bodies counted as the endpoints' failures: %+v", st)
+		}
+		if resp, _ := m.do(m.http1Client(), mustRequest(t, "GET", "http://"+echoVIP+"/", nil)); resp.StatusCode != 200 {
+			t.Errorf("a valid request after them: %d", resp.StatusCode)
+		}
+	})
 }

@@ -94,8 +94,12 @@ type Proxy struct {
 	mirrors  atomic.Int64
 	eps      endpointCache
 
-	wg   sync.WaitGroup
-	open atomic.Int64
+	// wg counts the goroutines Close waits for (tunnels, mirrors); mu
+	// orders their start with Close, as a WaitGroup requires.
+	mu      sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
+	open    atomic.Int64
 }
 
 // New checks cfg and returns a Proxy.
@@ -146,10 +150,26 @@ func New(cfg Config) (*Proxy, error) {
 // Open counts the tunnels being served.
 func (p *Proxy) Open() int64 { return p.open.Load() }
 
-// Close ends every tunnel and waits for their goroutines.
+// Close ends every tunnel and waits for their goroutines. Tunnels that
+// arrive meanwhile are refused.
 func (p *Proxy) Close() {
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+}
+
+// enter counts a goroutine Close must wait for, unless Close has begun.
+// The caller calls p.wg.Done when the goroutine ends.
+func (p *Proxy) enter() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.wg.Add(1)
+	return true
 }
 
 // budget returns the retry budget of the destination service key.
