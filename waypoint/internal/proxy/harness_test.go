@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -314,12 +315,44 @@ func (w testWriter) Write(p []byte) (int, error) {
 // tunnel opens an HBONE tunnel to the waypoint for authority, as the
 // client's ztunnel does (forwarded names the client's address).
 func (m *testMesh) tunnel(ctx context.Context, authority string) (net.Conn, error) {
+	return m.tunnelAs(ctx, m.clientCert, authority)
+}
+
+// tunnelAs opens a tunnel presenting cert, the certificate of another
+// client workload.
+func (m *testMesh) tunnelAs(ctx context.Context, cert *tls.Certificate, authority string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(authority)
 	if err != nil {
 		return nil, err
 	}
 	h := http.Header{"Forwarded": {hbone.FormatForwarded(clientAddr)}}
-	return m.client.Dial(ctx, m.clientCert, m.addr, ap, []spiffeid.ID{m.self}, h)
+	return m.client.Dial(ctx, cert, m.addr, ap, []spiffeid.ID{m.self}, h)
+}
+
+// rawRequest writes raw into a fresh tunnel made with cert (nil: the
+// client's) and reads one response, whose body it returns read.
+func (m *testMesh) rawRequest(cert *tls.Certificate, authority, raw string) (*http.Response, string) {
+	m.t.Helper()
+	if cert == nil {
+		cert = m.clientCert
+	}
+	c, err := m.tunnelAs(m.t.Context(), cert, authority)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		m.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		m.t.Fatalf("reading the answer to %q: %v", raw, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		m.t.Fatalf("reading the body of the answer to %q: %v", raw, err)
+	}
+	return resp, string(b)
 }
 
 // http1Client sends HTTP/1.1 through the waypoint: a URL's host:port is
@@ -541,4 +574,17 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return b.String()
+}
+
+// setWaypoint compiles wp and makes it the waypoint's configuration.
+func (m *testMesh) setWaypoint(wp *waypointapi.Waypoint) {
+	m.t.Helper()
+	if wp.Name == "" {
+		wp.Name, wp.Namespace = "waypoint", testNS
+	}
+	c, err := config.Compile(wp)
+	if err != nil {
+		m.t.Fatalf("compiling the waypoint resource: %v", err)
+	}
+	m.cfg.Store(c)
 }
