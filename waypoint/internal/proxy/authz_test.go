@@ -66,7 +66,7 @@ func TestDenyHoldsAgainstPathVariants(t *testing.T) {
 		{"/%2Fadmin", 403, ""},
 		{"/admin%5Cusers", 403, ""},
 		{"/admin\\users", 403, ""},
-		{"\\admin", 403, ""},
+		{"\\admin", 400, ""}, // not origin-form: the parser refuses it
 		{"/public/..%2Fadmin", 403, ""},
 		{"/public/%2e%2e%5cadmin", 403, ""},
 		// Look-alikes that are other paths.
