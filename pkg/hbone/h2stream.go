@@ -60,8 +60,12 @@ type h2Stream struct {
 }
 
 type deadline struct {
-	timer   *time.Timer
-	gen     uint64
+	// timer is made on first use and reset after: a connection served as
+	// HTTP moves its deadlines on every request, and a fresh
+	// time.AfterFunc each time costs an allocation and a timer.
+	timer *time.Timer
+	// at is the deadline in force; zero for none.
+	at      time.Time
 	expired bool
 }
 
@@ -373,26 +377,33 @@ func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake func()) {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-	d.gen++
+	d.at = t
 	d.expired = false
 	if t.IsZero() {
+		if d.timer != nil {
+			d.timer.Stop()
+		}
 		return
 	}
 	dur := time.Until(t)
 	if dur <= 0 {
+		if d.timer != nil {
+			d.timer.Stop()
+		}
 		d.expired = true
 		wake()
 		return
 	}
-	gen := d.gen
+	if d.timer != nil {
+		d.timer.Reset(dur)
+		return
+	}
 	d.timer = time.AfterFunc(dur, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if d.gen == gen {
+		// A firing for an earlier deadline may arrive after a later one
+		// was set: only the deadline in force counts.
+		if !d.at.IsZero() && !time.Now().Before(d.at) {
 			d.expired = true
 			wake()
 		}
@@ -403,9 +414,8 @@ func (st *h2Stream) stopTimersLocked() {
 	for _, d := range []*deadline{&st.rdl, &st.wdl} {
 		if d.timer != nil {
 			d.timer.Stop()
-			d.timer = nil
 		}
-		d.gen++
+		d.at = time.Time{}
 	}
 }
 

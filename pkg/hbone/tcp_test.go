@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -525,5 +526,62 @@ func TestServeConn(t *testing.T) {
 	}
 	if _, err := raw.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read from a connection handed to a closed server: %v, want EOF", err)
+	}
+}
+
+// A tunnel's read deadline can be moved as HTTP servers move theirs, on
+// every request: a later deadline replaces an earlier one (whose timer
+// must not fire for it), an earlier one replaces a later one, and none
+// clears it.
+func TestTunnelReadDeadlines(t *testing.T) {
+	release := make(chan struct{})
+	e := newTCPEnv(t, HandlerFunc(func(ctx context.Context, w *Responder, r *Request) {
+		c, _ := w.Accept()
+		<-release
+		c.Write([]byte("late"))
+		c.(closeWriter).CloseWrite()
+		io.Copy(io.Discard, c)
+	}), envOpt{})
+	defer close(release)
+	c, err := e.dial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 8)
+	for _, tc := range []struct {
+		name string
+		set  func()
+	}{
+		{"already past", func() { c.SetReadDeadline(time.Now().Add(-time.Second)) }},
+		{"short", func() { c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) }},
+		{"a long one replaced by a short one", func() {
+			c.SetReadDeadline(time.Now().Add(time.Hour))
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set()
+			if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read: %v, want a deadline error", err)
+			}
+		})
+	}
+	// A short deadline replaced by a long one: the short one's timer
+	// fires and is ignored, so a read can still succeed.
+	c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	c.SetReadDeadline(time.Time{})
+	got := make(chan error, 1)
+	go func() {
+		n, err := io.ReadFull(c, buf[:4])
+		if err == nil && string(buf[:n]) != "late" {
+			err = fmt.Errorf("read %q", buf[:n])
+		}
+		got <- err
+	}()
+	release <- struct{}{}
+	if err := <-got; err != nil {
+		t.Fatalf("read after the deadlines were lifted: %v", err)
 	}
 }
