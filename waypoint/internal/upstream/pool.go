@@ -35,6 +35,11 @@ type H1Conn interface {
 const (
 	DefaultIdleTimeout        = 60 * time.Second
 	DefaultMaxIdlePerEndpoint = 64
+	// DefaultH2StreamWindow is the most of a response the pool takes
+	// from an endpoint ahead of the client, per HTTP/2 stream: what a slow
+	// client makes the waypoint hold. net/http's 4 MiB is sized for the
+	// internet; 1 MiB keeps a 10 Gb/s link with a 0.5 ms round trip busy.
+	DefaultH2StreamWindow = 1 << 20
 )
 
 // Config configures a Pool.
@@ -46,7 +51,8 @@ type Config struct {
 	// byte of a response arrived.
 	NoResponse func(error) bool
 	// H2 tunes the HTTP/2 client connections (pings, write timeout,
-	// windows); nil means net/http's defaults.
+	// windows); nil means net/http's defaults, but for the stream window,
+	// which is DefaultH2StreamWindow unless set.
 	H2 *http.HTTP2Config
 	// IdleTimeout closes connections idle this long (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
@@ -93,6 +99,14 @@ func New(cfg Config) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	h2 := http.HTTP2Config{}
+	if cfg.H2 != nil {
+		h2 = *cfg.H2
+	}
+	if h2.MaxReceiveBufferPerStream <= 0 {
+		h2.MaxReceiveBufferPerStream = DefaultH2StreamWindow
+	}
+	cfg.H2 = &h2
 	p := &Pool{cfg: cfg, idle: map[Endpoint][]idleConn{}, h2: map[Endpoint][]*http.ClientConn{}, h2dial: map[Endpoint]*h2Dial{}}
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
