@@ -45,6 +45,11 @@ const (
 	testTD = "cluster.local"
 )
 
+// testWindow is the flow-control window of the test's own clients,
+// ztunnels and backends: small, so that what a test sees buffered in
+// this process is mostly the waypoint's.
+const testWindow = 256 << 10
+
 // clientAddr is the client pod's address, as its ztunnel forwards it.
 var clientAddr = netip.MustParseAddrPort("127.77.0.100:40000")
 
@@ -296,7 +301,7 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 		srv.Close()
 		m.px.Close()
 	})
-	m.client, err = hbone.NewClient(hbone.ClientConfig{Bundles: m.pki.bundles})
+	m.client, err = hbone.NewClient(hbone.ClientConfig{Bundles: m.pki.bundles, StreamWindow: testWindow, ConnWindow: 4 * testWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,6 +384,7 @@ func (m *testMesh) http2Client() *http.Client {
 		Transport: &http.Transport{
 			DialContext:        func(ctx context.Context, _, addr string) (net.Conn, error) { return m.tunnel(ctx, addr) },
 			Protocols:          &p,
+			HTTP2:              &http.HTTP2Config{MaxReceiveBufferPerStream: testWindow, MaxReceiveBufferPerConnection: 4 * testWindow},
 			DisableCompression: true,
 		},
 		Timeout: 30 * time.Second,
@@ -395,8 +401,11 @@ type testEndpoint struct {
 	hits  atomic.Int64
 	peers chan spiffeid.ID // identities the ztunnel saw, if anyone reads them
 	h     atomic.Pointer[http.Handler]
-	srv   *http.Server
-	zt    *hbone.Server
+	// closed gets a value as each connection to the server closes, once
+	// its handlers have returned (if no one reads, values are dropped).
+	closed chan struct{}
+	srv    *http.Server
+	zt     *hbone.Server
 }
 
 // handle makes h the endpoint's handler from now on.
@@ -409,7 +418,7 @@ func (e *testEndpoint) handle(h http.HandlerFunc) {
 // (HBONE); otherwise it is reached in plain TCP.
 func (m *testMesh) startEndpoint(name, addr, sa string, h http.Handler) *testEndpoint {
 	m.t.Helper()
-	e := &testEndpoint{name: name, addr: netip.MustParseAddrPort(addr), peers: make(chan spiffeid.ID, 1024)}
+	e := &testEndpoint{name: name, addr: netip.MustParseAddrPort(addr), peers: make(chan spiffeid.ID, 1024), closed: make(chan struct{}, 64)}
 	e.h.Store(&h)
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -421,6 +430,15 @@ func (m *testMesh) startEndpoint(name, addr, sa string, h http.Handler) *testEnd
 			(*e.h.Load()).ServeHTTP(w, r)
 		}),
 		Protocols: &p,
+		HTTP2:     &http.HTTP2Config{MaxReceiveBufferPerStream: testWindow, MaxReceiveBufferPerConnection: 4 * testWindow},
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				select {
+				case e.closed <- struct{}{}:
+				default:
+				}
+			}
+		},
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -443,6 +461,8 @@ func (m *testMesh) startZtunnel(name string, ip netip.Addr, sa string, peers cha
 	m.t.Helper()
 	cert, id := m.pki.cert(m.t, testNS, sa)
 	zt, err := hbone.NewServer(hbone.ServerConfig{
+		StreamWindow:   testWindow,
+		ConnWindow:     4 * testWindow,
 		TrustDomain:    m.pki.td,
 		Bundles:        m.pki.bundles,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil },

@@ -190,12 +190,20 @@ func TestMalformedChunkAfterForwarding(t *testing.T) {
 			if resp.StatusCode != 400 {
 				t.Errorf("status %d, want 400", resp.StatusCode)
 			}
-			r := <-got
-			if r.err == nil {
-				t.Errorf("the backend read a complete body of %d bytes", r.n)
-			}
 			if !strings.Contains(m.access.String(), "status=400") {
 				t.Errorf("access log:\n%s", m.access.String())
+			}
+			// The backend's connection closes once the waypoint drops it;
+			// the backend may or may not have read the head by then.
+			<-eps[0].closed
+			var r result
+			select {
+			case r = <-got:
+			default:
+				return // the backend saw no request at all
+			}
+			if r.err == nil {
+				t.Errorf("the backend read a complete body of %d bytes", r.n)
 			}
 			if r.n > int64(len(big)) {
 				// Bytes of the malformed chunk went out, though the body
