@@ -81,6 +81,37 @@ func sniff(b []byte) (p config.Protocol, done bool) {
 	return config.Detect, false
 }
 
+// sniffPreface tells HTTP/2 with prior knowledge from HTTP/1.x on a port
+// declared HTTP: it reads until the bytes stop matching the HTTP/2
+// preface, or match it whole, which an HTTP/1.x request line does within
+// its first two bytes ("PRI" is no method a client sends). It returns the
+// bytes read, for the protocol's server to replay.
+func sniffPreface(c net.Conn, timeout time.Duration) (h2 bool, read []byte, err error) {
+	buf := make([]byte, 0, len(h2Preface))
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return false, nil, err
+	}
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		if !bytes.HasPrefix([]byte(h2Preface), buf) {
+			return false, buf, nil
+		}
+		if len(buf) == len(h2Preface) {
+			return true, buf, nil
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if len(buf) > 0 && len(buf) < len(h2Preface) {
+				// Part of a preface and no more: HTTP/1.x's server
+				// answers what it makes of it.
+				return false, buf, nil
+			}
+			return len(buf) == len(h2Preface), buf, err
+		}
+	}
+}
+
 // prefixConn replays bytes read during detection before reading on.
 type prefixConn struct {
 	net.Conn

@@ -151,16 +151,30 @@ func (p *Proxy) serveTunnel(t *tunnel) {
 		return
 	}
 	proto := tgt.port.Protocol
-	if proto == config.Detect {
-		var prefix []byte
-		var err error
+	var prefix []byte
+	var err error
+	switch proto {
+	case config.Detect:
 		proto, prefix, err = detect(t.conn, p.cfg.DetectTimeout)
-		if err != nil {
-			return
+	case config.HTTP, config.HTTP2, config.GRPC:
+		// A port's HTTP version is the client's choice, as with Envoy's
+		// automatic codec in Istio: an h2 client with prior knowledge may
+		// use a port declared http, and an HTTP/1.1 client (grpc-web) one
+		// declared grpc. What is sent upstream is still the port's.
+		var h2 bool
+		h2, prefix, err = sniffPreface(t.conn, p.cfg.ReadHeaderTimeout)
+		switch {
+		case h2 && proto == config.HTTP:
+			proto = config.HTTP2
+		case !h2:
+			proto = config.HTTP
 		}
-		if len(prefix) > 0 {
-			t.conn = &prefixConn{Conn: t.conn, prefix: prefix}
-		}
+	}
+	if err != nil {
+		return
+	}
+	if len(prefix) > 0 {
+		t.conn = &prefixConn{Conn: t.conn, prefix: prefix}
 	}
 	switch proto {
 	case config.HTTP:
