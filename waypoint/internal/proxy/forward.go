@@ -53,7 +53,7 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 	}
 	rec.target(tgt)
 	switch {
-	case len(r.Header) > p.cfg.MaxHeaderCount:
+	case headerFields(r.Header) > p.cfg.MaxHeaderCount:
 		p.refuse(w, rec, http.StatusRequestHeaderFieldsTooLarge, flagDownstreamProtocol, "too many header fields")
 		return
 	case r.Method == http.MethodConnect:
@@ -140,6 +140,17 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	p.forward(w, r, out, src, t, tgt, rule, rec)
+}
+
+// headerFields counts the fields of h: a name sent n times is n fields,
+// as HTTP/1.1's parser counts them (HTTP/2 has no other limit on how many
+// times a name repeats).
+func headerFields(h http.Header) int {
+	n := 0
+	for _, vv := range h {
+		n += len(vv)
+	}
+	return n
 }
 
 // setEscapedPath sets u's path from its escaped form.
