@@ -126,6 +126,13 @@ type h2Conn struct {
 	wmu  sync.Mutex
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
+	// writeWaiters counts writers waiting for wmu in lockWrite. A writer
+	// that leaves wmu while one waits does not send what it wrote: the
+	// frames stay gathered in the batch (batchHeld, under wmu) and go out
+	// in the same socket write as the next writer's (group commit). Many
+	// tunnels answering at once then cost one system call, not one each.
+	writeWaiters atomic.Int32
+	batchHeld    bool
 	// wctx is held by a writer that takes wmu with lockWriteCtx, so that
 	// only one at a time waits for wmu on a goroutine of its own.
 	wctx chan struct{}
@@ -231,8 +238,7 @@ func (c *h2Conn) start() error {
 	} else {
 		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.maxStreams})
 	}
-	c.wmu.Lock()
-	err := c.writeFrames(func() error {
+	err := c.write(func() error {
 		if c.client {
 			if _, err := c.bw.WriteString(http2.ClientPreface); err != nil {
 				return err
@@ -246,7 +252,6 @@ func (c *h2Conn) start() error {
 		}
 		return nil
 	})
-	c.wmu.Unlock()
 	if err != nil {
 		c.nc.Close()
 		return fmt.Errorf("hbone: writing HTTP/2 preface: %w", err)
@@ -293,20 +298,60 @@ func (c *h2Conn) queue(fn func() error) {
 	}
 }
 
-// writeFrames runs fn, which writes frames, and flushes them: through the
-// framer's buffer and TLS to the socket, batched. Caller holds wmu.
+// writeFrames runs fn, which writes frames, and passes them through the
+// framer's buffer and TLS into the batch; unlockWrite sends them. Caller
+// holds wmu.
 func (c *h2Conn) writeFrames(fn func() error) error {
-	if c.cfg.batch != nil {
+	if c.cfg.batch != nil && !c.batchHeld {
 		c.cfg.batch.hold()
+		c.batchHeld = true
 	}
 	err := fn()
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	if c.cfg.batch != nil {
-		if e := c.cfg.batch.release(); err == nil {
-			err = e
-		}
+	return err
+}
+
+// lockWrite takes wmu, counted as waiting while it does.
+func (c *h2Conn) lockWrite() {
+	c.writeWaiters.Add(1)
+	c.wmu.Lock()
+	c.writeWaiters.Add(-1)
+}
+
+// unlockWrite leaves wmu, sending the gathered frames unless a writer is
+// waiting to add its own: the last of a run of writers sends them all.
+// A failed send fails the connection.
+func (c *h2Conn) unlockWrite() error { return c.unlockWriteFlush(false) }
+
+// unlockWriteFlush is unlockWrite; with now, the frames are sent whoever
+// waits, for a writer that must know they left (a GOAWAY before closing).
+func (c *h2Conn) unlockWriteFlush(now bool) error {
+	var err error
+	if c.batchHeld && (now || c.writeWaiters.Load() == 0) {
+		c.batchHeld = false
+		err = c.cfg.batch.release()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+	}
+	return err
+}
+
+// write writes fn's frames under wmu and sends them (or leaves them to a
+// waiting writer to send with its own).
+func (c *h2Conn) write(fn func() error) error { return c.writeAndFlush(fn, false) }
+
+// writeNow writes fn's frames and sends them before returning.
+func (c *h2Conn) writeNow(fn func() error) error { return c.writeAndFlush(fn, true) }
+
+func (c *h2Conn) writeAndFlush(fn func() error, now bool) error {
+	c.lockWrite()
+	err := c.writeFrames(fn)
+	if e := c.unlockWriteFlush(now); err == nil {
+		err = e
 	}
 	return err
 }
@@ -318,10 +363,7 @@ func (c *h2Conn) writeLoop() {
 		case <-c.done:
 			return
 		}
-		c.wmu.Lock()
-		err := c.writeFrames(c.writeQueued)
-		c.wmu.Unlock()
-		if err != nil {
+		if err := c.write(c.writeQueued); err != nil {
 			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 			return
 		}
@@ -375,9 +417,7 @@ func (c *h2Conn) writeGoAway(code http2.ErrCode, deadline time.Time) bool {
 	last := c.maxPeerID
 	c.mu.Unlock()
 	c.nc.SetWriteDeadline(deadline)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeFrames(func() error { return c.fr.WriteGoAway(last, code, nil) }) == nil
+	return c.writeNow(func() error { return c.fr.WriteGoAway(last, code, nil) }) == nil
 }
 
 // linger lets the peer read the GOAWAY before the socket closes: closing
@@ -769,9 +809,12 @@ func (c *h2Conn) newStreamLocked(id uint32) *h2Stream {
 
 // writeHeaders encodes and writes a header block for stream id.
 func (c *h2Conn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream bool) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeHeadersLocked(id, fields, endStream)
+	c.lockWrite()
+	err := c.writeHeadersLocked(id, fields, endStream)
+	if e := c.unlockWrite(); err == nil {
+		err = e
+	}
+	return err
 }
 
 func (c *h2Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) error {
@@ -925,7 +968,7 @@ func (c *h2Conn) lockWriteCtx(ctx context.Context) error {
 }
 
 func (c *h2Conn) unlockWriteCtx() {
-	c.wmu.Unlock()
+	c.unlockWrite()
 	<-c.wctx
 }
 
@@ -949,9 +992,7 @@ func (c *h2Conn) goAway(deadline time.Time) {
 	}
 	timer := time.AfterFunc(wait, func() { c.closeHard(errGoAwayStalled) })
 	go func() {
-		c.wmu.Lock()
-		err := c.writeFrames(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
-		c.wmu.Unlock()
+		err := c.writeNow(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 		if !timer.Stop() {
 			return // closed hard meanwhile
 		}

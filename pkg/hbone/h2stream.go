@@ -217,9 +217,7 @@ func (st *h2Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return written, err
 		}
-		c.wmu.Lock()
-		err = c.writeFrames(func() error { return c.fr.WriteData(st.id, false, p[:n]) })
-		c.wmu.Unlock()
+		err = c.write(func() error { return c.fr.WriteData(st.id, false, p[:n]) })
 		if err != nil {
 			c.closeWithError(err)
 			return written, err
@@ -251,9 +249,7 @@ func (st *h2Stream) endLocalLocked() error {
 		return nil
 	}
 	c.mu.Unlock()
-	c.wmu.Lock()
-	err := c.writeFrames(func() error { return c.fr.WriteData(st.id, true, nil) })
-	c.wmu.Unlock()
+	err := c.write(func() error { return c.fr.WriteData(st.id, true, nil) })
 	if err != nil {
 		c.closeWithError(err)
 		return err
