@@ -23,7 +23,9 @@ const (
 // H1Conn is one HTTP/1.1 client connection (waypoint/internal/http1).
 type H1Conn interface {
 	// RoundTrip sends req and returns the response, whose body streams
-	// from the connection.
+	// from the connection. The end of req's context before the body has
+	// been read to its end must break the exchange: the round trip or
+	// the body's reads fail, and the connection is no longer Reusable.
 	RoundTrip(req *http.Request) (*http.Response, error)
 	// Reusable reports whether the connection can take another request:
 	// the last response was read to its end and nothing failed.
@@ -160,13 +162,15 @@ func (p *Pool) roundTripH1(ctx context.Context, ep Endpoint, req *http.Request, 
 		}
 		c = p.cfg.NewH1(nc)
 	}
-	// The connection stays with this request until its body is done:
-	// closing the context closes the connection (an HTTP/1.1 request
-	// cannot be abandoned half-way and the connection kept).
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	resp, err := c.RoundTrip(req.WithContext(ctx))
+	// The connection stays with this request until its body is done. An
+	// HTTP/1.1 request cannot be abandoned half-way and the connection
+	// kept: the end of ctx breaks the exchange (H1Conn's contract), and
+	// the connection is then not Reusable.
+	if req.Context() != ctx {
+		req = req.WithContext(ctx)
+	}
+	resp, err := c.RoundTrip(req)
 	if err != nil {
-		stop()
 		c.Close()
 		if reused && p.cfg.NoResponse != nil && p.cfg.NoResponse(err) && idempotent(req) {
 			// The endpoint closed an idle connection as the request went
@@ -178,10 +182,9 @@ func (p *Pool) roundTripH1(ctx context.Context, ep Endpoint, req *http.Request, 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The body is the upgraded connection itself, for the caller to
 		// splice: it is no longer this pool's, nor the context's.
-		stop()
 		return resp, nil
 	}
-	resp.Body = &h1Body{ReadCloser: resp.Body, p: p, ep: ep, c: c, stop: stop}
+	resp.Body = &h1Body{ReadCloser: resp.Body, p: p, ep: ep, c: c}
 	return resp, nil
 }
 
@@ -200,7 +203,6 @@ type h1Body struct {
 	p    *Pool
 	ep   Endpoint
 	c    H1Conn
-	stop func() bool
 	once sync.Once
 }
 
@@ -220,7 +222,7 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) release() {
 	b.once.Do(func() {
-		if !b.stop() || !b.c.Reusable() {
+		if !b.c.Reusable() {
 			b.c.Close()
 			return
 		}
@@ -234,8 +236,10 @@ func (p *Pool) getIdle(ep Endpoint) (H1Conn, bool) {
 	list := p.idle[ep]
 	now := time.Now()
 	for len(list) > 0 {
-		ic := list[len(list)-1]
-		list = list[:len(list)-1]
+		last := len(list) - 1
+		ic := list[last]
+		list[last] = idleConn{} // the array outlives the slot
+		list = list[:last]
 		if now.Sub(ic.since) < p.cfg.IdleTimeout && ic.c.Reusable() {
 			p.setIdleLocked(ep, list)
 			return ic.c, true
@@ -246,11 +250,10 @@ func (p *Pool) getIdle(ep Endpoint) (H1Conn, bool) {
 	return nil, false
 }
 
+// setIdleLocked stores ep's idle list. An emptied list stays, so that
+// its array is reused by the next putIdle; Sweep drops those that stay
+// empty.
 func (p *Pool) setIdleLocked(ep Endpoint, list []idleConn) {
-	if len(list) == 0 {
-		delete(p.idle, ep)
-		return
-	}
 	p.idle[ep] = list
 }
 
@@ -373,6 +376,10 @@ func (p *Pool) Sweep() {
 	p.mu.Lock()
 	var stale []H1Conn
 	for ep, list := range p.idle {
+		if len(list) == 0 {
+			delete(p.idle, ep) // nothing idle: let the array go
+			continue
+		}
 		keep := list[:0]
 		for _, ic := range list {
 			if now.Sub(ic.since) >= p.cfg.IdleTimeout {
@@ -381,7 +388,8 @@ func (p *Pool) Sweep() {
 			}
 			keep = append(keep, ic)
 		}
-		p.setIdleLocked(ep, keep)
+		clear(list[len(keep):]) // drop the references to closed connections
+		p.idle[ep] = keep
 	}
 	var idleH2 []*http.ClientConn
 	for ep, list := range p.h2 {
