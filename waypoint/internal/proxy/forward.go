@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/waypoint/internal/authz"
@@ -134,8 +133,8 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 		filter.Rewrite(out, f.Rewrite, dec.Prefix)
 	}
 	if upgrade {
-		out.Header["Connection"] = []string{"Upgrade"}
-		out.Header["Upgrade"] = []string{"websocket"}
+		out.Header["Connection"] = connUpgrade
+		out.Header["Upgrade"] = upgradeWS
 		p.forwardUpgrade(w, r, out, t, tgt, rule, rec)
 		return
 	}
@@ -191,15 +190,24 @@ func (p *Proxy) outbound(t *tunnel, r *http.Request) *http.Request {
 	h := r.Header.Clone()
 	te := removeHopHeaders(h)
 	if te && r.ProtoMajor == 2 {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = teTrailers
 	}
-	addForwarded(h, t.src.Addr())
+	addForwarded(h, t)
 	if _, ok := h["X-Request-Id"]; !ok {
 		h["X-Request-Id"] = []string{newRequestID()}
 	}
-	out := &http.Request{
+	// The request and its URL in one allocation.
+	o := &struct {
+		req http.Request
+		url url.URL
+	}{url: url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}}
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		o.url = url.URL{Opaque: "*"}
+	}
+	out := &o.req
+	*out = http.Request{
 		Method:        r.Method,
-		URL:           &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		URL:           &o.url,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
@@ -208,9 +216,6 @@ func (p *Proxy) outbound(t *tunnel, r *http.Request) *http.Request {
 		Body:          r.Body,
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
-	}
-	if r.Method == http.MethodOptions && r.RequestURI == "*" {
-		out.URL = &url.URL{Opaque: "*"}
 	}
 	if out.Body == nil {
 		out.Body = http.NoBody
@@ -230,19 +235,6 @@ func newRequestID() string {
 		b[i] = hexdigits[v&15]
 	}
 	return string(b[:])
-}
-
-// tunnelHeader is sent on the CONNECT to the endpoint: the original
-// client, and the caller's trace context.
-func tunnelHeader(t *tunnel) http.Header {
-	h := http.Header{}
-	if t.src.IsValid() {
-		h["Forwarded"] = []string{hbone.FormatForwarded(t.src)}
-	}
-	if v := t.header["Traceparent"]; len(v) > 0 {
-		h["Traceparent"] = v
-	}
-	return h
 }
 
 // upstreamProtocol speaks HTTP/2 to endpoints of a port declared HTTP/2 or
@@ -386,7 +378,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, src *countingBody, t
 	}
 	a.cancel = cancel
 	e.host.Begin()
-	a.resp, a.err = p.cfg.Upstream.RoundTrip(actx, e.ep, proto, req, tunnelHeader(t))
+	a.resp, a.err = p.cfg.Upstream.RoundTrip(actx, e.ep, proto, req, t.upHeader)
 	a.outcome = classify(a.resp, a.err, actx)
 	if a.err != nil && src.failed() != nil {
 		// The client's body broke (malformed, or the client went away):
@@ -519,7 +511,7 @@ func (p *Proxy) respond(w http.ResponseWriter, in *http.Request, a attempt, rule
 	}
 	delete(h, "Content-Length")
 	if resp.ContentLength >= 0 && in.Method != http.MethodHead && bodyAllowed(resp.StatusCode) {
-		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+		h["Content-Length"] = contentLength(resp)
 	} else if in.Method == http.MethodHead {
 		if v := resp.Header["Content-Length"]; len(v) > 0 {
 			h["Content-Length"] = v
@@ -549,6 +541,18 @@ func (p *Proxy) respond(w http.ResponseWriter, in *http.Request, a attempt, rule
 	rec.grpcStatus(resp.Trailer)
 }
 
+// contentLength is the Content-Length field of resp's body: the one the
+// endpoint sent when it says the same as resp.ContentLength (most often),
+// else a new one.
+func contentLength(resp *http.Response) []string {
+	if v := resp.Header["Content-Length"]; len(v) == 1 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n == resp.ContentLength {
+			return v
+		}
+	}
+	return []string{strconv.FormatInt(resp.ContentLength, 10)}
+}
+
 func bodyAllowed(code int) bool {
 	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 }
@@ -563,7 +567,10 @@ func copyBody(w http.ResponseWriter, body io.Reader, stream bool) (int64, error)
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController // made only for a body that streams
+	if stream {
+		rc = http.NewResponseController(w)
+	}
 	var total int64
 	for {
 		n, rerr := body.Read(buf)
@@ -719,7 +726,7 @@ func (p *Proxy) sendMirror(req *http.Request, key string, port uint16, proto ups
 		return
 	}
 	e.host.Begin()
-	resp, err := p.cfg.Upstream.RoundTrip(ctx, e.ep, proto, req, tunnelHeader(t))
+	resp, err := p.cfg.Upstream.RoundTrip(ctx, e.ep, proto, req, t.upHeader)
 	if err != nil {
 		e.host.End(classify(nil, err, ctx).Outlier())
 		return

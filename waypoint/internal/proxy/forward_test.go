@@ -21,7 +21,7 @@ var echoOK = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 
 // oneService is a mesh with one service, echo, on cluster IP echoVIP port
 // 80, backed by the given endpoints (all HBONE).
-func oneService(t *testing.T, wpSvc *waypointapi.Service, o meshOptions, eps ...string) (*testMesh, []*testEndpoint) {
+func oneService(t testing.TB, wpSvc *waypointapi.Service, o meshOptions, eps ...string) (*testMesh, []*testEndpoint) {
 	t.Helper()
 	st := meshstate.Config{Services: []*meshstate.Service{service("echo", echoVIP, 80, 8080)}}
 	for i, addr := range eps {

@@ -97,7 +97,7 @@ func (p *testPKI) cert(t testing.TB, ns, sa string) (*tls.Certificate, spiffeid.
 
 // testMesh is a waypoint serving a configuration, with its clients.
 type testMesh struct {
-	t      *testing.T
+	t      testing.TB
 	pki    *testPKI
 	store  *meshstate.Store
 	cfg    atomic.Pointer[config.Waypoint]
@@ -187,11 +187,14 @@ type meshOptions struct {
 	proxy   func(*Config)
 	outlier outlier.Config
 	budget  retry.BudgetConfig
+	// quiet sends the waypoint's logs nowhere and its access log to a
+	// writer that keeps nothing (benchmarks).
+	quiet bool
 }
 
 // newMesh starts a waypoint for wp (namespace default, name waypoint) with
 // the mesh state st.
-func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o meshOptions) *testMesh {
+func newMesh(t testing.TB, wp *waypointapi.Waypoint, st meshstate.Config, o meshOptions) *testMesh {
 	t.Helper()
 	m := &testMesh{t: t, pki: newPKI(t), access: &syncBuffer{}, now: &fakeClock{t: time.Unix(1_000_000, 0)}}
 	m.store = meshstate.NewStore("istio-system", testTD)
@@ -259,6 +262,10 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 		bc.Now = m.now.Now
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var access io.Writer = m.access
+	if o.quiet {
+		logger, access = slog.New(slog.DiscardHandler), io.Discard
+	}
 	pcfg := Config{
 		Waypoint: m.cfg.Load,
 		Mesh:     m.store,
@@ -272,7 +279,7 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 			}
 			return b
 		},
-		Telemetry: &Telemetry{Requests: rm, TCP: tm, Waypoint: wm, AccessLog: slog.New(slog.NewTextHandler(m.access, nil)), Logger: logger},
+		Telemetry: &Telemetry{Requests: rm, TCP: tm, Waypoint: wm, AccessLog: slog.New(slog.NewTextHandler(access, nil)), Logger: logger},
 		Logger:    logger,
 	}
 	if o.proxy != nil {
@@ -310,7 +317,7 @@ func newMesh(t *testing.T, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 }
 
 // testWriter sends the waypoint's own log to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
@@ -546,7 +553,7 @@ func (m *testMesh) scrape() string {
 }
 
 // readAll reads a response body and closes it.
-func readAll(t *testing.T, r io.ReadCloser) string {
+func readAll(t testing.TB, r io.ReadCloser) string {
 	t.Helper()
 	defer r.Close()
 	b, err := io.ReadAll(r)

@@ -62,31 +62,43 @@ func websocketUpgrade(r *http.Request) bool {
 		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }
 
-// addForwarded appends the client to X-Forwarded-For and Forwarded (RFC
-// 7239) and sets X-Forwarded-Proto when the client did not. The protocol
-// inside the mesh's tunnel is plain HTTP; an ingress in front may have set
-// https, which is kept.
-func addForwarded(h http.Header, client netip.Addr) {
-	if !client.IsValid() {
+// addForwarded appends the client of t to X-Forwarded-For and Forwarded
+// (RFC 7239) and sets X-Forwarded-Proto when the client did not. The
+// protocol inside the mesh's tunnel is plain HTTP; an ingress in front may
+// have set https, which is kept. A first hop's fields are the tunnel's
+// own, shared by its requests.
+func addForwarded(h http.Header, t *tunnel) {
+	if t.xff == nil {
 		return
 	}
-	ip := client.String()
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + t.xff[0]}
 	} else {
-		h["X-Forwarded-For"] = []string{ip}
+		h["X-Forwarded-For"] = t.xff
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
-		h["X-Forwarded-Proto"] = []string{"http"}
+		h["X-Forwarded-Proto"] = protoHTTP
 	}
-	node := ip
-	if client.Is6() {
-		node = `"[` + ip + `]"`
-	}
-	elem := "for=" + node + ";proto=http"
 	if prior := h["Forwarded"]; len(prior) > 0 {
-		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + elem}
+		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + t.forwarded[0]}
 	} else {
-		h["Forwarded"] = []string{elem}
+		h["Forwarded"] = t.forwarded
 	}
+}
+
+// Field values every request may share; nothing writes into them.
+var (
+	protoHTTP   = []string{"http"}
+	teTrailers  = []string{"trailers"}
+	connUpgrade = []string{"Upgrade"}
+	upgradeWS   = []string{"websocket"}
+)
+
+// forwardedElement is the Forwarded element (RFC 7239 4) naming client.
+func forwardedElement(client netip.Addr) string {
+	node := client.String()
+	if client.Is6() {
+		node = `"[` + node + `]"`
+	}
+	return "for=" + node + ";proto=http"
 }

@@ -26,6 +26,32 @@ type tunnel struct {
 	srcWorkload *meshstate.Workload
 	// header holds the CONNECT's baggage and traceparent.
 	header http.Header
+
+	// What every request of the tunnel repeats, made once (see
+	// tunnelValues): the CONNECT header of tunnels to endpoints, the
+	// forwarding fields naming the client, and the addresses as the
+	// access log writes them. The slices are shared by the tunnel's
+	// requests: nothing may write into them (a header edit replaces or
+	// appends, and each has no room to append in place).
+	upHeader         http.Header
+	xff, forwarded   []string
+	srcText, dstText string
+}
+
+// tunnelValues fills in what t's requests share.
+func (t *tunnel) tunnelValues() {
+	t.upHeader = http.Header{}
+	if t.src.IsValid() {
+		t.upHeader["Forwarded"] = []string{hbone.FormatForwarded(t.src)}
+	}
+	if v := t.header["Traceparent"]; len(v) > 0 {
+		t.upHeader["Traceparent"] = v[:len(v):len(v)]
+	}
+	if ip := t.src.Addr(); ip.IsValid() {
+		t.xff = []string{ip.String()}
+		t.forwarded = []string{forwardedElement(ip)}
+	}
+	t.srcText, t.dstText = t.src.String(), t.dst.String()
 }
 
 // target is what a tunnel's destination names.
@@ -150,6 +176,7 @@ func (p *Proxy) serveTunnel(t *tunnel) {
 	if !ok {
 		return
 	}
+	t.tunnelValues()
 	proto := tgt.port.Protocol
 	var prefix []byte
 	var err error

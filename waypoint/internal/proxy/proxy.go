@@ -186,6 +186,8 @@ type endpoint struct {
 	host *balance.Host
 	w    *meshstate.Workload
 	ep   upstream.Endpoint
+	// addrText is ep.Addr for the access log, made once per endpoint.
+	addrText string
 }
 
 // endpointSet is one backend service port's endpoints: the balancer's pool
@@ -196,8 +198,9 @@ type endpointSet struct {
 }
 
 type endpointInfo struct {
-	w  *meshstate.Workload
-	ep upstream.Endpoint
+	w        *meshstate.Workload
+	ep       upstream.Endpoint
+	addrText string
 }
 
 // endpointCache keeps, per mesh-state snapshot, each backend's endpoints,
@@ -237,7 +240,7 @@ func (p *Proxy) endpoints(snap *meshstate.Snapshot, key string, servicePort uint
 				continue
 			}
 			ap := netip.AddrPortFrom(addr, svc.EndpointPort(w, servicePort))
-			set.byAddr[ap] = endpointInfo{w: w, ep: meshEndpoint(w, ap)}
+			set.byAddr[ap] = endpointInfo{w: w, ep: meshEndpoint(w, ap), addrText: ap.String()}
 			addrs = append(addrs, ap)
 		}
 	}
@@ -253,7 +256,7 @@ const workloadPoolPrefix = "workload:"
 func (p *Proxy) workloadEndpoints(w *meshstate.Workload, dst netip.AddrPort) *endpointSet {
 	set := &endpointSet{
 		pool:   p.cfg.Balancer.Pool(balance.PoolKey{Service: workloadPoolPrefix + w.UID, Port: dst.Port()}),
-		byAddr: map[netip.AddrPort]endpointInfo{dst: {w: w, ep: meshEndpoint(w, dst)}},
+		byAddr: map[netip.AddrPort]endpointInfo{dst: {w: w, ep: meshEndpoint(w, dst), addrText: dst.String()}},
 	}
 	set.pool.Update([]netip.AddrPort{dst})
 	return set
@@ -279,7 +282,7 @@ func (set *endpointSet) pick(tried []*balance.Host) (endpoint, bool) {
 	if !ok {
 		return endpoint{}, false
 	}
-	return endpoint{host: h, w: info.w, ep: info.ep}, true
+	return endpoint{host: h, w: info.w, ep: info.ep, addrText: info.addrText}, true
 }
 
 // exposes reports whether svc has servicePort (a service that lists no

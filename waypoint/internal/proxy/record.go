@@ -201,17 +201,18 @@ func peerLabels(w *meshstate.Workload, cluster string) telemetry.Peer {
 }
 
 func (rec *requestRecord) log(code int, d time.Duration) {
-	attrs := []slog.Attr{
+	var buf [20]slog.Attr // room for every attribute below
+	attrs := append(buf[:0],
 		slog.String("method", rec.r.Method),
 		slog.String("authority", rec.r.Host),
 		slog.String("path", rec.r.URL.Path),
 		slog.Int("status", code),
 		slog.Duration("duration", d),
 		slog.String("src.identity", rec.tun.peer.String()),
-		slog.String("src.addr", rec.tun.src.String()),
-		slog.String("dst", rec.tun.dst.String()),
+		slog.String("src.addr", rec.tun.srcText),
+		slog.String("dst", rec.tun.dstText),
 		slog.Int64("bytes_sent", rec.sent),
-	}
+	)
 	if rec.rl != nil && rec.rl.Route.Name != "" {
 		attrs = append(attrs, slog.String("route", rec.rl.Route.String()), slog.Int("rule", rec.rl.Index))
 		if rec.rl.Name != "" {
@@ -219,7 +220,7 @@ func (rec *requestRecord) log(code int, d time.Duration) {
 		}
 	}
 	if rec.endpoint.host != nil {
-		attrs = append(attrs, slog.String("upstream", rec.endpoint.ep.Addr.String()))
+		attrs = append(attrs, slog.String("upstream", rec.endpoint.addrText))
 	}
 	if rec.attempts > 1 {
 		attrs = append(attrs, slog.Int("attempts", rec.attempts))
@@ -309,14 +310,14 @@ func (c *connRecord) finish(err error) {
 	}
 	attrs := []slog.Attr{
 		slog.String("src.identity", c.tun.peer.String()),
-		slog.String("src.addr", c.tun.src.String()),
-		slog.String("dst", c.tun.dst.String()),
+		slog.String("src.addr", c.tun.srcText),
+		slog.String("dst", c.tun.dstText),
 		slog.Duration("duration", time.Since(c.start)),
 		slog.Int64("bytes_sent", c.sent),
 		slog.Int64("bytes_received", c.received),
 	}
 	if c.endpoint.host != nil {
-		attrs = append(attrs, slog.String("upstream", c.endpoint.ep.Addr.String()))
+		attrs = append(attrs, slog.String("upstream", c.endpoint.addrText))
 	}
 	if c.denied != "" {
 		attrs = append(attrs, slog.String("denied_by", c.denied))

@@ -76,7 +76,7 @@ func (p *Proxy) dialAny(ctx context.Context, eps *endpointSet, t *tunnel) (endpo
 		}
 		tried = append(tried, e.host)
 		e.host.Begin()
-		c, err := p.cfg.Upstream.Tunnel(ctx, e.ep, tunnelHeader(t))
+		c, err := p.cfg.Upstream.Tunnel(ctx, e.ep, t.upHeader)
 		if err == nil {
 			return e, c, nil
 		}
