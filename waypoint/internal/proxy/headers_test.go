@@ -242,3 +242,46 @@ func TestExpectContinue(t *testing.T) {
 		})
 	}
 }
+
+// Framing of answers without a body: HEAD keeps the Content-Length of
+// what GET would send, 204 and 304 have none, over HTTP/1.1 and h2.
+func TestBodilessAnswers(t *testing.T) {
+	for i, proto := range []string{"http", "http2"} {
+		t.Run(proto, func(t *testing.T) {
+			m, eps := oneService(t, wpService("echo", echoVIP, 80, 8080, proto), meshOptions{}, "127.77.31."+strconv.Itoa(20+i)+":8080")
+			eps[0].handle(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/204":
+					w.WriteHeader(http.StatusNoContent)
+				case "/304":
+					w.WriteHeader(http.StatusNotModified)
+				default:
+					w.Header().Set("Content-Length", "11")
+					io.WriteString(w, "hello world")
+				}
+			})
+			c := m.http1Client()
+			if proto == "http2" {
+				c = m.http2Client()
+			}
+			for _, tc := range []struct {
+				method, path string
+				status       int
+				length       int64
+			}{
+				{"HEAD", "/", 200, 11},
+				{"GET", "/", 200, 11},
+				{"GET", "/204", 204, 0},
+				{"GET", "/304", 304, 0},
+			} {
+				resp, body := m.do(c, mustRequest(t, tc.method, "http://"+echoVIP+tc.path, nil))
+				if resp.StatusCode != tc.status || resp.ContentLength != tc.length && !(tc.length == 0 && resp.ContentLength <= 0) {
+					t.Errorf("%s %s: %d, length %d, want %d, %d", tc.method, tc.path, resp.StatusCode, resp.ContentLength, tc.status, tc.length)
+				}
+				if want := map[bool]string{true: "hello world", false: ""}[tc.method == "GET" && tc.status == 200]; body != want {
+					t.Errorf("%s %s: body %q, want %q", tc.method, tc.path, body, want)
+				}
+			}
+		})
+	}
+}
