@@ -526,7 +526,7 @@ func (p *Proxy) respond(w http.ResponseWriter, in *http.Request, a attempt, rule
 	rec.status(resp.StatusCode)
 	rec.grpcStatus(resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	n, err := copyBody(w, resp.Body, resp.ContentLength < 0)
+	n, err := copyBody(w, resp.Body, resp.ContentLength)
 	rec.responseBytes(n)
 	if err != nil {
 		rec.flag(flagUpstreamReset)
@@ -561,16 +561,18 @@ func bodyAllowed(code int) bool {
 // memory is bounded by one buffer, whatever the body's size.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyBody copies a response body, flushing after each read when the body
-// streams (no length known: server-sent events, gRPC).
-func copyBody(w http.ResponseWriter, body io.Reader, stream bool) (int64, error) {
+// copyBody copies a response body of length bytes (-1: unknown). A body
+// of unknown length streams (server-sent events, gRPC): each read is
+// flushed to the client. A body of known length is flushed when a read
+// comes up short of the buffer before the body is whole, a sign that
+// the endpoint paused: the client then gets what there is (and the head)
+// now rather than when the rest comes. A body read whole in one go is
+// not flushed until the response ends, so it leaves in one write.
+func copyBody(w http.ResponseWriter, body io.Reader, length int64) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	var rc *http.ResponseController // made only for a body that streams
-	if stream {
-		rc = http.NewResponseController(w)
-	}
+	var rc *http.ResponseController // made when first needed
 	var total int64
 	for {
 		n, rerr := body.Read(buf)
@@ -580,7 +582,10 @@ func copyBody(w http.ResponseWriter, body io.Reader, stream bool) (int64, error)
 			if werr != nil {
 				return total, nil // the client went away: nothing to tell it
 			}
-			if stream {
+			if rerr == nil && (length < 0 || n < len(buf) && total < length) {
+				if rc == nil {
+					rc = http.NewResponseController(w)
+				}
 				if err := rc.Flush(); err != nil {
 					return total, nil
 				}

@@ -197,17 +197,20 @@ func TestRetryAfterConnectFailureGoesElsewhere(t *testing.T) {
 func TestRetryReplaysBody(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
+		proto   string
 		size    int
 		hits    int64
 		status  int
 		retried bool
 	}{
-		{"10 KiB replayed", 10 << 10, 2, 200, true},
-		{"64 KiB replayed", 64 << 10, 2, 200, true},
-		{"100 KiB not retried", 100 << 10, 1, 503, false},
+		{"10 KiB replayed", "http", 10 << 10, 2, 200, true},
+		{"64 KiB replayed", "http", 64 << 10, 2, 200, true},
+		{"100 KiB not retried", "http", 100 << 10, 1, 503, false},
+		{"h2: 10 KiB replayed", "http2", 10 << 10, 2, 200, true},
+		{"h2: 100 KiB not retried", "http2", 100 << 10, 1, 503, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, eps := oneService(t, nil, meshOptions{}, "127.77.15.1:8080")
+			m, eps := oneService(t, wpService("echo", echoVIP, 80, 8080, tc.proto), meshOptions{}, "127.77.15.1:8080")
 			body := make([]byte, tc.size)
 			rng := rand.New(rand.NewPCG(1, uint64(tc.size)))
 			for i := range body {
@@ -227,7 +230,11 @@ func TestRetryReplaysBody(t *testing.T) {
 				}
 				io.WriteString(w, "stored")
 			})
-			resp, _ := m.do(m.http1Client(), mustRequest(t, "POST", "http://"+echoVIP+"/upload", bytes.NewReader(body)))
+			c := m.http1Client()
+			if tc.proto == "http2" {
+				c = m.http2Client()
+			}
+			resp, _ := m.do(c, mustRequest(t, "POST", "http://"+echoVIP+"/upload", bytes.NewReader(body)))
 			if resp.StatusCode != tc.status {
 				t.Errorf("status %d, want %d; access log:\n%s", resp.StatusCode, tc.status, m.access.String())
 			}

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -57,6 +59,52 @@ func TestTimeouts(t *testing.T) {
 			}
 			if log := m.access.String(); !strings.Contains(log, "flags=UT") {
 				t.Errorf("access log lacks the UT flag:\n%s", log)
+			}
+		})
+	}
+}
+
+// A request timeout that fires while the answer's body streams cuts the
+// answer short, visibly: the client's read fails rather than end as if
+// the body were whole.
+func TestTimeoutDuringResponseBody(t *testing.T) {
+	for i, proto := range []string{"http", "http2"} {
+		t.Run(proto, func(t *testing.T) {
+			svc := wpService("echo", echoVIP, 80, 8080, proto)
+			svc.HttpRoutes = []*waypointapi.HTTPRoute{{Name: "slow", Namespace: testNS, Rules: []*waypointapi.HTTPRouteRule{{
+				Backends:         []*waypointapi.BackendRef{backendRef("echo", 1)},
+				RequestTimeoutMs: 200,
+			}}}}
+			m, eps := oneService(t, svc, meshOptions{}, "127.77.16."+strconv.Itoa(10+i)+":8080")
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			eps[0].handle(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "first half")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			c := m.http1Client()
+			if proto == "http2" {
+				c = m.http2Client()
+			}
+			resp, err := c.Do(mustRequest(t, "GET", "http://"+echoVIP+"/", nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err == nil {
+				t.Errorf("the body ended cleanly after %q", b)
+			}
+			if !strings.HasPrefix(string(b), "first half") {
+				t.Errorf("body %q", b)
 			}
 		})
 	}
