@@ -4,7 +4,9 @@
 // workload-bound waypoint. The protocol comes from the service port's
 // appProtocol or name, or from the tunnel's first bytes: HTTP/1.1 and
 // HTTP/2 (and gRPC over it) are served at L7, anything else passes
-// through at L4 with L4 authorization.
+// through at L4 with L4 authorization. On a port declared HTTP of any
+// version, the client picks HTTP/1.1 or HTTP/2 with prior knowledge; the
+// port decides what is spoken to endpoints.
 //
 // One HTTP request goes through, in order (forward.go): path
 // normalization, authorization, routing, rate limits, the rule's filters
