@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -191,6 +192,16 @@ func (sc *serverConn) serveOne(first bool) error {
 			return sc.reject(pe)
 		}
 		return fmt.Errorf("http1: reading request head: %w", err)
+	}
+
+	if ex.head.body == bodyChunked {
+		// A probe and its malformed chunks usually arrive in one piece:
+		// check the framing of what is already here, so that such a
+		// request is refused before any backend sees its head. A framing
+		// error further on can only cut the forwarded body short.
+		if pe := sc.prescanChunked(); pe != nil {
+			return sc.reject(pe)
+		}
 	}
 
 	ctx, cancel := context.WithCancel(sc.ctx)
@@ -407,4 +418,31 @@ func (rb *requestBody) finish() bool {
 		}
 	}
 	return rb.b.err == io.EOF
+}
+
+// prescanChunked decodes the chunked body bytes already buffered, without
+// consuming them, and returns the framing error they hold, if any.
+func (sc *serverConn) prescanChunked() *ProtocolError {
+	buf, _ := sc.br.Peek(sc.br.Buffered())
+	if len(buf) == 0 {
+		return nil
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(buf), max(len(buf), 16))
+	var trailer http.Header
+	hr := headReader{br: br, lim: sc.cfg.Limits}
+	var b bodyReader
+	b.reset(br, bodyChunked, 0, http.StatusBadRequest, &hr, &trailer)
+	var scratch [512]byte
+	for {
+		_, err := b.Read(scratch[:])
+		var pe *ProtocolError
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &pe):
+			return pe
+		default:
+			return nil // the end, or the end of what is buffered
+		}
+	}
 }
