@@ -84,6 +84,12 @@ type Config struct {
 	LogLevel  *slog.LevelVar
 }
 
+// tunnelWindow is the receive window of each HBONE tunnel, both ways: how
+// much a slow client or backend can make the waypoint hold per request.
+// HBONE's default (4 MiB) suits ztunnel, which holds bytes only in the
+// kernel; the waypoint parses them, and holds what it receives.
+const tunnelWindow = 1 << 20
+
 // Run starts the waypoint and blocks until ctx is done, then drains.
 // Start-up errors (bad flags or file, ports in use) are returned at once.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
@@ -179,7 +185,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		ptel.AccessLog = logger.With("scope", "access")
 	}
 
-	hc, err := hbone.NewClient(hbone.ClientConfig{Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger})
+	hc, err := hbone.NewClient(hbone.ClientConfig{
+		Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger,
+		StreamWindow: tunnelWindow,
+	})
 	if err != nil {
 		return err
 	}
@@ -226,8 +235,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return getCert(hello.Context())
 		},
-		Handler: px,
-		Logger:  logger,
+		Handler:      px,
+		Logger:       logger,
+		StreamWindow: tunnelWindow,
 	})
 	if err != nil {
 		return err

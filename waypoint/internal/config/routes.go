@@ -573,6 +573,7 @@ func compileBackend(f field, b *waypointapi.BackendRef, withFilters bool) (Backe
 		return Backend{}, f.wrap(errMissing)
 	}
 	out := Backend{Name: b.GetName(), Namespace: b.GetNamespace(), Hostname: b.GetHostname(), Weight: b.GetWeight()}
+	out.key = out.Namespace + "/" + out.Hostname
 	if out.Hostname == "" {
 		return Backend{}, f.child("hostname").wrap(errNoHostname)
 	}

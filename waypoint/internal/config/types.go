@@ -243,10 +243,19 @@ type Backend struct {
 	// Filters apply to requests sent to this backend only (header
 	// modifiers).
 	Filters Filters
+
+	// key is Key, made once by Compile: the proxy asks for it on every
+	// request.
+	key string
 }
 
 // Key is the backend service's key in the mesh state.
-func (b *Backend) Key() string { return b.Namespace + "/" + b.Hostname }
+func (b *Backend) Key() string {
+	if b.key != "" {
+		return b.key
+	}
+	return b.Namespace + "/" + b.Hostname
+}
 
 // Filters are a rule's (or a backend's) request and response edits.
 type Filters struct {

@@ -456,7 +456,12 @@ func (p *Proxy) fail(w http.ResponseWriter, rec *requestRecord, err, ctxErr erro
 	switch {
 	case errors.Is(ctxErr, context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		p.refuse(w, rec, http.StatusGatewayTimeout, flagTimeout, "upstream request timeout")
-	case errors.Is(err, errNoEndpoint) || errors.Is(err, errNoBackend):
+	case errors.Is(err, errNoBackend):
+		// Gateway API: a rule whose backends are all invalid (or carry
+		// no weight) answers 500; istiod-lite and Compile send rules they
+		// could not apply that way, so that they fail closed.
+		p.refuse(w, rec, http.StatusInternalServerError, flagNoRoute, "the route has no usable backend")
+	case errors.Is(err, errNoEndpoint):
 		p.refuse(w, rec, http.StatusServiceUnavailable, flagNoHealthy, "no healthy upstream")
 	case errors.As(err, &ce):
 		p.refuse(w, rec, http.StatusServiceUnavailable, flagConnect, "upstream connect error: "+ce.Err.Error())

@@ -101,3 +101,30 @@ func TestRouteMatching(t *testing.T) {
 		})
 	}
 }
+
+// A rule that cannot be applied arrives with no backends (istiod-lite and
+// Compile fail it closed that way), as does one whose backends all weigh
+// 0: its requests get 500, and go nowhere.
+func TestRuleWithoutBackendsAnswers500(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		backends []*waypointapi.BackendRef
+	}{
+		{"no backends", nil},
+		{"every weight 0", []*waypointapi.BackendRef{{Name: "echo", Namespace: testNS, Hostname: hostname("echo"), Port: 80, Weight: 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := wpService("echo", echoVIP, 80, 8080, "http")
+			svc.HttpRoutes = []*waypointapi.HTTPRoute{{Name: "r", Namespace: testNS, Rules: []*waypointapi.HTTPRouteRule{{Backends: tc.backends}}}}
+			m, eps := oneService(t, svc, meshOptions{}, "127.77.40.1:8080")
+			resp, err := m.http1Client().Get("http://" + echoVIP + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp.Body)
+			if resp.StatusCode != http.StatusInternalServerError || eps[0].hits.Load() != 0 {
+				t.Fatalf("status %d, %d requests at the endpoint; want 500 and none", resp.StatusCode, eps[0].hits.Load())
+			}
+		})
+	}
+}
