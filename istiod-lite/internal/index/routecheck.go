@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp/syntax"
 	"slices"
 	"strings"
 	"time"
@@ -29,43 +28,14 @@ import (
 // modifier actions, a framing header in a modifier, too many retries, ...)
 // and objects that were never admitted by those CRDs.
 //
-// The waypoint's packages are internal to it and no package under pkg/
-// holds route validation, so the limits below are a copy of those in
-// waypoint/internal/config (validate.go). TestWaypointLimits pins them
-// here and config's TestLimits pins the same values there: change both or
-// neither.
-const (
-	maxPathLen        = 1024
-	maxHeaderValueLen = 4096
-	maxQueryValueLen  = 1024
-	maxRegexLen       = 1024
-	maxRegexProgram   = 1000 // instructions of the compiled, anchored program
-	maxWeight         = 1_000_000
-	maxRetryAttempts  = 100
-)
+// The limits and the checks of single values are the waypoint's own
+// (waypointapi.CompileRegex, CheckHostname, ...): both sides apply the
+// same ones.
 
-// checkRegex checks a Gateway API RegularExpression value as the waypoint
-// compiles it: RE2 (Go's syntax), anchored at both ends, within the length
-// and program-size limits.
+// checkRegex checks a RegularExpression value as the waypoint compiles it.
 func checkRegex(expr string) error {
-	if expr == "" {
-		return errors.New("empty regular expression")
-	}
-	if len(expr) > maxRegexLen {
-		return fmt.Errorf("regular expression longer than %d bytes", maxRegexLen)
-	}
-	re, err := syntax.Parse(`^(?:`+expr+`)$`, syntax.Perl)
-	if err != nil {
-		return fmt.Errorf("invalid regular expression: %w", err)
-	}
-	prog, err := syntax.Compile(re.Simplify())
-	if err != nil {
-		return fmt.Errorf("invalid regular expression: %w", err)
-	}
-	if n := len(prog.Inst); n > maxRegexProgram {
-		return fmt.Errorf("regular expression too complex (%d instructions, at most %d)", n, maxRegexProgram)
-	}
-	return nil
+	_, err := waypointapi.CompileRegex(expr)
+	return err
 }
 
 // checkPath checks an Exact or PathPrefix match value: absolute, RFC 3986
@@ -75,10 +45,10 @@ func checkPath(v string) error {
 	if !strings.HasPrefix(v, "/") {
 		return fmt.Errorf("path %q does not start with /", v)
 	}
-	if len(v) > maxPathLen {
-		return fmt.Errorf("path longer than %d bytes", maxPathLen)
+	if len(v) > waypointapi.MaxPathLen {
+		return fmt.Errorf("path longer than %d bytes", waypointapi.MaxPathLen)
 	}
-	if err := checkPathChars(v); err != nil {
+	if err := waypointapi.CheckPathChars(v); err != nil {
 		return err
 	}
 	if strings.Contains(v, "%00") {
@@ -86,55 +56,6 @@ func checkPath(v string) error {
 	}
 	return nil
 }
-
-// checkPathChars accepts RFC 3986 pchar and "/", with well-formed percent
-// escapes: nothing else may reach a request line or a Location header.
-func checkPathChars(p string) error {
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-/._~!$&'()*+,;=:@", c) >= 0:
-		case c == '%':
-			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
-				return fmt.Errorf("invalid path %q: malformed percent escape at %d", p, i)
-			}
-			i += 2
-		default:
-			return fmt.Errorf("invalid path %q: character %q not allowed", p, c)
-		}
-	}
-	return nil
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// checkHostname accepts a PreciseHostname: lower-case RFC 1123 labels,
-// no wildcard, port or trailing dot.
-func checkHostname(h string) error {
-	if h == "" || len(h) > 253 {
-		return fmt.Errorf("invalid hostname %q: must be 1 to 253 characters", h)
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return fmt.Errorf("invalid hostname %q: labels must be 1 to 63 characters", h)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' && i > 0 && i < len(label)-1) {
-				return fmt.Errorf("invalid hostname %q: character %q", h, c)
-			}
-		}
-	}
-	return nil
-}
-
-// unmodifiable are the headers a modifier may not touch: they frame the
-// message or belong to one connection (RFC 9110 7.6.1). The waypoint
-// refuses the same ones.
-var unmodifiable = []string{"Connection", "Content-Length", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // ruleCheck is what the waypoint would make of a route rule.
 type ruleCheck struct {
@@ -197,8 +118,8 @@ func checkHTTPRule(rule gatewayv1.HTTPRouteRule, routeNS string) ruleCheck {
 		}
 	}
 	if rt := rule.Retry; rt != nil {
-		if rt.Attempts != nil && *rt.Attempts > maxRetryAttempts {
-			c.add("retry.attempts", fmt.Errorf("%d attempts, at most %d", *rt.Attempts, maxRetryAttempts))
+		if rt.Attempts != nil && *rt.Attempts > waypointapi.MaxRetryAttempts {
+			c.add("retry.attempts", fmt.Errorf("%d attempts, at most %d", *rt.Attempts, waypointapi.MaxRetryAttempts))
 		}
 		for i, code := range rt.Codes {
 			if code < 400 || code > 599 {
@@ -250,8 +171,8 @@ func checkBackend(c *ruleCheck, field string, ref gatewayv1.BackendRef, routeNS 
 	if ref.Port != nil && (*ref.Port < 0 || *ref.Port > 65535) {
 		c.add(field+".port", fmt.Errorf("invalid port %d", *ref.Port))
 	}
-	if ref.Weight != nil && *ref.Weight > maxWeight {
-		c.add(field+".weight", fmt.Errorf("weight %d larger than %d", *ref.Weight, maxWeight))
+	if ref.Weight != nil && *ref.Weight > waypointapi.MaxWeight {
+		c.add(field+".weight", fmt.Errorf("weight %d larger than %d", *ref.Weight, waypointapi.MaxWeight))
 	}
 	return true
 }
@@ -313,16 +234,16 @@ func checkFilters(c *ruleCheck, parent string, fs []gatewayv1.HTTPRouteFilter, o
 func checkHeaderModifier(c *ruleCheck, f string, m *gatewayv1.HTTPHeaderFilter, request bool) {
 	seen := map[string]string{}
 	use := func(field, name, action string) {
-		if !httpguts.ValidHeaderFieldName(name) {
-			c.add(field, fmt.Errorf("invalid header name %q: not a token", name))
+		if err := waypointapi.CheckHeaderName(name); err != nil {
+			c.add(field, err)
 			return
 		}
 		canon := http.CanonicalHeaderKey(name)
+		if err := waypointapi.CheckModifiable(canon, request); err != nil {
+			c.add(field, err)
+			return
+		}
 		switch {
-		case slices.Contains(unmodifiable, canon):
-			c.add(field, fmt.Errorf("header %s may not be modified: it frames the message or belongs to one connection", canon))
-		case request && canon == "Host":
-			c.add(field, errors.New("header Host may not be modified: use a URLRewrite hostname"))
 		case seen[canon] != "":
 			c.add(field, fmt.Errorf("header %s already has an action (%s)", canon, seen[canon]))
 		default:
@@ -336,8 +257,8 @@ func checkHeaderModifier(c *ruleCheck, f string, m *gatewayv1.HTTPHeaderFilter, 
 		for i, h := range list.hs {
 			hf := fmt.Sprintf("%s.%s[%d]", f, list.action, i)
 			use(hf+".name", string(h.Name), list.action)
-			if !httpguts.ValidHeaderFieldValue(h.Value) {
-				c.add(hf+".value", fmt.Errorf("invalid header value %q: control character", h.Value))
+			if err := waypointapi.CheckHeaderValue(h.Value); err != nil {
+				c.add(hf+".value", err)
 			}
 		}
 	}
@@ -356,7 +277,7 @@ func checkRedirect(c *ruleCheck, f string, r *gatewayv1.HTTPRequestRedirectFilte
 		c.add(f+".scheme", fmt.Errorf("unsupported scheme %q (http or https)", *r.Scheme))
 	}
 	if r.Hostname != nil && *r.Hostname != "" {
-		if err := checkHostname(string(*r.Hostname)); err != nil {
+		if err := waypointapi.CheckHostname(string(*r.Hostname)); err != nil {
 			c.add(f+".hostname", err)
 		}
 	}
@@ -373,7 +294,7 @@ func checkRedirect(c *ruleCheck, f string, r *gatewayv1.HTTPRequestRedirectFilte
 // matched prefix.
 func checkRewrite(c *ruleCheck, f string, r *gatewayv1.HTTPURLRewriteFilter) bool {
 	if r.Hostname != nil && *r.Hostname != "" {
-		if err := checkHostname(string(*r.Hostname)); err != nil {
+		if err := waypointapi.CheckHostname(string(*r.Hostname)); err != nil {
 			c.add(f+".hostname", err)
 		}
 	}
@@ -393,10 +314,10 @@ func checkPathModifier(c *ruleCheck, f string, p *gatewayv1.HTTPPathModifier) bo
 		c.add(f+".replacePrefixMatch", fmt.Errorf("replacement prefix %q does not start with /", v))
 	case !prefix && !strings.HasPrefix(v, "/"):
 		c.add(f+".replaceFullPath", fmt.Errorf("replacement path %q does not start with /", v))
-	case len(v) > maxPathLen:
-		c.add(f, fmt.Errorf("path longer than %d bytes", maxPathLen))
+	case len(v) > waypointapi.MaxPathLen:
+		c.add(f, fmt.Errorf("path longer than %d bytes", waypointapi.MaxPathLen))
 	default:
-		if err := checkPathChars(v); err != nil {
+		if err := waypointapi.CheckPathChars(v); err != nil {
 			c.add(f, err)
 		}
 	}
@@ -496,9 +417,9 @@ type valueMatch struct {
 // matches. Only the first match on a name counts, as Gateway API says, so
 // later ones are checked for their name only.
 func checkValueMatches(f string, ms []valueMatch, headers bool) (string, error) {
-	maxLen := maxQueryValueLen
+	maxLen := waypointapi.MaxQueryValueLen
 	if headers {
-		maxLen = maxHeaderValueLen
+		maxLen = waypointapi.MaxHeaderValueLen
 	}
 	seen := map[string]bool{}
 	for i, m := range ms {

@@ -5,44 +5,6 @@ import (
 	"testing"
 )
 
-// TestWaypointLimits pins the copy of the waypoint's limits: the waypoint
-// (waypoint/internal/config, TestLimits) has the same values and vectors.
-// Change both or neither.
-func TestWaypointLimits(t *testing.T) {
-	for _, c := range []struct {
-		name      string
-		got, want int
-	}{
-		{"maxPathLen", maxPathLen, 1024},
-		{"maxHeaderValueLen", maxHeaderValueLen, 4096},
-		{"maxQueryValueLen", maxQueryValueLen, 1024},
-		{"maxRegexLen", maxRegexLen, 1024},
-		{"maxRegexProgram", maxRegexProgram, 1000},
-		{"maxWeight", maxWeight, 1_000_000},
-		{"maxRetryAttempts", maxRetryAttempts, 100},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s = %d, want %d (and the same in the waypoint)", c.name, c.got, c.want)
-		}
-	}
-	for _, c := range []struct {
-		expr string
-		ok   bool
-	}{
-		{"a{996}", true},  // 1000 instructions anchored
-		{"a{997}", false}, // 1001
-		{strings.Repeat("(?:)", 256), true},
-		{strings.Repeat("(?:)", 256) + "a", false}, // 1025 bytes
-		{"(?i)/api/[a-z]+", true},
-		{"/(?!admin)", false}, // Perl lookahead: not RE2
-		{"", false},
-	} {
-		if err := checkRegex(c.expr); (err == nil) != c.ok {
-			t.Errorf("checkRegex(%.20q): %v, want ok %v", c.expr, err, c.ok)
-		}
-	}
-}
-
 // The translation of a rule the waypoint would not carry out: 500 on its
 // valid matches, or left out when none is valid; and the reason the
 // route's status gives, naming the field.

@@ -95,11 +95,11 @@ func compileHeaderModifier(f field, m *waypointapi.HeaderModifier, request bool)
 	out := &HeaderModifier{}
 	seen := make(map[string]string) // canonical name → the field that has it
 	use := func(hf field, name, action string) (string, error) {
-		if err := checkHeaderName(name); err != nil {
+		if err := waypointapi.CheckHeaderName(name); err != nil {
 			return "", hf.wrap(err)
 		}
 		c := canonical(name)
-		if err := checkModifiable(c, request); err != nil {
+		if err := waypointapi.CheckModifiable(c, request); err != nil {
 			return "", hf.wrap(err)
 		}
 		if prev, dup := seen[c]; dup {
@@ -119,7 +119,7 @@ func compileHeaderModifier(f field, m *waypointapi.HeaderModifier, request bool)
 			if err != nil {
 				return nil, err
 			}
-			if err := checkHeaderValue(h.GetValue()); err != nil {
+			if err := waypointapi.CheckHeaderValue(h.GetValue()); err != nil {
 				return nil, hf.child("value").wrap(err)
 			}
 			list = append(list, Header{Name: c, Value: h.GetValue()})
@@ -158,7 +158,7 @@ func compileRedirect(f field, r *waypointapi.Redirect) (*Redirect, error) {
 		return nil, f.child("scheme").errorf("unsupported scheme %q (http or https)", out.Scheme)
 	}
 	if out.Hostname != "" {
-		if err := checkHostname(out.Hostname); err != nil {
+		if err := waypointapi.CheckHostname(out.Hostname); err != nil {
 			return nil, f.child("hostname").wrap(err)
 		}
 	}
@@ -186,7 +186,7 @@ func compileRewrite(f field, r *waypointapi.Rewrite) (*Rewrite, error) {
 	}
 	out := &Rewrite{Hostname: r.GetHostname()}
 	if out.Hostname != "" {
-		if err := checkHostname(out.Hostname); err != nil {
+		if err := waypointapi.CheckHostname(out.Hostname); err != nil {
 			return nil, f.child("hostname").wrap(err)
 		}
 	}
@@ -216,10 +216,10 @@ func compilePathModifier(parent field, t waypointapi.MatchType, v string) (*Path
 	default:
 		return nil, parent.child("path_type").errorf("unsupported path modifier type %s", matchTypeName(t))
 	}
-	if len(v) > maxPathLen {
-		return nil, f.errorf("path longer than %d bytes", maxPathLen)
+	if len(v) > waypointapi.MaxPathLen {
+		return nil, f.errorf("path longer than %d bytes", waypointapi.MaxPathLen)
 	}
-	if err := checkPathChars(v); err != nil {
+	if err := waypointapi.CheckPathChars(v); err != nil {
 		return nil, f.wrap(err)
 	}
 	return &PathModifier{Prefix: t == waypointapi.MatchType_PREFIX, Value: v}, nil

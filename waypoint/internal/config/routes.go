@@ -308,10 +308,10 @@ func compilePathMatch(f field, p *waypointapi.PathMatch) (*PathMatch, error) {
 		if !strings.HasPrefix(v, "/") {
 			return nil, f.errorf("path %q does not start with /", v)
 		}
-		if len(v) > maxPathLen {
-			return nil, f.errorf("path longer than %d bytes", maxPathLen)
+		if len(v) > waypointapi.MaxPathLen {
+			return nil, f.errorf("path longer than %d bytes", waypointapi.MaxPathLen)
 		}
-		if err := checkPathChars(v); err != nil {
+		if err := waypointapi.CheckPathChars(v); err != nil {
 			return nil, f.wrap(err)
 		}
 		norm, err := pathnorm.Normalize(v)
@@ -324,7 +324,7 @@ func compilePathMatch(f field, p *waypointapi.PathMatch) (*PathMatch, error) {
 		}
 		return &PathMatch{Type: typ, Value: norm}, nil
 	case waypointapi.MatchType_REGULAR_EXPRESSION:
-		re, err := compileRegex(v)
+		re, err := waypointapi.CompileRegex(v)
 		if err != nil {
 			return nil, f.wrap(err)
 		}
@@ -346,19 +346,19 @@ func compileHeaderMatches(parent field, hs []*waypointapi.HeaderMatch) ([]ValueM
 			return nil, f.wrap(errMissing)
 		}
 		name := strings.ToLower(h.GetName())
-		if err := checkHeaderName(name); err != nil {
+		if err := waypointapi.CheckHeaderName(name); err != nil {
 			return nil, f.child("name").wrap(err)
 		}
 		if slices.ContainsFunc(out, func(v ValueMatch) bool { return v.Name == name }) {
 			continue
 		}
-		vm, err := compileValueMatch(f, h, maxHeaderValueLen)
+		vm, err := compileValueMatch(f, h, waypointapi.MaxHeaderValueLen)
 		if err != nil {
 			return nil, err
 		}
 		vm.Name, vm.Key = name, canonical(name)
 		if vm.Regex == nil {
-			if err := checkHeaderValue(vm.Value); err != nil {
+			if err := waypointapi.CheckHeaderValue(vm.Value); err != nil {
 				return nil, f.child("value").wrap(err)
 			}
 		}
@@ -383,7 +383,7 @@ func compileQueryMatches(parent field, qs []*waypointapi.HeaderMatch) ([]ValueMa
 		if slices.ContainsFunc(out, func(v ValueMatch) bool { return v.Name == name }) {
 			continue
 		}
-		vm, err := compileValueMatch(f, q, maxQueryValueLen)
+		vm, err := compileValueMatch(f, q, waypointapi.MaxQueryValueLen)
 		if err != nil {
 			return nil, err
 		}
@@ -406,7 +406,7 @@ func compileValueMatch(f field, m *waypointapi.HeaderMatch, maxLen int) (ValueMa
 		}
 		return ValueMatch{Value: v}, nil
 	case waypointapi.MatchType_REGULAR_EXPRESSION:
-		re, err := compileRegex(v)
+		re, err := waypointapi.CompileRegex(v)
 		if err != nil {
 			return ValueMatch{}, f.child("value").wrap(err)
 		}
@@ -514,12 +514,12 @@ func compileGRPCMatch(f field, m *waypointapi.GRPCRouteMatch) (Match, error) {
 		case waypointapi.MatchType_REGULAR_EXPRESSION:
 			var err error
 			if svc != "" {
-				if g.ServiceRegex, err = compileRegex(svc); err != nil {
+				if g.ServiceRegex, err = waypointapi.CompileRegex(svc); err != nil {
 					return Match{}, f.child("service").wrap(err)
 				}
 			}
 			if method != "" {
-				if g.MethodRegex, err = compileRegex(method); err != nil {
+				if g.MethodRegex, err = waypointapi.CompileRegex(method); err != nil {
 					return Match{}, f.child("method").wrap(err)
 				}
 			}
@@ -536,8 +536,8 @@ func compileGRPCMatch(f field, m *waypointapi.GRPCRouteMatch) (Match, error) {
 }
 
 func compileRetry(f field, r *waypointapi.Retry) (*Retry, error) {
-	if r.GetAttempts() > maxRetryAttempts {
-		return nil, f.child("attempts").errorf("%d attempts, at most %d", r.GetAttempts(), maxRetryAttempts)
+	if r.GetAttempts() > waypointapi.MaxRetryAttempts {
+		return nil, f.child("attempts").errorf("%d attempts, at most %d", r.GetAttempts(), waypointapi.MaxRetryAttempts)
 	}
 	out := &Retry{Attempts: int(r.GetAttempts()), Backoff: time.Duration(r.GetBackoffMs()) * time.Millisecond}
 	for i, c := range r.GetCodes() {
@@ -581,8 +581,8 @@ func compileBackend(f field, b *waypointapi.BackendRef, withFilters bool) (Backe
 	if out.Port, err = portNumber(f.child("port"), b.GetPort(), true); err != nil {
 		return Backend{}, err
 	}
-	if out.Weight > maxWeight {
-		return Backend{}, f.child("weight").errorf("weight %d larger than %d", out.Weight, maxWeight)
+	if out.Weight > waypointapi.MaxWeight {
+		return Backend{}, f.child("weight").errorf("weight %d larger than %d", out.Weight, waypointapi.MaxWeight)
 	}
 	if len(b.GetFilters()) > 0 {
 		if !withFilters {
