@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // PEM block types.
@@ -169,4 +170,18 @@ func ParseCSRPEM(data []byte) (*x509.CertificateRequest, error) {
 		return nil, fmt.Errorf("%w: signature: %w", ErrInvalidCSR, err)
 	}
 	return csr, nil
+}
+
+// ReadRootsFile reads PEM root certificates from path: the mesh roots a
+// proxy verifies its control plane, CA and peers against.
+func ReadRootsFile(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("root certificates: %w", err)
+	}
+	roots, err := ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("root certificates %s: %w", path, err)
+	}
+	return roots, nil
 }

@@ -9,7 +9,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // testPEM returns PEM material shared by the PEM tests.
@@ -172,5 +176,25 @@ func TestParseCSRPEM(t *testing.T) {
 				t.Fatalf("CSR URIs = %v, want [%s]", got.URIs, id)
 			}
 		})
+	}
+}
+
+func TestReadRootsFile(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewSelfSignedCA(spiffeid.RequireTrustDomainFromString("cluster.local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "roots.pem")
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(good, EncodeCertificatesPEM(ca.Roots()), 0o600)
+	os.WriteFile(bad, []byte("not PEM"), 0o600)
+	if roots, err := ReadRootsFile(good); err != nil || len(roots) != 1 {
+		t.Fatalf("ReadRootsFile: %d roots, %v", len(roots), err)
+	}
+	for _, p := range []string{bad, filepath.Join(dir, "missing.pem")} {
+		if _, err := ReadRootsFile(p); err == nil {
+			t.Errorf("ReadRootsFile(%s) succeeded", filepath.Base(p))
+		}
 	}
 }

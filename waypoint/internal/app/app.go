@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -371,13 +370,9 @@ func newLocalSource(cfg Config, td spiffeid.TrustDomain, mesh *meshstate.Store, 
 // newXDSSource takes the waypoint's resource and the mesh's addresses
 // from the control plane, and the waypoint's own certificate from its CA.
 func newXDSSource(cfg Config, td spiffeid.TrustDomain, self spiffeid.ID, mesh *meshstate.Store, wp *source.Waypoint, logger *slog.Logger) (*configSource, error) {
-	pemRoots, err := os.ReadFile(cfg.XDSRootCert)
+	roots, err := identity.ReadRootsFile(cfg.XDSRootCert)
 	if err != nil {
-		return nil, fmt.Errorf("mesh root certificates: %w", err)
-	}
-	roots, err := identity.ParseCertificatesPEM(pemRoots)
-	if err != nil {
-		return nil, fmt.Errorf("mesh root certificates %s: %w", cfg.XDSRootCert, err)
+		return nil, fmt.Errorf("mesh %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, r := range roots {

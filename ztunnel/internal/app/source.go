@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -64,13 +63,9 @@ func newLocalSource(cfg Config, td spiffeid.TrustDomain, store *meshstate.Store,
 // plane over delta ADS, and certificates from its CA, asking for each
 // local workload's identity with ImpersonatedIdentity.
 func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, store *meshstate.Store, logger *slog.Logger) (*source, error) {
-	pemRoots, err := os.ReadFile(cfg.XDSRootCert)
+	roots, err := identity.ReadRootsFile(cfg.XDSRootCert)
 	if err != nil {
-		return nil, fmt.Errorf("mesh root certificates: %w", err)
-	}
-	roots, err := identity.ParseCertificatesPEM(pemRoots)
-	if err != nil {
-		return nil, fmt.Errorf("mesh root certificates %s: %w", cfg.XDSRootCert, err)
+		return nil, fmt.Errorf("mesh %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, r := range roots {
