@@ -45,8 +45,8 @@ func Compile(wp *waypointapi.Waypoint) (*Waypoint, error) {
 			warn.add(err, ServiceDropped)
 			continue
 		}
-		svc.HTTP = compileHTTPRoutes(f, s.GetHttpRoutes(), &warn)
-		svc.GRPC = compileGRPCRoutes(f, s.GetGrpcRoutes(), &warn)
+		svc.HTTP = compileRoutes(f, s.GetHttpRoutes(), httpRoutes, &warn)
+		svc.GRPC = compileRoutes(f, s.GetGrpcRoutes(), grpcRoutes, &warn)
 		svc.Policies = compilePolicies(f, svc.Namespace, s.GetPolicies(), &warn)
 		out.byKey[svc.Key()] = svc
 		for _, ip := range svc.VIPs {

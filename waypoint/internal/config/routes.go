@@ -153,41 +153,69 @@ func lastResort(port uint16, m Match, r *Rule) ranked {
 func catchAllHTTP() Match { return Match{Path: &PathMatch{Type: PathPrefix, Value: "/"}} }
 func catchAllGRPC() Match { return Match{} }
 
-func compileHTTPRoutes(f field, routes []*waypointapi.HTTPRoute, warn *warnings) *RouteTable {
+// routeProto is what compileRoutes reads of an HTTPRoute or GRPCRoute.
+type routeProto[R comparable] interface {
+	comparable
+	GetName() string
+	GetNamespace() string
+	GetPort() uint32
+	GetRules() []R
+}
+
+// routeKind is how compileRoutes handles one kind of route.
+type routeKind[R comparable] struct {
+	list, kind string // the resource's list field, the route's kind
+	catchAll   func() Match
+	key        func(*Match) [5]int
+	rule       func(f field, ref RouteRef, index int, r R) (*Rule, []Match, []error)
+}
+
+var (
+	httpRoutes = routeKind[*waypointapi.HTTPRouteRule]{"http_routes", "HTTPRoute", catchAllHTTP, httpKey, compileHTTPRule}
+	grpcRoutes = routeKind[*waypointapi.GRPCRouteRule]{"grpc_routes", "GRPCRoute", catchAllGRPC, grpcKey, compileGRPCRule}
+)
+
+// compileRoutes flattens a service's routes of one kind into a table. A
+// route that cannot be read fails closed on its port; a rule that cannot
+// be compiled fails closed on the matches that compiled (or, with none,
+// on its port, ranked last).
+func compileRoutes[T routeProto[R], R comparable](f field, routes []T, k routeKind[R], warn *warnings) *RouteTable {
 	var entries []ranked
+	var nilRoute T
+	var nilRule R
 	for i, r := range routes {
-		rf := f.index("http_routes", i)
+		rf := f.index(k.list, i)
 		var err error
-		if r == nil {
+		if r == nilRoute {
 			err = rf.wrap(errMissing)
 		}
-		ref, port, rerr := compileRoute(rf, "HTTPRoute", r.GetName(), r.GetNamespace(), r.GetPort())
+		ref, port, rerr := compileRoute(rf, k.kind, r.GetName(), r.GetNamespace(), r.GetPort())
 		if err == nil {
 			err = rerr
 		}
 		if err != nil {
 			warn.add(err, RouteFailsClosed)
-			entries = append(entries, lastResort(port, catchAllHTTP(), failClosed(ref, "", -1)))
+			entries = append(entries, lastResort(port, k.catchAll(), failClosed(ref, "", -1)))
 			continue
 		}
-		for k, rule := range r.GetRules() {
-			kf := rf.index("rules", k)
+		for j, rule := range r.GetRules() {
+			kf := rf.index("rules", j)
 			var cr *Rule
 			var matches []Match
 			var problems []error
-			if rule == nil {
-				cr, problems = failClosed(ref, "", k), []error{kf.wrap(errMissing)}
+			if rule == nilRule {
+				cr, problems = failClosed(ref, "", j), []error{kf.wrap(errMissing)}
 			} else {
-				cr, matches, problems = compileHTTPRule(kf, ref, k, rule)
+				cr, matches, problems = k.rule(kf, ref, j, rule)
 			}
 			for _, err := range problems {
 				warn.add(err, RuleFailsClosed)
 			}
 			for _, m := range matches {
-				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, httpKey(&m)})
+				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, k.key(&m)})
 			}
 			if len(matches) == 0 {
-				entries = append(entries, lastResort(port, catchAllHTTP(), cr))
+				entries = append(entries, lastResort(port, k.catchAll(), cr))
 			}
 		}
 	}
@@ -421,47 +449,6 @@ func matchTypeName(t waypointapi.MatchType) string {
 		return n
 	}
 	return fmt.Sprint(int32(t))
-}
-
-func compileGRPCRoutes(f field, routes []*waypointapi.GRPCRoute, warn *warnings) *RouteTable {
-	var entries []ranked
-	for i, r := range routes {
-		rf := f.index("grpc_routes", i)
-		var err error
-		if r == nil {
-			err = rf.wrap(errMissing)
-		}
-		ref, port, rerr := compileRoute(rf, "GRPCRoute", r.GetName(), r.GetNamespace(), r.GetPort())
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			warn.add(err, RouteFailsClosed)
-			entries = append(entries, lastResort(port, catchAllGRPC(), failClosed(ref, "", -1)))
-			continue
-		}
-		for k, rule := range r.GetRules() {
-			kf := rf.index("rules", k)
-			var cr *Rule
-			var matches []Match
-			var problems []error
-			if rule == nil {
-				cr, problems = failClosed(ref, "", k), []error{kf.wrap(errMissing)}
-			} else {
-				cr, matches, problems = compileGRPCRule(kf, ref, k, rule)
-			}
-			for _, err := range problems {
-				warn.add(err, RuleFailsClosed)
-			}
-			for _, m := range matches {
-				entries = append(entries, ranked{Entry{Port: port, Match: m, Rule: cr}, grpcKey(&m)})
-			}
-			if len(matches) == 0 {
-				entries = append(entries, lastResort(port, catchAllGRPC(), cr))
-			}
-		}
-	}
-	return sortTable(entries)
 }
 
 // compileGRPCRule is compileHTTPRule for a GRPCRoute rule.
