@@ -79,6 +79,105 @@ func (MatchType) EnumDescriptor() ([]byte, []int) {
 	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{0}
 }
 
+type RateLimit_Mode int32
+
+const (
+	// LOCAL keeps the buckets in each waypoint replica.
+	RateLimit_LOCAL RateLimit_Mode = 0
+	// GLOBAL asks Envoy's rate-limit service
+	// (envoy.service.ratelimit.v3.RateLimitService), shared by every
+	// replica, with the limit sent as the descriptor's override.
+	RateLimit_GLOBAL RateLimit_Mode = 1
+)
+
+// Enum value maps for RateLimit_Mode.
+var (
+	RateLimit_Mode_name = map[int32]string{
+		0: "LOCAL",
+		1: "GLOBAL",
+	}
+	RateLimit_Mode_value = map[string]int32{
+		"LOCAL":  0,
+		"GLOBAL": 1,
+	}
+)
+
+func (x RateLimit_Mode) Enum() *RateLimit_Mode {
+	p := new(RateLimit_Mode)
+	*p = x
+	return p
+}
+
+func (x RateLimit_Mode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RateLimit_Mode) Descriptor() protoreflect.EnumDescriptor {
+	return file_skiff_xds_waypoint_proto_enumTypes[1].Descriptor()
+}
+
+func (RateLimit_Mode) Type() protoreflect.EnumType {
+	return &file_skiff_xds_waypoint_proto_enumTypes[1]
+}
+
+func (x RateLimit_Mode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RateLimit_Mode.Descriptor instead.
+func (RateLimit_Mode) EnumDescriptor() ([]byte, []int) {
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{19, 0}
+}
+
+type RateLimit_FailureMode int32
+
+const (
+	// ALLOW lets requests through when the rate-limit service cannot
+	// answer in time (as Envoy does).
+	RateLimit_ALLOW RateLimit_FailureMode = 0
+	// DENY refuses them.
+	RateLimit_DENY RateLimit_FailureMode = 1
+)
+
+// Enum value maps for RateLimit_FailureMode.
+var (
+	RateLimit_FailureMode_name = map[int32]string{
+		0: "ALLOW",
+		1: "DENY",
+	}
+	RateLimit_FailureMode_value = map[string]int32{
+		"ALLOW": 0,
+		"DENY":  1,
+	}
+)
+
+func (x RateLimit_FailureMode) Enum() *RateLimit_FailureMode {
+	p := new(RateLimit_FailureMode)
+	*p = x
+	return p
+}
+
+func (x RateLimit_FailureMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RateLimit_FailureMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_skiff_xds_waypoint_proto_enumTypes[2].Descriptor()
+}
+
+func (RateLimit_FailureMode) Type() protoreflect.EnumType {
+	return &file_skiff_xds_waypoint_proto_enumTypes[2]
+}
+
+func (x RateLimit_FailureMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RateLimit_FailureMode.Descriptor instead.
+func (RateLimit_FailureMode) EnumDescriptor() ([]byte, []int) {
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{19, 1}
+}
+
 type RateLimitKey_Type int32
 
 const (
@@ -119,11 +218,11 @@ func (x RateLimitKey_Type) String() string {
 }
 
 func (RateLimitKey_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_skiff_xds_waypoint_proto_enumTypes[1].Descriptor()
+	return file_skiff_xds_waypoint_proto_enumTypes[3].Descriptor()
 }
 
 func (RateLimitKey_Type) Type() protoreflect.EnumType {
-	return &file_skiff_xds_waypoint_proto_enumTypes[1]
+	return &file_skiff_xds_waypoint_proto_enumTypes[3]
 }
 
 func (x RateLimitKey_Type) Number() protoreflect.EnumNumber {
@@ -132,7 +231,7 @@ func (x RateLimitKey_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey_Type.Descriptor instead.
 func (RateLimitKey_Type) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20, 0}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type Waypoint struct {
@@ -1590,8 +1689,18 @@ type RateLimit struct {
 	FillIntervalMs uint32        `protobuf:"varint,4,opt,name=fill_interval_ms,json=fillIntervalMs,proto3" json:"fill_interval_ms,omitempty"`
 	Burst          uint32        `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
 	Key            *RateLimitKey `protobuf:"bytes,6,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// rule, set only with route, limits only the route's rule of that name
+	// (a targetRef's sectionName).
+	Rule string `protobuf:"bytes,7,opt,name=rule,proto3" json:"rule,omitempty"`
+	// overrides give the clients they list their own limit instead of this
+	// one: a bucket per principal, whatever key says. The first override
+	// that lists a client's identity applies.
+	Overrides []*RateLimitOverride `protobuf:"bytes,8,rep,name=overrides,proto3" json:"overrides,omitempty"`
+	Mode      RateLimit_Mode       `protobuf:"varint,9,opt,name=mode,proto3,enum=skiff.waypoint.v1.RateLimit_Mode" json:"mode,omitempty"`
+	// failure_mode applies to GLOBAL limits only.
+	FailureMode   RateLimit_FailureMode `protobuf:"varint,10,opt,name=failure_mode,json=failureMode,proto3,enum=skiff.waypoint.v1.RateLimit_FailureMode" json:"failure_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RateLimit) Reset() {
@@ -1666,6 +1775,104 @@ func (x *RateLimit) GetKey() *RateLimitKey {
 	return nil
 }
 
+func (x *RateLimit) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *RateLimit) GetOverrides() []*RateLimitOverride {
+	if x != nil {
+		return x.Overrides
+	}
+	return nil
+}
+
+func (x *RateLimit) GetMode() RateLimit_Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return RateLimit_LOCAL
+}
+
+func (x *RateLimit) GetFailureMode() RateLimit_FailureMode {
+	if x != nil {
+		return x.FailureMode
+	}
+	return RateLimit_ALLOW
+}
+
+// RateLimitOverride is a limit for some clients of a RateLimit.
+type RateLimitOverride struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principals are SPIFFE IDs, "spiffe://<trust domain>/ns/<ns>/sa/<sa>".
+	Principals     []string `protobuf:"bytes,1,rep,name=principals,proto3" json:"principals,omitempty"`
+	Requests       uint32   `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	FillIntervalMs uint32   `protobuf:"varint,3,opt,name=fill_interval_ms,json=fillIntervalMs,proto3" json:"fill_interval_ms,omitempty"`
+	Burst          uint32   `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RateLimitOverride) Reset() {
+	*x = RateLimitOverride{}
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitOverride) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitOverride) ProtoMessage() {}
+
+func (x *RateLimitOverride) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitOverride.ProtoReflect.Descriptor instead.
+func (*RateLimitOverride) Descriptor() ([]byte, []int) {
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RateLimitOverride) GetPrincipals() []string {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *RateLimitOverride) GetRequests() uint32 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *RateLimitOverride) GetFillIntervalMs() uint32 {
+	if x != nil {
+		return x.FillIntervalMs
+	}
+	return 0
+}
+
+func (x *RateLimitOverride) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type RateLimitKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          RateLimitKey_Type      `protobuf:"varint,1,opt,name=type,proto3,enum=skiff.waypoint.v1.RateLimitKey_Type" json:"type,omitempty"`
@@ -1676,7 +1883,7 @@ type RateLimitKey struct {
 
 func (x *RateLimitKey) Reset() {
 	*x = RateLimitKey{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1895,7 @@ func (x *RateLimitKey) String() string {
 func (*RateLimitKey) ProtoMessage() {}
 
 func (x *RateLimitKey) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[20]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1908,7 @@ func (x *RateLimitKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitKey.ProtoReflect.Descriptor instead.
 func (*RateLimitKey) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{20}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RateLimitKey) GetType() RateLimitKey_Type {
@@ -1736,7 +1943,7 @@ type L7Authorization struct {
 
 func (x *L7Authorization) Reset() {
 	*x = L7Authorization{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1955,7 @@ func (x *L7Authorization) String() string {
 func (*L7Authorization) ProtoMessage() {}
 
 func (x *L7Authorization) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[21]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1968,7 @@ func (x *L7Authorization) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Authorization.ProtoReflect.Descriptor instead.
 func (*L7Authorization) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{21}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *L7Authorization) GetName() string {
@@ -1809,7 +2016,7 @@ type L7Group struct {
 
 func (x *L7Group) Reset() {
 	*x = L7Group{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +2028,7 @@ func (x *L7Group) String() string {
 func (*L7Group) ProtoMessage() {}
 
 func (x *L7Group) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[22]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +2041,7 @@ func (x *L7Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Group.ProtoReflect.Descriptor instead.
 func (*L7Group) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{22}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *L7Group) GetRules() []*L7Rules {
@@ -1854,7 +2061,7 @@ type L7Rules struct {
 
 func (x *L7Rules) Reset() {
 	*x = L7Rules{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2073,7 @@ func (x *L7Rules) String() string {
 func (*L7Rules) ProtoMessage() {}
 
 func (x *L7Rules) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[23]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2086,7 @@ func (x *L7Rules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Rules.ProtoReflect.Descriptor instead.
 func (*L7Rules) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{23}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *L7Rules) GetMatches() []*L7Match {
@@ -1906,7 +2113,7 @@ type L7Match struct {
 
 func (x *L7Match) Reset() {
 	*x = L7Match{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2125,7 @@ func (x *L7Match) String() string {
 func (*L7Match) ProtoMessage() {}
 
 func (x *L7Match) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[24]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2138,7 @@ func (x *L7Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Match.ProtoReflect.Descriptor instead.
 func (*L7Match) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{24}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *L7Match) GetL4() *securityapi.Match {
@@ -2001,7 +2208,7 @@ type HeaderCondition struct {
 
 func (x *HeaderCondition) Reset() {
 	*x = HeaderCondition{}
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2220,7 @@ func (x *HeaderCondition) String() string {
 func (*HeaderCondition) ProtoMessage() {}
 
 func (x *HeaderCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_xds_waypoint_proto_msgTypes[25]
+	mi := &file_skiff_xds_waypoint_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2233,7 @@ func (x *HeaderCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderCondition.ProtoReflect.Descriptor instead.
 func (*HeaderCondition) Descriptor() ([]byte, []int) {
-	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{25}
+	return file_skiff_xds_waypoint_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HeaderCondition) GetName() string {
@@ -2168,14 +2375,33 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\x0e2\x1c.skiff.waypoint.v1.MatchTypeR\x04type\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x128\n" +
-	"\aheaders\x18\x04 \x03(\v2\x1e.skiff.waypoint.v1.HeaderMatchR\aheaders\"\xc8\x01\n" +
+	"\aheaders\x18\x04 \x03(\v2\x1e.skiff.waypoint.v1.HeaderMatchR\aheaders\"\xe7\x03\n" +
 	"\tRateLimit\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12\x1a\n" +
 	"\brequests\x18\x03 \x01(\rR\brequests\x12(\n" +
 	"\x10fill_interval_ms\x18\x04 \x01(\rR\x0efillIntervalMs\x12\x14\n" +
 	"\x05burst\x18\x05 \x01(\rR\x05burst\x121\n" +
-	"\x03key\x18\x06 \x01(\v2\x1f.skiff.waypoint.v1.RateLimitKeyR\x03key\"\xa4\x01\n" +
+	"\x03key\x18\x06 \x01(\v2\x1f.skiff.waypoint.v1.RateLimitKeyR\x03key\x12\x12\n" +
+	"\x04rule\x18\a \x01(\tR\x04rule\x12B\n" +
+	"\toverrides\x18\b \x03(\v2$.skiff.waypoint.v1.RateLimitOverrideR\toverrides\x125\n" +
+	"\x04mode\x18\t \x01(\x0e2!.skiff.waypoint.v1.RateLimit.ModeR\x04mode\x12K\n" +
+	"\ffailure_mode\x18\n" +
+	" \x01(\x0e2(.skiff.waypoint.v1.RateLimit.FailureModeR\vfailureMode\"\x1d\n" +
+	"\x04Mode\x12\t\n" +
+	"\x05LOCAL\x10\x00\x12\n" +
+	"\n" +
+	"\x06GLOBAL\x10\x01\"\"\n" +
+	"\vFailureMode\x12\t\n" +
+	"\x05ALLOW\x10\x00\x12\b\n" +
+	"\x04DENY\x10\x01\"\x8f\x01\n" +
+	"\x11RateLimitOverride\x12\x1e\n" +
+	"\n" +
+	"principals\x18\x01 \x03(\tR\n" +
+	"principals\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\rR\brequests\x12(\n" +
+	"\x10fill_interval_ms\x18\x03 \x01(\rR\x0efillIntervalMs\x12\x14\n" +
+	"\x05burst\x18\x04 \x01(\rR\x05burst\"\xa4\x01\n" +
 	"\fRateLimitKey\x128\n" +
 	"\x04type\x18\x01 \x01(\x0e2$.skiff.waypoint.v1.RateLimitKey.TypeR\x04type\x12\x16\n" +
 	"\x06header\x18\x02 \x01(\tR\x06header\"B\n" +
@@ -2229,97 +2455,103 @@ func file_skiff_xds_waypoint_proto_rawDescGZIP() []byte {
 	return file_skiff_xds_waypoint_proto_rawDescData
 }
 
-var file_skiff_xds_waypoint_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_skiff_xds_waypoint_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_skiff_xds_waypoint_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_skiff_xds_waypoint_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_skiff_xds_waypoint_proto_goTypes = []any{
 	(MatchType)(0),                  // 0: skiff.waypoint.v1.MatchType
-	(RateLimitKey_Type)(0),          // 1: skiff.waypoint.v1.RateLimitKey.Type
-	(*Waypoint)(nil),                // 2: skiff.waypoint.v1.Waypoint
-	(*Service)(nil),                 // 3: skiff.waypoint.v1.Service
-	(*ServicePort)(nil),             // 4: skiff.waypoint.v1.ServicePort
-	(*BackendRef)(nil),              // 5: skiff.waypoint.v1.BackendRef
-	(*HTTPRoute)(nil),               // 6: skiff.waypoint.v1.HTTPRoute
-	(*HTTPRouteRule)(nil),           // 7: skiff.waypoint.v1.HTTPRouteRule
-	(*Retry)(nil),                   // 8: skiff.waypoint.v1.Retry
-	(*PathMatch)(nil),               // 9: skiff.waypoint.v1.PathMatch
-	(*HeaderMatch)(nil),             // 10: skiff.waypoint.v1.HeaderMatch
-	(*HTTPRouteMatch)(nil),          // 11: skiff.waypoint.v1.HTTPRouteMatch
-	(*HeaderModifier)(nil),          // 12: skiff.waypoint.v1.HeaderModifier
-	(*Header)(nil),                  // 13: skiff.waypoint.v1.Header
-	(*HTTPFilter)(nil),              // 14: skiff.waypoint.v1.HTTPFilter
-	(*Mirror)(nil),                  // 15: skiff.waypoint.v1.Mirror
-	(*Redirect)(nil),                // 16: skiff.waypoint.v1.Redirect
-	(*Rewrite)(nil),                 // 17: skiff.waypoint.v1.Rewrite
-	(*GRPCRoute)(nil),               // 18: skiff.waypoint.v1.GRPCRoute
-	(*GRPCRouteRule)(nil),           // 19: skiff.waypoint.v1.GRPCRouteRule
-	(*GRPCRouteMatch)(nil),          // 20: skiff.waypoint.v1.GRPCRouteMatch
-	(*RateLimit)(nil),               // 21: skiff.waypoint.v1.RateLimit
-	(*RateLimitKey)(nil),            // 22: skiff.waypoint.v1.RateLimitKey
-	(*L7Authorization)(nil),         // 23: skiff.waypoint.v1.L7Authorization
-	(*L7Group)(nil),                 // 24: skiff.waypoint.v1.L7Group
-	(*L7Rules)(nil),                 // 25: skiff.waypoint.v1.L7Rules
-	(*L7Match)(nil),                 // 26: skiff.waypoint.v1.L7Match
-	(*HeaderCondition)(nil),         // 27: skiff.waypoint.v1.HeaderCondition
-	(securityapi.Action)(0),         // 28: istio.security.Action
-	(*securityapi.Match)(nil),       // 29: istio.security.Match
-	(*securityapi.StringMatch)(nil), // 30: istio.security.StringMatch
+	(RateLimit_Mode)(0),             // 1: skiff.waypoint.v1.RateLimit.Mode
+	(RateLimit_FailureMode)(0),      // 2: skiff.waypoint.v1.RateLimit.FailureMode
+	(RateLimitKey_Type)(0),          // 3: skiff.waypoint.v1.RateLimitKey.Type
+	(*Waypoint)(nil),                // 4: skiff.waypoint.v1.Waypoint
+	(*Service)(nil),                 // 5: skiff.waypoint.v1.Service
+	(*ServicePort)(nil),             // 6: skiff.waypoint.v1.ServicePort
+	(*BackendRef)(nil),              // 7: skiff.waypoint.v1.BackendRef
+	(*HTTPRoute)(nil),               // 8: skiff.waypoint.v1.HTTPRoute
+	(*HTTPRouteRule)(nil),           // 9: skiff.waypoint.v1.HTTPRouteRule
+	(*Retry)(nil),                   // 10: skiff.waypoint.v1.Retry
+	(*PathMatch)(nil),               // 11: skiff.waypoint.v1.PathMatch
+	(*HeaderMatch)(nil),             // 12: skiff.waypoint.v1.HeaderMatch
+	(*HTTPRouteMatch)(nil),          // 13: skiff.waypoint.v1.HTTPRouteMatch
+	(*HeaderModifier)(nil),          // 14: skiff.waypoint.v1.HeaderModifier
+	(*Header)(nil),                  // 15: skiff.waypoint.v1.Header
+	(*HTTPFilter)(nil),              // 16: skiff.waypoint.v1.HTTPFilter
+	(*Mirror)(nil),                  // 17: skiff.waypoint.v1.Mirror
+	(*Redirect)(nil),                // 18: skiff.waypoint.v1.Redirect
+	(*Rewrite)(nil),                 // 19: skiff.waypoint.v1.Rewrite
+	(*GRPCRoute)(nil),               // 20: skiff.waypoint.v1.GRPCRoute
+	(*GRPCRouteRule)(nil),           // 21: skiff.waypoint.v1.GRPCRouteRule
+	(*GRPCRouteMatch)(nil),          // 22: skiff.waypoint.v1.GRPCRouteMatch
+	(*RateLimit)(nil),               // 23: skiff.waypoint.v1.RateLimit
+	(*RateLimitOverride)(nil),       // 24: skiff.waypoint.v1.RateLimitOverride
+	(*RateLimitKey)(nil),            // 25: skiff.waypoint.v1.RateLimitKey
+	(*L7Authorization)(nil),         // 26: skiff.waypoint.v1.L7Authorization
+	(*L7Group)(nil),                 // 27: skiff.waypoint.v1.L7Group
+	(*L7Rules)(nil),                 // 28: skiff.waypoint.v1.L7Rules
+	(*L7Match)(nil),                 // 29: skiff.waypoint.v1.L7Match
+	(*HeaderCondition)(nil),         // 30: skiff.waypoint.v1.HeaderCondition
+	(securityapi.Action)(0),         // 31: istio.security.Action
+	(*securityapi.Match)(nil),       // 32: istio.security.Match
+	(*securityapi.StringMatch)(nil), // 33: istio.security.StringMatch
 }
 var file_skiff_xds_waypoint_proto_depIdxs = []int32{
-	3,  // 0: skiff.waypoint.v1.Waypoint.services:type_name -> skiff.waypoint.v1.Service
-	23, // 1: skiff.waypoint.v1.Waypoint.policies:type_name -> skiff.waypoint.v1.L7Authorization
-	4,  // 2: skiff.waypoint.v1.Service.ports:type_name -> skiff.waypoint.v1.ServicePort
-	6,  // 3: skiff.waypoint.v1.Service.http_routes:type_name -> skiff.waypoint.v1.HTTPRoute
-	18, // 4: skiff.waypoint.v1.Service.grpc_routes:type_name -> skiff.waypoint.v1.GRPCRoute
-	21, // 5: skiff.waypoint.v1.Service.rate_limits:type_name -> skiff.waypoint.v1.RateLimit
-	23, // 6: skiff.waypoint.v1.Service.policies:type_name -> skiff.waypoint.v1.L7Authorization
-	14, // 7: skiff.waypoint.v1.BackendRef.filters:type_name -> skiff.waypoint.v1.HTTPFilter
-	7,  // 8: skiff.waypoint.v1.HTTPRoute.rules:type_name -> skiff.waypoint.v1.HTTPRouteRule
-	11, // 9: skiff.waypoint.v1.HTTPRouteRule.matches:type_name -> skiff.waypoint.v1.HTTPRouteMatch
-	14, // 10: skiff.waypoint.v1.HTTPRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
-	5,  // 11: skiff.waypoint.v1.HTTPRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
-	8,  // 12: skiff.waypoint.v1.HTTPRouteRule.retry:type_name -> skiff.waypoint.v1.Retry
+	5,  // 0: skiff.waypoint.v1.Waypoint.services:type_name -> skiff.waypoint.v1.Service
+	26, // 1: skiff.waypoint.v1.Waypoint.policies:type_name -> skiff.waypoint.v1.L7Authorization
+	6,  // 2: skiff.waypoint.v1.Service.ports:type_name -> skiff.waypoint.v1.ServicePort
+	8,  // 3: skiff.waypoint.v1.Service.http_routes:type_name -> skiff.waypoint.v1.HTTPRoute
+	20, // 4: skiff.waypoint.v1.Service.grpc_routes:type_name -> skiff.waypoint.v1.GRPCRoute
+	23, // 5: skiff.waypoint.v1.Service.rate_limits:type_name -> skiff.waypoint.v1.RateLimit
+	26, // 6: skiff.waypoint.v1.Service.policies:type_name -> skiff.waypoint.v1.L7Authorization
+	16, // 7: skiff.waypoint.v1.BackendRef.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	9,  // 8: skiff.waypoint.v1.HTTPRoute.rules:type_name -> skiff.waypoint.v1.HTTPRouteRule
+	13, // 9: skiff.waypoint.v1.HTTPRouteRule.matches:type_name -> skiff.waypoint.v1.HTTPRouteMatch
+	16, // 10: skiff.waypoint.v1.HTTPRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	7,  // 11: skiff.waypoint.v1.HTTPRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
+	10, // 12: skiff.waypoint.v1.HTTPRouteRule.retry:type_name -> skiff.waypoint.v1.Retry
 	0,  // 13: skiff.waypoint.v1.PathMatch.type:type_name -> skiff.waypoint.v1.MatchType
 	0,  // 14: skiff.waypoint.v1.HeaderMatch.type:type_name -> skiff.waypoint.v1.MatchType
-	9,  // 15: skiff.waypoint.v1.HTTPRouteMatch.path:type_name -> skiff.waypoint.v1.PathMatch
-	10, // 16: skiff.waypoint.v1.HTTPRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
-	10, // 17: skiff.waypoint.v1.HTTPRouteMatch.query_params:type_name -> skiff.waypoint.v1.HeaderMatch
-	13, // 18: skiff.waypoint.v1.HeaderModifier.set:type_name -> skiff.waypoint.v1.Header
-	13, // 19: skiff.waypoint.v1.HeaderModifier.add:type_name -> skiff.waypoint.v1.Header
-	12, // 20: skiff.waypoint.v1.HTTPFilter.request_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
-	12, // 21: skiff.waypoint.v1.HTTPFilter.response_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
-	16, // 22: skiff.waypoint.v1.HTTPFilter.request_redirect:type_name -> skiff.waypoint.v1.Redirect
-	17, // 23: skiff.waypoint.v1.HTTPFilter.url_rewrite:type_name -> skiff.waypoint.v1.Rewrite
-	15, // 24: skiff.waypoint.v1.HTTPFilter.request_mirror:type_name -> skiff.waypoint.v1.Mirror
-	5,  // 25: skiff.waypoint.v1.Mirror.backend:type_name -> skiff.waypoint.v1.BackendRef
+	11, // 15: skiff.waypoint.v1.HTTPRouteMatch.path:type_name -> skiff.waypoint.v1.PathMatch
+	12, // 16: skiff.waypoint.v1.HTTPRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
+	12, // 17: skiff.waypoint.v1.HTTPRouteMatch.query_params:type_name -> skiff.waypoint.v1.HeaderMatch
+	15, // 18: skiff.waypoint.v1.HeaderModifier.set:type_name -> skiff.waypoint.v1.Header
+	15, // 19: skiff.waypoint.v1.HeaderModifier.add:type_name -> skiff.waypoint.v1.Header
+	14, // 20: skiff.waypoint.v1.HTTPFilter.request_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
+	14, // 21: skiff.waypoint.v1.HTTPFilter.response_header_modifier:type_name -> skiff.waypoint.v1.HeaderModifier
+	18, // 22: skiff.waypoint.v1.HTTPFilter.request_redirect:type_name -> skiff.waypoint.v1.Redirect
+	19, // 23: skiff.waypoint.v1.HTTPFilter.url_rewrite:type_name -> skiff.waypoint.v1.Rewrite
+	17, // 24: skiff.waypoint.v1.HTTPFilter.request_mirror:type_name -> skiff.waypoint.v1.Mirror
+	7,  // 25: skiff.waypoint.v1.Mirror.backend:type_name -> skiff.waypoint.v1.BackendRef
 	0,  // 26: skiff.waypoint.v1.Redirect.path_type:type_name -> skiff.waypoint.v1.MatchType
 	0,  // 27: skiff.waypoint.v1.Rewrite.path_type:type_name -> skiff.waypoint.v1.MatchType
-	19, // 28: skiff.waypoint.v1.GRPCRoute.rules:type_name -> skiff.waypoint.v1.GRPCRouteRule
-	20, // 29: skiff.waypoint.v1.GRPCRouteRule.matches:type_name -> skiff.waypoint.v1.GRPCRouteMatch
-	14, // 30: skiff.waypoint.v1.GRPCRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
-	5,  // 31: skiff.waypoint.v1.GRPCRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
+	21, // 28: skiff.waypoint.v1.GRPCRoute.rules:type_name -> skiff.waypoint.v1.GRPCRouteRule
+	22, // 29: skiff.waypoint.v1.GRPCRouteRule.matches:type_name -> skiff.waypoint.v1.GRPCRouteMatch
+	16, // 30: skiff.waypoint.v1.GRPCRouteRule.filters:type_name -> skiff.waypoint.v1.HTTPFilter
+	7,  // 31: skiff.waypoint.v1.GRPCRouteRule.backends:type_name -> skiff.waypoint.v1.BackendRef
 	0,  // 32: skiff.waypoint.v1.GRPCRouteMatch.type:type_name -> skiff.waypoint.v1.MatchType
-	10, // 33: skiff.waypoint.v1.GRPCRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
-	22, // 34: skiff.waypoint.v1.RateLimit.key:type_name -> skiff.waypoint.v1.RateLimitKey
-	1,  // 35: skiff.waypoint.v1.RateLimitKey.type:type_name -> skiff.waypoint.v1.RateLimitKey.Type
-	28, // 36: skiff.waypoint.v1.L7Authorization.action:type_name -> istio.security.Action
-	24, // 37: skiff.waypoint.v1.L7Authorization.groups:type_name -> skiff.waypoint.v1.L7Group
-	25, // 38: skiff.waypoint.v1.L7Group.rules:type_name -> skiff.waypoint.v1.L7Rules
-	26, // 39: skiff.waypoint.v1.L7Rules.matches:type_name -> skiff.waypoint.v1.L7Match
-	29, // 40: skiff.waypoint.v1.L7Match.l4:type_name -> istio.security.Match
-	30, // 41: skiff.waypoint.v1.L7Match.paths:type_name -> istio.security.StringMatch
-	30, // 42: skiff.waypoint.v1.L7Match.not_paths:type_name -> istio.security.StringMatch
-	30, // 43: skiff.waypoint.v1.L7Match.methods:type_name -> istio.security.StringMatch
-	30, // 44: skiff.waypoint.v1.L7Match.not_methods:type_name -> istio.security.StringMatch
-	30, // 45: skiff.waypoint.v1.L7Match.hosts:type_name -> istio.security.StringMatch
-	30, // 46: skiff.waypoint.v1.L7Match.not_hosts:type_name -> istio.security.StringMatch
-	27, // 47: skiff.waypoint.v1.L7Match.headers:type_name -> skiff.waypoint.v1.HeaderCondition
-	30, // 48: skiff.waypoint.v1.HeaderCondition.values:type_name -> istio.security.StringMatch
-	30, // 49: skiff.waypoint.v1.HeaderCondition.not_values:type_name -> istio.security.StringMatch
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	12, // 33: skiff.waypoint.v1.GRPCRouteMatch.headers:type_name -> skiff.waypoint.v1.HeaderMatch
+	25, // 34: skiff.waypoint.v1.RateLimit.key:type_name -> skiff.waypoint.v1.RateLimitKey
+	24, // 35: skiff.waypoint.v1.RateLimit.overrides:type_name -> skiff.waypoint.v1.RateLimitOverride
+	1,  // 36: skiff.waypoint.v1.RateLimit.mode:type_name -> skiff.waypoint.v1.RateLimit.Mode
+	2,  // 37: skiff.waypoint.v1.RateLimit.failure_mode:type_name -> skiff.waypoint.v1.RateLimit.FailureMode
+	3,  // 38: skiff.waypoint.v1.RateLimitKey.type:type_name -> skiff.waypoint.v1.RateLimitKey.Type
+	31, // 39: skiff.waypoint.v1.L7Authorization.action:type_name -> istio.security.Action
+	27, // 40: skiff.waypoint.v1.L7Authorization.groups:type_name -> skiff.waypoint.v1.L7Group
+	28, // 41: skiff.waypoint.v1.L7Group.rules:type_name -> skiff.waypoint.v1.L7Rules
+	29, // 42: skiff.waypoint.v1.L7Rules.matches:type_name -> skiff.waypoint.v1.L7Match
+	32, // 43: skiff.waypoint.v1.L7Match.l4:type_name -> istio.security.Match
+	33, // 44: skiff.waypoint.v1.L7Match.paths:type_name -> istio.security.StringMatch
+	33, // 45: skiff.waypoint.v1.L7Match.not_paths:type_name -> istio.security.StringMatch
+	33, // 46: skiff.waypoint.v1.L7Match.methods:type_name -> istio.security.StringMatch
+	33, // 47: skiff.waypoint.v1.L7Match.not_methods:type_name -> istio.security.StringMatch
+	33, // 48: skiff.waypoint.v1.L7Match.hosts:type_name -> istio.security.StringMatch
+	33, // 49: skiff.waypoint.v1.L7Match.not_hosts:type_name -> istio.security.StringMatch
+	30, // 50: skiff.waypoint.v1.L7Match.headers:type_name -> skiff.waypoint.v1.HeaderCondition
+	33, // 51: skiff.waypoint.v1.HeaderCondition.values:type_name -> istio.security.StringMatch
+	33, // 52: skiff.waypoint.v1.HeaderCondition.not_values:type_name -> istio.security.StringMatch
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_skiff_xds_waypoint_proto_init() }
@@ -2339,8 +2571,8 @@ func file_skiff_xds_waypoint_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_xds_waypoint_proto_rawDesc), len(file_skiff_xds_waypoint_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   26,
+			NumEnums:      4,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
