@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,10 +104,13 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 	rec.rule(rule)
 
 	if p.cfg.Limiter != nil {
-		if v := p.cfg.Limiter.Limit(r.Context(), LimitRequest{Service: tgt.svc, Rule: dec.Rule, Peer: t.peer, Source: t.src.Addr(), Request: r}); !v.Allowed {
-			for k, vv := range v.Header {
-				w.Header()[k] = vv
-			}
+		v := p.cfg.Limiter.Limit(r.Context(), LimitRequest{Service: tgt.svc, Rule: dec.Rule, Peer: t.peer, Source: t.src.Addr(), Request: r})
+		// The limit's fields go on every answer, refused or not, so that
+		// clients can pace themselves.
+		for k, vv := range v.Header {
+			w.Header()[k] = vv
+		}
+		if !v.Allowed {
 			p.refuse(w, rec, v.Status, flagRateLimited, "rate limited")
 			return
 		}
@@ -488,9 +492,20 @@ func (p *Proxy) failDownstream(w http.ResponseWriter, rec *requestRecord, err er
 // refuse answers with a short text body of the waypoint's own.
 func (p *Proxy) refuse(w http.ResponseWriter, rec *requestRecord, code int, flag, msg string) {
 	rec.flag(flag)
-	rec.status(code)
 	rec.reason(msg)
 	h := w.Header()
+	if isGRPC(rec.r) {
+		// A gRPC client reads the status from grpc-status, not the HTTP
+		// one: answer trailers-only, as Envoy's local replies do.
+		h["Content-Type"] = []string{"application/grpc"}
+		h["Grpc-Status"] = []string{strconv.Itoa(grpcCode(code))}
+		h["Grpc-Message"] = []string{grpcMessage(msg)}
+		rec.grpcStatus(h)
+		rec.status(http.StatusOK)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	rec.status(code)
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
 	if code == http.StatusBadRequest || code == http.StatusRequestHeaderFieldsTooLarge {
@@ -778,4 +793,50 @@ func (b *countingBody) failed() error {
 		return *e
 	}
 	return nil
+}
+
+// isGRPC reports whether r is a gRPC call (any application/grpc content
+// type, grpc-web included).
+func isGRPC(r *http.Request) bool {
+	ct := r.Header["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+}
+
+// grpcCode is the gRPC status of a request the waypoint refuses with HTTP
+// status code: Envoy's mapping, except that 429 is RESOURCE_EXHAUSTED (what
+// a rate-limited gRPC client expects) rather than UNAVAILABLE.
+func grpcCode(code int) int {
+	switch code {
+	case http.StatusBadRequest:
+		return 13 // INTERNAL
+	case http.StatusUnauthorized:
+		return 16 // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return 7 // PERMISSION_DENIED
+	case http.StatusNotFound:
+		return 12 // UNIMPLEMENTED
+	case http.StatusTooManyRequests:
+		return 8 // RESOURCE_EXHAUSTED
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// grpcMessage percent-encodes msg as the grpc-message header requires:
+// every byte outside printable ASCII, and '%' itself.
+func grpcMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
