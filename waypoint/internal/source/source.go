@@ -38,6 +38,7 @@ type Waypoint struct {
 	mu      sync.Mutex
 	version uint64
 	loaded  chan struct{}
+	before  []func(*config.Waypoint)
 }
 
 // NewWaypoint returns a holder for the waypoint namespace/name, empty
@@ -48,6 +49,16 @@ func NewWaypoint(namespace, name string, logger *slog.Logger) *Waypoint {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Waypoint{name: name, namespace: namespace, log: logger, loaded: make(chan struct{})}
+}
+
+// BeforeInstall has fn see every configuration before requests do, so
+// that state derived from it (the rate limiter's buckets) is ready when the
+// configuration goes live. Configurations are passed one at a time, in
+// order. Call it before the first configuration arrives.
+func (w *Waypoint) BeforeInstall(fn func(*config.Waypoint)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.before = append(w.before, fn)
 }
 
 // Load returns the current configuration; nil before the first.
@@ -91,6 +102,9 @@ func (w *Waypoint) install(c *config.Waypoint) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, fn := range w.before {
+		fn(c)
+	}
 	w.cur.Store(c)
 	w.version++
 	select {

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/skiffmesh/skiff/pkg/meshstate"
+	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
+	"github.com/skiffmesh/skiff/waypoint/internal/config"
 )
 
 const goodFile = `
@@ -93,4 +95,28 @@ func FuzzApplyFile(f *testing.F) {
 			t.Fatal("an accepted file left the state empty")
 		}
 	})
+}
+
+// BeforeInstall's functions see each configuration, in order, before
+// Load returns it.
+func TestBeforeInstall(t *testing.T) {
+	w := NewWaypoint("default", "waypoint", nil)
+	var seen []*config.Waypoint
+	w.BeforeInstall(func(c *config.Waypoint) {
+		if w.Load() == c {
+			t.Error("configuration was live before BeforeInstall saw it")
+		}
+		seen = append(seen, c)
+	})
+	for range 2 {
+		if err := w.Set(&waypointapi.Waypoint{Name: "waypoint", Namespace: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != w.Load() {
+			t.Fatalf("BeforeInstall saw %d configurations, the last not the live one", len(seen))
+		}
+	}
+	if err := w.Set(&waypointapi.Waypoint{Name: "other", Namespace: "default"}); err == nil || len(seen) != 2 {
+		t.Errorf("a rejected configuration: err %v, BeforeInstall calls %d, want an error and 2", err, len(seen))
+	}
 }
