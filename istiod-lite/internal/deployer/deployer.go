@@ -10,6 +10,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -65,6 +66,10 @@ type Options struct {
 	// OTLPInsecure sends them without TLS.
 	OTLPEndpoint string
 	OTLPInsecure bool
+	// RateLimitService is Envoy's rate-limit service (host:port, gRPC)
+	// that waypoints ask for global rate limits; a Gateway's parameters
+	// may name another.
+	RateLimitService string
 	// RateLimitPolicies reports RateLimitPolicy status (its CRD must be
 	// installed).
 	RateLimitPolicies bool
@@ -81,7 +86,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.XDSAddress == "" {
 		o.XDSAddress = "istiod.istio-system.svc:15012"
 	}
-	d := &deployer{c: mgr.GetClient(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
+	d := &deployer{c: mgr.GetClient(), params: mgr.GetAPIReader(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
 	// The class is created on start and kept as it should be: recreated if
 	// deleted, re-accepted if edited.
 	log := mgr.GetLogger().WithName("waypoint-deployer")
@@ -158,7 +163,10 @@ func routesInNamespace(c client.Client, kind routeKind) handler.MapFunc {
 }
 
 type deployer struct {
-	c      client.Client
+	c client.Client
+	// params reads parameters ConfigMaps from the API server: the cache
+	// holds only the ConfigMaps istiod-lite publishes.
+	params client.Reader
 	o      Options
 	events events.EventRecorder
 }
@@ -207,7 +215,16 @@ func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	valid, msg := validListeners(&gw)
 	if !valid {
 		d.events.Eventf(&gw, nil, corev1.EventTypeWarning, "InvalidListeners", "Deploy", "%s", msg)
-		return reconcile.Result{}, d.setStatus(ctx, &gw, false, msg, "", nil)
+		return reconcile.Result{}, d.setStatus(ctx, &gw, gatewayv1.GatewayReasonListenersNotValid, msg, "", nil)
+	}
+	params, err := d.parameters(ctx, &gw)
+	if errors.Is(err, errInvalidParameters) {
+		// The waypoint keeps running as it was: a typo in its parameters
+		// must not take it down.
+		d.events.Eventf(&gw, nil, corev1.EventTypeWarning, "InvalidParameters", "Deploy", "%s", err.Error())
+		return reconcile.Result{RequeueAfter: parametersResync}, d.setStatus(ctx, &gw, gatewayv1.GatewayReasonInvalidParameters, err.Error(), "", nil)
+	} else if err != nil {
+		return reconcile.Result{}, err
 	}
 	var changed []string
 	note := func(kind string, res controllerutil.OperationResult) {
@@ -239,7 +256,7 @@ func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: gw.Namespace, Name: gw.Name}}
 	res, err = controllerutil.CreateOrUpdate(ctx, d.c, dep, func() error {
 		dep.Labels = mergeLabels(dep.Labels, labels)
-		d.deploymentSpec(&gw, dep, labels)
+		d.deploymentSpec(&gw, dep, labels, params)
 		return controllerutil.SetControllerReference(&gw, dep, d.c.Scheme())
 	})
 	if err != nil {
@@ -255,7 +272,12 @@ func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 			addrs = append(addrs, gatewayv1.GatewayStatusAddress{Type: ptr.To(gatewayv1.IPAddressType), Value: ip})
 		}
 	}
-	return reconcile.Result{}, d.setStatus(ctx, &gw, true, "", svc.Name, addrs)
+	var again reconcile.Result
+	if gw.Spec.Infrastructure != nil && gw.Spec.Infrastructure.ParametersRef != nil {
+		// ConfigMaps are not watched (see params): look again later.
+		again.RequeueAfter = parametersResync
+	}
+	return again, d.setStatus(ctx, &gw, "", "", svc.Name, addrs)
 }
 
 func validListeners(gw *gatewayv1.Gateway) (bool, string) {
@@ -278,7 +300,7 @@ func mergeLabels(dst, src map[string]string) map[string]string {
 	return dst
 }
 
-func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment, labels map[string]string) {
+func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment, labels map[string]string, params []corev1.EnvVar) {
 	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
 	for _, q := range []struct {
 		list corev1.ResourceList
@@ -302,6 +324,10 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 		env = append(env, corev1.EnvVar{Name: "OTLP_ENDPOINT", Value: d.o.OTLPEndpoint},
 			corev1.EnvVar{Name: "OTLP_INSECURE", Value: strconv.FormatBool(d.o.OTLPInsecure)})
 	}
+	if d.o.RateLimitService != "" {
+		env = append(env, corev1.EnvVar{Name: "RATE_LIMIT_SERVICE", Value: d.o.RateLimitService})
+	}
+	env = overrideEnv(env, params)
 	podLabels := mergeLabels(map[string]string{}, labels)
 	// The waypoint speaks HBONE itself (as Istio's waypoints): the node's
 	// redirection leaves it alone, and peers tunnel straight to it.
@@ -343,11 +369,14 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 	}
 }
 
-func (d *deployer) setStatus(ctx context.Context, gw *gatewayv1.Gateway, accepted bool, msg, svcName string, addrs []gatewayv1.GatewayStatusAddress) error {
+// setStatus reports the Gateway's conditions: accepted when refused is
+// empty, otherwise not accepted for that reason.
+func (d *deployer) setStatus(ctx context.Context, gw *gatewayv1.Gateway, refused gatewayv1.GatewayConditionReason, msg, svcName string, addrs []gatewayv1.GatewayStatusAddress) error {
+	accepted := refused == ""
 	acc := metav1.Condition{Type: string(gatewayv1.GatewayConditionAccepted), Status: metav1.ConditionTrue, Reason: string(gatewayv1.GatewayReasonAccepted), Message: "Waypoint deployed", ObservedGeneration: gw.Generation}
 	prog := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionTrue, Reason: string(gatewayv1.GatewayReasonProgrammed), Message: "Service " + svcName + " has an address", ObservedGeneration: gw.Generation}
 	if !accepted {
-		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonListenersNotValid), msg
+		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, string(refused), msg
 		prog.Status, prog.Reason, prog.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonInvalid), msg
 	} else if len(addrs) == 0 {
 		prog.Status, prog.Reason, prog.Message = metav1.ConditionFalse, string(gatewayv1.GatewayReasonAddressNotAssigned), "Service "+svcName+" has no cluster IP yet"
@@ -358,8 +387,8 @@ func (d *deployer) setStatus(ctx context.Context, gw *gatewayv1.Gateway, accepte
 	gw.Status.Listeners = nil
 	for _, l := range gw.Spec.Listeners {
 		ls := gatewayv1.ListenerStatus{Name: l.Name, SupportedKinds: []gatewayv1.RouteGroupKind{}, Conditions: []metav1.Condition{}}
-		meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionAccepted), Status: acc.Status, Reason: string(gatewayv1.ListenerReasonAccepted), ObservedGeneration: gw.Generation})
-		if !accepted {
+		meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionAccepted), Status: metav1.ConditionTrue, Reason: string(gatewayv1.ListenerReasonAccepted), ObservedGeneration: gw.Generation})
+		if refused == gatewayv1.GatewayReasonListenersNotValid {
 			meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionAccepted), Status: metav1.ConditionFalse, Reason: string(gatewayv1.ListenerReasonUnsupportedProtocol), Message: msg, ObservedGeneration: gw.Generation})
 		}
 		meta.SetStatusCondition(&ls.Conditions, metav1.Condition{Type: string(gatewayv1.ListenerConditionProgrammed), Status: prog.Status, Reason: prog.Reason, ObservedGeneration: gw.Generation})

@@ -23,7 +23,7 @@ func TestDeploymentEnvironment(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &deployer{o: Options{XDSAddress: "istiod.istio-system.svc:15012", Replicas: 1, OTLPEndpoint: tc.otlp}}
 			var dep appsv1.Deployment
-			d.deploymentSpec(gw, &dep, map[string]string{labelGateway: "wp"})
+			d.deploymentSpec(gw, &dep, map[string]string{labelGateway: "wp"}, nil)
 			c := dep.Spec.Template.Spec.Containers[0]
 			if len(c.Args) != 1 || c.Args[0] != "--waypoint=shop/wp" {
 				t.Errorf("args %q", c.Args)
