@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -57,5 +58,14 @@ func TestClientErrors(t *testing.T) {
 		if err := tc.run(); err == nil {
 			t.Errorf("%s: want an error", tc.name)
 		}
+	}
+}
+
+// get -include prints each answer's status and headers in a stable order.
+func TestWriteHead(t *testing.T) {
+	var b strings.Builder
+	writeHead(&b, &http.Response{StatusCode: 429, Header: http.Header{"Retry-After": {"3"}, "Ratelimit": {`"a/b";r=0;t=3`}}})
+	if want := "status=429\nresponse.Ratelimit=\"a/b\";r=0;t=3\nresponse.Retry-After=3\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }

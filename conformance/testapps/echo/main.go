@@ -122,6 +122,7 @@ func get(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	n := fs.Int("n", 1, "number of requests")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
+	include := fs.Bool("include", false, "print each answer's status and headers (status=, response.<Header>=) and go on after a non-200 answer")
 	// Accept the URL before or after the flags.
 	var url string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -147,10 +148,22 @@ func get(args []string) error {
 		if err != nil {
 			return err
 		}
-		if resp.StatusCode != http.StatusOK {
+		if *include {
+			writeHead(os.Stdout, resp)
+		} else if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
 		}
 		os.Stdout.Write(b)
 	}
 	return nil
+}
+
+// writeHead prints an answer's status and headers, one per line, sorted.
+func writeHead(w io.Writer, resp *http.Response) {
+	fmt.Fprintf(w, "status=%d\n", resp.StatusCode)
+	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
+		for _, v := range resp.Header[k] {
+			fmt.Fprintf(w, "response.%s=%s\n", k, v)
+		}
+	}
 }
