@@ -29,8 +29,19 @@ build:
 ## test: unit, integration and end-to-end tests (the race detector on)
 test: test-unit test-interop test-e2e
 
-test-unit: k8s-bin
+test-unit: k8s-bin ratelimit-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
+
+## ratelimit-bin: Envoy's rate-limit service (github.com/envoyproxy/ratelimit,
+## built once and cached by version) and Debian's redis-server, which the
+## waypoint's global rate-limit tests run for real
+RATELIMIT_VERSION ?= v1.4.1-0.20260122083618-3fb702589d36
+SKIFF_RATELIMIT_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/ratelimit-$(RATELIMIT_VERSION)/service_cmd
+export SKIFF_RATELIMIT_BIN
+.PHONY: ratelimit-bin
+ratelimit-bin:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@test -x $(SKIFF_RATELIMIT_BIN) || GOBIN=$(dir $(SKIFF_RATELIMIT_BIN)) $(GO) install github.com/envoyproxy/ratelimit/src/service_cmd@$(RATELIMIT_VERSION)
 
 ## k8s-bin: Kubernetes, etcd, the CNI plugins, CoreDNS and helm, built once and
 ## cached by version (conformance/cluster/build-k8s.sh); kube-apiserver and etcd
