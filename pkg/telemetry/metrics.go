@@ -93,10 +93,23 @@ func (t *TCPMetrics) Bytes(ctx context.Context, attrs attribute.Set, received, s
 	}
 }
 
+// Descriptions of Istio's request metrics.
+const (
+	requestsDescription      = "Total requests"
+	durationDescription      = "Request duration in milliseconds"
+	requestBytesDescription  = "Request size in bytes"
+	responseBytesDescription = "Response size in bytes"
+)
+
 // RequestMetrics records Istio's HTTP and gRPC request metrics:
 // istio_requests_total, istio_request_duration_milliseconds,
-// istio_request_bytes and istio_response_bytes.
+// istio_request_bytes and istio_response_bytes. On a Provider's Meter it
+// aggregates them itself and the Provider exports them (see requests.go:
+// the SDK's instruments cost microseconds per request); on any other
+// Meter it records through that Meter's instruments.
 type RequestMetrics struct {
+	store *requestStore
+
 	requests           metric.Int64Counter
 	duration           metric.Float64Histogram
 	reqBytes, rspBytes metric.Int64Histogram
@@ -104,20 +117,23 @@ type RequestMetrics struct {
 
 // NewRequestMetrics creates the instruments on m.
 func NewRequestMetrics(m metric.Meter) (*RequestMetrics, error) {
+	if pm, ok := m.(providerMeter); ok {
+		return &RequestMetrics{store: pm.p.requests.store(pm.name)}, nil
+	}
 	var r RequestMetrics
 	var err error
-	if r.requests, err = m.Int64Counter(Requests, metric.WithDescription("Total requests")); err != nil {
+	if r.requests, err = m.Int64Counter(Requests, metric.WithDescription(requestsDescription)); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", Requests, err)
 	}
-	if r.duration, err = m.Float64Histogram(RequestDuration, metric.WithDescription("Request duration in milliseconds")); err != nil {
+	if r.duration, err = m.Float64Histogram(RequestDuration, metric.WithDescription(durationDescription)); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestDuration, err)
 	}
 	// No unit, as for the duration: the names are Istio's as they stand,
 	// and with a unit the exporter could add a suffix of its own.
-	if r.reqBytes, err = m.Int64Histogram(RequestBytes, metric.WithDescription("Request size in bytes")); err != nil {
+	if r.reqBytes, err = m.Int64Histogram(RequestBytes, metric.WithDescription(requestBytesDescription)); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", RequestBytes, err)
 	}
-	if r.rspBytes, err = m.Int64Histogram(ResponseBytes, metric.WithDescription("Response size in bytes")); err != nil {
+	if r.rspBytes, err = m.Int64Histogram(ResponseBytes, metric.WithDescription(responseBytesDescription)); err != nil {
 		return nil, fmt.Errorf("telemetry: creating %s: %w", ResponseBytes, err)
 	}
 	return &r, nil
@@ -137,17 +153,26 @@ type RequestSample struct {
 // from Labels with ResponseCode set, through an AttributeCache; Record
 // then does not allocate.
 func (r *RequestMetrics) Record(ctx context.Context, a Attributes, s RequestSample) {
+	d, reqBytes, rspBytes := max(s.Duration, 0), max(s.RequestBytes, 0), max(s.ResponseBytes, 0)
+	if r.store != nil {
+		r.store.record(a.set, d, reqBytes, rspBytes, true)
+		return
+	}
 	r.requests.Add(ctx, 1, a.add...)
-	r.duration.Record(ctx, float64(max(s.Duration, 0))/float64(time.Millisecond), a.rec...)
-	r.reqBytes.Record(ctx, max(s.RequestBytes, 0), a.rec...)
-	r.rspBytes.Record(ctx, max(s.ResponseBytes, 0), a.rec...)
+	r.duration.Record(ctx, float64(d)/float64(time.Millisecond), a.rec...)
+	r.reqBytes.Record(ctx, reqBytes, a.rec...)
+	r.rspBytes.Record(ctx, rspBytes, a.rec...)
 }
 
 // Request records one completed request's count and duration only, for
 // callers holding an attribute.Set; attrs should include the response code
-// (Labels.ResponseCode). It allocates; Record does not and records sizes
-// too.
+// (Labels.ResponseCode). Record records sizes too, and through the SDK's
+// instruments it does not allocate where Request does.
 func (r *RequestMetrics) Request(ctx context.Context, attrs attribute.Set, d time.Duration) {
+	if r.store != nil {
+		r.store.record(attrs, d, 0, 0, false)
+		return
+	}
 	opt := metric.WithAttributeSet(attrs)
 	r.requests.Add(ctx, 1, opt)
 	r.duration.Record(ctx, float64(d)/float64(time.Millisecond), opt)

@@ -20,6 +20,9 @@ import (
 type Provider struct {
 	registry *prometheus.Registry
 	mp       *sdkmetric.MeterProvider
+	// requests holds the request metrics its meters' RequestMetrics
+	// aggregate, for the exporter.
+	requests *requestProducer
 }
 
 // ProviderOptions configures NewProvider.
@@ -43,8 +46,10 @@ func NewProvider(opts ProviderOptions) (*Provider, error) {
 			return nil, fmt.Errorf("telemetry: registering process collector: %w", err)
 		}
 	}
+	requests := &requestProducer{}
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
+		otelprom.WithProducer(requests),
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
 		otelprom.WithoutScopeInfo(),
 		otelprom.WithoutTargetInfo(),
@@ -56,11 +61,22 @@ func NewProvider(opts ProviderOptions) (*Provider, error) {
 		sdkmetric.WithReader(exp),
 		sdkmetric.WithView(istioViews()...),
 	)
-	return &Provider{registry: reg, mp: mp}, nil
+	return &Provider{registry: reg, mp: mp, requests: requests}, nil
 }
 
-// Meter returns a named Meter.
-func (p *Provider) Meter(name string) metric.Meter { return p.mp.Meter(name) }
+// Meter returns a named Meter. NewRequestMetrics recognizes it, and
+// records Istio's request metrics on it without the SDK's per-measurement
+// cost.
+func (p *Provider) Meter(name string) metric.Meter {
+	return providerMeter{Meter: p.mp.Meter(name), p: p, name: name}
+}
+
+// providerMeter is a Provider's Meter, known by the Provider and name.
+type providerMeter struct {
+	metric.Meter
+	p    *Provider
+	name string
+}
 
 // Handler serves the metrics (for /metrics).
 func (p *Provider) Handler() http.Handler {
