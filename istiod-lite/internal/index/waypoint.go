@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
 	"github.com/skiffmesh/skiff/pkg/policy"
 	"github.com/skiffmesh/skiff/pkg/xds/securityapi"
@@ -116,22 +115,7 @@ func (ix *Index) waypointService(s *serviceInfo) *waypointapi.Service {
 			}
 		}
 	}
-	rlKeys := make([]key, 0, len(ix.rateLimits))
-	for k := range ix.rateLimits {
-		rlKeys = append(rlKeys, k)
-	}
-	slices.Sort(rlKeys)
-	for _, k := range rlKeys {
-		p := ix.rateLimits[k]
-		for _, t := range p.Spec.TargetRefs {
-			switch {
-			case t.Group == "" && t.Kind == "Service" && string(t.Name) == s.name && p.Namespace == s.ns:
-				out.RateLimits = append(out.RateLimits, rateLimit(p, ""))
-			case t.Group == gatewayv1.GroupName && t.Kind == "HTTPRoute" && routeKeys[keyOf(p.Namespace, string(t.Name))]:
-				out.RateLimits = append(out.RateLimits, rateLimit(p, keyOf(p.Namespace, string(t.Name))))
-			}
-		}
-	}
+	out.RateLimits = ix.serviceRateLimits(s, routeKeys)
 	for _, p := range sortedPolicies(ix.authz) {
 		if p.Namespace == s.ns && targets(p, "", "Service", s.name) {
 			out.Policies = append(out.Policies, ix.waypointPolicy(p))
@@ -614,33 +598,6 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRP
 		out.Rules = append(out.Rules, rr)
 	}
 	return out
-}
-
-func rateLimit(p *policyv1alpha1.RateLimitPolicy, route string) *waypointapi.RateLimit {
-	rl := &waypointapi.RateLimit{Policy: keyOf(p.Namespace, p.Name), Route: route, Requests: p.Spec.Limit.Requests, Burst: p.Spec.Limit.Requests}
-	switch p.Spec.Limit.Unit {
-	case policyv1alpha1.Minute:
-		rl.FillIntervalMs = 60_000
-	case policyv1alpha1.Hour:
-		rl.FillIntervalMs = 3_600_000
-	default:
-		rl.FillIntervalMs = 1000
-	}
-	if p.Spec.Limit.Burst != nil {
-		rl.Burst = *p.Spec.Limit.Burst
-	}
-	rl.Key = &waypointapi.RateLimitKey{}
-	if k := p.Spec.Key; k != nil {
-		switch k.Type {
-		case policyv1alpha1.KeySourceIdentity:
-			rl.Key.Type = waypointapi.RateLimitKey_SOURCE_IDENTITY
-		case policyv1alpha1.KeySourceIP:
-			rl.Key.Type = waypointapi.RateLimitKey_SOURCE_IP
-		case policyv1alpha1.KeyHeader:
-			rl.Key.Type, rl.Key.Header = waypointapi.RateLimitKey_HEADER, strings.ToLower(k.Header)
-		}
-	}
-	return rl
 }
 
 // translateL7 turns a policy attached to a waypoint or service into the

@@ -520,7 +520,7 @@ func TestWaypointConfig(t *testing.T) {
 		}},
 	}})
 	ix.SetRateLimitPolicy("shop", "rl", &policyv1alpha1.RateLimitPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "rl"}, Spec: policyv1alpha1.RateLimitPolicySpec{
-		TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: "web"}}, Limit: policyv1alpha1.Limit{Requests: 100, Unit: policyv1alpha1.Minute},
+		TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Kind: "Service", Name: "web"}}}, Limit: policyv1alpha1.Limit{Requests: 100, Unit: policyv1alpha1.Minute},
 		Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeySourceIdentity}}})
 	ix.mu.Lock()
 	wp := ix.buildWaypoint(ix.gateways["shop/wp"])
