@@ -360,16 +360,20 @@ func (st *h2Stream) SetDeadline(t time.Time) error {
 }
 
 func (st *h2Stream) SetReadDeadline(t time.Time) error {
-	st.setDeadline(&st.rdl, t, st.cond.Broadcast)
+	st.setDeadline(&st.rdl, t, st.cond)
 	return nil
 }
 
 func (st *h2Stream) SetWriteDeadline(t time.Time) error {
-	st.setDeadline(&st.wdl, t, st.c.sendCond.Broadcast)
+	st.setDeadline(&st.wdl, t, st.c.sendCond)
 	return nil
 }
 
-func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake func()) {
+// setDeadline moves d to t and wakes the waiters on wake when it passes.
+// wake is a condition variable rather than its Broadcast method: a method
+// value would be allocated on every call, and HTTP moves deadlines on
+// every request.
+func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake *sync.Cond) {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -387,7 +391,7 @@ func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake func()) {
 			d.timer.Stop()
 		}
 		d.expired = true
-		wake()
+		wake.Broadcast()
 		return
 	}
 	if d.timer != nil {
@@ -401,7 +405,7 @@ func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake func()) {
 		// was set: only the deadline in force counts.
 		if !d.at.IsZero() && !time.Now().Before(d.at) {
 			d.expired = true
-			wake()
+			wake.Broadcast()
 		}
 	})
 }

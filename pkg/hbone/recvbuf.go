@@ -12,6 +12,10 @@ var recvChunks = sync.Pool{New: func() any { b := make([]byte, recvChunk); retur
 // and a busy one recycles chunks instead of growing and dropping slices.
 type recvBuffer struct {
 	chunks []*[]byte
+	// inline backs chunks whenever it is emptied: a stream drains its
+	// buffer after nearly every frame, and a new slice for the next one
+	// would cost an allocation each time. A recvBuffer is not copied.
+	inline [2]*[]byte
 	head   int // read offset in chunks[0]
 	tail   int // write offset in the last chunk
 	n      int // unread bytes
@@ -24,6 +28,9 @@ func (b *recvBuffer) Len() int { return b.n }
 func (b *recvBuffer) Write(p []byte) {
 	for len(p) > 0 {
 		if len(b.chunks) == 0 || b.tail == recvChunk {
+			if b.chunks == nil {
+				b.chunks = b.inline[:0]
+			}
 			b.chunks = append(b.chunks, recvChunks.Get().(*[]byte))
 			b.tail = 0
 		}
@@ -70,7 +77,8 @@ func (b *recvBuffer) dropFirst() {
 	b.chunks = b.chunks[1:]
 	b.head = 0
 	if len(b.chunks) == 0 {
-		b.chunks = nil // let the slice's array go too
+		// Back to the inline array: a longer one grown on the heap goes.
+		b.chunks = nil
 		b.tail = 0
 	}
 }

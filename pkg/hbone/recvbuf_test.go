@@ -53,3 +53,20 @@ func FuzzRecvBuffer(f *testing.F) {
 		}
 	})
 }
+
+// TestRecvBufferReuse: a stream fills and drains its buffer with nearly
+// every frame; once a chunk is pooled, doing so allocates nothing.
+func TestRecvBufferReuse(t *testing.T) {
+	var b recvBuffer
+	p, q := make([]byte, 1500), make([]byte, 4096)
+	b.Write(p)
+	b.Read(q)
+	if n := testing.AllocsPerRun(100, func() {
+		b.Write(p)
+		if got := b.Read(q); got != len(p) {
+			t.Fatalf("read %d bytes, wrote %d", got, len(p))
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per write and drain, want 0", n)
+	}
+}

@@ -585,3 +585,34 @@ func TestTunnelReadDeadlines(t *testing.T) {
 		t.Fatalf("read after the deadlines were lifted: %v", err)
 	}
 }
+
+// TestTunnelDeadlinesDoNotAllocate: HTTP servers and clients move a
+// tunnel's deadlines on every request, so moving one must cost no
+// allocation once its timer exists.
+func TestTunnelDeadlinesDoNotAllocate(t *testing.T) {
+	e := newTCPEnv(t, echo, envOpt{})
+	c, err := e.dial(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	far := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name string
+		set  func(time.Time) error
+	}{
+		{"read", c.SetReadDeadline},
+		{"write", c.SetWriteDeadline},
+		{"both", c.SetDeadline},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set(far) // makes the timers
+			if n := testing.AllocsPerRun(100, func() {
+				tc.set(far)
+				tc.set(time.Time{})
+			}); n != 0 {
+				t.Errorf("%v allocations per deadline moved and cleared, want 0", n)
+			}
+		})
+	}
+}
