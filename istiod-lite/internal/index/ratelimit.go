@@ -116,9 +116,9 @@ func (ix *Index) serviceRateLimits(s *serviceInfo, routes map[key]bool) []*waypo
 type limitScope struct{ route, rule string }
 
 // enforcedTargets returns the scopes through which p applies to s, without
-// repeats: a rule of a route the policy also targets whole is left out,
-// since the waypoint would otherwise take two tokens of one policy for
-// one request.
+// repeats. A rule of a route the policy also targets whole is left out:
+// with the same limit, the rule's bucket would never refuse a request the
+// route's lets through, only cost the waypoint a bucket and a check.
 func (ix *Index) enforcedTargets(p *policyv1alpha1.RateLimitPolicy, s *serviceInfo, routes map[key]bool) []limitScope {
 	var out []limitScope
 	for _, t := range p.Spec.TargetRefs {
