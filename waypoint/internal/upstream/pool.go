@@ -138,8 +138,10 @@ type h2DialInfo struct {
 }
 
 // RoundTrip sends req to ep over proto. req.Host and req.URL's path and
-// query are sent as they are; hdr goes on the tunnel's CONNECT. The
-// response body must be closed.
+// query are sent as they are; hdr goes on the tunnel's CONNECT. A
+// req.ContentLength of 0 means no body over either protocol (as for
+// http1.ClientConn): req.Body is closed unread. The response body must
+// be closed.
 func (p *Pool) RoundTrip(ctx context.Context, ep Endpoint, proto Protocol, req *http.Request, hdr http.Header) (*http.Response, error) {
 	if proto == HTTP2 {
 		return p.roundTripH2(ctx, ep, req, hdr)
@@ -274,6 +276,14 @@ func (p *Pool) roundTripH2(ctx context.Context, ep Endpoint, req *http.Request, 
 		return nil, err
 	}
 	out := req.WithContext(ctx)
+	if req.ContentLength == 0 && req.Body != nil && req.Body != http.NoBody {
+		// net/http takes a Body with a zero length for one of unknown
+		// length: it would send the HEADERS open, read the body, and then
+		// send an empty DATA frame to end the stream, a second write for
+		// every GET that came over HTTP/2.
+		req.Body.Close()
+		out.Body = http.NoBody
+	}
 	if out.URL.Scheme == "" || out.URL.Host == "" {
 		u := *out.URL
 		u.Scheme, u.Host = "http", ep.Addr.String()

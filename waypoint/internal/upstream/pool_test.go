@@ -401,3 +401,60 @@ func TestH2Refused(t *testing.T) {
 		}
 	}
 }
+
+// trackedBody records whether it was read and closed (by whichever
+// goroutine of the transport's).
+type trackedBody struct {
+	io.Reader
+	read, closed atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) { b.read.Store(true); return b.Reader.Read(p) }
+func (b *trackedBody) Close() error               { b.closed.Store(true); return nil }
+
+// A request whose ContentLength is 0 goes out without a body over either
+// protocol, its Body closed unread: over HTTP/2 the HEADERS end the
+// stream, rather than an empty DATA frame after them. Other bodies go
+// out as they are.
+func TestRequestBodyLength(t *testing.T) {
+	ep := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%d %q", r.ContentLength, b)
+	})
+	p, _ := newTestPool(t, nil)
+	for proto, pname := range map[Protocol]string{HTTP1: "h1", HTTP2: "h2"} {
+		for _, tc := range []struct {
+			name     string
+			body     string
+			length   int64
+			want     string
+			wantRead bool
+		}{
+			{"zero length", "", 0, `0 ""`, false},
+			{"known length", "abc", 3, `3 "abc"`, true},
+			// HTTP/1.1 sends chunks, HTTP/2 DATA without a length.
+			{"unknown length", "abc", -1, `-1 "abc"`, true},
+		} {
+			t.Run(pname+"/"+tc.name, func(t *testing.T) {
+				body := &trackedBody{Reader: strings.NewReader(tc.body)}
+				req := get(t, "/")
+				req.Method, req.Body, req.ContentLength = "POST", body, tc.length
+				resp, err := p.RoundTrip(t.Context(), ep, proto, req, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readBody(t, resp); got != tc.want {
+					t.Errorf("backend saw %s, want %s", got, tc.want)
+				}
+				// The transport may close the body after the response.
+				resp.Body.Close()
+				if body.read.Load() != tc.wantRead {
+					t.Errorf("body read %v, want %v", body.read.Load(), tc.wantRead)
+				}
+				if tc.length == 0 && !body.closed.Load() {
+					t.Error("body not closed")
+				}
+			})
+		}
+	}
+}
