@@ -84,20 +84,20 @@ func TestCRDsOnAPIServer(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Delete(ctx, ns) })
 
-	route := gatewayv1.LocalPolicyTargetReference{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "r"}
-	svc := gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "s"}
+	route := gatewayv1.LocalPolicyTargetReferenceWithSectionName{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "r"}}
+	svc := gatewayv1.LocalPolicyTargetReferenceWithSectionName{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "s"}}
 	for _, tc := range []struct {
 		name    string
 		spec    policyv1alpha1.RateLimitPolicySpec
 		wantErr string
 	}{
-		{"route target", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{route}, Limit: policyv1alpha1.Limit{Requests: 10, Unit: policyv1alpha1.Second, Burst: ptr.To[uint32](20)}}, ""},
-		{"service target per header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Minute}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader, Header: "x-user"}}, ""},
+		{"route target", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{route}, Limit: policyv1alpha1.Limit{Requests: 10, Unit: policyv1alpha1.Second, Burst: ptr.To[uint32](20)}}, ""},
+		{"service target per header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Minute}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader, Header: "x-user"}}, ""},
 		{"no targets", policyv1alpha1.RateLimitPolicySpec{Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}}, "targetRefs"},
-		{"bad target kind", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: "apps", Kind: "Deployment", Name: "d"}}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}}, "targetRefs must be HTTPRoutes or Services"},
-		{"zero requests", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 0, Unit: policyv1alpha1.Second}}, "requests"},
-		{"bad unit", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: "Fortnight"}}, "unit"},
-		{"header key without header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReference{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader}}, "header is required"},
+		{"bad target kind", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Group: "apps", Kind: "Deployment", Name: "d"}}}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}}, "targetRefs must be HTTPRoutes or Services"},
+		{"zero requests", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{svc}, Limit: policyv1alpha1.Limit{Requests: 0, Unit: policyv1alpha1.Second}}, "requests"},
+		{"bad unit", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: "Fortnight"}}, "unit"},
+		{"header key without header", policyv1alpha1.RateLimitPolicySpec{TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{svc}, Limit: policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Second}, Key: &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader}}, "header is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &policyv1alpha1.RateLimitPolicy{ObjectMeta: metav1.ObjectMeta{GenerateName: "rl-", Namespace: ns.Name}, Spec: tc.spec}

@@ -287,11 +287,11 @@ func TestWaypointDeployer(t *testing.T) {
 	t.Run("RateLimitPolicy status", func(t *testing.T) {
 		for _, p := range []*policyv1alpha1.RateLimitPolicy{
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "per-user"}, Spec: policyv1alpha1.RateLimitPolicySpec{
-				TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "reviews"}},
+				TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: "reviews"}}},
 				Limit:      policyv1alpha1.Limit{Requests: 10, Unit: policyv1alpha1.Second, Burst: ptr.To[uint32](20)},
 				Key:        &policyv1alpha1.RateLimitKey{Type: policyv1alpha1.KeyHeader, Header: "X-User"}}},
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "dangling"}, Spec: policyv1alpha1.RateLimitPolicySpec{
-				TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: "nosuch"}},
+				TargetRefs: []gatewayv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Kind: "Service", Name: "nosuch"}}},
 				Limit:      policyv1alpha1.Limit{Requests: 1, Unit: policyv1alpha1.Minute}}},
 		} {
 			cl.create(t, p)

@@ -135,6 +135,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.RateLimitPolicies {
 		if err := ctrl.NewControllerManagedBy(mgr).Named("ratelimitpolicy-status").
 			For(&policyv1alpha1.RateLimitPolicy{}).
+			// A target appearing, going or renaming a rule changes the
+			// status of the policies that target it.
+			Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(rateLimitPoliciesTargeting(mgr.GetClient(), "HTTPRoute"))).
+			Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(rateLimitPoliciesTargeting(mgr.GetClient(), "Service"))).
 			Complete(&rateLimitStatus{c: mgr.GetClient()}); err != nil {
 			return err
 		}
