@@ -61,6 +61,10 @@ func run() error {
 	fs.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", "OTLP_INSECURE", false, "send traces without TLS")
 	fs.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", "TRACE_SAMPLE_RATIO", 0.01, "share of requests traced when the caller did not decide (a sampled traceparent is always followed)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", "ACCESS_LOG", true, "log one line per request and connection")
+	fs.StringVar(&cfg.RateLimitService, "rate-limit-service", "RATE_LIMIT_SERVICE", "", "Envoy rate-limit service (host:port, gRPC, e.g. envoyproxy/ratelimit) for RateLimitPolicies of mode Global")
+	fs.StringVar(&cfg.RateLimitDomain, "rate-limit-domain", "RATE_LIMIT_DOMAIN", "skiff", "domain of the descriptors sent to the rate-limit service")
+	fs.DurationVar(&cfg.RateLimitTimeout, "rate-limit-timeout", "RATE_LIMIT_TIMEOUT", 20*time.Millisecond, "how long a request waits for the rate-limit service before its policy's failureMode decides")
+	fs.IntVar(&cfg.RateLimitMaxKeys, "rate-limit-max-keys", "RATE_LIMIT_MAX_KEYS", 10000, "buckets kept per local rate limit; the least recently used is dropped beyond")
 	var workers int
 	fs.IntVar(&workers, "worker-threads", "WAYPOINT_WORKER_THREADS", 0, "OS threads running Go code at once (GOMAXPROCS); 0 leaves the Go default")
 	var logLevel string

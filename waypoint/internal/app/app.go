@@ -36,6 +36,7 @@ import (
 	"github.com/skiffmesh/skiff/waypoint/internal/http1"
 	"github.com/skiffmesh/skiff/waypoint/internal/outlier"
 	"github.com/skiffmesh/skiff/waypoint/internal/proxy"
+	"github.com/skiffmesh/skiff/waypoint/internal/ratelimit"
 	"github.com/skiffmesh/skiff/waypoint/internal/retry"
 	"github.com/skiffmesh/skiff/waypoint/internal/source"
 	"github.com/skiffmesh/skiff/waypoint/internal/upstream"
@@ -78,6 +79,14 @@ type Config struct {
 	OTLPEndpoint     string
 	OTLPInsecure     bool
 	TraceSampleRatio float64
+
+	// RateLimitService is Envoy's rate-limit service (host:port) for
+	// global limits, asked in RateLimitDomain with RateLimitTimeout;
+	// RateLimitMaxKeys bounds the buckets of each local limit.
+	RateLimitService string
+	RateLimitDomain  string
+	RateLimitTimeout time.Duration
+	RateLimitMaxKeys int
 
 	AccessLog bool
 	LogLevel  *slog.LevelVar
@@ -122,8 +131,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	defer bg.wait()
 	defer stop()
 
+	tel, err := telemetry.NewProvider(telemetry.ProviderOptions{ProcessMetrics: true})
+	if err != nil {
+		return err
+	}
+	defer tel.Shutdown(context.Background())
+
 	mesh := meshstate.NewStore(cfg.RootNamespace, td.Name())
 	wp := source.NewWaypoint(ns, name, logger)
+	// The limiter sees each configuration before requests do; it must
+	// exist before the source delivers the first.
+	limiter, err := ratelimit.New(ratelimit.Options{
+		MaxKeys: cfg.RateLimitMaxKeys, ServiceAddress: cfg.RateLimitService, Domain: cfg.RateLimitDomain,
+		Timeout: cfg.RateLimitTimeout, Meter: tel.Meter("waypoint"), Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("rate limits: %w", err)
+	}
+	defer limiter.Close()
+	wp.BeforeInstall(limiter.Update)
 	src, err := newSource(cfg, td, self, mesh, wp, logger)
 	if err != nil {
 		return err
@@ -154,11 +180,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	})
 
-	tel, err := telemetry.NewProvider(telemetry.ProviderOptions{ProcessMetrics: true})
-	if err != nil {
-		return err
-	}
-	defer tel.Shutdown(context.Background())
 	reqMetrics, err := telemetry.NewRequestMetrics(tel.Meter("waypoint"))
 	if err != nil {
 		return err
@@ -219,6 +240,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			b, _ := retry.NewBudget(budgetCfg) // checked above
 			return b
 		},
+		Limiter:        limiter,
 		Telemetry:      ptel,
 		ConnectTimeout: cfg.ConnectTimeout,
 		DetectTimeout:  cfg.DetectTimeout,

@@ -161,6 +161,32 @@ func TestLocalMode(t *testing.T) {
 	if got, err := get(); err != nil || got != "config=two" {
 		t.Fatalf("after a broken file: %q, %v", got, err)
 	}
+
+	// A rate limit in the file: two requests an hour, then 429 with the
+	// limit's fields.
+	limited := localConfig(backend, "three") + `    rateLimits:
+    - {policy: default/rl, route: default/r, requests: 2, fillIntervalMs: 3600000, burst: 2}
+`
+	if err := os.WriteFile(file, []byte(limited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		resp, err := client.Get("http://10.96.0.10/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			return fmt.Errorf("status %d, want 429 once the limit is in", resp.StatusCode)
+		}
+		if got, want := resp.Header.Get("RateLimit-Policy"), `"default/rl";q=2;w=3600`; got != want {
+			t.Errorf("RateLimit-Policy %q, want %q", got, want)
+		}
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+		return nil
+	})
 }
 
 // clientFor returns an HTTP client whose connections are HBONE tunnels to
