@@ -27,6 +27,12 @@ step "Skiff images (build and import into every node)"
 # makes Helm roll the pods onto a new build.
 build="$(for im in "${images[@]}"; do cat "$SKIFF_CACHE/images/$(echo "$im" | tr '/:' '__').oci.tar"; done | sha256sum | cut -c1-16)"
 
+# Helm installs CRDs but never upgrades them: apply this checkout's, so that
+# a cluster set up by an older checkout gets the new fields.
+step "CRDs (kubectl apply --server-side)"
+"$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply --server-side --force-conflicts -f "$repo/helm/base/crds/" >/dev/null ||
+	die "applying the CRDs failed"
+
 for r in istio-base:base istiod:istiod istio-cni:cni ztunnel:ztunnel; do
 	name="${r%%:*}" chart="${r#*:}"
 	step "helm upgrade --install $name"
