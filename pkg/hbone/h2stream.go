@@ -60,10 +60,16 @@ type h2Stream struct {
 }
 
 type deadline struct {
-	// timer is made on first use and reset after: a connection served as
-	// HTTP moves its deadlines on every request, and a fresh
+	// timer is made on first use and reused after: a connection served
+	// as HTTP moves its deadlines on every request, and a fresh
 	// time.AfterFunc each time costs an allocation and a timer.
 	timer *time.Timer
+	// armed says the timer is set to fire at fireAt. It is moved only when
+	// a deadline comes before fireAt: a later one (the usual move, as
+	// requests follow each other) or none leaves it as it is, and the
+	// firing arms it again for what remains, or does nothing.
+	armed  bool
+	fireAt time.Time
 	// at is the deadline in force; zero for none.
 	at      time.Time
 	expired bool
@@ -380,30 +386,32 @@ func (st *h2Stream) setDeadline(d *deadline, t time.Time, wake *sync.Cond) {
 	d.at = t
 	d.expired = false
 	if t.IsZero() {
-		if d.timer != nil {
-			d.timer.Stop()
-		}
-		return
+		return // an armed timer finds no deadline when it fires
 	}
-	dur := time.Until(t)
-	if dur <= 0 {
-		if d.timer != nil {
-			d.timer.Stop()
-		}
+	now := time.Now()
+	if !now.Before(t) {
 		d.expired = true
 		wake.Broadcast()
 		return
 	}
+	if d.armed && !t.Before(d.fireAt) {
+		return // it fires first, and arms itself again for t
+	}
+	d.armed, d.fireAt = true, t
 	if d.timer != nil {
-		d.timer.Reset(dur)
+		d.timer.Reset(t.Sub(now))
 		return
 	}
-	d.timer = time.AfterFunc(dur, func() {
+	d.timer = time.AfterFunc(t.Sub(now), func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		// A firing for an earlier deadline may arrive after a later one
-		// was set: only the deadline in force counts.
-		if !d.at.IsZero() && !time.Now().Before(d.at) {
+		d.armed = false
+		switch now := time.Now(); {
+		case d.at.IsZero():
+		case now.Before(d.at):
+			d.armed, d.fireAt = true, d.at
+			d.timer.Reset(d.at.Sub(now))
+		default:
 			d.expired = true
 			wake.Broadcast()
 		}
@@ -415,6 +423,7 @@ func (st *h2Stream) stopTimersLocked() {
 		if d.timer != nil {
 			d.timer.Stop()
 		}
+		d.armed = false
 		d.at = time.Time{}
 	}
 }

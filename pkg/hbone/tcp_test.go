@@ -559,6 +559,17 @@ func TestTunnelReadDeadlines(t *testing.T) {
 			c.SetReadDeadline(time.Now().Add(time.Hour))
 			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 		}},
+		// The timer set for the first fires and arms itself again for
+		// the second.
+		{"a short one moved later", func() {
+			c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+			c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		}},
+		{"one cleared and set again", func() {
+			c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+			c.SetReadDeadline(time.Time{})
+			c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.set()
