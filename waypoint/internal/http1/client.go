@@ -54,6 +54,9 @@ type ClientConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	hr   headReader
+	// breakFn is breakConn as a func value, made once: the end of each
+	// exchange's context calls it.
+	breakFn func()
 	// keys and scratch are scratch space for writing heads.
 	keys    []string
 	scratch [24]byte
@@ -109,6 +112,7 @@ func NewClientConn(c net.Conn, cfg ClientConfig) *ClientConn {
 	cc.br = bufio.NewReaderSize(&cc.cr, bufSize)
 	cc.bw = bufio.NewWriterSize(&cc.cw, bufSize)
 	cc.hr = headReader{br: cc.br, lim: cfg.Limits}
+	cc.breakFn = cc.breakConn
 	go cc.firstByteReader()
 	cc.wake <- struct{}{}
 	return cc
@@ -219,6 +223,12 @@ func (cc *ClientConn) idleLocked() {
 // *ProtocolError with Status 502. Any error leaves the connection
 // unusable, except one refusing req before anything was sent.
 func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
+	return cc.RoundTripContext(req.Context(), req)
+}
+
+// RoundTripContext is RoundTrip with ctx in the place of req's context,
+// for a caller that would otherwise copy req to give it one.
+func (cc *ClientConn) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
 	cc.mu.Lock()
 	if cc.state != stateIdle {
 		cc.mu.Unlock()
@@ -247,10 +257,9 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 
-	ctx := req.Context()
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, cc.breakConn)
+		stop = context.AfterFunc(ctx, cc.breakFn)
 	}
 	if framing.kind == bodyNone {
 		closeBody(req)
@@ -272,7 +281,7 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		cc.breakConn()
 		return nil, cc.failure(ctx, err)
 	}
-	return cc.finishHead(req, resp, stop, framing)
+	return cc.finishHead(ctx, req, resp, stop, framing)
 }
 
 // failure returns the error a failed round trip reports: the context's
@@ -595,7 +604,7 @@ func parseResponseHead(h *headReader, s string, resp *http.Response) error {
 
 // finishHead decides the response's framing (RFC 9112 6.3) and hands
 // it back with its body.
-func (cc *ClientConn) finishHead(req *http.Request, cr *clientResponse, stop func() bool, f requestFraming) (*http.Response, error) {
+func (cc *ClientConn) finishHead(ctx context.Context, req *http.Request, cr *clientResponse, stop func() bool, f requestFraming) (*http.Response, error) {
 	resp := &cr.resp
 	resp.Request = req
 	h, code := resp.Header, resp.StatusCode
@@ -661,7 +670,7 @@ func (cc *ClientConn) finishHead(req *http.Request, cr *clientResponse, stop fun
 		return resp, nil
 	}
 	cb := &cr.body
-	cb.cc, cb.resp, cb.keep, cb.stop, cb.ctx = cc, resp, keep, stop, req.Context()
+	cb.cc, cb.resp, cb.keep, cb.stop, cb.ctx = cc, resp, keep, stop, ctx
 	cb.b.reset(cc.br, kind, n, http.StatusBadGateway, &cc.hr, &resp.Trailer)
 	resp.Body = cb
 	cc.conn.SetReadDeadline(time.Time{})

@@ -625,25 +625,41 @@ func TestClientNoResponse(t *testing.T) {
 }
 
 func TestClientContext(t *testing.T) {
-	release := make(chan struct{})
-	addr, _ := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		readRequestHead(br)
-		<-release
-	})
-	defer close(release)
-	cc := dialClient(t, addr, ClientConfig{})
-	ctx, cancel := context.WithCancel(context.Background())
-	req := newRequest(t, "GET", "http://h/", nil).WithContext(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := cc.RoundTrip(req)
-		errc <- err
-	}()
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Errorf("error %v, want context.Canceled", err)
+	for _, tc := range []struct {
+		name string
+		// roundTrip sends a request whose context, or the one given in
+		// its place, is ctx.
+		roundTrip func(cc *ClientConn, ctx context.Context, req *http.Request) (*http.Response, error)
+	}{
+		{"request's", func(cc *ClientConn, ctx context.Context, req *http.Request) (*http.Response, error) {
+			return cc.RoundTrip(req.WithContext(ctx))
+		}},
+		{"given", func(cc *ClientConn, ctx context.Context, req *http.Request) (*http.Response, error) {
+			return cc.RoundTripContext(ctx, req)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			addr, _ := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+				readRequestHead(br)
+				<-release
+			})
+			defer close(release)
+			cc := dialClient(t, addr, ClientConfig{})
+			ctx, cancel := context.WithCancel(context.Background())
+			req := newRequest(t, "GET", "http://h/", nil)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := tc.roundTrip(cc, ctx, req)
+				errc <- err
+			}()
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Errorf("error %v, want context.Canceled", err)
+			}
+			expectDone(t, cc)
+		})
 	}
-	expectDone(t, cc)
 }
 
 func TestClientTimeouts(t *testing.T) {

@@ -22,11 +22,12 @@ const (
 
 // H1Conn is one HTTP/1.1 client connection (waypoint/internal/http1).
 type H1Conn interface {
-	// RoundTrip sends req and returns the response, whose body streams
-	// from the connection. The end of req's context before the body has
-	// been read to its end must break the exchange: the round trip or
-	// the body's reads fail, and the connection is no longer Reusable.
-	RoundTrip(req *http.Request) (*http.Response, error)
+	// RoundTripContext sends req and returns the response, whose body
+	// streams from the connection. The end of ctx (which stands for req's
+	// own context) before the body has been read to its end must break
+	// the exchange: the round trip or the body's reads fail, and the
+	// connection is no longer Reusable.
+	RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error)
 	// Reusable reports whether the connection can take another request:
 	// the last response was read to its end and nothing failed.
 	Reusable() bool
@@ -168,10 +169,7 @@ func (p *Pool) roundTripH1(ctx context.Context, ep Endpoint, req *http.Request, 
 	// HTTP/1.1 request cannot be abandoned half-way and the connection
 	// kept: the end of ctx breaks the exchange (H1Conn's contract), and
 	// the connection is then not Reusable.
-	if req.Context() != ctx {
-		req = req.WithContext(ctx)
-	}
-	resp, err := c.RoundTrip(req)
+	resp, err := c.RoundTripContext(ctx, req)
 	if err != nil {
 		c.Close()
 		if reused && p.cfg.NoResponse != nil && p.cfg.NoResponse(err) && idempotent(req) {
