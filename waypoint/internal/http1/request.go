@@ -9,8 +9,11 @@ import (
 // requestHead is a parsed request head: the request without its body,
 // context and connection fields, and how its body is framed.
 type requestHead struct {
-	req            http.Request
-	url            url.URL
+	req http.Request
+	// url, if set, is where an origin-form target is parsed (the usual
+	// one), so that a caller can place it with other per-request state;
+	// otherwise one is allocated.
+	url            *url.URL
 	body           bodyKind
 	contentLength  int64
 	expectContinue bool
@@ -65,10 +68,14 @@ func parseRequestHead(h *headReader, s string, out *requestHead) error {
 		}
 		r.URL = &url.URL{Path: "*"}
 	case target[0] == '/':
-		if !parseOriginForm(target, &out.url) {
+		u := out.url
+		if u == nil {
+			u = new(url.URL)
+		}
+		if !parseOriginForm(target, u) {
 			return badRequest("invalid request-target")
 		}
-		r.URL = &out.url
+		r.URL = u
 	default:
 		authority, ok := absoluteAuthority(target)
 		if !ok || !validAuthority(authority) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -154,8 +155,11 @@ func (sc *serverConn) serve() error {
 }
 
 // exchange holds one request's server-side state, allocated together.
+// The parsed head stays on serveOne's stack: the handler gets a copy of
+// its request, made with the request's context, so only what that copy
+// points to (its URL) lives here.
 type exchange struct {
-	head requestHead
+	url  url.URL
 	body requestBody
 	w    response
 }
@@ -176,9 +180,10 @@ func (sc *serverConn) serveOne(first bool) error {
 	setReadDeadline(c, sc.cfg.ReadHeaderTimeout)
 
 	ex := new(exchange)
+	head := requestHead{url: &ex.url}
 	err := sc.hr.read(true)
 	if err == nil {
-		err = parseRequestHead(&sc.hr, sc.hr.text(), &ex.head)
+		err = parseRequestHead(&sc.hr, sc.hr.text(), &head)
 	}
 	switch {
 	case err == nil:
@@ -194,7 +199,7 @@ func (sc *serverConn) serveOne(first bool) error {
 		return fmt.Errorf("http1: reading request head: %w", err)
 	}
 
-	if ex.head.body == bodyChunked {
+	if head.body == bodyChunked {
 		// A probe and its malformed chunks usually arrive in one piece:
 		// check the framing of what is already here, so that such a
 		// request is refused before any backend sees its head. A framing
@@ -206,17 +211,16 @@ func (sc *serverConn) serveOne(first bool) error {
 
 	ctx, cancel := context.WithCancel(sc.ctx)
 	defer cancel()
-	head := &ex.head
 	head.req.RemoteAddr = sc.remoteAddr
 	if head.body == bodyNone {
 		head.req.Body = http.NoBody
 	} else {
-		ex.body.init(sc, head, &ex.w)
+		ex.body.init(sc, &head, &ex.w)
 		head.req.Body = &ex.body
 	}
 	req := head.req.WithContext(ctx)
 	ex.body.b.trailer = &req.Trailer
-	ex.w.init(sc, req, head)
+	ex.w.init(sc, req, &head)
 
 	c.SetReadDeadline(time.Time{})
 	sc.cr.setProgressTimeout(sc.cfg.ReadTimeout)
