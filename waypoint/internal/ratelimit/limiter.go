@@ -444,8 +444,12 @@ type failureLog struct {
 }
 
 // failed counts a failed call and logs it if the interval has passed.
+// A missing address is logged once, by Update, not here.
 func (l *Limiter) failed(ctx context.Context, reason string, err error) {
 	l.errs.Add(ctx, 1, l.errOpts[reason]...)
+	if reason == ReasonNoService {
+		return // Update said so, once
+	}
 	now := l.nanos()
 	f := &l.failures
 	f.mu.Lock()
