@@ -96,6 +96,51 @@ spec:
 		t.Logf("weights 75/25: v1 %d, v2 %d of %d", v1, v2, n)
 	})
 
+	t.Run("a RateLimitPolicy on the route answers 429 with its fields", func(t *testing.T) {
+		k.Apply(`apiVersion: policy.skiff.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: echo-limit, namespace: ` + waypointNS + `}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: echo-canary}
+  limit: {requests: 3, unit: Minute}
+`)
+		k.Eventually(t, 60*time.Second, func(s string) bool { return strings.Contains(s, "True") },
+			"-n", waypointNS, "get", "ratelimitpolicy", "echo-limit", "-o", `jsonpath={.status.ancestors[0].conditions[?(@.type=="Accepted")].status}`)
+		// Three a minute: a burst of six meets the limit within a few
+		// tries, once the waypoint has the policy.
+		const policy = `"` + waypointNS + `/echo-limit"`
+		var allowed, limited string
+		k.Eventually(t, 90*time.Second, func(out string) bool {
+			for _, a := range strings.Split(out, "status=")[1:] {
+				switch {
+				case strings.HasPrefix(a, "200\n") && strings.Contains(a, "response.Ratelimit="+policy):
+					allowed = a
+				case strings.HasPrefix(a, "429\n"):
+					limited = a
+				}
+			}
+			return limited != ""
+		}, "-n", waypointNS, "exec", "client", "--", "echo-app", "get", "-include", "-timeout", "5s", "-n", "6", "http://echo/limited")
+		for _, want := range []string{"response.Retry-After=", "response.Ratelimit-Policy=" + policy + ";q=3;w=60", "response.Ratelimit=" + policy + ";r=0;t="} {
+			if !strings.Contains(limited, want) {
+				t.Errorf("the 429 answer lacks %s:\n%s", want, limited)
+			}
+		}
+		if allowed == "" {
+			t.Error("no allowed answer carried the RateLimit field")
+		}
+		m := k.Must("get", "--raw", "/api/v1/namespaces/"+waypointNS+"/pods/"+waypointPod(t, k)+":15020/proxy/metrics")
+		for _, re := range []string{
+			`istio_requests_total\{[^}]*destination_service="echo\.` + waypointNS + `[^}]*response_code="429"`,
+			`skiff_rate_limited_requests_total\{[^}]*policy="` + waypointNS + `/echo-limit"`,
+		} {
+			if !regexp.MustCompile(re).MatchString(m) {
+				t.Errorf("no series matches %s:\n%s", re, grepLines(m, "429")+grepLines(m, "skiff_rate_limited"))
+			}
+		}
+	})
+
 	if !t.Failed() {
 		k.Run("delete", "namespace", waypointNS, "--wait=false")
 	}
