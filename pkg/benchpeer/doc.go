@@ -10,7 +10,9 @@
 //     request/response latency;
 //   - what a benchmark reads about a process: CPU time and resident
 //     memory of a process tree, pinning to
-//     CPUs, and percentiles.
+//     CPUs, and percentiles;
+//   - Envoy's rate-limit service (envoyproxy/ratelimit) with Redis, for the
+//     waypoint's global rate limits.
 //
 // It is used only from benchmarks and tests.
 package benchpeer
