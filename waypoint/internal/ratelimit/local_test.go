@@ -2,9 +2,11 @@ package ratelimit
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -364,7 +366,12 @@ func TestBadLimitsFailClosed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := service(tc.limit)
-			l := newLimiter(t, newFakeClock(), Options{}, waypoint(svc))
+			var log syncBuffer
+			l := newLimiter(t, newFakeClock(), Options{Logger: slog.New(slog.NewTextHandler(&log, nil))}, waypoint(svc))
+			wantWarning := !strings.HasPrefix(tc.name, "burst 0")
+			if got := len(log.lines("not enforced as written")) > 0; got != wantWarning {
+				t.Errorf("warned: %v, want %v", got, wantWarning)
+			}
 			got := 0
 			for _, peer := range []call{{peer: alice}, {peer: bob}, {peer: carol}, {}, {peer: alice}} {
 				peer.rule = tc.rule
@@ -400,5 +407,41 @@ func TestNoLimits(t *testing.T) {
 				t.Errorf("%v allocations per request, want 0", allocs)
 			}
 		})
+	}
+}
+
+// Concurrent requests, with configuration pushes beside them, get exactly
+// the burst between them.
+func TestConcurrentRequestsGetExactlyTheBurst(t *testing.T) {
+	const burst, workers, each = 100, 8, 50
+	svc := service(&waypointapi.RateLimit{Policy: "ns/p", Requests: 1, FillIntervalMs: 3_600_000, Burst: burst})
+	l := newLimiter(t, newFakeClock(), Options{}, waypoint(svc))
+	results := make(chan int, workers)
+	stop := make(chan struct{})
+	pushed := make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				l.Update(waypoint(service(svc.RateLimits...)))
+			}
+		}
+	}()
+	for w := range workers {
+		go func() {
+			results <- count(l, svc, call{peer: alice, src: netip.AddrFrom4([4]byte{10, 0, 0, byte(w)})}, each)
+		}()
+	}
+	total := 0
+	for range workers {
+		total += <-results
+	}
+	close(stop)
+	<-pushed
+	if total != burst {
+		t.Errorf("%d of %d concurrent requests allowed, want the burst of %d", total, workers*each, burst)
 	}
 }

@@ -235,6 +235,9 @@ func newQuota(name string, global bool, requests, intervalMs, burst uint32) (*qu
 		i++
 		n = scale(uint64(requests), units[i].ms, uint64(intervalMs))
 	}
+	if burst != requests {
+		warn = append(warn, fmt.Sprintf("burst %d: the rate-limit service counts fixed windows, without a burst", burst))
+	}
 	if units[i].ms != uint64(intervalMs) {
 		warn = append(warn, fmt.Sprintf("%d requests per %d ms: sent to the rate-limit service as %d per %s", requests, intervalMs, n, units[i].unit))
 	}
