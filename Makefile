@@ -175,9 +175,10 @@ bench-cni: k8s-bin
 ## bench-waypoint: the waypoint beside HAProxy and nginx, each on one core, the
 ## same nginx origin behind each, driven by h2load (HTTP/1.1 keep-alive and h2,
 ## 1 KB responses): req/s, CPU per request, p50/p99 at 1,000 req/s, RSS idle, at
-## saturation and during a 1 GiB response, with ratios and issue 11's targets
+## saturation and during a 1 GiB response, with ratios and issue 11's targets;
+## and the waypoint again under one local and one global rate limit (issue 12)
 .PHONY: bench-waypoint
 bench: bench-waypoint
-bench-waypoint:
+bench-waypoint: ratelimit-bin
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy nghttp2-client; }
 	$(GO) test -run '^$$' -bench '^BenchmarkWaypoint$$' -benchtime 1x -timeout 30m ./waypoint/
