@@ -152,3 +152,23 @@ func BenchmarkWriteFields(b *testing.B) {
 		writeFields(bw, h, &scratch, nil)
 	}
 }
+
+// BenchmarkParseRequestHead reads and parses benchRequest's head, header
+// map included, from memory.
+func BenchmarkParseRequestHead(b *testing.B) {
+	src := bytes.NewReader([]byte(benchRequest))
+	br := bufio.NewReaderSize(src, bufSize)
+	hr := headReader{br: br, lim: Limits{}.withDefaults()}
+	b.ReportAllocs()
+	for b.Loop() {
+		src.Reset([]byte(benchRequest))
+		br.Reset(src)
+		if err := hr.read(true); err != nil {
+			b.Fatal(err)
+		}
+		var head requestHead
+		if err := parseRequestHead(&hr, hr.text(), &head); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
