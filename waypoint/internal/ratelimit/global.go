@@ -33,15 +33,13 @@ const (
 // first call does. The backoff between reconnections is short, so that a
 // service back up is used again within a second, not after gRPC's default
 // of up to two minutes.
-func (l *Limiter) dial(addr string, extra []grpc.DialOption) error {
-	opts := append([]grpc.DialOption{
+func (l *Limiter) dial(addr string) error {
+	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second,
-		}),
-	}, extra...)
-	conn, err := grpc.NewClient(addr, opts...)
+		}))
 	if err != nil {
 		return fmt.Errorf("ratelimit: rate-limit service client for %q: %w", addr, err)
 	}

@@ -86,9 +86,6 @@ type Options struct {
 	// Logger gets warnings: limits that cannot be enforced as written,
 	// and service failures; nil means none.
 	Logger *slog.Logger
-	// DialOptions are added to the service client's own (plaintext, and a
-	// reconnection backoff of at most a second): for tests.
-	DialOptions []grpc.DialOption
 }
 
 // Limiter applies a waypoint's rate limits. It implements proxy.Limiter;
@@ -175,7 +172,7 @@ func New(opts Options) (*Limiter, error) {
 		l.errOpts[r] = reasonOpts(r)
 	}
 	if opts.ServiceAddress != "" {
-		if err := l.dial(opts.ServiceAddress, opts.DialOptions); err != nil {
+		if err := l.dial(opts.ServiceAddress); err != nil {
 			return nil, err
 		}
 	}
