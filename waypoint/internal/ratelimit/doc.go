@@ -88,8 +88,8 @@
 // seconds; for a GLOBAL limit the service's requests per unit). r is the
 // whole tokens left (the service's limit_remaining), t the seconds until
 // more quota is available: until the bucket's next token (0 when it is
-// full), or until the service's window resets. Retry-After equals t, as
-// the draft asks that it not be earlier. An allowed request gets the same
+// full), or until the service's window resets. Retry-After is t, or 1
+// if t is 0: the draft asks that it be no earlier than t. An allowed request gets the same
 // two fields, without Retry-After, so that clients can pace themselves.
 // When several limits apply, the fields name only one: the one with the
 // least remaining quota (on a tie, the longer wait); when the request is
