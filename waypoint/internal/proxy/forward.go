@@ -107,11 +107,14 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 		v := p.cfg.Limiter.Limit(r.Context(), LimitRequest{Service: tgt.svc, Rule: dec.Rule, Peer: t.peer, Source: t.src.Addr(), Request: r})
 		// The limit's fields go on every answer, refused or not, so that
 		// clients can pace themselves.
-		for k, vv := range v.Header {
-			w.Header()[k] = vv
-		}
-		if !v.Allowed {
+		v.addTo(w.Header())
+		switch {
+		case v.Allowed:
+		case v.Status == http.StatusTooManyRequests:
 			p.refuse(w, rec, v.Status, flagRateLimited, "rate limited")
+			return
+		default:
+			p.refuse(w, rec, v.Status, flagRateLimitServiceError, "rate limit service unavailable")
 			return
 		}
 	}

@@ -28,11 +28,12 @@ func (l *stubLimiter) Limit(_ context.Context, r LimitRequest) LimitVerdict {
 	l.seen = append(l.seen, r)
 	l.mu.Unlock()
 	if strings.Contains(r.Request.URL.Path, "limited") || strings.Contains(r.Request.URL.Path, "Watch") {
-		return LimitVerdict{Status: http.StatusTooManyRequests, Header: http.Header{
-			"Retry-After": {"3"}, "Ratelimit": {`"default/rl";r=0;t=3`}, "Ratelimit-Policy": {`"default/rl";q=5;w=1`},
-		}}
+		return LimitVerdict{Status: http.StatusTooManyRequests, RetryAfter: "3", RateLimit: `"default/rl";r=0;t=3`, RateLimitPolicy: `"default/rl";q=5;w=1`}
 	}
-	return LimitVerdict{Allowed: true, Header: http.Header{"Ratelimit": {`"default/rl";r=4;t=1`}}}
+	if strings.Contains(r.Request.URL.Path, "broken") {
+		return LimitVerdict{Status: http.StatusInternalServerError}
+	}
+	return LimitVerdict{Allowed: true, RateLimit: `"default/rl";r=4;t=1`}
 }
 
 // A limiter's verdict reaches the client: a refused request gets 429 with
@@ -63,6 +64,7 @@ func TestLimiterVerdicts(t *testing.T) {
 		}{
 			{"/free", 200, `"default/rl";r=4;t=1`, ""},
 			{"/limited", 429, `"default/rl";r=0;t=3`, "3"},
+			{"/broken", 500, "", ""},
 		} {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+echoVIP+tc.path, nil)
 			resp, body := m.do(c, req)

@@ -211,11 +211,11 @@ func TestEnvoyRateLimitService(t *testing.T) {
 		if v.Status != http.StatusTooManyRequests {
 			t.Fatalf("request %d: %+v, want 429 or allowed", i, v)
 		}
-		if got, want := v.Header.Get(HeaderRateLimitPolicy), `"`+shared.Policy+`";q=10;w=2592000`; got != want {
+		if got, want := v.Header().Get(HeaderRateLimitPolicy), `"`+shared.Policy+`";q=10;w=2592000`; got != want {
 			t.Errorf("RateLimit-Policy = %s, want %s", got, want)
 		}
-		if ra, err := strconv.Atoi(v.Header.Get(HeaderRetryAfter)); err != nil || ra < 1 || ra > 2592000 {
-			t.Errorf("Retry-After = %q", v.Header.Get(HeaderRetryAfter))
+		if ra, err := strconv.Atoi(v.Header().Get(HeaderRetryAfter)); err != nil || ra < 1 || ra > 2592000 {
+			t.Errorf("Retry-After = %q", v.Header().Get(HeaderRetryAfter))
 		}
 	}
 	if allowed != 10 {

@@ -217,7 +217,7 @@ func FuzzFields(f *testing.F) {
 	f.Add("ünïcode\x00\r\n", uint64(math.MaxUint64), uint64(math.MaxUint64), uint64(math.MaxUint64), int64(math.MaxInt64), true)
 	f.Fuzz(func(t *testing.T, name string, q, window, remaining uint64, wait int64, refused bool) {
 		qh := newQuotaHeader(name, q, window)
-		h := status{h: &qh, remaining: remaining, wait: time.Duration(wait)}.header(refused)
+		h := status{h: &qh, remaining: remaining, wait: time.Duration(wait)}.verdict(!refused).Header()
 		if err := checkFields(h, refused); err != nil {
 			t.Fatal(err)
 		}
@@ -340,12 +340,12 @@ func FuzzUpdate(f *testing.F) {
 			}
 			v := l.Limit(context.Background(), c.request(svc))
 			switch {
-			case v.Allowed && v.Header == nil:
+			case v.Allowed && v.Header() == nil:
 			case v.Allowed || v.Status == http.StatusTooManyRequests:
-				if err := checkFields(v.Header, !v.Allowed); err != nil {
+				if err := checkFields(v.Header(), !v.Allowed); err != nil {
 					t.Fatalf("request %d: %v", i, err)
 				}
-			case v.Status == http.StatusInternalServerError && v.Header == nil:
+			case v.Status == http.StatusInternalServerError && v.Header() == nil:
 			default:
 				t.Fatalf("request %d: verdict %+v", i, v)
 			}

@@ -144,7 +144,7 @@ func TestGlobalDescriptors(t *testing.T) {
 			if !v.Allowed {
 				t.Fatalf("verdict %+v, want allowed", v)
 			}
-			assertHeader(t, v.Header, http.Header{
+			assertHeader(t, v.Header(), http.Header{
 				HeaderRateLimitPolicy: {tc.wantPolicy},
 				HeaderRateLimit:       {`"ns/g";r=7;t=30`},
 			})
@@ -256,8 +256,8 @@ func TestGlobalAnswers(t *testing.T) {
 			} else if v.Allowed || v.Status != tc.wantStatus {
 				t.Errorf("verdict %+v, want status %d", v, tc.wantStatus)
 			}
-			if tc.wantHeader != nil || v.Header != nil {
-				assertHeader(t, v.Header, tc.wantHeader)
+			if tc.wantHeader != nil || v.Header() != nil {
+				assertHeader(t, v.Header(), tc.wantHeader)
 			}
 			errs := collectCounter(t, reader, MetricServiceErrors, LabelReason)
 			limited := collectCounter(t, reader, MetricRateLimited, LabelPolicy)
@@ -357,7 +357,7 @@ func TestGlobalFailureModes(t *testing.T) {
 				l := newLimiter(t, nil, Options{ServiceAddress: tc.addr, Timeout: tc.timeout, Meter: meter}, waypoint(svc))
 				for i := range 3 {
 					v := l.Limit(context.Background(), call{}.request(svc))
-					if mode == waypointapi.RateLimit_ALLOW && (!v.Allowed || v.Header != nil) {
+					if mode == waypointapi.RateLimit_ALLOW && (!v.Allowed || v.Header() != nil) {
 						t.Errorf("request %d: %+v, want allowed without fields", i, v)
 					}
 					if mode == waypointapi.RateLimit_DENY && (v.Allowed || v.Status != http.StatusInternalServerError) {

@@ -1,9 +1,10 @@
 package ratelimit
 
 import (
-	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/skiffmesh/skiff/waypoint/internal/proxy"
 )
 
 // Response header fields, in http.Header's canonical form so that the
@@ -66,10 +67,8 @@ func seconds(d time.Duration) uint64 {
 // configuration: the RateLimit-Policy value, and the start of the
 // RateLimit value.
 type quotaHeader struct {
-	// policy is the RateLimit-Policy field's value, as a slice shared by
-	// every answer: its length equals its capacity, so an append makes a
-	// copy, and nothing writes into it.
-	policy []string
+	// policy is the RateLimit-Policy field's value.
+	policy string
 	// prefix is `"<policy>";r=`.
 	prefix string
 }
@@ -84,7 +83,7 @@ func newQuotaHeader(name string, q, window uint64) quotaHeader {
 	b = append(b, ";w="...)
 	b = appendSFInt(b, max(window, 1))
 	return quotaHeader{
-		policy: []string{string(b)},
+		policy: string(b),
 		prefix: string(b[:n]) + ";r=",
 	}
 }
@@ -108,14 +107,13 @@ func (s status) rateLimit() string {
 	return string(b)
 }
 
-// header makes the fields of an answer reporting s; retryAfter adds
-// Retry-After (seconds, at least 1), for a refusal.
-func (s status) header(retryAfter bool) http.Header {
-	h := make(http.Header, 3)
-	h[HeaderRateLimitPolicy] = s.h.policy
-	h[HeaderRateLimit] = []string{s.rateLimit()}
-	if retryAfter {
-		h[HeaderRetryAfter] = []string{strconv.FormatUint(max(seconds(s.wait), 1), 10)}
+// verdict answers with the fields reporting s: allowed, or refused with
+// 429 and Retry-After (seconds, at least 1).
+func (s status) verdict(allowed bool) proxy.LimitVerdict {
+	v := proxy.LimitVerdict{Allowed: allowed, RateLimit: s.rateLimit(), RateLimitPolicy: s.h.policy}
+	if !allowed {
+		v.Status = 429
+		v.RetryAfter = strconv.FormatUint(max(seconds(s.wait), 1), 10)
 	}
-	return h
+	return v
 }

@@ -266,7 +266,7 @@ type applied struct {
 // it. A refused request takes no tokens from the local limits that
 // allowed it (the service counts its own).
 //
-// The verdict's Header carries the RateLimit and RateLimit-Policy fields
+// The verdict carries the RateLimit and RateLimit-Policy fields
 // of the limit with the least remaining quota, for the proxy to add to
 // the response, with Retry-After when refused (status 429). A GLOBAL limit
 // whose service fails with failure mode DENY refuses with 500 and no
@@ -407,7 +407,7 @@ func (l *Limiter) refuse(ctx context.Context, ap []applied) proxy.LimitVerdict {
 			worst = a
 		}
 	}
-	return proxy.LimitVerdict{Status: http.StatusTooManyRequests, Header: worst.st.header(true)}
+	return worst.st.verdict(false)
 }
 
 // report answers an allowed request with the fields of the limit with the
@@ -427,7 +427,7 @@ func report(ap []applied) proxy.LimitVerdict {
 	if best == nil {
 		return allowed
 	}
-	return proxy.LimitVerdict{Allowed: true, Header: best.st.header(false)}
+	return best.st.verdict(true)
 }
 
 // failureLog logs service failures at most once per interval, with how

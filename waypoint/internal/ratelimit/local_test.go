@@ -33,13 +33,13 @@ func TestBurstRefusalAndRefill(t *testing.T) {
 			HeaderRateLimitPolicy: {`"ns/limit";q=10;w=1`},
 			HeaderRateLimit:       {`"ns/limit";r=` + strconv.Itoa(4-i) + `;t=1`},
 		}
-		assertHeader(t, v.Header, want)
+		assertHeader(t, v.Header(), want)
 	}
 	v := l.Limit(context.Background(), req)
 	if v.Allowed || v.Status != http.StatusTooManyRequests {
 		t.Fatalf("request past the burst: %+v, want 429", v)
 	}
-	assertHeader(t, v.Header, http.Header{
+	assertHeader(t, v.Header(), http.Header{
 		HeaderRateLimitPolicy: {`"ns/limit";q=10;w=1`},
 		HeaderRateLimit:       {`"ns/limit";r=0;t=1`},
 		HeaderRetryAfter:      {"1"},
@@ -112,7 +112,7 @@ func TestPerIdentityAndOverride(t *testing.T) {
 			if v.Status != http.StatusTooManyRequests {
 				t.Fatalf("past the limit: %+v", v)
 			}
-			if got := v.Header.Get(HeaderRateLimitPolicy); got != tc.wantPolicy {
+			if got := v.Header().Get(HeaderRateLimitPolicy); got != tc.wantPolicy {
 				t.Errorf("RateLimit-Policy = %s, want %s", got, tc.wantPolicy)
 			}
 		})
@@ -212,19 +212,19 @@ func TestSeveralLimitsReportTheTightest(t *testing.T) {
 	}
 	for i, w := range want {
 		v := l.Limit(context.Background(), req)
-		if !v.Allowed || v.Header.Get(HeaderRateLimit) != w {
+		if !v.Allowed || v.Header().Get(HeaderRateLimit) != w {
 			t.Fatalf("request %d: %+v, want RateLimit %s", i+1, v, w)
 		}
 	}
 	c.Advance(time.Second)
 	v := l.Limit(context.Background(), req) // per-second 1 left, per-minute 0
 	// per-minute earned 1/20 of a token in that second: 19 s to the next.
-	if got := v.Header.Get(HeaderRateLimit); !v.Allowed || got != `"ns/per-minute";r=0;t=19` {
+	if got := v.Header().Get(HeaderRateLimit); !v.Allowed || got != `"ns/per-minute";r=0;t=19` {
 		t.Fatalf("third request: %+v", v)
 	}
 	v = l.Limit(context.Background(), req) // per-minute refuses
-	if v.Status != http.StatusTooManyRequests || v.Header.Get(HeaderRetryAfter) != "19" ||
-		v.Header.Get(HeaderRateLimitPolicy) != `"ns/per-minute";q=3;w=60` {
+	if v.Status != http.StatusTooManyRequests || v.Header().Get(HeaderRetryAfter) != "19" ||
+		v.Header().Get(HeaderRateLimitPolicy) != `"ns/per-minute";q=3;w=60` {
 		t.Fatalf("fourth request: %+v", v)
 	}
 }
@@ -400,7 +400,7 @@ func TestNoLimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var v proxy.LimitVerdict
 			allocs := testing.AllocsPerRun(100, func() { v = l.Limit(context.Background(), tc.req) })
-			if !v.Allowed || v.Header != nil {
+			if !v.Allowed || v.Header() != nil {
 				t.Errorf("verdict %+v, want allowed without fields", v)
 			}
 			if allocs != 0 {
