@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -68,4 +69,63 @@ func TestWriteHead(t *testing.T) {
 	if want := "status=429\nresponse.Ratelimit=\"a/b\";r=0;t=3\nresponse.Retry-After=3\n"; b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
+}
+
+// -fail-every N answers exactly every Nth report request with 503, and
+// never the readiness probe, so that a flaky pod stays in its Service.
+func TestFailEvery(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		failEvery int
+		want      string // statuses of six report requests, one letter each: o 200, x 503
+	}{
+		{"never", 0, "oooooo"},
+		{"every request", 1, "xxxxxx"},
+		{"every third", 3, "ooxoox"},
+		{"rarer than the requests", 7, "oooooo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged strings.Builder
+			srv := httptest.NewServer(newMux(slog.New(slog.NewTextHandler(&logged, nil)), tc.failEvery))
+			defer srv.Close()
+			var got strings.Builder
+			for i := range 6 {
+				if code := status(t, srv.URL+"/healthz"); code != http.StatusOK {
+					t.Fatalf("probe before request %d: status %d, want 200", i, code)
+				}
+				switch code := status(t, srv.URL+"/x"); code {
+				case http.StatusOK:
+					got.WriteByte('o')
+				case http.StatusServiceUnavailable:
+					got.WriteByte('x')
+				default:
+					t.Fatalf("request %d: status %d", i, code)
+				}
+			}
+			if got.String() != tc.want {
+				t.Errorf("statuses %q, want %q", got.String(), tc.want)
+			}
+			// The log says which requests failed: a demo counts them there.
+			if n, want := strings.Count(logged.String(), "status=503"), strings.Count(tc.want, "x"); n != want {
+				t.Errorf("log has %d lines with status=503, want %d:\n%s", n, want, logged.String())
+			}
+		})
+	}
+}
+
+func TestServeRejectsNegativeFailEvery(t *testing.T) {
+	if err := serve([]string{"-listen", "127.0.0.1:0", "-fail-every", "-1"}); err == nil {
+		t.Error("want an error for -fail-every -1")
+	}
+}
+
+func status(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -1,8 +1,9 @@
 // Command echo is the end-to-end test app of the local cluster.
 //
-//	echo serve [-listen :8080] [-grpc :9090]
+//	echo serve [-listen :8080] [-grpc :9090] [-fail-every N]
 //	                                 HTTP (and gRPC) server: every request gets a
-//	                                 report of who answered (node, pod, addresses)
+//	                                 report of who answered (node, pod, addresses);
+//	                                 with -fail-every N, every Nth one a 503 instead
 //	echo get URL [-n 1]              HTTP client: GET the URL n times, print bodies
 //	echo grpc ADDR [-n 1]            gRPC client: call Echo n times, print reports
 //
@@ -25,13 +26,14 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: echo serve [-listen :8080] [-grpc :9090] | echo get URL [-n N] | echo grpc ADDR [-n N]")
+		fmt.Fprintln(os.Stderr, "usage: echo serve [-listen :8080] [-grpc :9090] [-fail-every N] | echo get URL [-n N] | echo grpc ADDR [-n N]")
 		os.Exit(2)
 	}
 	var err error
@@ -55,11 +57,49 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to listen on")
 	grpcListen := fs.String("grpc", "", "address for the gRPC Echo service (off when empty)")
+	failEvery := fs.Int("fail-every", 0, "answer every Nth report request with 503, a deterministically flaky backend (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *failEvery < 0 {
+		return fmt.Errorf("-fail-every %d: want 0 (never) or more", *failEvery)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: newMux(log, *failEvery), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if *grpcListen != "" {
+		gln, err := net.Listen("tcp", *grpcListen)
+		if err != nil {
+			return fmt.Errorf("grpc listen: %w", err)
+		}
+		defer serveGRPC(gln, log).GracefulStop()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "fail_every", *failEvery)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// newMux returns the server's handler. With failEvery > 0, every
+// failEvery-th request to the report (not /healthz, so that the pod stays
+// ready) is answered 503: a flaky backend whose failures are counted, not
+// drawn, so that a demo or test knows exactly how many there were. Every
+// report request is logged with its status.
+func newMux(log *slog.Logger, failEvery int) *http.ServeMux {
 	host, _ := os.Hostname()
+	var served atomic.Uint64
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
@@ -79,7 +119,13 @@ func serve(args []string) error {
 		w.Write(b)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		n := served.Add(1)
+		if failEvery > 0 && n%uint64(failEvery) == 0 {
+			log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", http.StatusServiceUnavailable)
+			http.Error(w, "flaky backend: failing this request on purpose (-fail-every)", http.StatusServiceUnavailable)
+			return
+		}
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", http.StatusOK)
 		fmt.Fprintf(w, "node=%s\npod=%s\nnamespace=%s\npod_ip=%s\nhostname=%s\nremote=%s\nhost=%s\npath=%s\n",
 			os.Getenv("NODE_NAME"), os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"),
 			os.Getenv("POD_IP"), host, r.RemoteAddr, r.Host, r.URL.Path)
@@ -91,31 +137,7 @@ func serve(args []string) error {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if *grpcListen != "" {
-		gln, err := net.Listen("tcp", *grpcListen)
-		if err != nil {
-			return fmt.Errorf("grpc listen: %w", err)
-		}
-		defer serveGRPC(gln, log).GracefulStop()
-	}
-	log.Info("listening", "addr", ln.Addr().String())
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return mux
 }
 
 func get(args []string) error {
