@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -128,4 +129,65 @@ func status(t *testing.T, url string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+func TestParseHeaderField(t *testing.T) {
+	for _, tc := range []struct {
+		in, name, value string
+		ok              bool
+	}{
+		{"X-User: alice", "X-User", "alice", true},
+		{"X-User:alice", "X-User", "alice", true},
+		{"X-Empty:", "X-Empty", "", true},
+		{"X-Time: 10:30 ", "X-Time", "10:30", true},
+		{"no colon", "", "", false},
+		{": v", "", "", false},
+		{"Bad Name: v", "", "", false},
+		{"X-A: a\r\nX-B: b", "", "", false},
+	} {
+		name, value, err := parseHeaderField(tc.in)
+		if (err == nil) != tc.ok || name != tc.name || value != tc.value {
+			t.Errorf("parseHeaderField(%q) = %q, %q, %v; want %q, %q, ok %v", tc.in, name, value, err, tc.name, tc.value, tc.ok)
+		}
+	}
+}
+
+// A field that parses is one an HTTP request can carry as it is: a token
+// for a name, and a value without line breaks or surrounding blanks.
+func FuzzParseHeaderField(f *testing.F) {
+	for _, s := range []string{"X-User: alice", "a:b", ":", "", "X: \r\n", "é: v"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		name, value, err := parseHeaderField(s)
+		if err != nil {
+			return
+		}
+		if name == "" || !strings.HasPrefix(s, name+":") {
+			t.Fatalf("name %q is not what precedes the first colon of %q", name, s)
+		}
+		for _, r := range name {
+			if !isTokenChar(r) {
+				t.Fatalf("name %q has %q, not a token character", name, r)
+			}
+		}
+		if strings.ContainsAny(value, "\r\n\x00") || strings.Trim(value, " \t") != value {
+			t.Fatalf("value %q would not be carried as it is", value)
+		}
+	})
+}
+
+// get sends the -H fields with every request.
+func TestGetSendsHeaders(t *testing.T) {
+	got := make(chan http.Header, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	defer srv.Close()
+	if err := get([]string{srv.URL, "-n", "2", "-H", "X-User: alice", "-H", "X-User: bob"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if h := <-got; !slices.Equal(h.Values("X-User"), []string{"alice", "bob"}) {
+			t.Errorf("X-User = %q, want alice, bob", h.Values("X-User"))
+		}
+	}
 }

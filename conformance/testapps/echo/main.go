@@ -4,7 +4,8 @@
 //	                                 HTTP (and gRPC) server: every request gets a
 //	                                 report of who answered (node, pod, addresses);
 //	                                 with -fail-every N, every Nth one a 503 instead
-//	echo get URL [-n 1]              HTTP client: GET the URL n times, print bodies
+//	echo get URL [-n 1] [-H 'Name: value']...
+//	                                 HTTP client: GET the URL n times, print bodies
 //	echo grpc ADDR [-n 1]            gRPC client: call Echo n times, print reports
 //
 // The server reports NODE_NAME, POD_NAME, POD_NAMESPACE and POD_IP from the
@@ -145,6 +146,8 @@ func get(args []string) error {
 	n := fs.Int("n", 1, "number of requests")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
 	include := fs.Bool("include", false, "print each answer's status and headers (status=, response.<Header>=) and go on after a non-200 answer")
+	header := http.Header{}
+	fs.Var(headerFlag{header}, "H", "a request header field, 'Name: value' (repeatable)")
 	// Accept the URL before or after the flags.
 	var url string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -161,7 +164,12 @@ func get(args []string) error {
 	}
 	c := &http.Client{Timeout: *timeout}
 	for i := 0; i < *n; i++ {
-		resp, err := c.Get(url)
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		maps.Copy(req.Header, header)
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}
@@ -188,4 +196,37 @@ func writeHead(w io.Writer, resp *http.Response) {
 			fmt.Fprintf(w, "response.%s=%s\n", k, v)
 		}
 	}
+}
+
+// headerFlag collects -H 'Name: value' flags into a request header.
+type headerFlag struct{ h http.Header }
+
+func (f headerFlag) String() string { return "" }
+
+func (f headerFlag) Set(s string) error {
+	name, value, err := parseHeaderField(s)
+	if err != nil {
+		return err
+	}
+	f.h.Add(name, value)
+	return nil
+}
+
+// parseHeaderField splits "Name: value" as curl's -H takes it. The name
+// must be a token, so that a typo is an error and not a malformed request.
+func parseHeaderField(s string) (name, value string, err error) {
+	name, value, ok := strings.Cut(s, ":")
+	if !ok || name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+		return "", "", fmt.Errorf("header %q: want 'Name: value' with a token for a name", s)
+	}
+	value = strings.Trim(value, " \t")
+	if strings.ContainsAny(value, "\r\n\x00") {
+		return "", "", fmt.Errorf("header %q: the value has a line break or NUL", s)
+	}
+	return name, value, nil
+}
+
+// isTokenChar reports whether r may appear in a field name (RFC 9110 tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
 }
