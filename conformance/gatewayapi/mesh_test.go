@@ -36,9 +36,10 @@ var namespaceLabels = map[string]string{
 }
 
 // supportedFeatures is what Skiff claims: the core and every extended
-// feature of both mesh profiles, and the HTTPRoute features some mesh tests
-// also need (response header modification, parentRef ports). Nothing is
-// exempt: a feature that fails is a bug to fix, recorded in the report.
+// feature of both mesh profiles, and the HTTPRoute features that mesh tests
+// also need (response header modification, parentRef ports, 303/307/308
+// redirects); without them the suite skips those tests. Nothing is exempt:
+// a feature that fails is a bug to fix, recorded in the report.
 func supportedFeatures() []features.FeatureName {
 	fs := []features.FeatureName{
 		features.SupportMesh,
@@ -46,6 +47,9 @@ func supportedFeatures() []features.FeatureName {
 		features.SupportGRPCRoute,
 		features.SupportHTTPRouteResponseHeaderModification,
 		features.SupportHTTPRouteParentRefPort,
+		features.SupportHTTPRoute303RedirectStatusCode,
+		features.SupportHTTPRoute307RedirectStatusCode,
+		features.SupportHTTPRoute308RedirectStatusCode,
 	}
 	for _, f := range features.MeshExtendedFeatures.UnsortedList() {
 		fs = append(fs, f.Name)
@@ -98,12 +102,21 @@ func TestMeshConformance(t *testing.T) {
 		Contact:      []string{"https://github.com/skiffmesh/skiff/issues"},
 	}
 	opts.ReportOutputPath = reportPath(t, repo)
-	opts.Hook = func(t *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) {
-		if t.Failed() {
-			logWaypoints(t, k)
+	results := &testResults{}
+	opts.Hook = func(st *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) {
+		results.record(st, test)
+		if st.Failed() {
+			logWaypoints(st, k)
 		}
 	}
-	t.Cleanup(func() { t.Logf("conformance run took %.0fs in all", time.Since(start).Seconds()) })
+	// Registered before the suite's own clean-up, so it runs after it:
+	// every test has been recorded by then.
+	t.Cleanup(func() {
+		if err := results.write(testsPath(opts.ReportOutputPath)); err != nil {
+			t.Errorf("writing the per-test results: %v", err)
+		}
+		t.Logf("conformance run took %.0fs in all", time.Since(start).Seconds())
+	})
 	conformance.RunConformanceWithOptions(t, opts)
 }
 
