@@ -108,16 +108,16 @@ k -n demo wait --for=condition=Ready pod/client --timeout=180s >/dev/null
 k -n legacy wait --for=condition=Ready pod/client --timeout=180s >/dev/null
 kshow -n demo get pods -o wide
 
-# connections_into_demo: connections ztunnels accepted into demo pods so far,
-# "all mutual_tls": counters outlive a previous run's pods, so the demo
-# counts the difference.
-connections_into_demo() {
-	local n
+# ztunnel_connections: every ztunnel's series of connections opened into demo
+# pods, one line each: node, series, count. Counters outlive an earlier
+# run's pods, so the demo shows the difference between two of these.
+ztunnel_connections() {
+	local n node
 	for n in $(k -n istio-system get pods -l app=ztunnel -o jsonpath='{.items[*].metadata.name}'); do
-		k get --raw "/api/v1/namespaces/istio-system/pods/$n:15020/proxy/metrics"
-	done | awk '/^istio_tcp_connections_opened_total\{/ && /reporter="destination"/ && /destination_workload_namespace="demo"/ {
-		all += $NF; if (/connection_security_policy="mutual_tls"/) mtls += $NF
-	} END {print all + 0, mtls + 0}'
+		node="$(k -n istio-system get pod "$n" -o jsonpath='{.spec.nodeName}')"
+		k get --raw "/api/v1/namespaces/istio-system/pods/$n:15020/proxy/metrics" |
+			awk -v node="$node" '/^istio_tcp_connections_opened_total\{/ && /destination_workload_namespace="demo"/ {print node, $1, $NF}'
+	done
 }
 
 say "4. Enrol the running app: one label, no restart"
@@ -127,7 +127,7 @@ until_out 60 '^3$' redirected >/dev/null
 show "kubectl -n demo get pods -o custom-columns=POD:.metadata.name,NODE:.spec.nodeName,REDIRECTION:..."
 k -n demo get pods -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,REDIRECTION:.metadata.annotations.ambient\.istio\.io/redirection'
 row "Enrolment (one label)" "3 of 3 running pods redirected, none restarted"
-read -r opened_before mtls_before < <(connections_into_demo)
+connections_before="$(ztunnel_connections)"
 
 say "5. Traffic through the mesh: client -> http://echo (two replicas on two nodes)"
 client_ip="$(k -n demo get pod client -o jsonpath='{.status.podIP}')"
@@ -143,15 +143,17 @@ echo "The app still sees the client's own address (remote=$client_ip:...), as wi
 row "Callers' addresses kept" "$(count "remote=$client_ip:" <<<"$answers") of 4 answers saw remote=$client_ip, from $(grep -o 'node=[^ ]*' <<<"$answers" | sort -u | wc -l) nodes"
 
 say "6. Every connection is mutual TLS between SPIFFE identities (ztunnel's Istio metrics)"
-for n in $(k -n istio-system get pods -l app=ztunnel -o jsonpath='{.items[*].metadata.name}'); do
-	node="$(k -n istio-system get pod "$n" -o jsonpath='{.spec.nodeName}')"
-	m="$(k get --raw "/api/v1/namespaces/istio-system/pods/$n:15020/proxy/metrics" | grep '^istio_tcp_connections_opened_total' | grep 'ns/demo/' || true)"
-	echo "ztunnel on $node:"
-	sed -E 's/.*(reporter="[^"]*").*(source_principal="[^"]*").*/  \1 \2/; t; d' <<<"$m" | sort -u
-	grep -o 'connection_security_policy="[^"]*"\|destination_principal="[^"]*"' <<<"$m" | sort -u | sed 's/^/  /' || true
-done
-read -r opened mtls < <(connections_into_demo)
-row "Mutual TLS (ztunnel, SPIFFE)" "$((mtls - mtls_before)) of $((opened - opened_before)) connections of step 5 were mutual_tls"
+# The series that grew during step 5: node, reporter, count, source, "->",
+# destination, security policy.
+opened="$(awk 'NR == FNR {before[$1 " " $2] = $3; next} $3 > before[$1 " " $2] {
+	split("reporter source_principal destination_principal connection_security_policy", want, " ")
+	for (i = 1; i <= 4; i++) { v[i] = $2; sub(".*[{,]" want[i] "=\"", "", v[i]); sub("\".*", "", v[i]) }
+	printf "%s %s %d %s -> %s %s\n", $1, v[1], $3 - before[$1 " " $2], v[2], v[3], v[4]
+}' <(printf '%s\n' "$connections_before") <(ztunnel_connections))"
+echo "Connections opened in step 5 (istio_tcp_connections_opened_total), by node and reporter:"
+awk '{printf "  %s %-11s %d x %s -> %s  %s\n", $1, $2, $3, $4, $6, $7}' <<<"$opened"
+read -r total mtls < <(awk '$2 == "destination" {all += $3; if ($7 == "mutual_tls") m += $3} END {print all + 0, m + 0}' <<<"$opened")
+row "Mutual TLS (ztunnel, SPIFFE)" "$mtls of $total connections of step 5 were mutual_tls"
 
 say "7. On the wire between the nodes: only TLS on port 15008"
 show "node-exec.sh 2 tcpdump -i eth0 -A 'tcp port 15008'   (while the client sends GET /secret-path)"
@@ -307,11 +309,11 @@ retries_total() { wp_metrics | awk '/^skiff_waypoint_retries_total\{/ && /destin
 retried_before="$(retries_total)"
 show "kubectl -n demo exec client -- echo-app get -include -n 200 http://inventory/   (through the waypoint)"
 out="$(exec_client demo -include -n 200 http://inventory/)"
-grep '^status=' <<<"$out" | sort | uniq -c | sed 's/^/  client saw: /'
+grep '^status=' <<<"$out" | sort | uniq -c | awk '{printf "  the client saw %s x %s\n", $1, $2}'
 ok="$(count '^status=200$' <<<"$out")"
 failed=$(($(k -n demo logs "$flaky" | count 'status=503') - failed_before))
 retried=$(($(retries_total) - retried_before))
-echo "  $flaky answered $failed of them 503 (its log); the waypoint retried $retried (skiff_waypoint_retries_total)."
+echo "  meanwhile $flaky answered $failed attempts with 503 (its log), and the waypoint retried $retried (skiff_waypoint_retries_total)."
 echo "No route needed: by default the waypoint tries a 503 twice more, on another endpoint."
 row "Retries (waypoint default)" "client: $ok x 200, $((200 - ok)) errors; flaky pod: $failed x 503; $retried retries"
 
