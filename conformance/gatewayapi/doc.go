@@ -15,7 +15,7 @@
 // It is its own module because the suite brings controller-runtime and
 // libraries the rest of the repository does not need.
 //
-//	SKIFF_E2E=1 go test ./conformance/gatewayapi -run TestMeshConformance -v -timeout 60m
+//	cd conformance/gatewayapi && SKIFF_E2E=1 go test -count=1 -run TestMeshConformance -v -timeout 60m .
 //
 // The report is written to conformance/reports/ (see reportPath).
 package gatewayapi

@@ -60,10 +60,10 @@ func supportedFeatures() []features.FeatureName {
 // TestMeshConformance brings up (or reuses) the local cluster with Skiff
 // installed from this checkout, prepares the mesh namespaces with their
 // waypoints, and runs the suite's MESH-HTTP and MESH-GRPC profiles. The
-// suite's own flags (-run-test, -debug, -cleanup-base-resources, ...) work
-// as usual.
+// suite's own flags work as usual after -args, for example
+// `-args -run-test=MeshConsumerRoute -cleanup-base-resources=false`.
 //
-//	SKIFF_E2E=1 go test ./conformance/gatewayapi -run TestMeshConformance -v -timeout 60m
+//	cd conformance/gatewayapi && SKIFF_E2E=1 go test -count=1 -run TestMeshConformance -v -timeout 60m .
 func TestMeshConformance(t *testing.T) {
 	kubetest.RequireE2E(t)
 	repo, err := filepath.Abs("../..")
@@ -101,7 +101,7 @@ func TestMeshConformance(t *testing.T) {
 		Version:      version(repo),
 		Contact:      []string{"https://github.com/skiffmesh/skiff/issues"},
 	}
-	opts.ReportOutputPath = reportPath(t, repo)
+	opts.ReportOutputPath = reportPath(t, repo, opts.RunTest != "" || len(opts.SkipTests) > 0)
 	results := &testResults{}
 	opts.Hook = func(st *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) {
 		results.record(st, test)
@@ -174,12 +174,17 @@ func logWaypoints(t *testing.T, k *kubetest.Kubectl) {
 }
 
 // reportPath is where the suite writes its report: SKIFF_CONFORMANCE_REPORT
-// when set, else the committed report under conformance/reports.
-func reportPath(t *testing.T, repo string) string {
+// when set, else the committed report under conformance/reports. A partial
+// run (-run-test, -skip-tests) writes to the temporary directory instead,
+// so that it does not overwrite the committed report with skipped tests.
+func reportPath(t *testing.T, repo string, partial bool) string {
 	if p := os.Getenv("SKIFF_CONFORMANCE_REPORT"); p != "" {
 		return p
 	}
 	dir := filepath.Join(repo, "conformance", "reports", "gateway-api-v1.6.3")
+	if partial {
+		dir = filepath.Join(os.TempDir(), "skiff-conformance")
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
