@@ -73,6 +73,14 @@ generate:
 	@test -x $(GOBIN)/controller-gen || $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	PATH="$(GOBIN):$$PATH" $(GO) generate ./pkg/xds/... ./pkg/identity/caclient/... ./pkg/apis/...
 
+## conformance: the official Gateway API conformance suite (v1.6.3, profiles
+## MESH-HTTP and MESH-GRPC) against Skiff on the local cluster (brought up or
+## reused); the report goes to conformance/reports/
+CONFORMANCE_MODULE := conformance/gatewayapi
+.PHONY: conformance
+conformance:
+	cd $(CONFORMANCE_MODULE) && SKIFF_E2E=1 $(GO) test -count=1 -run TestMeshConformance -v -timeout 60m .
+
 ## test-e2e: the local cluster's smoke test, then Skiff installed from its charts
 ## on it with real traffic (brings the cluster up or reuses it, and leaves it up)
 .PHONY: test-e2e
@@ -112,6 +120,7 @@ fmt:
 vet:
 	$(GO) vet ./...
 	cd $(INTEROP_MODULE) && $(GO) vet ./...
+	cd $(CONFORMANCE_MODULE) && $(GO) vet ./...
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -119,6 +128,7 @@ $(STATICCHECK):
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
 	cd $(INTEROP_MODULE) && $(STATICCHECK) ./...
+	cd $(CONFORMANCE_MODULE) && $(STATICCHECK) ./...
 
 ## fuzz: run every fuzz target briefly (FUZZTIME per target)
 FUZZTIME ?= 20s
