@@ -4,7 +4,7 @@
 // and everything it renders is accepted by a real kube-apiserver (envtest),
 // CRDs first, with a server-side dry-run apply. The RBAC it installs is then
 // probed with SubjectAccessReviews, so that least privilege is tested and
-// not only reviewed.
+// not only reviewed, and the README's `helm install` is run against it.
 //
 // The tests need the helm binary (SKIFF_HELM, helm in the Skiff cache that
 // `make k8s-bin` fills, or helm on PATH) and, for the apiserver, envtest's
@@ -345,7 +345,7 @@ func wantImages(t *testing.T, objs []*unstructured.Unstructured, want ...string)
 }
 
 // apiServer starts kube-apiserver and etcd with envtest, or skips.
-func apiServer(t *testing.T) *rest.Config {
+func apiServer(t *testing.T) (*envtest.Environment, *rest.Config) {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -360,7 +360,7 @@ func apiServer(t *testing.T) *rest.Config {
 		t.Fatalf("start envtest: %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
+	return env, cfg
 }
 
 // applier applies objects with server-side apply through the dynamic client.
@@ -454,7 +454,7 @@ func installCRDs(t *testing.T, a *applier, objs []*unstructured.Unstructured) {
 // admission, e.g. the PriorityClass of the node agents), CRDs first.
 func TestServerSideDryRun(t *testing.T) {
 	helm := helmBinary(t)
-	cfg := apiServer(t)
+	env, cfg := apiServer(t)
 	a := newApplier(t, cfg)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -501,6 +501,41 @@ func TestServerSideDryRun(t *testing.T) {
 			}
 		}
 		checkRBAC(t, cs)
+	})
+
+	// The README's command, for real (nothing runs the pods: envtest has
+	// no nodes), in a namespace of its own; the CRDs exist already, which
+	// Helm accepts.
+	t.Run("helm install", func(t *testing.T) {
+		admin, err := env.AddUser(envtest.User{Name: "helm", Groups: []string{"system:masters"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kubeconfig, err := admin.KubeConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "kubeconfig")
+		if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		const ns = "skiff-install"
+		runHelm(t, helm, "install", "skiff", "skiff", "-n", ns, "--create-namespace", "--kubeconfig", path,
+			"--set", "istiod.pilot.replicaCount=2,istiod.waypoint.rateLimitService=ratelimit.ratelimit.svc:8081")
+		if _, err := cs.AppsV1().Deployments(ns).Get(ctx, "istiod", metav1.GetOptions{}); err != nil {
+			t.Errorf("istiod after helm install: %v", err)
+		}
+		for _, ds := range []string{"ztunnel", "istio-cni-node"} {
+			if _, err := cs.AppsV1().DaemonSets(ns).Get(ctx, ds, metav1.GetOptions{}); err != nil {
+				t.Errorf("%s after helm install: %v", ds, err)
+			}
+		}
+		if _, err := cs.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "istiod", metav1.GetOptions{}); err != nil {
+			t.Errorf("istiod PDB after helm install: %v", err)
+		}
+		if out := runHelm(t, helm, "status", "skiff", "-n", ns, "--kubeconfig", path); !bytes.Contains(out, []byte("STATUS: deployed")) {
+			t.Errorf("helm status:\n%s", out)
+		}
 	})
 }
 
