@@ -323,6 +323,9 @@ type Service struct {
 	Ports []*ServicePort `protobuf:"bytes,5,rep,name=ports,proto3" json:"ports,omitempty"`
 	// http_routes in Gateway API precedence order (oldest first, then by
 	// namespace/name); the first matching rule of the first route wins.
+	// Consumer routes (consumer_namespace set) are in the same list and
+	// order; each group, the producer's and each consumer namespace's, is
+	// matched on its own.
 	HttpRoutes []*HTTPRoute `protobuf:"bytes,6,rep,name=http_routes,json=httpRoutes,proto3" json:"http_routes,omitempty"`
 	GrpcRoutes []*GRPCRoute `protobuf:"bytes,7,rep,name=grpc_routes,json=grpcRoutes,proto3" json:"grpc_routes,omitempty"`
 	RateLimits []*RateLimit `protobuf:"bytes,8,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
@@ -587,11 +590,19 @@ type HTTPRoute struct {
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// port restricts the route to one service port (0: all ports).
-	Port          uint32           `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
-	Hostnames     []string         `protobuf:"bytes,4,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
-	Rules         []*HTTPRouteRule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Port      uint32           `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Hostnames []string         `protobuf:"bytes,4,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	Rules     []*HTTPRouteRule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
+	// consumer_namespace is set for a consumer route (GEP-1294): a route
+	// in another namespace than the service, whose parentRef names the
+	// service across namespaces. It applies only to requests from clients
+	// in that namespace (the namespace of the client's authenticated
+	// identity), and for them takes the place of the producer's routes on
+	// the ports it attaches to. It equals namespace. Empty for a producer
+	// route, in the service's own namespace, which applies to every client.
+	ConsumerNamespace string `protobuf:"bytes,6,opt,name=consumer_namespace,json=consumerNamespace,proto3" json:"consumer_namespace,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *HTTPRoute) Reset() {
@@ -657,6 +668,13 @@ func (x *HTTPRoute) GetRules() []*HTTPRouteRule {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *HTTPRoute) GetConsumerNamespace() string {
+	if x != nil {
+		return x.ConsumerNamespace
+	}
+	return ""
 }
 
 type HTTPRouteRule struct {
@@ -1464,14 +1482,16 @@ func (x *Rewrite) GetPath() string {
 }
 
 type GRPCRoute struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
-	Hostnames     []string               `protobuf:"bytes,4,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
-	Rules         []*GRPCRouteRule       `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Port      uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Hostnames []string               `protobuf:"bytes,4,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	Rules     []*GRPCRouteRule       `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
+	// consumer_namespace: as HTTPRoute.consumer_namespace.
+	ConsumerNamespace string `protobuf:"bytes,6,opt,name=consumer_namespace,json=consumerNamespace,proto3" json:"consumer_namespace,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GRPCRoute) Reset() {
@@ -1537,6 +1557,13 @@ func (x *GRPCRoute) GetRules() []*GRPCRouteRule {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *GRPCRoute) GetConsumerNamespace() string {
+	if x != nil {
+		return x.ConsumerNamespace
+	}
+	return ""
 }
 
 type GRPCRouteRule struct {
@@ -2294,13 +2321,14 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x16\n" +
 	"\x06weight\x18\x05 \x01(\rR\x06weight\x127\n" +
-	"\afilters\x18\x06 \x03(\v2\x1d.skiff.waypoint.v1.HTTPFilterR\afilters\"\xa7\x01\n" +
+	"\afilters\x18\x06 \x03(\v2\x1d.skiff.waypoint.v1.HTTPFilterR\afilters\"\xd6\x01\n" +
 	"\tHTTPRoute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x12\x1c\n" +
 	"\thostnames\x18\x04 \x03(\tR\thostnames\x126\n" +
-	"\x05rules\x18\x05 \x03(\v2 .skiff.waypoint.v1.HTTPRouteRuleR\x05rules\"\xe0\x02\n" +
+	"\x05rules\x18\x05 \x03(\v2 .skiff.waypoint.v1.HTTPRouteRuleR\x05rules\x12-\n" +
+	"\x12consumer_namespace\x18\x06 \x01(\tR\x11consumerNamespace\"\xe0\x02\n" +
 	"\rHTTPRouteRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\amatches\x18\x02 \x03(\v2!.skiff.waypoint.v1.HTTPRouteMatchR\amatches\x127\n" +
@@ -2359,13 +2387,14 @@ const file_skiff_xds_waypoint_proto_rawDesc = "" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x19\n" +
 	"\bhas_path\x18\x02 \x01(\bR\ahasPath\x129\n" +
 	"\tpath_type\x18\x03 \x01(\x0e2\x1c.skiff.waypoint.v1.MatchTypeR\bpathType\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\"\xa7\x01\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"\xd6\x01\n" +
 	"\tGRPCRoute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x12\x1c\n" +
 	"\thostnames\x18\x04 \x03(\tR\thostnames\x126\n" +
-	"\x05rules\x18\x05 \x03(\v2 .skiff.waypoint.v1.GRPCRouteRuleR\x05rules\"\xd4\x01\n" +
+	"\x05rules\x18\x05 \x03(\v2 .skiff.waypoint.v1.GRPCRouteRuleR\x05rules\x12-\n" +
+	"\x12consumer_namespace\x18\x06 \x01(\tR\x11consumerNamespace\"\xd4\x01\n" +
 	"\rGRPCRouteRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\amatches\x18\x02 \x03(\v2!.skiff.waypoint.v1.GRPCRouteMatchR\amatches\x127\n" +
