@@ -152,8 +152,12 @@ var cases = []struct {
 	{
 		name: "defaults",
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			crds, err := filepath.Glob(filepath.Join("base", "crds", "*.yaml"))
+			if err != nil || len(crds) == 0 {
+				t.Fatalf("no CRDs in base/crds: %v", err)
+			}
 			wantKinds(t, objs, map[string]int{
-				"CustomResourceDefinition": 7, "Deployment": 1, "DaemonSet": 2, "PodDisruptionBudget": 0,
+				"CustomResourceDefinition": len(crds), "Deployment": 1, "DaemonSet": 2, "PodDisruptionBudget": 0,
 			})
 			args := istiodArgs(t, objs)
 			for _, flag := range []string{"--waypoint-rate-limit-service=", "--waypoint-otlp-endpoint="} {
