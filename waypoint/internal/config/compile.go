@@ -45,8 +45,9 @@ func Compile(wp *waypointapi.Waypoint) (*Waypoint, error) {
 			warn.add(err, ServiceDropped)
 			continue
 		}
-		svc.HTTP = compileRoutes(f, s.GetHttpRoutes(), httpRoutes, &warn)
-		svc.GRPC = compileRoutes(f, s.GetGrpcRoutes(), grpcRoutes, &warn)
+		svc.HTTP = compileRoutes(f, svc.Namespace, "", s.GetHttpRoutes(), httpRoutes, &warn)
+		svc.GRPC = compileRoutes(f, svc.Namespace, "", s.GetGrpcRoutes(), grpcRoutes, &warn)
+		svc.Consumers = compileConsumers(f, svc.Namespace, s, &warn)
 		svc.Policies = compilePolicies(f, svc.Namespace, s.GetPolicies(), &warn)
 		out.byKey[svc.Key()] = svc
 		for _, ip := range svc.VIPs {

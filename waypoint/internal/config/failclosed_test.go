@@ -109,7 +109,7 @@ func TestFailClosedRouting(t *testing.T) {
 		{"badport", 80, get("/"), failed},
 		{"badport", 9090, get("/"), failed},
 	} {
-		d := route.Resolve(c.Service("ns/"+tt.svc+".ns.svc.cluster.local"), tt.port, tt.req)
+		d := route.Resolve(c.Service("ns/"+tt.svc+".ns.svc.cluster.local"), nobody, tt.port, tt.req)
 		got := failed
 		switch {
 		case d.Rule == nil:
@@ -128,7 +128,7 @@ func TestFailClosedRouting(t *testing.T) {
 	}
 	// "only" has a route on port 80 only: other ports still go to the
 	// service, as they did before.
-	if d := route.Resolve(c.Service("ns/only.ns.svc.cluster.local"), 9090, get("/")); d.Rule != nil || d.NotFound {
+	if d := route.Resolve(c.Service("ns/only.ns.svc.cluster.local"), nobody, 9090, get("/")); d.Rule != nil || d.NotFound {
 		t.Errorf("only:9090: %+v, want the service itself", d)
 	}
 

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffmesh/skiff/pkg/policy"
@@ -43,6 +45,10 @@ func FuzzCompile(f *testing.F) {
 		Filters: []*waypointapi.HTTPFilter{redirect(&waypointapi.Redirect{Scheme: "https", StatusCode: 301})},
 	}}})
 	grpcMatch0(w).Type, grpcMatch0(w).Method = regex, "Get.*"
+	svc0(w).HttpRoutes = append(svc0(w).HttpRoutes, &waypointapi.HTTPRoute{Name: "consumer", Namespace: "team-a", ConsumerNamespace: "team-a", Port: 80, Rules: []*waypointapi.HTTPRouteRule{{
+		Matches:  []*waypointapi.HTTPRouteMatch{{Path: &waypointapi.PathMatch{Type: prefix, Value: "/api"}}},
+		Backends: []*waypointapi.BackendRef{backendRef("echo")},
+	}}})
 	seeds = append(seeds, w)
 	// One of each problem Compile contains.
 	broken := valid()
@@ -90,35 +96,74 @@ func FuzzCompile(f *testing.F) {
 					t.Fatalf("ServiceByVIP(%s) does not find %s", ip, svc.Key())
 				}
 			}
-			rules := map[*config.Rule]bool{}
-			for _, table := range []*config.RouteTable{svc.HTTP, svc.GRPC} {
-				if table != nil && len(table.Entries) == 0 {
-					t.Fatalf("%s: empty route table instead of nil", svc.Key())
+			// rules maps each rule to its group: "" for the producer's,
+			// else the consumer namespace. A rule that carries out its
+			// route (has backends or filters) is in the group of its
+			// route's namespace, so that no namespace's route reaches
+			// another namespace's clients; only a rule failing closed may
+			// be elsewhere.
+			rules := map[*config.Rule]string{}
+			groups := map[string]*config.ConsumerRoutes{"": {HTTP: svc.HTTP, GRPC: svc.GRPC}}
+			for ns, cr := range svc.Consumers {
+				if ns == "" || ns == svc.Namespace || cr == nil {
+					t.Fatalf("%s: consumer routes under namespace %q", svc.Key(), ns)
 				}
-				for _, e := range entries(table) {
-					if e.Rule == nil {
-						t.Fatalf("%s: entry without a rule", svc.Key())
+				groups[ns] = cr
+			}
+			for group, cr := range groups {
+				for _, table := range []*config.RouteTable{cr.HTTP, cr.GRPC} {
+					if table != nil && len(table.Entries) == 0 {
+						t.Fatalf("%s: empty route table instead of nil", svc.Key())
 					}
-					checkRule(t, e.Rule)
-					rules[e.Rule] = true
+					for _, e := range entries(table) {
+						if e.Rule == nil {
+							t.Fatalf("%s: entry without a rule", svc.Key())
+						}
+						checkRule(t, e.Rule)
+						want := cmp.Or(group, svc.Namespace)
+						if !failsClosed(e.Rule) && e.Rule.Route.Namespace != want {
+							t.Fatalf("%s: rule of %s in the routes of namespace %q", svc.Key(), e.Rule.Route, want)
+						}
+						if g, seen := rules[e.Rule]; seen && g != group {
+							t.Fatalf("%s: rule of %s in two groups", svc.Key(), e.Rule.Route)
+						}
+						rules[e.Rule] = group
+					}
 				}
 			}
-			for _, p := range []uint16{port, 80, 9090} {
-				d := route.Resolve(svc, p, r)
-				switch {
-				case d.NotFound && d.Rule != nil:
-					t.Fatalf("%s: NotFound with a rule", svc.Key())
-				case d.Rule != nil && !rules[d.Rule]:
-					t.Fatalf("%s: Resolve returned a rule that is not the service's", svc.Key())
-				case d.Rule == nil && d.Prefix != "":
-					t.Fatalf("%s: a prefix without a rule", svc.Key())
+			clients := map[spiffeid.ID]string{nobody: ""}
+			for ns := range svc.Consumers {
+				if id, err := spiffeid.FromSegments(spiffeid.RequireTrustDomainFromString("cluster.local"), "ns", ns, "sa", "default"); err == nil {
+					clients[id] = ns
 				}
-				if again := route.Resolve(svc, p, r); again != d {
-					t.Fatalf("%s: Resolve is not deterministic: %+v then %+v", svc.Key(), d, again)
+			}
+			for id, ns := range clients {
+				for _, p := range []uint16{port, 80, 9090} {
+					d := route.Resolve(svc, id, p, r)
+					group, ok := rules[d.Rule]
+					switch {
+					case d.NotFound && d.Rule != nil:
+						t.Fatalf("%s: NotFound with a rule", svc.Key())
+					case d.Rule != nil && !ok:
+						t.Fatalf("%s: Resolve returned a rule that is not the service's", svc.Key())
+					case d.Rule != nil && group != "" && group != ns:
+						t.Fatalf("%s: a client in %q got a rule of namespace %q's consumer routes", svc.Key(), ns, group)
+					case d.Rule == nil && d.Prefix != "":
+						t.Fatalf("%s: a prefix without a rule", svc.Key())
+					}
+					if again := route.Resolve(svc, id, p, r); again != d {
+						t.Fatalf("%s: Resolve is not deterministic: %+v then %+v", svc.Key(), d, again)
+					}
 				}
 			}
 		}
 	})
+}
+
+// failsClosed reports whether r stands for a rule that did not compile:
+// it does nothing but answer 500.
+func failsClosed(r *config.Rule) bool {
+	return len(r.Backends) == 0 && r.Filters.Redirect == nil && r.Filters.RequestHeaders == nil && r.Filters.ResponseHeaders == nil && r.Filters.Rewrite == nil && len(r.Filters.Mirrors) == 0
 }
 
 func entries(t *config.RouteTable) []config.Entry {

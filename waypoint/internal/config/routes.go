@@ -158,6 +158,7 @@ type routeProto[R comparable] interface {
 	comparable
 	GetName() string
 	GetNamespace() string
+	GetConsumerNamespace() string
 	GetPort() uint32
 	GetRules() []R
 }
@@ -175,17 +176,22 @@ var (
 	grpcRoutes = routeKind[*waypointapi.GRPCRouteRule]{"grpc_routes", "GRPCRoute", catchAllGRPC, grpcKey, compileGRPCRule}
 )
 
-// compileRoutes flattens a service's routes of one kind into a table. A
-// route that cannot be read fails closed on its port; a rule that cannot
-// be compiled fails closed on the matches that compiled (or, with none,
-// on its port, ranked last).
-func compileRoutes[T routeProto[R], R comparable](f field, routes []T, k routeKind[R], warn *warnings) *RouteTable {
+// compileRoutes flattens the routes of one kind and one group of a
+// service in namespace svcNS into a table: group "" is the producer's
+// routes, any other a consumer namespace's (routeGroup). A route that
+// cannot be read fails closed on its port; a rule that cannot be compiled
+// fails closed on the matches that compiled (or, with none, on its port,
+// ranked last).
+func compileRoutes[T routeProto[R], R comparable](f field, svcNS, group string, routes []T, k routeKind[R], warn *warnings) *RouteTable {
 	var entries []ranked
 	var nilRoute T
 	var nilRule R
 	for i, r := range routes {
 		rf := f.index(k.list, i)
-		var err error
+		g, err := routeGroup(rf, svcNS, r.GetNamespace(), r.GetConsumerNamespace())
+		if g != group {
+			continue
+		}
 		if r == nilRoute {
 			err = rf.wrap(errMissing)
 		}
@@ -220,6 +226,58 @@ func compileRoutes[T routeProto[R], R comparable](f field, routes []T, k routeKi
 		}
 	}
 	return sortTable(entries)
+}
+
+// routeGroup says whose clients a route of a service in namespace svcNS
+// applies to: "" for a producer route (every client), the namespace for
+// a consumer route (that namespace's clients only). A consumer route must
+// be in the namespace it names, and that namespace must not be the
+// service's; a producer route must be in the service's namespace. A route
+// that breaks this does not say reliably whose it is, so err is set and
+// the route fails closed in the group returned: the consumer namespace it
+// names when that is another namespace than the service's, which keeps it
+// away from every other client, and the producer's otherwise.
+func routeGroup(f field, svcNS, namespace, consumerNS string) (group string, err error) {
+	switch {
+	case consumerNS == "":
+		if namespace != "" && namespace != svcNS {
+			return "", f.child("namespace").errorf("route in %q, not the service's namespace %q, without a consumer_namespace", namespace, svcNS)
+		}
+		return "", nil
+	case consumerNS == svcNS:
+		return "", f.child("consumer_namespace").errorf("%q is the service's own namespace", consumerNS)
+	case consumerNS != namespace:
+		return consumerNS, f.child("consumer_namespace").errorf("%q is not the route's namespace %q", consumerNS, namespace)
+	}
+	return consumerNS, nil
+}
+
+// compileConsumers compiles the consumer routes of service s (in
+// namespace svcNS) by namespace; nil when it has none.
+func compileConsumers(f field, svcNS string, s *waypointapi.Service, warn *warnings) map[string]*ConsumerRoutes {
+	var groups []string
+	add := func(namespace, consumerNS string) {
+		if g, _ := routeGroup(f, svcNS, namespace, consumerNS); g != "" && !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	for _, r := range s.GetHttpRoutes() {
+		add(r.GetNamespace(), r.GetConsumerNamespace())
+	}
+	for _, r := range s.GetGrpcRoutes() {
+		add(r.GetNamespace(), r.GetConsumerNamespace())
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	out := make(map[string]*ConsumerRoutes, len(groups))
+	for _, g := range groups {
+		out[g] = &ConsumerRoutes{
+			HTTP: compileRoutes(f, svcNS, g, s.GetHttpRoutes(), httpRoutes, warn),
+			GRPC: compileRoutes(f, svcNS, g, s.GetGrpcRoutes(), grpcRoutes, warn),
+		}
+	}
+	return out
 }
 
 // compileHTTPRule compiles a rule and its matches. Each problem found is

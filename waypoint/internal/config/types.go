@@ -47,14 +47,44 @@ type Service struct {
 	Name, Namespace, Hostname string
 	VIPs                      []netip.Addr
 	Ports                     []Port
-	// HTTP and GRPC hold the service's HTTPRoutes and GRPCRoutes, as
-	// matches in Gateway API precedence order; nil when there are none.
+	// HTTP and GRPC hold the service's producer HTTPRoutes and
+	// GRPCRoutes (routes in the service's own namespace, for every
+	// client), as matches in Gateway API precedence order; nil when there
+	// are none.
 	HTTP, GRPC *RouteTable
+	// Consumers holds the consumer routes (GEP-1294) by the namespace they
+	// are in and apply to; nil when there are none. A namespace's entry
+	// never holds another namespace's routes, and the service's own
+	// namespace has none: its clients use the producer routes.
+	Consumers map[string]*ConsumerRoutes
 	// RateLimits are passed through as received (the rate-limit issue
 	// compiles them).
 	RateLimits []*waypointapi.RateLimit
 	// Policies target the service; they apply after the waypoint's.
 	Policies []*policy.Policy
+}
+
+// ConsumerRoutes are the routes one consumer namespace attached to a
+// service in another namespace, in the same form as the producer's.
+// GEP-1294 ("Multiple routes for a Service"): requests from that
+// namespace use this group instead of the producer's, and the groups are
+// never merged with each other.
+type ConsumerRoutes struct {
+	HTTP, GRPC *RouteTable
+}
+
+// HasPort reports whether a route of c applies to requests sent to port.
+// A nil c has none.
+func (c *ConsumerRoutes) HasPort(port uint16) bool {
+	return c != nil && (c.HTTP.HasPort(port) || c.GRPC.HasPort(port))
+}
+
+// ConsumerRoutes returns the consumer routes of namespace ns, or nil.
+func (s *Service) ConsumerRoutes(ns string) *ConsumerRoutes {
+	if ns == "" {
+		return nil
+	}
+	return s.Consumers[ns]
 }
 
 // Key is "<namespace>/<hostname>", the key of the service in the mesh

@@ -91,7 +91,7 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 
 	var dec route.Decision
 	if tgt.svc != nil {
-		dec = route.Resolve(tgt.svc, t.dst.Port(), r)
+		dec = route.Resolve(tgt.svc, t.peer, t.dst.Port(), r)
 	}
 	if dec.NotFound {
 		p.refuse(w, rec, http.StatusNotFound, flagNoRoute, "no route matches")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/waypoint/internal/config"
 	"github.com/skiffmesh/skiff/waypoint/internal/route"
@@ -17,6 +19,10 @@ const (
 	prefix = waypointapi.MatchType_PREFIX
 	regex  = waypointapi.MatchType_REGULAR_EXPRESSION
 )
+
+// nobody is a client without a workload identity: no consumer routes
+// apply to it.
+var nobody spiffeid.ID
 
 // service compiles a service with the given routes; each rule is named so
 // that a test can say which one a request must reach.

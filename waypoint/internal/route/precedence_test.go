@@ -123,7 +123,7 @@ func TestHTTPPrecedence(t *testing.T) {
 						cs = reversed(cs)
 					}
 					routes, want := build(cs)
-					d := route.Resolve(service(t, routes, nil), 80, tt.req)
+					d := route.Resolve(service(t, routes, nil), nobody, 80, tt.req)
 					if got := reached(d); got != want(tt.want) {
 						t.Errorf("reached %s, want %s", got, want(tt.want))
 					}
@@ -162,7 +162,7 @@ func TestHTTPPrecedenceTies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.sentence, func(t *testing.T) {
-			if got := reached(route.Resolve(service(t, tt.routes, nil), 80, req)); got != tt.want {
+			if got := reached(route.Resolve(service(t, tt.routes, nil), nobody, 80, req)); got != tt.want {
 				t.Errorf("reached %s, want %s", got, tt.want)
 			}
 		})
@@ -237,7 +237,7 @@ func TestGRPCPrecedence(t *testing.T) {
 				for _, c := range cs {
 					routes = append(routes, grpcRoute(c.name, 0, grpcRule(c.name, c.m)))
 				}
-				d := route.Resolve(service(t, nil, routes), 9090, tt.req)
+				d := route.Resolve(service(t, nil, routes), nobody, 9090, tt.req)
 				if got := reached(d); got != tt.want+"/"+tt.want {
 					t.Errorf("reached %s, want %s", got, tt.want)
 				}
@@ -247,7 +247,7 @@ func TestGRPCPrecedence(t *testing.T) {
 	// "If ties still exist within the Route ..., matching precedence MUST
 	// be granted to the first matching rule."
 	routes := []*waypointapi.GRPCRoute{grpcRoute("r", 0, grpcRule("first", grpcMatch(exact, "pkg.Echo", "")), grpcRule("second", grpcMatch(exact, "pkg.Echo", "")))}
-	if got := reached(route.Resolve(service(t, nil, routes), 9090, grpcRequest("/pkg.Echo/Get"))); got != "r/first" {
+	if got := reached(route.Resolve(service(t, nil, routes), nobody, 9090, grpcRequest("/pkg.Echo/Get"))); got != "r/first" {
 		t.Errorf("tie within a route reached %s, want r/first", got)
 	}
 }

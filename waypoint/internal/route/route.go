@@ -21,12 +21,36 @@
 //     recommends;
 //   - for gRPC requests, the service and method of the path
 //     "/<service>/<method>".
+//
+// # Whose routes
+//
+// A service has its producer's routes (in its own namespace), which apply
+// to every client, and may have consumer routes: routes in another
+// namespace whose parentRef names the service, which apply only to
+// clients in that namespace (GEP-1294, "Namespace boundaries" and
+// "Multiple routes for a Service"). A client in a namespace with consumer
+// routes attached to the port it sent to is routed by those alone, in
+// Gateway API precedence among them; everyone else, and that client on a
+// port its namespace's routes do not attach to, by the producer's. The
+// two groups are never merged, as GEP-1294 asks: a request the consumer
+// routes do not match is NotFound, not handed to the producer's.
+//
+// The client's namespace is the one in its authenticated identity
+// (spiffe://<trust domain>/ns/<ns>/sa/<sa>, which the HBONE handshake
+// proved), never the namespace of the workload at its source address:
+// that address is what the client's ztunnel says it is, while a consumer
+// route is a namespace's own view of another's service and must not be
+// applied to, or withheld from, a client on the strength of an unproven
+// claim.
 package route
 
 import (
 	"net/http"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/waypoint/internal/config"
 )
 
@@ -44,11 +68,17 @@ type Decision struct {
 	Prefix string
 }
 
-// Resolve finds the rule for r, sent to port of svc. r.URL.Path is the
-// normalized path (matched in its escaped form, r.URL.EscapedPath()).
-// gRPC requests (content-type application/grpc...) are
-// matched against the service's GRPCRoutes when it has some for the port,
-// otherwise against its HTTPRoutes.
+// Resolve finds the rule for r, sent to port of svc by client, the
+// client's authenticated identity. r.URL.Path is the normalized path
+// (matched in its escaped form, r.URL.EscapedPath()).
+//
+// The routes are the consumer routes of the client's namespace when some
+// of them attach to port, and the producer's otherwise (see "Whose
+// routes"). A client whose identity names no namespace (not a workload ID,
+// or the zero ID) has no consumer routes. Among the chosen routes, gRPC
+// requests (content-type application/grpc...) are matched against the
+// GRPCRoutes when some attach to the port, otherwise against the
+// HTTPRoutes.
 //
 // A request that no entry for its port matches is NotFound, which the
 // proxy answers with 404. For Gateway-bound routes HTTPRouteRule.Matches
@@ -62,16 +92,36 @@ type Decision struct {
 // for requests to the Service that match none of its route's rules. Only
 // a port no route attaches to (MeshPorts: "Explicit port, send to an
 // excluded port") reaches the Service unrouted.
-func Resolve(svc *config.Service, port uint16, r *http.Request) Decision {
+func Resolve(svc *config.Service, client spiffeid.ID, port uint16, r *http.Request) Decision {
 	if svc == nil {
 		return Decision{}
 	}
-	path := r.URL.EscapedPath()
-	if isGRPC(r) && svc.GRPC.HasPort(port) {
-		service, method, ok := grpcMethod(path)
-		return resolve(svc.GRPC, port, r, path, grpcCall{service, method, ok})
+	httpRoutes, grpcRoutes := svc.HTTP, svc.GRPC
+	if len(svc.Consumers) > 0 {
+		if c := svc.ConsumerRoutes(clientNamespace(client)); c.HasPort(port) {
+			httpRoutes, grpcRoutes = c.HTTP, c.GRPC
+		}
 	}
-	return resolve(svc.HTTP, port, r, path, grpcCall{})
+	path := r.URL.EscapedPath()
+	if isGRPC(r) && grpcRoutes.HasPort(port) {
+		service, method, ok := grpcMethod(path)
+		return resolve(grpcRoutes, port, r, path, grpcCall{service, method, ok})
+	}
+	return resolve(httpRoutes, port, r, path, grpcCall{})
+}
+
+// clientNamespace is the namespace of a workload identity, "" when id is
+// not one. The trust domain is not compared: the waypoint's HBONE server
+// admits clients of its own trust domain only.
+func clientNamespace(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	ns, _, err := identity.ParseWorkloadID(id)
+	if err != nil {
+		return ""
+	}
+	return ns
 }
 
 // grpcCall is the service and method a gRPC request calls; ok is false

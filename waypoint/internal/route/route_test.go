@@ -100,7 +100,7 @@ func TestMatchConditions(t *testing.T) {
 			if tt.hit {
 				want = "r/hit"
 			}
-			if got := reached(route.Resolve(svc, 80, tt.req)); got != want {
+			if got := reached(route.Resolve(svc, nobody, 80, tt.req)); got != want {
 				t.Errorf("reached %s, want %s", got, want)
 			}
 		})
@@ -124,14 +124,14 @@ func TestPrefix(t *testing.T) {
 		{"/other", "r/other", "/other"},
 	}
 	for _, tt := range tests {
-		d := route.Resolve(svc, 80, request("GET", tt.path))
+		d := route.Resolve(svc, nobody, 80, request("GET", tt.path))
 		if reached(d) != tt.rule || d.Prefix != tt.prefix {
 			t.Errorf("%s: reached %s with prefix %q, want %s with %q", tt.path, reached(d), d.Prefix, tt.rule, tt.prefix)
 		}
 	}
 	// A rule without matches is PathPrefix "/".
 	svc = service(t, []*waypointapi.HTTPRoute{httpRoute("r", 0, rule("all"))}, nil)
-	if d := route.Resolve(svc, 80, request("GET", "/x/y")); reached(d) != "r/all" || d.Prefix != "/" {
+	if d := route.Resolve(svc, nobody, 80, request("GET", "/x/y")); reached(d) != "r/all" || d.Prefix != "/" {
 		t.Errorf("rule without matches: reached %s with prefix %q, want r/all with /", reached(d), d.Prefix)
 	}
 }
@@ -156,7 +156,7 @@ func TestPorts(t *testing.T) {
 		{9090, "/a", "-"},
 	}
 	for _, tt := range tests {
-		if got := reached(route.Resolve(svc, tt.port, request("GET", tt.path))); got != tt.want {
+		if got := reached(route.Resolve(svc, nobody, tt.port, request("GET", tt.path))); got != tt.want {
 			t.Errorf("port %d %s: reached %s, want %s", tt.port, tt.path, got, tt.want)
 		}
 	}
@@ -171,7 +171,7 @@ func TestPorts(t *testing.T) {
 		path string
 		want string
 	}{{80, "/a", "on80/a"}, {80, "/b", "all/b"}, {8080, "/b", "all/b"}, {8080, "/a", "404"}, {80, "/c", "404"}} {
-		if got := reached(route.Resolve(svc, tt.port, request("GET", tt.path))); got != tt.want {
+		if got := reached(route.Resolve(svc, nobody, tt.port, request("GET", tt.path))); got != tt.want {
 			t.Errorf("port %d %s: reached %s, want %s", tt.port, tt.path, got, tt.want)
 		}
 	}
@@ -179,14 +179,14 @@ func TestPorts(t *testing.T) {
 
 func TestNoRoutes(t *testing.T) {
 	svc := service(t, nil, nil)
-	if d := route.Resolve(svc, 80, request("GET", "/")); d != (route.Decision{}) {
+	if d := route.Resolve(svc, nobody, 80, request("GET", "/")); d != (route.Decision{}) {
 		t.Errorf("service without routes: %+v, want the zero Decision", d)
 	}
-	if d := route.Resolve(nil, 80, request("GET", "/")); d != (route.Decision{}) {
+	if d := route.Resolve(nil, nobody, 80, request("GET", "/")); d != (route.Decision{}) {
 		t.Errorf("nil service: %+v, want the zero Decision", d)
 	}
 	// A hand-built, empty table has no entry for any port.
-	if d := route.Resolve(&config.Service{HTTP: &config.RouteTable{}}, 80, request("GET", "/")); d != (route.Decision{}) {
+	if d := route.Resolve(&config.Service{HTTP: &config.RouteTable{}}, nobody, 80, request("GET", "/")); d != (route.Decision{}) {
 		t.Errorf("empty table: %+v", d)
 	}
 }
@@ -199,12 +199,12 @@ func TestHandBuilt(t *testing.T) {
 		Match: config.Match{Path: &config.PathMatch{Type: config.PathPrefix, Value: "/"}, Headers: []config.ValueMatch{{Name: "x-a", Value: "1"}}},
 		Rule:  r,
 	}}}}
-	if d := route.Resolve(svc, 80, request("GET", "/", "X-A: 1")); d.Rule != r {
+	if d := route.Resolve(svc, nobody, 80, request("GET", "/", "X-A: 1")); d.Rule != r {
 		t.Errorf("hand-built header match: %+v", d)
 	}
 	// A regex path without its compiled expression never matches.
 	svc.HTTP.Entries[0].Match = config.Match{Path: &config.PathMatch{Type: config.PathRegex, Value: ".*"}}
-	if d := route.Resolve(svc, 80, request("GET", "/")); !d.NotFound {
+	if d := route.Resolve(svc, nobody, 80, request("GET", "/")); !d.NotFound {
 		t.Errorf("regex without Regex: %+v, want NotFound", d)
 	}
 }
@@ -250,7 +250,7 @@ func TestGRPC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := reached(route.Resolve(svc, tt.port, tt.req)); got != tt.want {
+			if got := reached(route.Resolve(svc, nobody, tt.port, tt.req)); got != tt.want {
 				t.Errorf("reached %s, want %s", got, tt.want)
 			}
 		})
@@ -258,12 +258,12 @@ func TestGRPC(t *testing.T) {
 
 	// Without HTTPRoutes, a request that is not gRPC is not routed.
 	svc = service(t, nil, grpcRoutes)
-	if got := reached(route.Resolve(svc, 9090, request("GET", "/"))); got != "-" {
+	if got := reached(route.Resolve(svc, nobody, 9090, request("GET", "/"))); got != "-" {
 		t.Errorf("HTTP request to a service with GRPCRoutes only: reached %s, want -", got)
 	}
 	// A GRPCRoute rule without matches takes every gRPC request.
 	svc = service(t, nil, []*waypointapi.GRPCRoute{grpcRoute("all", 0, grpcRule("any"))})
-	if got := reached(route.Resolve(svc, 9090, grpcRequest("/x"))); got != "all/any" {
+	if got := reached(route.Resolve(svc, nobody, 9090, grpcRequest("/x"))); got != "all/any" {
 		t.Errorf("GRPCRoute rule without matches: reached %s, want all/any", got)
 	}
 }
@@ -337,7 +337,7 @@ func TestMeshConformance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.test+" "+tt.req.URL.String(), func(t *testing.T) {
-			d := route.Resolve(tt.svc, 80, tt.req)
+			d := route.Resolve(tt.svc, nobody, 80, tt.req)
 			got := "404"
 			if !d.NotFound {
 				got = d.Rule.Name
@@ -360,12 +360,12 @@ func TestNoAllocations(t *testing.T) {
 		"query":  request("GET", "/search?q=skiff&lang=en"),
 	}
 	for name, r := range reqs {
-		if n := testing.AllocsPerRun(100, func() { route.Resolve(svc, 80, r) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { route.Resolve(svc, nobody, 80, r) }); n != 0 {
 			t.Errorf("%s: %v allocations per Resolve, want 0", name, n)
 		}
 	}
 	r := request("GET", "/x")
-	if n := testing.AllocsPerRun(100, func() { route.Resolve(none, 80, r) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { route.Resolve(none, nobody, 80, r) }); n != 0 {
 		t.Errorf("no routes: %v allocations per Resolve, want 0", n)
 	}
 }
@@ -395,7 +395,7 @@ func BenchmarkResolve(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				route.Resolve(bc.svc, 80, bc.req)
+				route.Resolve(bc.svc, nobody, 80, bc.req)
 			}
 		})
 	}
