@@ -81,8 +81,9 @@ func (c *ruleCheck) badMatch(i int, field string, err error) {
 
 func (c *ruleCheck) ok() bool { return len(c.problems) == 0 }
 
-// checkHTTPRule checks an HTTPRoute rule of a route in routeNS.
-func checkHTTPRule(rule gatewayv1.HTTPRouteRule, routeNS string) ruleCheck {
+// checkHTTPRule checks an HTTPRoute rule of a route whose references
+// scope permits.
+func checkHTTPRule(rule gatewayv1.HTTPRouteRule, scope refScope) ruleCheck {
 	var c ruleCheck
 	for i, m := range rule.Matches {
 		f := fmt.Sprintf("matches[%d]", i)
@@ -90,7 +91,7 @@ func checkHTTPRule(rule gatewayv1.HTTPRouteRule, routeNS string) ruleCheck {
 			c.badMatch(i, field, err)
 		}
 	}
-	redirect, prefixModifier := checkFilters(&c, "", rule.Filters, false, routeNS)
+	redirect, prefixModifier := checkFilters(&c, "", rule.Filters, false, scope)
 	if prefixModifier {
 		for i, m := range rule.Matches {
 			if m.Path != nil && m.Path.Type != nil && *m.Path.Type != gatewayv1.PathMatchPathPrefix {
@@ -102,8 +103,8 @@ func checkHTTPRule(rule gatewayv1.HTTPRouteRule, routeNS string) ruleCheck {
 	kept := 0
 	for i, b := range rule.BackendRefs {
 		f := fmt.Sprintf("backendRefs[%d]", i)
-		checkFilters(&c, f+".", b.Filters, true, routeNS)
-		if checkBackend(&c, f, b.BackendRef, routeNS) {
+		checkFilters(&c, f+".", b.Filters, true, scope)
+		if checkBackend(&c, f, b.BackendRef, scope) {
 			kept++
 		}
 	}
@@ -131,8 +132,9 @@ func checkHTTPRule(rule gatewayv1.HTTPRouteRule, routeNS string) ruleCheck {
 	return c
 }
 
-// checkGRPCRule checks a GRPCRoute rule of a route in routeNS.
-func checkGRPCRule(rule gatewayv1.GRPCRouteRule, routeNS string) ruleCheck {
+// checkGRPCRule checks a GRPCRoute rule of a route whose references
+// scope permits.
+func checkGRPCRule(rule gatewayv1.GRPCRouteRule, scope refScope) ruleCheck {
 	var c ruleCheck
 	for i, m := range rule.Matches {
 		f := fmt.Sprintf("matches[%d]", i)
@@ -140,11 +142,11 @@ func checkGRPCRule(rule gatewayv1.GRPCRouteRule, routeNS string) ruleCheck {
 			c.badMatch(i, field, err)
 		}
 	}
-	checkFilters(&c, "", grpcFilters(rule.Filters), false, routeNS)
+	checkFilters(&c, "", grpcFilters(rule.Filters), false, scope)
 	for i, b := range rule.BackendRefs {
 		f := fmt.Sprintf("backendRefs[%d]", i)
-		checkFilters(&c, f+".", grpcFilters(b.Filters), true, routeNS)
-		checkBackend(&c, f, b.BackendRef, routeNS)
+		checkFilters(&c, f+".", grpcFilters(b.Filters), true, scope)
+		checkBackend(&c, f, b.BackendRef, scope)
 	}
 	return c
 }
@@ -163,9 +165,9 @@ func checkDuration(c *ruleCheck, field string, d *gatewayv1.Duration) (time.Dura
 }
 
 // checkBackend checks the port and weight of a backendRef translation
-// keeps (a Service in the route's namespace), and reports whether it does.
-func checkBackend(c *ruleCheck, field string, ref gatewayv1.BackendRef, routeNS string) bool {
-	if !keptBackend(routeNS, ref) {
+// keeps (a Service scope permits), and reports whether it does.
+func checkBackend(c *ruleCheck, field string, ref gatewayv1.BackendRef, scope refScope) bool {
+	if !scope.kept(ref) {
 		return false
 	}
 	if ref.Port != nil && (*ref.Port < 0 || *ref.Port > 65535) {
@@ -177,20 +179,95 @@ func checkBackend(c *ruleCheck, field string, ref gatewayv1.BackendRef, routeNS 
 	return true
 }
 
-// keptBackend reports whether Index.backend translates ref: a Service in
-// the route's namespace (Skiff has no ReferenceGrant).
-func keptBackend(routeNS string, ref gatewayv1.BackendRef) bool {
+// refScope is what a route's backendRefs may name: Services in the
+// route's own namespace and, for a consumer route, the Service it is
+// attached to. Skiff implements no ReferenceGrant, so that is all.
+//
+// GEP-1294 ("Namespace boundaries") lets mesh routes send to backends in
+// any namespace without a ReferenceGrant only where that reaches nothing
+// the route's clients could not reach anyway, and asks for ReferenceGrant
+// otherwise. A waypoint sends to a backend as itself, after checking the
+// client against the policies of the Service the request was for, not
+// the backend's: a consumer route to any other Service of another
+// namespace would carry its clients past that Service's own policies. The
+// Service the consumer route is attached to is the exception: its clients
+// already reach it, through the same waypoint and its policies, so
+// sending them there widens nothing.
+type refScope struct {
+	routeNS string
+	// parents are the Services, in other namespaces than routeNS, the
+	// route is attached to; none for a producer route.
+	parents []key
+}
+
+// routeScope is the scope of a route in routeNS attached through parents
+// (its Service parentRefs, or those of them to consider).
+func routeScope(routeNS string, parents []gatewayv1.ParentReference) refScope {
+	scope := refScope{routeNS: routeNS}
+	for _, p := range parents {
+		if ns := parentNamespace(p, routeNS); ns != routeNS && isServiceRef(p) {
+			scope.parents = append(scope.parents, keyOf(ns, string(p.Name)))
+		}
+	}
+	return scope
+}
+
+// namespace is the namespace ref names: the route's when it names none.
+func (s refScope) namespace(ref gatewayv1.BackendObjectReference) string {
+	if ref.Namespace == nil || *ref.Namespace == "" {
+		return s.routeNS
+	}
+	return string(*ref.Namespace)
+}
+
+// kept reports whether Index.backend translates ref: a Service the
+// scope permits.
+func (s refScope) kept(ref gatewayv1.BackendRef) bool {
 	if ref.Kind != nil && *ref.Kind != "Service" || ref.Group != nil && *ref.Group != "" {
 		return false
 	}
-	return ref.Namespace == nil || string(*ref.Namespace) == routeNS
+	return s.permits(ref.BackendObjectReference)
+}
+
+// permits reports whether ref is in the route's namespace or names one
+// of the route's parent Services.
+func (s refScope) permits(ref gatewayv1.BackendObjectReference) bool {
+	ns := s.namespace(ref)
+	return ns == s.routeNS || slices.Contains(s.parents, keyOf(ns, string(ref.Name)))
+}
+
+// BackendPermitted reports whether a route in routeNS, attached to the
+// Service parent (a parentRef of the route), may name ref without a
+// ReferenceGrant: ref is in the route's namespace, or it is that parent
+// Service (see refScope). Status reports RefNotPermitted for a ref it
+// does not permit, and translation leaves such a ref out.
+func BackendPermitted(routeNS string, parent gatewayv1.ParentReference, ref gatewayv1.BackendObjectReference) bool {
+	return routeScope(routeNS, []gatewayv1.ParentReference{parent}).permits(ref)
+}
+
+// isServiceRef reports whether a parentRef names a Service (GAMMA: group
+// "" or "core", kind Service).
+func isServiceRef(ref gatewayv1.ParentReference) bool {
+	if ref.Kind == nil || *ref.Kind != "Service" {
+		return false
+	}
+	return ref.Group == nil || *ref.Group == "" || *ref.Group == "core"
+}
+
+// parentNamespace is the namespace of a parentRef of a route in routeNS.
+func parentNamespace(ref gatewayv1.ParentReference, routeNS string) string {
+	if ref.Namespace == nil || *ref.Namespace == "" {
+		return routeNS
+	}
+	return string(*ref.Namespace)
 }
 
 // checkFilters checks a list of filters of a rule, or of a backendRef
-// (onBackend), of a route in routeNS; parent is the list's field prefix.
+// (onBackend), of a route whose references scope permits; parent is the
+// list's field prefix.
 // It reports whether the list redirects and whether it uses a
 // ReplacePrefixMatch modifier.
-func checkFilters(c *ruleCheck, parent string, fs []gatewayv1.HTTPRouteFilter, onBackend bool, routeNS string) (redirect, prefixModifier bool) {
+func checkFilters(c *ruleCheck, parent string, fs []gatewayv1.HTTPRouteFilter, onBackend bool, scope refScope) (redirect, prefixModifier bool) {
 	seen := map[gatewayv1.HTTPRouteFilterType]bool{}
 	for i, fl := range fs {
 		f := fmt.Sprintf("%sfilters[%d]", parent, i)
@@ -214,7 +291,7 @@ func checkFilters(c *ruleCheck, parent string, fs []gatewayv1.HTTPRouteFilter, o
 			prefixModifier = checkRewrite(c, f+".urlRewrite", fl.URLRewrite) || prefixModifier
 		case gatewayv1.HTTPRouteFilterRequestMirror:
 			ref := gatewayv1.BackendRef{BackendObjectReference: fl.RequestMirror.BackendRef}
-			if p := ref.Port; p != nil && keptBackend(routeNS, ref) && (*p < 0 || *p > 65535) {
+			if p := ref.Port; p != nil && scope.kept(ref) && (*p < 0 || *p > 65535) {
 				c.add(f+".requestMirror.backendRef.port", fmt.Errorf("invalid port %d", *p))
 			}
 		}

@@ -104,14 +104,14 @@ func (ix *Index) waypointService(s *serviceInfo) *waypointapi.Service {
 			if !ok {
 				continue
 			}
-			out.HttpRoutes = append(out.HttpRoutes, ix.httpRoute(r, port))
+			out.HttpRoutes = append(out.HttpRoutes, ix.httpRoute(r, port, s))
 			routeKeys[keyOf(r.Namespace, r.Name)] = true
 		}
 	}
 	for _, r := range sortedRoutes(ix.grpcRoutes, func(r *gatewayv1.GRPCRoute) metaOf { return metaOf{r.Namespace, r.Name, r.CreationTimestamp.Time} }) {
 		for _, ref := range r.Spec.ParentRefs {
 			if port, ok := s.parentPort(ref, r.Namespace); ok {
-				out.GrpcRoutes = append(out.GrpcRoutes, ix.grpcRoute(r, port))
+				out.GrpcRoutes = append(out.GrpcRoutes, ix.grpcRoute(r, port, s))
 			}
 		}
 	}
@@ -144,21 +144,23 @@ func sortedRoutes[T any](m map[key]*T, meta func(*T) metaOf) []*T {
 }
 
 // refersToService reports whether a parentRef of a route in routeNS names
-// service s (GAMMA: group "" or "core", kind Service).
+// service s (GAMMA: group "" or "core", kind Service). The route is a
+// producer route when routeNS is the service's namespace, and a consumer
+// route otherwise (GEP-1294), which the waypoint applies to routeNS's
+// clients only (consumerScope).
 func refersToService(ref gatewayv1.ParentReference, routeNS string, s *serviceInfo) bool {
-	if ref.Kind == nil || *ref.Kind != "Service" {
-		return false
+	return isServiceRef(ref) && parentNamespace(ref, routeNS) == s.ns && string(ref.Name) == s.name
+}
+
+// consumerScope returns, for a route in routeNS attached to service s,
+// the namespace whose clients alone it applies to ("" for a producer
+// route, which applies to every client) and what its backendRefs may
+// name.
+func consumerScope(routeNS string, s *serviceInfo) (consumerNS string, scope refScope) {
+	if routeNS == s.ns {
+		return "", refScope{routeNS: routeNS}
 	}
-	if ref.Group != nil && *ref.Group != "" && *ref.Group != "core" {
-		return false
-	}
-	ns := routeNS
-	if ref.Namespace != nil {
-		ns = string(*ref.Namespace)
-	}
-	// Producer routes only: a route in another namespace would apply to
-	// that namespace's clients alone, which Skiff does not implement.
-	return ns == s.ns && routeNS == s.ns && string(ref.Name) == s.name
+	return routeNS, refScope{routeNS: routeNS, parents: []key{keyOf(s.ns, s.name)}}
 }
 
 // parentPort returns the port a route in routeNS attaches to through ref,
@@ -211,12 +213,14 @@ func attachedPort(ref gatewayv1.ParentReference, ports iter.Seq2[string, uint32]
 
 // backend translates a backendRef, or returns nil for one the waypoint must
 // not send to: a kind other than Service, or a Service in another namespace
-// (Skiff has no ReferenceGrant, and the route's status says RefNotPermitted).
-func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.BackendRef {
-	if !keptBackend(routeNS, ref) {
+// scope does not permit (Skiff has no ReferenceGrant, and the route's
+// status says RefNotPermitted).
+func (ix *Index) backend(scope refScope, ref gatewayv1.BackendRef) *waypointapi.BackendRef {
+	if !scope.kept(ref) {
 		return nil
 	}
-	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: routeNS, Hostname: ix.hostname(routeNS, string(ref.Name)), Weight: 1}
+	ns := scope.namespace(ref.BackendObjectReference)
+	b := &waypointapi.BackendRef{Name: string(ref.Name), Namespace: ns, Hostname: ix.hostname(ns, string(ref.Name)), Weight: 1}
 	if ref.Port != nil {
 		b.Port = uint32(*ref.Port)
 	}
@@ -227,21 +231,23 @@ func (ix *Index) backend(routeNS string, ref gatewayv1.BackendRef) *waypointapi.
 }
 
 // routeBackend translates a rule's backendRef with its own filters.
-func (ix *Index) routeBackend(routeNS string, ref gatewayv1.BackendRef, filters []gatewayv1.HTTPRouteFilter) *waypointapi.BackendRef {
-	b := ix.backend(routeNS, ref)
+func (ix *Index) routeBackend(scope refScope, ref gatewayv1.BackendRef, filters []gatewayv1.HTTPRouteFilter) *waypointapi.BackendRef {
+	b := ix.backend(scope, ref)
 	if b == nil {
 		return nil
 	}
 	for _, f := range filters {
-		if hf := ix.httpFilter(routeNS, f); hf != nil {
+		if hf := ix.httpFilter(scope, f); hf != nil {
 			b.Filters = append(b.Filters, hf)
 		}
 	}
 	return b
 }
 
-func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32) *waypointapi.HTTPRoute {
-	out := &waypointapi.HTTPRoute{Name: r.Name, Namespace: r.Namespace, Port: port}
+// httpRoute translates route r attached to port of service s.
+func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32, s *serviceInfo) *waypointapi.HTTPRoute {
+	consumerNS, scope := consumerScope(r.Namespace, s)
+	out := &waypointapi.HTTPRoute{Name: r.Name, Namespace: r.Namespace, Port: port, ConsumerNamespace: consumerNS}
 	for _, h := range r.Spec.Hostnames {
 		out.Hostnames = append(out.Hostnames, string(h))
 	}
@@ -250,7 +256,7 @@ func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32) *waypointapi.HTT
 		if rule.Name != nil {
 			rr.Name = string(*rule.Name)
 		}
-		check := checkHTTPRule(rule, r.Namespace)
+		check := checkHTTPRule(rule, scope)
 		for i, m := range rule.Matches {
 			if !check.badMatches[i] {
 				rr.Matches = append(rr.Matches, httpMatch(m))
@@ -263,12 +269,12 @@ func (ix *Index) httpRoute(r *gatewayv1.HTTPRoute, port uint32) *waypointapi.HTT
 			continue
 		}
 		for _, f := range rule.Filters {
-			if hf := ix.httpFilter(r.Namespace, f); hf != nil {
+			if hf := ix.httpFilter(scope, f); hf != nil {
 				rr.Filters = append(rr.Filters, hf)
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if be := ix.routeBackend(r.Namespace, b.BackendRef, b.Filters); be != nil {
+			if be := ix.routeBackend(scope, b.BackendRef, b.Filters); be != nil {
 				rr.Backends = append(rr.Backends, be)
 			}
 		}
@@ -442,7 +448,7 @@ type UnsupportedRule struct {
 func UnsupportedHTTPRules(r *gatewayv1.HTTPRoute) []UnsupportedRule {
 	var out []UnsupportedRule
 	for i, rule := range r.Spec.Rules {
-		if c := checkHTTPRule(rule, r.Namespace); !c.ok() {
+		if c := checkHTTPRule(rule, routeScope(r.Namespace, r.Spec.ParentRefs)); !c.ok() {
 			out = append(out, unsupported(i, rule.Name, c, len(rule.Matches)))
 		}
 	}
@@ -454,7 +460,7 @@ func UnsupportedHTTPRules(r *gatewayv1.HTTPRoute) []UnsupportedRule {
 func UnsupportedGRPCRules(r *gatewayv1.GRPCRoute) []UnsupportedRule {
 	var out []UnsupportedRule
 	for i, rule := range r.Spec.Rules {
-		if c := checkGRPCRule(rule, r.Namespace); !c.ok() {
+		if c := checkGRPCRule(rule, routeScope(r.Namespace, r.Spec.ParentRefs)); !c.ok() {
 			out = append(out, unsupported(i, rule.Name, c, len(rule.Matches)))
 		}
 	}
@@ -481,7 +487,7 @@ func sectionName(n *gatewayv1.SectionName) string {
 // a mirror whose backend the waypoint must not use (another kind, another
 // namespace, or a Service that does not exist): the spec says to drop such
 // a mirror, and the route's ResolvedRefs condition reports it.
-func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi.HTTPFilter {
+func (ix *Index) httpFilter(scope refScope, f gatewayv1.HTTPRouteFilter) *waypointapi.HTTPFilter {
 	switch {
 	case f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_RequestHeaderModifier{RequestHeaderModifier: headerMod(f.RequestHeaderModifier)}}
@@ -512,7 +518,7 @@ func (ix *Index) httpFilter(ns string, f gatewayv1.HTTPRouteFilter) *waypointapi
 		out.HasPath, out.PathType, out.Path = pathMod(f.URLRewrite.Path)
 		return &waypointapi.HTTPFilter{Kind: &waypointapi.HTTPFilter_UrlRewrite{UrlRewrite: out}}
 	case f.Type == gatewayv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil:
-		b := ix.backend(ns, gatewayv1.BackendRef{BackendObjectReference: f.RequestMirror.BackendRef})
+		b := ix.backend(scope, gatewayv1.BackendRef{BackendObjectReference: f.RequestMirror.BackendRef})
 		if b == nil || ix.services[keyOf(b.Namespace, b.Name)] == nil {
 			return nil
 		}
@@ -544,8 +550,10 @@ func pathMod(p *gatewayv1.HTTPPathModifier) (bool, waypointapi.MatchType, string
 	return false, 0, ""
 }
 
-func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRPCRoute {
-	out := &waypointapi.GRPCRoute{Name: r.Name, Namespace: r.Namespace, Port: port}
+// grpcRoute translates route r attached to port of service s.
+func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32, s *serviceInfo) *waypointapi.GRPCRoute {
+	consumerNS, scope := consumerScope(r.Namespace, s)
+	out := &waypointapi.GRPCRoute{Name: r.Name, Namespace: r.Namespace, Port: port, ConsumerNamespace: consumerNS}
 	for _, h := range r.Spec.Hostnames {
 		out.Hostnames = append(out.Hostnames, string(h))
 	}
@@ -554,7 +562,7 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRP
 		if rule.Name != nil {
 			rr.Name = string(*rule.Name)
 		}
-		check := checkGRPCRule(rule, r.Namespace)
+		check := checkGRPCRule(rule, scope)
 		for i, m := range rule.Matches {
 			gm := &waypointapi.GRPCRouteMatch{}
 			if mm := m.Method; mm != nil {
@@ -586,12 +594,12 @@ func (ix *Index) grpcRoute(r *gatewayv1.GRPCRoute, port uint32) *waypointapi.GRP
 			continue
 		}
 		for _, f := range rule.Filters {
-			if hf := ix.httpFilter(r.Namespace, grpcFilter(f)); hf != nil {
+			if hf := ix.httpFilter(scope, grpcFilter(f)); hf != nil {
 				rr.Filters = append(rr.Filters, hf)
 			}
 		}
 		for _, b := range rule.BackendRefs {
-			if be := ix.routeBackend(r.Namespace, b.BackendRef, grpcFilters(b.Filters)); be != nil {
+			if be := ix.routeBackend(scope, b.BackendRef, grpcFilters(b.Filters)); be != nil {
 				rr.Backends = append(rr.Backends, be)
 			}
 		}
