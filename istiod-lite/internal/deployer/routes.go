@@ -137,28 +137,6 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 	}
 	st := r.kind.status(route)
 	routeNS, generation := route.GetNamespace(), route.GetGeneration()
-	// ResolvedRefs: every backend is a Service that exists.
-	resolved := metav1.Condition{Type: string(gatewayv1.RouteConditionResolvedRefs), Status: metav1.ConditionTrue, Reason: string(gatewayv1.RouteReasonResolvedRefs), ObservedGeneration: generation}
-	for _, b := range r.kind.backends(route) {
-		if (b.Kind != nil && *b.Kind != "Service") || (b.Group != nil && *b.Group != "") {
-			resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonInvalidKind), "backendRefs must be Services"
-			continue
-		}
-		ns := routeNS
-		if b.Namespace != nil {
-			ns = string(*b.Namespace)
-		}
-		if ns != routeNS {
-			resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonRefNotPermitted), "cross-namespace backends are not supported"
-			continue
-		}
-		var svc corev1.Service
-		if err := r.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: string(b.Name)}, &svc); apierrors.IsNotFound(err) {
-			resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s/%s not found", ns, b.Name)
-		} else if err != nil {
-			return reconcile.Result{}, err
-		}
-	}
 	notAccepted, partial := unsupportedConditions(r.kind.unsupported(route), r.kind.rules(route), generation)
 	var parents []gatewayv1.RouteParentStatus
 	for _, ref := range r.kind.parents(route) {
@@ -184,10 +162,12 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 			accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent), fmt.Sprintf("Service %s/%s not found", ns, ref.Name)
 		} else if err != nil {
 			return reconcile.Result{}, err
-		} else if ns != routeNS {
-			accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonNotAllowedByListeners), "consumer routes (in another namespace than the Service) are not supported"
 		} else if _, ok := index.ParentPort(ref, svc.Spec.Ports); !ok {
 			accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent), fmt.Sprintf("Service %s/%s has no port %s", ns, ref.Name, portName(ref))
+		}
+		resolved, err := r.resolvedRefs(ctx, route, ref)
+		if err != nil {
+			return reconcile.Result{}, err
 		}
 		meta.SetStatusCondition(&ps.Conditions, accepted)
 		meta.SetStatusCondition(&ps.Conditions, resolved)
@@ -210,6 +190,40 @@ func (r *routeStatus) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// resolvedRefs is the ResolvedRefs condition of route for its Service
+// parent: every backend is a Service that exists and that the route may
+// name without a ReferenceGrant, which Skiff does not implement
+// (index.BackendPermitted): one in the route's namespace or, for a
+// consumer route (GEP-1294), the parent Service itself. A consumer route
+// is accepted like a producer route; a backend in another namespace than
+// those is RefNotPermitted, and the waypoint leaves it out.
+func (r *routeStatus) resolvedRefs(ctx context.Context, route client.Object, parent gatewayv1.ParentReference) (metav1.Condition, error) {
+	routeNS := route.GetNamespace()
+	resolved := metav1.Condition{Type: string(gatewayv1.RouteConditionResolvedRefs), Status: metav1.ConditionTrue, Reason: string(gatewayv1.RouteReasonResolvedRefs), ObservedGeneration: route.GetGeneration()}
+	for _, b := range r.kind.backends(route) {
+		if (b.Kind != nil && *b.Kind != "Service") || (b.Group != nil && *b.Group != "") {
+			resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonInvalidKind), "backendRefs must be Services"
+			continue
+		}
+		ns := routeNS
+		if b.Namespace != nil && *b.Namespace != "" {
+			ns = string(*b.Namespace)
+		}
+		if !index.BackendPermitted(routeNS, parent, b.BackendObjectReference) {
+			resolved.Status, resolved.Reason = metav1.ConditionFalse, string(gatewayv1.RouteReasonRefNotPermitted)
+			resolved.Message = fmt.Sprintf("backendRef to Service %s/%s is not permitted: without a ReferenceGrant (which Skiff does not support), a route may name Services of its own namespace and, for a consumer route, the Service it is attached to", ns, b.Name)
+			continue
+		}
+		var svc corev1.Service
+		if err := r.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: string(b.Name)}, &svc); apierrors.IsNotFound(err) {
+			resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, string(gatewayv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s/%s not found", ns, b.Name)
+		} else if err != nil {
+			return metav1.Condition{}, fmt.Errorf("backendRef Service %s/%s: %w", ns, b.Name, err)
+		}
+	}
+	return resolved, nil
 }
 
 // portName describes the port a parentRef names, for a status message.

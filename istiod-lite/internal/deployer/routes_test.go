@@ -166,9 +166,9 @@ func TestRouteStatusClearsPartiallyInvalid(t *testing.T) {
 	}
 }
 
-// statusClient is a fake API server holding route and Services shop/web
-// (ports http 80, grpc 9090) and shop/web-v2.
-func statusClient(t *testing.T, route client.Object) client.Client {
+// statusClient is a fake API server holding route, Services shop/web
+// (ports http 80, grpc 9090) and shop/web-v2, and more.
+func statusClient(t *testing.T, route client.Object, more ...client.Object) client.Client {
 	t.Helper()
 	s := runtime.NewScheme()
 	if err := corev1.AddToScheme(s); err != nil {
@@ -180,6 +180,80 @@ func statusClient(t *testing.T, route client.Object) client.Client {
 	web := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "grpc", Port: 9090}}}}
 	v2 := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-v2"}}
-	return fake.NewClientBuilder().WithScheme(s).WithObjects(route, web, v2).
+	return fake.NewClientBuilder().WithScheme(s).WithObjects(append([]client.Object{route, web, v2}, more...)...).
 		WithStatusSubresource(&gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}).Build()
+}
+
+// TestConsumerRouteStatus checks the status of a consumer route (GEP-1294):
+// a route in namespace "client" attached to Service shop/web is accepted,
+// and its backendRefs resolve when they name that Service or a Service of
+// its own namespace, and are RefNotPermitted when they name any other
+// Service of another namespace (Skiff has no ReferenceGrant).
+func TestConsumerRouteStatus(t *testing.T) {
+	const parent = `"parentRefs":[{"group":"","kind":"Service","name":"web","namespace":"shop"}]`
+	accepted := want{gatewayv1.RouteConditionAccepted, metav1.ConditionTrue, "Accepted", ""}
+	resolved := want{gatewayv1.RouteConditionResolvedRefs, metav1.ConditionTrue, "ResolvedRefs", ""}
+	refused := want{gatewayv1.RouteConditionResolvedRefs, metav1.ConditionFalse, "RefNotPermitted", "Service shop/web-v2 is not permitted"}
+	for _, tc := range []struct {
+		name string
+		kind routeKind
+		spec string
+		want []want
+	}{
+		{"the parent Service, as the conformance suite's MeshConsumerRoute", httpRoutes,
+			`{` + parent + `,"rules":[{"filters":[{"type":"ResponseHeaderModifier","responseHeaderModifier":{"set":[{"name":"X-Header-Set","value":"set"}]}}],"backendRefs":[{"name":"web","namespace":"shop","port":80}]}]}`,
+			[]want{accepted, resolved}},
+		{"a Service of its own namespace", httpRoutes,
+			`{` + parent + `,"rules":[{"backendRefs":[{"name":"local","port":80}]}]}`,
+			[]want{accepted, resolved}},
+		{"another Service of the parent's namespace", httpRoutes,
+			`{` + parent + `,"rules":[{"backendRefs":[{"name":"web","namespace":"shop","port":80},{"name":"web-v2","namespace":"shop","port":80}]}]}`,
+			[]want{accepted, refused}},
+		{"a mirror to another Service of the parent's namespace", httpRoutes,
+			`{` + parent + `,"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"web-v2","namespace":"shop","port":80}}}],"backendRefs":[{"name":"web","namespace":"shop","port":80}]}]}`,
+			[]want{accepted, refused}},
+		{"a Service of a third namespace", grpcRoutes,
+			`{` + parent + `,"rules":[{"backendRefs":[{"name":"web","namespace":"other","port":9090}]}]}`,
+			[]want{accepted, {gatewayv1.RouteConditionResolvedRefs, metav1.ConditionFalse, "RefNotPermitted", "Service other/web is not permitted"}}},
+		{"a missing parent Service", httpRoutes,
+			`{"parentRefs":[{"kind":"Service","name":"gone","namespace":"shop"}],"rules":[{"backendRefs":[{"name":"local","port":80}]}]}`,
+			[]want{{gatewayv1.RouteConditionAccepted, metav1.ConditionFalse, "NoMatchingParent", "shop/gone not found"}, resolved}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			route := tc.kind.newObj()
+			route.SetNamespace("client")
+			route.SetName("r")
+			route.SetGeneration(3)
+			var spec any
+			switch r := route.(type) {
+			case *gatewayv1.HTTPRoute:
+				spec = &r.Spec
+			case *gatewayv1.GRPCRoute:
+				spec = &r.Spec
+			}
+			if err := json.Unmarshal([]byte(tc.spec), spec); err != nil {
+				t.Fatal(err)
+			}
+			c := statusClient(t, route, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "client", Name: "local"}})
+			rs := &routeStatus{c: c, kind: tc.kind}
+			key := types.NamespacedName{Namespace: "client", Name: "r"}
+			if _, err := rs.Reconcile(context.Background(), reconcile.Request{NamespacedName: key}); err != nil {
+				t.Fatal(err)
+			}
+			got := tc.kind.newObj()
+			if err := c.Get(context.Background(), key, got); err != nil {
+				t.Fatal(err)
+			}
+			parents := tc.kind.status(got).Parents
+			if len(parents) != 1 {
+				t.Fatalf("parents %+v", parents)
+			}
+			for _, w := range tc.want {
+				c := meta.FindStatusCondition(parents[0].Conditions, string(w.typ))
+				if c == nil || c.Status != w.status || c.Reason != w.reason || !strings.Contains(c.Message, w.message) || c.ObservedGeneration != 3 {
+					t.Errorf("%s: %+v, want %s %s %q", w.typ, c, w.status, w.reason, w.message)
+				}
+			}
+		})
+	}
 }
