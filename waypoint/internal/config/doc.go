@@ -28,7 +28,13 @@
 //     other rule matches, ranked after every other rule, so that those
 //     requests are not sent to the service unrouted.
 //   - A route that is itself malformed (no name, a bad port) is replaced
-//     the same way, by one such last-ranked rule.
+//     the same way, by one such last-ranked rule. So is a route that does
+//     not say reliably whose clients it is for: a consumer route
+//     (GEP-1294, Service.Consumers) whose consumer_namespace is not its
+//     own namespace, or is the service's, or a route of another
+//     namespace without one. It fails closed among the routes of the
+//     consumer namespace it names, or else the producer's, and never
+//     applies to another namespace's clients.
 //   - A policy that does not compile becomes a DENY policy of the same
 //     name matching every request and connection it applies to: dropping
 //     it could widen access.
