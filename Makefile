@@ -26,8 +26,9 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./...
 
-## test: unit, integration and end-to-end tests (the race detector on)
-test: test-unit test-interop test-e2e
+## test: unit, integration and end-to-end tests (the race detector on), and the
+## Gateway API mesh conformance suite
+test: test-unit test-interop test-e2e conformance
 
 test-unit: k8s-bin ratelimit-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
@@ -79,7 +80,7 @@ generate:
 CONFORMANCE_MODULE := conformance/gatewayapi
 .PHONY: conformance
 conformance:
-	cd $(CONFORMANCE_MODULE) && SKIFF_E2E=1 $(GO) test -count=1 -run TestMeshConformance -v -timeout 60m .
+	cd $(CONFORMANCE_MODULE) && SKIFF_E2E=1 $(GO) test -count=1 -v -timeout 60m .
 
 ## test-e2e: the local cluster's smoke test, then Skiff installed from its charts
 ## on it with real traffic (brings the cluster up or reuses it, and leaves it up)
