@@ -323,6 +323,9 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		{Name: "SERVICE_ACCOUNT", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.serviceAccountName"}}},
+		// The Go runtime collects harder as the heap nears the container's
+		// memory limit (the node's allocatable memory when it has none).
+		{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: "waypoint", Resource: "limits.memory"}}},
 	}
 	if d.o.OTLPEndpoint != "" {
 		env = append(env, corev1.EnvVar{Name: "OTLP_ENDPOINT", Value: d.o.OTLPEndpoint},

@@ -279,6 +279,14 @@ type Backend struct {
 	key string
 }
 
+// ServiceBackend is the whole of svc as a backend, for requests that no
+// route sends elsewhere, with its key made once.
+func ServiceBackend(svc *Service) Backend {
+	b := Backend{Name: svc.Name, Namespace: svc.Namespace, Hostname: svc.Hostname, Weight: 1}
+	b.key = b.Namespace + "/" + b.Hostname
+	return b
+}
+
 // Key is the backend service's key in the mesh state.
 func (b *Backend) Key() string {
 	if b.key != "" {

@@ -40,7 +40,8 @@ func (p *Proxy) serveRequest(t *tunnel, w http.ResponseWriter, r *http.Request) 
 	rec, r := p.cfg.Telemetry.startRequest(t, r)
 	defer rec.finish()
 	var src *countingBody
-	if r.Body != nil && r.Body != http.NoBody {
+	// A body of length 0 (an HTTP/2 GET, say) has nothing to count.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		src = &countingBody{ReadCloser: r.Body, n: &rec.received}
 		r.Body = src
 	}
@@ -181,7 +182,7 @@ func (p *Proxy) defaultRule(tgt target) *config.Rule {
 	if r, ok := p.defaults.Load(tgt.svc); ok {
 		return r.(*config.Rule)
 	}
-	r := &config.Rule{Backends: []config.Backend{{Name: tgt.svc.Name, Namespace: tgt.svc.Namespace, Hostname: tgt.svc.Hostname, Weight: 1}}}
+	r := &config.Rule{Backends: []config.Backend{config.ServiceBackend(tgt.svc)}}
 	v, _ := p.defaults.LoadOrStore(tgt.svc, r)
 	return v.(*config.Rule)
 }
@@ -285,7 +286,7 @@ func (p *Proxy) forward(w http.ResponseWriter, in, out *http.Request, src *count
 	budget.Deposit()
 
 	var replay *retry.ReplayBody
-	if out.Body != http.NoBody {
+	if out.Body != http.NoBody && out.ContentLength != 0 {
 		replay = retry.NewReplayBody(out.Body, out.ContentLength, p.cfg.ReplayLimit)
 		defer replay.Close()
 		out.Body, _ = replay.Replay()
