@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"strconv"
@@ -74,11 +75,29 @@ func readRawResponse(br *bufio.Reader, buf []byte) (int, error) {
 // back. Allocations counted are the whole process's: the waypoint's, and
 // those of the HBONE tunnels on both sides of it.
 func BenchmarkProxyHTTP1(b *testing.B) {
+	b.Run("no limiter", func(b *testing.B) { benchmarkProxyHTTP1(b, nil) })
+	// The proxy's share of a rate limit: the verdict's fields on every
+	// answer (the limiter's own cost is ratelimit's benchmark).
+	b.Run("limit fields", func(b *testing.B) {
+		benchmarkProxyHTTP1(b, fixedVerdict{Allowed: true, RateLimit: `"default/bench";r=999999999;t=0`, RateLimitPolicy: `"default/bench";q=1000000000;w=1`})
+	})
+}
+
+// fixedVerdict is a limiter that always answers the same.
+type fixedVerdict LimitVerdict
+
+func (v fixedVerdict) Limit(context.Context, LimitRequest) LimitVerdict { return LimitVerdict(v) }
+
+func benchmarkProxyHTTP1(b *testing.B, lim Limiter) {
 	const addr = "127.77.40.1:8080"
 	st := meshstate.Config{Services: []*meshstate.Service{service("echo", echoVIP, 80, 8080)}, Workloads: []*meshstate.Workload{
 		workload("echo-0", addr, "echo", hostname("echo"), 80),
 	}}
-	m := newMesh(b, &waypointapi.Waypoint{Services: []*waypointapi.Service{wpService("echo", echoVIP, 80, 8080, "http")}}, st, meshOptions{quiet: true})
+	m := newMesh(b, &waypointapi.Waypoint{Services: []*waypointapi.Service{wpService("echo", echoVIP, 80, 8080, "http")}}, st, meshOptions{quiet: true, proxy: func(c *Config) {
+		if lim != nil {
+			c.Limiter = lim
+		}
+	}})
 	m.startTCPEndpoint("echo-0", addr, "echo", serveRawKeepAlive)
 	c, err := m.tunnel(b.Context(), echoVIP+":80")
 	if err != nil {
