@@ -28,7 +28,7 @@ build:
 
 ## test: unit, integration and end-to-end tests (the race detector on), and the
 ## Gateway API mesh conformance suite
-test: test-unit test-interop test-e2e conformance
+test: test-unit test-interop test-e2e test-conformance
 
 test-unit: k8s-bin ratelimit-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
@@ -81,6 +81,13 @@ CONFORMANCE_MODULE := conformance/gatewayapi
 .PHONY: conformance
 conformance:
 	cd $(CONFORMANCE_MODULE) && SKIFF_E2E=1 $(GO) test -count=1 -v -timeout 60m .
+
+# test-conformance: the same for make test, its report kept out of the tree
+CONFORMANCE_SCRATCH := $(or $(TMPDIR),/tmp)/skiff-conformance
+.PHONY: test-conformance
+test-conformance:
+	mkdir -p $(CONFORMANCE_SCRATCH)
+	cd $(CONFORMANCE_MODULE) && SKIFF_E2E=1 SKIFF_CONFORMANCE_REPORT=$(CONFORMANCE_SCRATCH)/skiff-mesh-report.yaml $(GO) test -count=1 -v -timeout 60m .
 
 ## test-e2e: the local cluster's smoke test, then Skiff installed from its charts
 ## on it with real traffic (brings the cluster up or reuses it, and leaves it up)
