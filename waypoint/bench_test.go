@@ -54,7 +54,7 @@ import (
 // CPUs) that no request exceeds: the limiter's cost per request and the
 // global check's latency. Run it with `make bench-waypoint`; set
 // SKIFF_BENCH_PROFILE to a directory to get CPU profiles of the waypoint
-// at saturation.
+// at saturation, one per waypoint path and protocol.
 func BenchmarkWaypoint(b *testing.B) {
 	w := newWorld(b)
 	samples := map[key][]sample{}
@@ -753,8 +753,8 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	progress("%s %s: saturation for %v", pr.name, p.name, saturateFor)
 	proxy, shims := pidsOf(p.proxy), pidsOf(p.shims)
 	var profile chan error
-	if first && p.name == "waypoint" && w.adminAddr != "" {
-		profile = w.profile(ctx, pr)
+	if first && strings.HasPrefix(p.name, "waypoint") && w.adminAddr != "" {
+		profile = w.profile(ctx, p.name, pr)
 	}
 	sampler := benchpeer.SampleRSS(func() []int { return pidsOf(p.proxy) }, 100*time.Millisecond)
 	cpu0, shims0, busy0 := benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
@@ -808,7 +808,7 @@ func (w *world) busy(b *testing.B) time.Duration {
 }
 
 // profile fetches a CPU profile of the waypoint while it is saturated.
-func (w *world) profile(ctx context.Context, pr protocol) chan error {
+func (w *world) profile(ctx context.Context, name string, pr protocol) chan error {
 	done := make(chan error, 1)
 	secs := int(saturateFor/time.Second) - 1
 	go func() {
@@ -827,7 +827,7 @@ func (w *world) profile(ctx context.Context, pr protocol) chan error {
 			done <- err
 			return
 		}
-		path := filepath.Join(w.profileDir, "waypoint-"+pr.name+".pprof")
+		path := filepath.Join(w.profileDir, name+"-"+pr.name+".pprof")
 		f, err := os.Create(path)
 		if err != nil {
 			done <- err
