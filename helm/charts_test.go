@@ -41,6 +41,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/skiffmesh/skiff/pkg/apis/apistest"
 )
 
 // namespace is where the charts are installed, as in the README.
@@ -348,25 +350,6 @@ func wantImages(t *testing.T, objs []*unstructured.Unstructured, want ...string)
 	}
 }
 
-// apiServer starts kube-apiserver and etcd with envtest, or skips.
-func apiServer(t *testing.T) (*envtest.Environment, *rest.Config) {
-	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: envtest needs kube-apiserver and etcd (make test builds them)")
-	}
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("no kube-apiserver in KUBEBUILDER_ASSETS: %v", err)
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return env, cfg
-}
-
 // applier applies objects with server-side apply through the dynamic client.
 type applier struct {
 	dyn    dynamic.Interface
@@ -458,7 +441,7 @@ func installCRDs(t *testing.T, a *applier, objs []*unstructured.Unstructured) {
 // admission, e.g. the PriorityClass of the node agents), CRDs first.
 func TestServerSideDryRun(t *testing.T) {
 	helm := helmBinary(t)
-	env, cfg := apiServer(t)
+	env, cfg := apistest.Start(t)
 	a := newApplier(t, cfg)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -3,19 +3,14 @@ package v1alpha1_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/skiffmesh/skiff/pkg/apis"
+	"github.com/skiffmesh/skiff/pkg/apis/apistest"
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
 )
 
@@ -110,34 +105,7 @@ func testDefaults(t *testing.T, c client.Client, ns string) {
 // KUBEBUILDER_ASSETS does not hold them (make test-unit builds them).
 func apiserver(t *testing.T) (client.Client, string) {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: envtest needs kube-apiserver and etcd (make test builds them)")
-	}
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("no kube-apiserver in KUBEBUILDER_ASSETS: %v", err)
-	}
-	crds, err := apis.CRDs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := apis.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, c := apistest.StartWithCRDs(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "rlp-"}}
 	if err := c.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
