@@ -1,52 +1,26 @@
 package ratelimit
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/skiffmesh/skiff/pkg/benchpeer"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 )
 
-// These tests run Envoy's rate-limit service for real: Debian's
-// redis-server from PATH, and github.com/envoyproxy/ratelimit's service
-// from $SKIFF_RATELIMIT_BIN (make ratelimit-bin builds it).
+// These tests run Envoy's rate-limit service for real: pkg/benchpeer
+// starts github.com/envoyproxy/ratelimit from $SKIFF_RATELIMIT_BIN (make
+// ratelimit-bin builds it) with a Debian redis-server of its own.
 
 // envoyRateLimit is a running envoyproxy/ratelimit with its Redis.
 type envoyRateLimit struct {
 	addr string // gRPC
-	cmd  *exec.Cmd
-	log  *lockedBuffer
-	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	p    *benchpeer.RateLimitProc
 }
 
 // startEnvoyRateLimit starts Redis and the rate-limit service on loopback,
@@ -54,123 +28,21 @@ func (l *lockedBuffer) String() string {
 // either program is missing.
 func startEnvoyRateLimit(tb testing.TB) *envoyRateLimit {
 	tb.Helper()
-	bin := os.Getenv("SKIFF_RATELIMIT_BIN")
-	if bin == "" {
-		tb.Skip("SKIFF_RATELIMIT_BIN is not set: `make ratelimit-bin` builds github.com/envoyproxy/ratelimit and sets it")
+	if _, _, err := benchpeer.RateLimitTools(""); err != nil {
+		tb.Skip(err)
 	}
-	if _, err := os.Stat(bin); err != nil {
-		tb.Skipf("SKIFF_RATELIMIT_BIN: %v (`make ratelimit-bin` builds it)", err)
-	}
-	redis, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Skip("redis-server is not on PATH (Debian: apt-get install redis-server)")
-	}
-	dir := tb.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	redisLog := &lockedBuffer{}
-	rcmd := exec.Command(redis, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
-	rcmd.Stdout, rcmd.Stderr = redisLog, redisLog
-	if err := rcmd.Start(); err != nil {
-		tb.Fatalf("starting redis-server: %v", err)
-	}
-	redisDone := make(chan struct{})
-	go func() { rcmd.Wait(); close(redisDone) }()
-	tb.Cleanup(func() { rcmd.Process.Kill(); <-redisDone })
-	poll(tb, "redis-server", redisDone, redisLog, func() bool { return redisPing(sock) })
-
-	conf := filepath.Join(dir, "runtime", "ratelimit", "config")
-	if err := os.MkdirAll(conf, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(conf, "config.yaml"), []byte("domain: skiff\n"), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	ports := freePorts(tb, 3)
-	e := &envoyRateLimit{addr: net.JoinHostPort("127.0.0.1", ports[1]), log: &lockedBuffer{}, done: make(chan struct{})}
-	e.cmd = exec.Command(bin)
-	e.cmd.Env = []string{
-		"USE_STATSD=false", "LOG_LEVEL=warn",
-		"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=unix", "REDIS_URL=" + sock,
-		"RUNTIME_ROOT=" + filepath.Join(dir, "runtime"), "RUNTIME_SUBDIRECTORY=ratelimit", "RUNTIME_WATCH_ROOT=false",
-		"HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED=true",
-		"HOST=127.0.0.1", "PORT=" + ports[0],
-		"GRPC_HOST=127.0.0.1", "GRPC_PORT=" + ports[1],
-		"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=" + ports[2],
-	}
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
-		tb.Fatalf("starting %s: %v", bin, err)
-	}
-	go func() { e.cmd.Wait(); close(e.done) }()
-	tb.Cleanup(e.stop)
-	health := "http://" + net.JoinHostPort("127.0.0.1", ports[0]) + "/healthcheck"
-	poll(tb, "the rate-limit service", e.done, e.log, func() bool {
-		resp, err := http.Get(health)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+	p, err := benchpeer.StartRateLimitService(context.Background(), benchpeer.RateLimitService{
+		Dir: tb.TempDir(), Configs: map[string]string{"config": "domain: skiff\n"},
 	})
-	return e
-}
-
-// stop ends the service and waits for it.
-func (e *envoyRateLimit) stop() {
-	e.cmd.Process.Kill()
-	<-e.done
-}
-
-// poll calls ready until it says so, failing if the process ends first or
-// it takes unreasonably long.
-func poll(tb testing.TB, what string, exited <-chan struct{}, log fmt.Stringer, ready func() bool) {
-	tb.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	giveUp := time.After(30 * time.Second)
-	for !ready() {
-		select {
-		case <-exited:
-			tb.Fatalf("%s exited before it was ready:\n%s", what, log)
-		case <-giveUp:
-			tb.Fatalf("%s not ready after 30 s:\n%s", what, log)
-		case <-tick.C:
-		}
-	}
-}
-
-func redisPing(sock string) bool {
-	c, err := net.Dial("unix", sock)
 	if err != nil {
-		return false
+		tb.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && line == "+PONG\r\n"
+	tb.Cleanup(func() { p.Close() })
+	return &envoyRateLimit{addr: p.Addr, p: p}
 }
 
-// freePorts finds n loopback ports nothing listens on now.
-func freePorts(tb testing.TB, n int) []string {
-	tb.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
+// stop ends the service (Redis stays) and waits for it.
+func (e *envoyRateLimit) stop() { e.p.Service.Close() }
 
 // month is the fill interval of the service's MONTH unit. A window that
 // long makes the counts of a test independent of when it runs: its
