@@ -118,6 +118,9 @@ func TestServeRejectsNegativeFailEvery(t *testing.T) {
 	if err := serve([]string{"-listen", "127.0.0.1:0", "-fail-every", "-1"}); err == nil {
 		t.Error("want an error for -fail-every -1")
 	}
+	if err := serve([]string{"-listen", "127.0.0.1:0", "-shutdown-delay", "-1s"}); err == nil {
+		t.Error("want an error for -shutdown-delay -1s")
+	}
 }
 
 func status(t *testing.T, url string) int {

@@ -1,12 +1,20 @@
 // Command echo is the end-to-end test app of the local cluster.
 //
-//	echo serve [-listen :8080] [-grpc :9090] [-fail-every N]
+//	echo serve [-listen :8080] [-grpc :9090] [-fail-every N] [-shutdown-delay D]
 //	                                 HTTP (and gRPC) server: every request gets a
 //	                                 report of who answered (node, pod, addresses);
-//	                                 with -fail-every N, every Nth one a 503 instead
+//	                                 with -fail-every N, every Nth one a 503 instead;
+//	                                 with -shutdown-delay, it serves on for D after SIGTERM
 //	echo get URL [-n 1] [-H 'Name: value']...
 //	                                 HTTP client: GET the URL n times, print bodies
 //	echo grpc ADDR [-n 1]            gRPC client: call Echo n times, print reports
+//	echo load URL [-mode new|reuse|long] [-rate 20] [-conns 4] [-duration 30s] [-timeout 5s] [-warmup 0]
+//	                                 load generator: GET the URL at a steady rate
+//	                                 (a new connection per request, keep-alive
+//	                                 connections, or connections kept from start
+//	                                 to end) and print one JSON line with the
+//	                                 counts of ok and failed requests, runs of
+//	                                 outcomes and how long-lived connections ended
 //
 // The server reports NODE_NAME, POD_NAME, POD_NAMESPACE and POD_IP from the
 // environment (set them with the downward API). GET /write?path=P&data=D
@@ -34,7 +42,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: echo serve [-listen :8080] [-grpc :9090] [-fail-every N] | echo get URL [-n N] | echo grpc ADDR [-n N]")
+		fmt.Fprintln(os.Stderr, "usage: echo serve [-listen :8080] [-grpc :9090] [-fail-every N] | echo get URL [-n N] | echo grpc ADDR [-n N] | echo load URL [-mode new|reuse|long] [-rate R] [-duration D]")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +53,8 @@ func main() {
 		err = get(os.Args[2:])
 	case "grpc":
 		err = grpcCall(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -59,11 +69,15 @@ func serve(args []string) error {
 	listen := fs.String("listen", ":8080", "address to listen on")
 	grpcListen := fs.String("grpc", "", "address for the gRPC Echo service (off when empty)")
 	failEvery := fs.Int("fail-every", 0, "answer every Nth report request with 503, a deterministically flaky backend (0: never)")
+	shutdownDelay := fs.Duration("shutdown-delay", 0, "on SIGTERM, keep serving this long before closing the listener, while the pod's endpoint is withdrawn (as a preStop sleep)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *failEvery < 0 {
 		return fmt.Errorf("-fail-every %d: want 0 (never) or more", *failEvery)
+	}
+	if *shutdownDelay < 0 {
+		return fmt.Errorf("-shutdown-delay %v: want 0 or more", *shutdownDelay)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ln, err := net.Listen("tcp", *listen)
@@ -75,6 +89,10 @@ func serve(args []string) error {
 	defer stop()
 	go func() {
 		<-ctx.Done()
+		if *shutdownDelay > 0 {
+			log.Info("terminating: serving on before closing", "delay", *shutdownDelay)
+			time.Sleep(*shutdownDelay)
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
