@@ -109,6 +109,22 @@ func (k *Kubectl) Pods(ns, selector string) []Pod {
 // and gRPC on 9090 and reporting who answered, and its Service "echo"
 // (http 80, grpc 9090). serviceAccount may be empty.
 func Echo(ns string, replicas int, serviceAccount string) string {
+	return echo(ns, replicas, serviceAccount, 0)
+}
+
+// EchoDraining is Echo whose pods serve on for shutdownDelay after
+// SIGTERM (as a preStop sleep does), while their endpoints are withdrawn:
+// for tests that replace pods under load and count every failure.
+func EchoDraining(ns string, replicas int, serviceAccount string, shutdownDelay time.Duration) string {
+	return echo(ns, replicas, serviceAccount, shutdownDelay)
+}
+
+func echo(ns string, replicas int, serviceAccount string, shutdownDelay time.Duration) string {
+	args, grace := "", 2
+	if shutdownDelay > 0 {
+		args = fmt.Sprintf(", -shutdown-delay, %q", shutdownDelay.String())
+		grace += int(shutdownDelay.Round(time.Second) / time.Second)
+	}
 	sa := ""
 	if serviceAccount != "" {
 		sa = "\n      serviceAccountName: " + serviceAccount
@@ -132,12 +148,12 @@ spec:
         whenUnsatisfiable: DoNotSchedule
         labelSelector:
           matchLabels: {app: echo}
-      terminationGracePeriodSeconds: 2
+      terminationGracePeriodSeconds: %[4]d
       containers:
       - name: echo
         image: skiff.local/echo:dev
         imagePullPolicy: IfNotPresent
-        args: [serve, -listen, ":8080", -grpc, ":9090"]
+        args: [serve, -listen, ":8080", -grpc, ":9090"%[5]s]
         ports: [{containerPort: 8080}, {containerPort: 9090}]
         readinessProbe:
           httpGet: {path: /healthz, port: 8080}
@@ -162,12 +178,18 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: 8080}
   - {name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}
-`, ns, replicas, sa)
+`, ns, replicas, sa, grace, args)
 }
 
 // Client returns the manifest of a toolbox pod (busybox and the echo app's
 // client, echo-app) named client on node, idle until exec'd into.
 func Client(ns, node, serviceAccount string) string {
+	return Toolbox(ns, "client", node, serviceAccount)
+}
+
+// Toolbox returns the manifest of a toolbox pod named name on node, idle
+// until exec'd into. serviceAccount may be empty.
+func Toolbox(ns, name, node, serviceAccount string) string {
 	sa := ""
 	if serviceAccount != "" {
 		sa = "\n  serviceAccountName: " + serviceAccount
@@ -175,7 +197,7 @@ func Client(ns, node, serviceAccount string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
-  name: client
+  name: %s
   namespace: %s
 spec:%s
   nodeSelector: {kubernetes.io/hostname: %s}
@@ -185,5 +207,5 @@ spec:%s
     image: skiff.local/toolbox:dev
     imagePullPolicy: IfNotPresent
     command: [sleep, "3600"]
-`, ns, sa, node)
+`, name, ns, sa, node)
 }
