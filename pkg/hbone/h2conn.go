@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,10 @@ const (
 	// defaultGoAwayTimeout bounds how long a failing connection waits to
 	// deliver its GOAWAY before closing.
 	defaultGoAwayTimeout = time.Second
+	// sentResetMemory is how many of the streams we reset are
+	// remembered, so that what the peer had in flight on them is
+	// ignored rather than answered.
+	sentResetMemory = 32
 )
 
 // DefaultWriteByteTimeout is how long a write to an HTTP/2 connection may
@@ -168,6 +173,15 @@ type h2Conn struct {
 	// the streams beyond wait in unstarted.
 	handlers  uint32
 	unstarted []unstartedStream
+
+	// sentResets holds the last streams we reset: frames the peer sent
+	// on them before it saw our RST_STREAM are ignored (RFC 9113 §5.1),
+	// where other frames on closed streams get STREAM_CLOSED. Under mu.
+	sentResets    [sentResetMemory]uint32
+	sentResetNext int
+	// blocked lists the server's own answers (answerStream) whose body
+	// waits for flow-control credit. Under mu.
+	blocked []*h2Stream
 
 	// onStream is called, on a goroutine of its own, for each stream the
 	// peer opens (server side).
@@ -440,8 +454,13 @@ func (c *h2Conn) readFrames() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				c.resetStream(se.StreamID, se.Code)
+				c.resetStream(se.StreamID, se.Code, true)
 				continue
+			}
+			if errors.Is(err, http2.ErrFrameTooLarge) {
+				// Beyond the SETTINGS_MAX_FRAME_SIZE we advertised
+				// (RFC 9113 §4.2): the frame cannot be skipped safely.
+				return fmt.Errorf("hbone: %w: %w", err, http2.ConnectionError(http2.ErrCodeFrameSize))
 			}
 			if errors.Is(err, io.EOF) {
 				return errConnClosed
@@ -463,15 +482,12 @@ func (c *h2Conn) readFrames() error {
 		case *http2.DataFrame:
 			err = c.handleData(f)
 		case *http2.RSTStreamFrame:
-			c.mu.Lock()
-			st := c.streams[f.StreamID]
-			var removed bool
-			if st != nil {
-				removed = st.resetLocked(streamResetError{code: f.ErrCode, remote: true})
-			}
-			c.mu.Unlock()
-			if removed {
-				st.released()
+			err = c.handleRSTStream(f)
+		case *http2.PriorityFrame:
+			// Priorities are advisory and tunnels ignore them, but a
+			// stream cannot depend on itself (RFC 9113 §5.3.1).
+			if f.StreamDep == f.StreamID {
+				c.resetStream(f.StreamID, http2.ErrCodeProtocol, false)
 			}
 		case *http2.GoAwayFrame:
 			c.handleGoAway(f)
@@ -482,6 +498,39 @@ func (c *h2Conn) readFrames() error {
 			return err
 		}
 	}
+}
+
+// idleLocked reports whether stream id is idle, never opened by either
+// side (RFC 9113 §5.1): only HEADERS and PRIORITY may name it. Neither
+// side pushes, so every stream the server would open is idle. Caller
+// holds mu.
+func (c *h2Conn) idleLocked(id uint32) bool {
+	if id%2 == 0 {
+		return true
+	}
+	if c.client {
+		return id >= c.nextID
+	}
+	return id > c.maxPeerID
+}
+
+func (c *h2Conn) handleRSTStream(f *http2.RSTStreamFrame) error {
+	c.mu.Lock()
+	st := c.streams[f.StreamID]
+	if st == nil {
+		idle := c.idleLocked(f.StreamID)
+		c.mu.Unlock()
+		if idle {
+			return fmt.Errorf("hbone: RST_STREAM on idle stream %d: %w", f.StreamID, http2.ConnectionError(http2.ErrCodeProtocol))
+		}
+		return nil // closed: a race with our own end of the stream
+	}
+	removed := st.resetLocked(streamResetError{code: f.ErrCode, remote: true})
+	c.mu.Unlock()
+	if removed {
+		st.released()
+	}
+	return nil
 }
 
 func (c *h2Conn) handleSettings(f *http2.SettingsFrame) error {
@@ -520,8 +569,8 @@ func (c *h2Conn) handleSettings(f *http2.SettingsFrame) error {
 		close(c.settingsSeen)
 	}
 	c.sendCond.Broadcast()
-	c.mu.Unlock()
 	if err != nil {
+		c.mu.Unlock()
 		return err
 	}
 	c.queue(func() error {
@@ -530,26 +579,41 @@ func (c *h2Conn) handleSettings(f *http2.SettingsFrame) error {
 		}
 		return c.fr.WriteSettingsAck()
 	})
+	// After the ACK: what the new settings let out goes after it.
+	removed := c.sendBlockedLocked()
+	c.mu.Unlock()
+	for _, st := range removed {
+		st.released()
+	}
 	return nil
 }
 
 func (c *h2Conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var removed []*h2Stream
 	if f.StreamID == 0 {
 		c.sendWindow += int64(f.Increment)
 		if c.sendWindow > math.MaxInt32 {
+			c.mu.Unlock()
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 	} else if st := c.streams[f.StreamID]; st != nil {
 		st.sendWindow += int64(f.Increment)
 		if st.sendWindow > math.MaxInt32 {
-			id := st.id
-			c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeFlowControl) })
-			st.resetLocked(streamResetError{code: http2.ErrCodeFlowControl})
+			if c.resetStreamLocked(st, http2.ErrCodeFlowControl) {
+				removed = append(removed, st)
+			}
 		}
+	} else if c.idleLocked(f.StreamID) {
+		c.mu.Unlock()
+		return fmt.Errorf("hbone: WINDOW_UPDATE on idle stream %d: %w", f.StreamID, http2.ConnectionError(http2.ErrCodeProtocol))
 	}
 	c.sendCond.Broadcast()
+	removed = append(removed, c.sendBlockedLocked()...)
+	c.mu.Unlock()
+	for _, st := range removed {
+		st.released()
+	}
 	return nil
 }
 
@@ -559,7 +623,11 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	st := c.streams[id]
 	if c.client {
 		if st == nil {
+			idle := c.idleLocked(id)
 			c.mu.Unlock()
+			if idle {
+				return fmt.Errorf("hbone: HEADERS on stream %d, which we did not open: %w", id, http2.ConnectionError(http2.ErrCodeProtocol))
+			}
 			return nil // a stream we reset already
 		}
 		if st.respReceived {
@@ -568,8 +636,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 			if f.StreamEnded() {
 				removed = st.remoteEndLocked()
 			} else {
-				c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-				removed = st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+				removed = c.resetStreamLocked(st, http2.ErrCodeProtocol)
 			}
 			c.mu.Unlock()
 			if removed {
@@ -580,8 +647,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		status := f.PseudoValue("status")
 		code, ok := parseStatus(status)
 		if !ok {
-			c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-			removed := st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+			removed := c.resetStreamLocked(st, http2.ErrCodeProtocol)
 			c.mu.Unlock()
 			if removed {
 				st.released()
@@ -609,9 +675,17 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 
 	// Server side.
 	if st != nil {
-		// A second HEADERS on a CONNECT stream is not allowed.
-		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-		removed := st.resetLocked(streamResetError{code: http2.ErrCodeProtocol})
+		var removed bool
+		switch {
+		case st.remoteEnded:
+			// Half-closed (remote): RFC 9113 §5.1.
+			removed = c.resetStreamLocked(st, http2.ErrCodeStreamClosed)
+		case st.answer != 0:
+			removed = c.handleTrailersLocked(st, f)
+		default:
+			// A CONNECT stream carries DATA only (RFC 9113 §8.5).
+			removed = c.resetStreamLocked(st, http2.ErrCodeProtocol)
+		}
 		c.mu.Unlock()
 		if removed {
 			st.released()
@@ -620,12 +694,36 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if id%2 == 0 || id <= c.maxPeerID {
 		c.mu.Unlock()
-		return http2.ConnectionError(http2.ErrCodeProtocol)
+		return fmt.Errorf("hbone: HEADERS opening stream %d, not above %d: %w", id, c.maxPeerID, http2.ConnectionError(http2.ErrCodeProtocol))
 	}
 	c.maxPeerID = id
-	if c.goAwaySent || uint32(len(c.streams)) >= c.cfg.maxStreams {
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// A stream cannot depend on itself (RFC 9113 §5.3.1).
+		c.queueResetLocked(id, http2.ErrCodeProtocol)
 		c.mu.Unlock()
-		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return nil
+	}
+	if c.goAwaySent || uint32(len(c.streams)) >= c.cfg.maxStreams {
+		c.queueResetLocked(id, http2.ErrCodeRefusedStream)
+		c.mu.Unlock()
+		return nil
+	}
+	connect, err := checkRequest(f)
+	if err != nil {
+		// Malformed (RFC 9113 §8.1.1).
+		c.queueResetLocked(id, http2.ErrCodeProtocol)
+		c.mu.Unlock()
+		c.log.Debug("hbone: malformed request", "remote", c.nc.RemoteAddr(), "stream", id, "err", err)
+		return nil
+	}
+	if !connect || f.Truncated {
+		// Not a tunnel: the engine answers it without a handler.
+		st = c.newStreamLocked(id)
+		removed := c.answerLocked(st, f)
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
 		return nil
 	}
 	if c.handlers >= c.cfg.maxStreams &&
@@ -687,21 +785,41 @@ func (c *h2Conn) handleData(f *http2.DataFrame) error {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	st := c.streams[f.StreamID]
-	if st == nil || st.remoteEnded || st.reset != nil {
+	if st == nil || st.remoteEnded {
 		// Not ours to buffer; give the connection credit back.
 		c.creditConnLocked(n)
+		removed := false
+		switch {
+		case st == nil && c.idleLocked(f.StreamID):
+			c.mu.Unlock()
+			return fmt.Errorf("hbone: DATA on idle stream %d: %w", f.StreamID, http2.ConnectionError(http2.ErrCodeProtocol))
+		case st == nil && c.resetSentLocked(f.StreamID):
+			// Sent before the peer saw our RST_STREAM.
+		case st == nil:
+			// Closed (RFC 9113 §6.1).
+			c.queueResetLocked(f.StreamID, http2.ErrCodeStreamClosed)
+		default:
+			// Half-closed (remote).
+			removed = c.resetStreamLocked(st, http2.ErrCodeStreamClosed)
+		}
 		c.mu.Unlock()
-		if st == nil && !c.knownStream(f.StreamID) {
-			return http2.ConnectionError(http2.ErrCodeProtocol)
+		if removed {
+			st.released()
 		}
 		return nil
 	}
 	st.recvWindow -= n
 	if st.recvWindow < 0 {
-		id := st.id
-		c.queue(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeFlowControl) })
-		removed := st.resetLocked(streamResetError{code: http2.ErrCodeFlowControl})
+		removed := c.resetStreamLocked(st, http2.ErrCodeFlowControl)
 		c.creditConnLocked(n)
+		c.mu.Unlock()
+		if removed {
+			st.released()
+		}
+		return nil
+	}
+	if st.answer != 0 {
+		removed := c.answerDataLocked(st, n, int64(len(data)), f.StreamEnded())
 		c.mu.Unlock()
 		if removed {
 			st.released()
@@ -732,17 +850,6 @@ func (c *h2Conn) handleData(f *http2.DataFrame) error {
 	return nil
 }
 
-// knownStream reports whether id was ever opened (so DATA for it after
-// close is a race, not a protocol violation). Caller must not hold mu.
-func (c *h2Conn) knownStream(id uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.client {
-		return id%2 == 1 && id < c.nextID
-	}
-	return id%2 == 1 && id <= c.maxPeerID
-}
-
 func (c *h2Conn) handleGoAway(f *http2.GoAwayFrame) {
 	c.mu.Lock()
 	c.goAwayRecv = true
@@ -766,22 +873,49 @@ func (c *h2Conn) handleGoAway(f *http2.GoAwayFrame) {
 	}
 }
 
-// resetStream sends RST_STREAM for id and aborts the stream locally.
-func (c *h2Conn) resetStream(id uint32, code http2.ErrCode) {
-	c.queue(func() error { return c.fr.WriteRSTStream(id, code) })
+// resetStream sends RST_STREAM for id and aborts the stream locally;
+// with open, id counts as opened by the peer (a HEADERS in error).
+func (c *h2Conn) resetStream(id uint32, code http2.ErrCode, open bool) {
 	c.mu.Lock()
 	st := c.streams[id]
 	removed := false
 	if st != nil {
-		removed = st.resetLocked(streamResetError{code: code})
+		removed = c.resetStreamLocked(st, code)
+	} else {
+		c.queueResetLocked(id, code)
 	}
-	if !c.client && id > c.maxPeerID && id%2 == 1 {
+	if open && !c.client && id > c.maxPeerID && id%2 == 1 {
 		c.maxPeerID = id
 	}
 	c.mu.Unlock()
 	if removed {
 		st.released()
 	}
+}
+
+// resetStreamLocked sends RST_STREAM for st and aborts it; it reports
+// whether the stream thereby left the connection.
+func (c *h2Conn) resetStreamLocked(st *h2Stream, code http2.ErrCode) bool {
+	c.queueResetLocked(st.id, code)
+	return st.resetLocked(streamResetError{code: code})
+}
+
+// queueResetLocked queues RST_STREAM for id, and remembers that we sent
+// it. Caller holds mu.
+func (c *h2Conn) queueResetLocked(id uint32, code http2.ErrCode) {
+	c.sentResets[c.sentResetNext] = id
+	c.sentResetNext = (c.sentResetNext + 1) % len(c.sentResets)
+	c.queue(func() error { return c.fr.WriteRSTStream(id, code) })
+}
+
+// resetSentLocked reports whether we reset stream id lately.
+func (c *h2Conn) resetSentLocked(id uint32) bool {
+	for _, r := range c.sentResets {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *h2Conn) creditConnLocked(n int64) {
@@ -1130,6 +1264,92 @@ func headerOf(f *http2.MetaHeadersFrame) http.Header {
 	return h
 }
 
+// checkRequest checks the header fields of a request, and reports
+// whether it is a CONNECT (RFC 9113 §8.3.1, §8.5); an error means it is
+// malformed. The framer has checked the pseudo-header fields' names,
+// order and uniqueness, and the fields' names and values.
+func checkRequest(f *http2.MetaHeadersFrame) (connect bool, err error) {
+	var method, authority, scheme, path string
+	var seen uint8 // a bit per pseudo-header field
+	const haveScheme, havePath, haveProtocol = 1 << 2, 1 << 3, 1 << 4
+	for _, hf := range f.PseudoFields() {
+		var bit uint8
+		switch hf.Name {
+		case ":method":
+			method, bit = hf.Value, 1<<0
+		case ":authority":
+			authority, bit = hf.Value, 1<<1
+		case ":scheme":
+			scheme, bit = hf.Value, haveScheme
+		case ":path":
+			path, bit = hf.Value, havePath
+		case ":protocol":
+			bit = haveProtocol
+		default:
+			return false, fmt.Errorf("hbone: response pseudo-header field %s in a request", hf.Name)
+		}
+		if seen&bit != 0 {
+			// The framer rejects these already.
+			return false, fmt.Errorf("hbone: duplicate pseudo-header field %s", hf.Name)
+		}
+		seen |= bit
+	}
+	if err := checkFields(f.RegularFields()); err != nil {
+		return false, err
+	}
+	switch {
+	case method == "":
+		return false, errors.New("hbone: request without :method")
+	case seen&haveProtocol != 0:
+		// Extended CONNECT (RFC 8441) needs a setting we do not send.
+		return false, errors.New("hbone: :protocol in a request, and extended CONNECT is not enabled")
+	case method == http.MethodConnect:
+		if seen&(haveScheme|havePath) != 0 {
+			return false, errors.New("hbone: CONNECT with :scheme or :path")
+		}
+		if authority == "" {
+			return false, errors.New("hbone: CONNECT without :authority")
+		}
+		return true, nil
+	case scheme == "" || path == "":
+		return false, errors.New("hbone: request without :scheme or :path, or with an empty one")
+	}
+	return false, nil
+}
+
+// checkFields rejects connection-specific header fields, which HTTP/2
+// forbids, and a TE other than "trailers" (RFC 9113 §8.2.2).
+func checkFields(fields []hpack.HeaderField) error {
+	for _, hf := range fields {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			return fmt.Errorf("hbone: connection-specific header field %q", hf.Name)
+		case "te":
+			if hf.Value != "trailers" {
+				return fmt.Errorf("hbone: te %q, not trailers", hf.Value)
+			}
+		}
+	}
+	return nil
+}
+
+// contentLength returns the value of the content-length fields, -1 if
+// there is none; several must agree.
+func contentLength(fields []hpack.HeaderField) (int64, error) {
+	n := int64(-1)
+	for _, hf := range fields {
+		if hf.Name != "content-length" {
+			continue
+		}
+		v, err := strconv.ParseInt(hf.Value, 10, 64)
+		if err != nil || v < 0 || hf.Value[0] == '+' || n >= 0 && v != n {
+			return 0, fmt.Errorf("hbone: bad content-length %q", hf.Value)
+		}
+		n = v
+	}
+	return n, nil
+}
+
 // appendHeaderFields adds hdr, lower-cased, minus connection-specific
 // fields that HTTP/2 forbids (RFC 9113 §8.2.2).
 func appendHeaderFields(fields []hpack.HeaderField, hdr http.Header) []hpack.HeaderField {
@@ -1160,4 +1380,130 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// notConnectBody is the body of the 405 answer to a request that is not
+// a CONNECT.
+const notConnectBody = "hbone: this port serves HTTP/2 CONNECT tunnels only\n"
+
+// answerLocked sets up a new stream whose request the engine answers
+// itself, without a handler: 431 if its header list was cut short, at
+// once (a CONNECT waits for its answer before it ends); 405 for any
+// method but CONNECT, once the request has ended, so that all of it is
+// checked. It reports whether the stream left the connection.
+func (c *h2Conn) answerLocked(st *h2Stream, f *http2.MetaHeadersFrame) bool {
+	st.wantLen = -1
+	st.remoteEnded = f.StreamEnded()
+	if f.Truncated {
+		st.answer = http.StatusRequestHeaderFieldsTooLarge
+		return c.sendAnswerLocked(st)
+	}
+	st.answer = http.StatusMethodNotAllowed
+	st.noBody = f.PseudoValue("method") == http.MethodHead
+	wantLen, err := contentLength(f.RegularFields())
+	if err != nil || st.remoteEnded && wantLen > 0 {
+		// Malformed (RFC 9113 §8.1.1).
+		return c.resetStreamLocked(st, http2.ErrCodeProtocol)
+	}
+	st.wantLen = wantLen
+	if !st.remoteEnded {
+		return false
+	}
+	return c.sendAnswerLocked(st)
+}
+
+// answerDataLocked takes a DATA frame of n octets, payload of them data,
+// on a stream the engine answers: the data is dropped, its credit given
+// back, and counted against the content-length (RFC 9113 §8.1.1). It
+// reports whether the stream left the connection.
+func (c *h2Conn) answerDataLocked(st *h2Stream, n, payload int64, end bool) bool {
+	c.creditConnLocked(n)
+	st.creditLocked(n)
+	st.gotLen += payload
+	if st.wantLen >= 0 && (st.gotLen > st.wantLen || end && st.gotLen != st.wantLen) {
+		return c.resetStreamLocked(st, http2.ErrCodeProtocol)
+	}
+	if !end {
+		return false
+	}
+	st.remoteEnded = true
+	return c.sendAnswerLocked(st)
+}
+
+// handleTrailersLocked takes a second HEADERS on a stream the engine
+// answers: trailers, which end the request and carry no pseudo-header
+// field (RFC 9113 §8.1). It reports whether the stream left the
+// connection.
+func (c *h2Conn) handleTrailersLocked(st *h2Stream, f *http2.MetaHeadersFrame) bool {
+	if !f.StreamEnded() || len(f.PseudoFields()) > 0 || checkFields(f.RegularFields()) != nil ||
+		st.wantLen >= 0 && st.gotLen != st.wantLen {
+		return c.resetStreamLocked(st, http2.ErrCodeProtocol)
+	}
+	st.remoteEnded = true
+	return c.sendAnswerLocked(st)
+}
+
+// sendAnswerLocked sends st's answer: HEADERS first, then as much of the
+// body as flow control allows; the rest waits in c.blocked for credit.
+// Once all is sent, a request still open is reset with NO_ERROR (RFC
+// 9113 §8.1). Nothing blocks: the frames go through the control queue.
+// It reports whether the stream left the connection.
+func (c *h2Conn) sendAnswerLocked(st *h2Stream) bool {
+	if !st.answered {
+		st.answered = true
+		fields := []hpack.HeaderField{{Name: ":status", Value: itoa3(st.answer)}}
+		if st.answer == http.StatusMethodNotAllowed {
+			fields = append(fields, hpack.HeaderField{Name: "allow", Value: http.MethodConnect})
+			if !st.noBody {
+				st.answerBody = []byte(notConnectBody)
+				fields = append(fields,
+					hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
+					hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(notConnectBody))})
+			}
+		}
+		id, end := st.id, len(st.answerBody) == 0
+		c.queue(func() error { return c.writeHeaderFrames(id, fields, end) })
+	}
+	for len(st.answerBody) > 0 {
+		m := min(int64(len(st.answerBody)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
+		if m <= 0 {
+			if !st.blocked {
+				st.blocked = true
+				c.blocked = append(c.blocked, st)
+			}
+			return false
+		}
+		chunk := st.answerBody[:m]
+		st.answerBody = st.answerBody[m:]
+		st.sendWindow -= m
+		c.sendWindow -= m
+		id, end := st.id, len(st.answerBody) == 0
+		c.queue(func() error { return c.fr.WriteData(id, end, chunk) })
+	}
+	st.localEnded = true
+	if !st.remoteEnded {
+		return c.resetStreamLocked(st, http2.ErrCodeNo)
+	}
+	return st.maybeRemoveLocked()
+}
+
+// sendBlockedLocked goes on with the answers that wait for flow-control
+// credit; it returns the streams that thereby left the connection.
+func (c *h2Conn) sendBlockedLocked() []*h2Stream {
+	if len(c.blocked) == 0 || c.sendWindow <= 0 {
+		return nil
+	}
+	var removed []*h2Stream
+	q := c.blocked
+	c.blocked = nil
+	for _, st := range q {
+		st.blocked = false
+		if st.reset != nil || st.removed {
+			continue
+		}
+		if c.sendAnswerLocked(st) {
+			removed = append(removed, st)
+		}
+	}
+	return removed
 }

@@ -50,6 +50,19 @@ type h2Stream struct {
 	sinkBusy  bool
 	sinkEnded bool
 
+	// Server: answer is the status of a request that is not a tunnel,
+	// which the engine answers itself (answerLocked); 0 for a tunnel.
+	// Its body is counted against wantLen (-1 for no content-length)
+	// and dropped; answerBody is what flow control has not let out yet
+	// of the answer's, and blocked says the stream waits in c.blocked.
+	answer     int
+	answered   bool
+	noBody     bool // HEAD
+	blocked    bool
+	wantLen    int64
+	gotLen     int64
+	answerBody []byte
+
 	// Client: the response.
 	respCh       chan struct{}
 	respReceived bool
@@ -313,10 +326,8 @@ func (st *h2Stream) abort(code http2.ErrCode) {
 		c.mu.Unlock()
 		return
 	}
-	removed := st.resetLocked(streamResetError{code: code})
+	removed := c.resetStreamLocked(st, code)
 	c.mu.Unlock()
-	id := st.id
-	c.queue(func() error { return c.fr.WriteRSTStream(id, code) })
 	if removed {
 		st.released()
 	}
