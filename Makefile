@@ -30,7 +30,7 @@ build:
 ## Gateway API mesh conformance suite
 test: test-unit test-interop test-e2e test-conformance
 
-test-unit: k8s-bin ratelimit-bin
+test-unit: k8s-bin ratelimit-bin h2spec-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
 ## ratelimit-bin: Envoy's rate-limit service (github.com/envoyproxy/ratelimit,
@@ -43,6 +43,15 @@ export SKIFF_RATELIMIT_BIN
 ratelimit-bin:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	@test -x $(SKIFF_RATELIMIT_BIN) || GOBIN=$(dir $(SKIFF_RATELIMIT_BIN)) $(GO) install github.com/envoyproxy/ratelimit/src/service_cmd@$(RATELIMIT_VERSION)
+
+## h2spec-bin: h2spec, the HTTP/2 conformance suite (github.com/summerwind/h2spec,
+## built once and cached by version), which pkg/hbone's TestH2Spec runs
+H2SPEC_VERSION ?= v2.2.1+incompatible
+SKIFF_H2SPEC_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skiff/h2spec-$(H2SPEC_VERSION)/h2spec
+export SKIFF_H2SPEC_BIN
+.PHONY: h2spec-bin
+h2spec-bin:
+	@test -x $(SKIFF_H2SPEC_BIN) || GOBIN=$(dir $(SKIFF_H2SPEC_BIN)) $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
 
 ## k8s-bin: Kubernetes, etcd, the CNI plugins, CoreDNS and helm, built once and
 ## cached by version (conformance/cluster/build-k8s.sh); kube-apiserver and etcd
