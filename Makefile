@@ -104,6 +104,18 @@ test-conformance:
 test-e2e:
 	SKIFF_E2E=1 SKIFF_NODES=$(NODES) $(GO) test -p 1 -count=1 -timeout 40m -v ./conformance/cluster ./conformance/mesh
 
+## reliability: the reliability suite (issue 14, conformance/reliability) on
+## the local cluster with Skiff installed from its charts: faults under real
+## traffic; the test log goes to stderr and RELIABILITY_LOG, and one line per
+## scenario (result, time, figure) to stdout
+RELIABILITY_LOG ?= $(or $(TMPDIR),/tmp)/skiff-reliability.log
+.PHONY: reliability
+reliability:
+	@set -o pipefail; SKIFF_E2E=1 $(GO) test -count=1 -v -timeout 60m ./conformance/reliability 2>&1 | tee $(RELIABILITY_LOG) >&2; rc=$$?; \
+	awk '/: figure: /{ sub(/.*: figure: /, ""); n = $$1; sub(/:$$/, "", n); sub(/^[^ ]+ /, ""); fig[n] = $$0 } \
+	  /^--- (PASS|FAIL|SKIP)/{ n = $$3; sub(/:$$/, "", n); r = $$2; sub(/:$$/, "", r); printf "%-4s %-28s %-10s %s\n", r, n, $$4, fig[n] }' $(RELIABILITY_LOG); \
+	exit $$rc
+
 ## Local cluster (conformance/cluster): real etcd, kube-apiserver, controller
 ## manager, scheduler, CoreDNS, and NODES worker nodes (own netns, containerd,
 ## kubelet, kube-proxy). Kubeconfig: /var/lib/skiff-cluster/kubeconfig.

@@ -1,0 +1,269 @@
+package reliability
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
+)
+
+const (
+	istioNS = "istio-system"
+	td      = "cluster.local"
+)
+
+// env is one scenario's view of the cluster: its namespaces (ns in the
+// mesh, out outside it), the nodes, and what it must put back.
+type env struct {
+	t       *testing.T
+	k       *kubetest.Kubectl
+	repo    string
+	ns, out string
+	nodes   []string
+}
+
+// newEnv starts a scenario: fresh namespaces skiff-rel-<name> (enrolled)
+// and skiff-rel-<name>-out (not), removed when the test ends, after the
+// cluster's health was checked.
+func newEnv(t *testing.T, name string) *env {
+	kubetest.RequireE2E(t)
+	e := &env{t: t, k: kubetest.New(t), repo: kubetest.RepoRoot(t), ns: "skiff-rel-" + name, out: "skiff-rel-" + name + "-out"}
+	e.nodes = strings.Fields(e.k.Must("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"))
+	if len(e.nodes) < 2 {
+		t.Fatalf("the scenarios need 2 nodes, the cluster has %v", e.nodes)
+	}
+	e.k.Run("delete", "namespace", e.ns, e.out, "--ignore-not-found", "--wait=true", "--timeout=120s")
+	// Cleanups run last first: the scenario's own restorations, then the
+	// health check, then the namespaces go.
+	t.Cleanup(func() { e.k.DeleteNamespaces(e.ns, e.out) })
+	t.Cleanup(func() { e.k.Healthy(t, 5*time.Minute) })
+	e.k.Apply(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: %[1]s
+  labels: {istio.io/dataplane-mode: ambient}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: %[2]s
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: echo, namespace: %[1]s}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: %[1]s}
+`, e.ns, e.out))
+	return e
+}
+
+// echo deploys the echo app (2 replicas, one per node) in ns and waits for
+// it; it returns the Service's cluster IP. Its pods serve on for 3 s after
+// SIGTERM, as a well-behaved application does while its endpoint is
+// withdrawn, so that a scenario that replaces them counts the mesh's
+// failures and not the application's.
+func (e *env) echo(ns string) string {
+	e.t.Helper()
+	sa := ""
+	if ns == e.ns {
+		sa = "echo"
+	}
+	e.k.Apply(kubetest.EchoDraining(ns, 2, sa, 3*time.Second))
+	e.k.Must("-n", ns, "rollout", "status", "deploy/echo", "--timeout=180s")
+	return e.k.Must("-n", ns, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
+}
+
+// toolbox starts a toolbox pod in the mesh namespace and waits for it.
+func (e *env) toolbox(name, node, sa string) {
+	e.t.Helper()
+	e.k.Apply(kubetest.Toolbox(e.ns, name, node, sa))
+	e.k.Must("-n", e.ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
+}
+
+// load starts a load pod in the mesh namespace (service account client
+// unless sa says otherwise) against url; args go to echo load after it.
+func (e *env) load(name, node, sa, url string, args ...string) {
+	e.t.Helper()
+	if sa == "" {
+		sa = "client"
+	}
+	e.k.Apply(kubetest.LoadPod(e.ns, name, node, sa, url, args...))
+}
+
+// measuring waits until every named load pod is measuring.
+func (e *env) measuring(names ...string) {
+	e.t.Helper()
+	for _, n := range names {
+		e.k.WaitMeasuring(e.t, e.ns, n, 3*time.Minute)
+	}
+}
+
+// results waits for the named load pods to end and returns their results.
+func (e *env) results(d time.Duration, names ...string) map[string]*kubetest.LoadResult {
+	e.t.Helper()
+	out := map[string]*kubetest.LoadResult{}
+	for _, n := range names {
+		out[n] = e.k.LoadResult(e.t, e.ns, n, d)
+	}
+	return out
+}
+
+// figure logs the scenario's figure on the line make reliability prints.
+func (e *env) figure(format string, args ...any) {
+	e.t.Helper()
+	e.t.Logf("figure: %s: %s", e.t.Name(), fmt.Sprintf(format, args...))
+}
+
+// sum adds up the load results: failed, total.
+func sum(rs map[string]*kubetest.LoadResult, names ...string) (failed, total int) {
+	for _, n := range names {
+		failed += rs[n].Failed
+		total += rs[n].Total()
+	}
+	return failed, total
+}
+
+// durationArg formats d for a load pod's -duration.
+func durationArg(d time.Duration) string { return strconv.Itoa(int(d/time.Second)) + "s" }
+
+// helmValue returns a value of a release (dotted path into its computed
+// values), as JSON.
+func (e *env) helmValue(release, path string) string {
+	e.t.Helper()
+	out, err := e.k.Helm(e.t, e.repo, "get", "values", release, "-n", istioNS, "--all", "-o", "json")
+	if err != nil {
+		e.t.Fatalf("helm get values %s: %v\n%s", release, err, out)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		e.t.Fatalf("helm get values %s: %v", release, err)
+	}
+	for _, p := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			e.t.Fatalf("helm values of %s have no %s", release, path)
+		}
+		v = m[p]
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// helmSet upgrades a release of this checkout's chart with its values and
+// these settings (--set-json path=json), and waits for it.
+func (e *env) helmSet(release, chart string, settings ...string) error {
+	args := []string{"upgrade", release, "helm/" + chart, "-n", istioNS, "--reuse-values", "--wait", "--timeout", "5m"}
+	for _, s := range settings {
+		args = append(args, "--set-json", s)
+	}
+	out, err := e.k.Helm(e.t, e.repo, args...)
+	if err != nil {
+		return fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// withHelmValues sets release values for the rest of the test and puts
+// the old ones back when it ends.
+func (e *env) withHelmValues(release, chart string, values map[string]string) {
+	e.t.Helper()
+	var set, restore []string
+	for path, v := range values {
+		restore = append(restore, path+"="+e.helmValue(release, path))
+		set = append(set, path+"="+v)
+	}
+	e.t.Cleanup(func() {
+		if err := e.helmSet(release, chart, restore...); err != nil {
+			e.t.Errorf("restoring %s: %v", release, err)
+		}
+	})
+	if err := e.helmSet(release, chart, set...); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// ztunnelDump is the certificates part of a ztunnel's /config_dump.
+type ztunnelDump struct {
+	Certificates []struct {
+		Identity string    `json:"identity"`
+		State    string    `json:"state"`
+		Serial   string    `json:"serialNumber"`
+		NotAfter time.Time `json:"expirationTime"`
+	} `json:"certificates"`
+}
+
+// ztunnelDump reads the /config_dump of the ztunnel on node (its admin
+// endpoint listens on the pod's loopback: through a port-forward).
+func (e *env) ztunnelDump(node string) ztunnelDump {
+	e.t.Helper()
+	return e.dumpAt(e.ztunnelAdmin(node))
+}
+
+// ztunnelAdmin forwards a local port to the admin endpoint of the ztunnel
+// on node, for the rest of the test, and returns its address.
+func (e *env) ztunnelAdmin(node string) string {
+	e.t.Helper()
+	return e.k.PortForward(e.t, istioNS, e.k.PodOn(e.t, istioNS, "app=ztunnel", node), 15000)
+}
+
+func (e *env) dumpAt(addr string) ztunnelDump {
+	e.t.Helper()
+	resp, err := http.Get("http://" + addr + "/config_dump")
+	if err != nil {
+		e.t.Fatalf("ztunnel config_dump: %v", err)
+	}
+	defer resp.Body.Close()
+	var d ztunnelDump
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		e.t.Fatalf("ztunnel config_dump: %v", err)
+	}
+	return d
+}
+
+// metric reads the value of a counter or gauge (the sum of its series)
+// from a Prometheus text exposition.
+func metric(text, name string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? ([0-9.eE+-]+)$`)
+	var v float64
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		f, _ := strconv.ParseFloat(m[2], 64)
+		v += f
+	}
+	return v
+}
+
+// istiodMetrics reads istiod-lite's /metrics through the apiserver.
+func (e *env) istiodMetrics() string {
+	e.t.Helper()
+	pod := e.k.Must("-n", istioNS, "get", "pods", "-l", "app=istiod", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[0].metadata.name}")
+	return e.k.Must("get", "--raw", "/api/v1/namespaces/"+istioNS+"/pods/"+pod+":15014/proxy/metrics")
+}
+
+// canReach reports whether a toolbox pod of the mesh namespace gets an
+// answer from url.
+func (e *env) canReach(pod, url string) bool {
+	_, err := e.k.Run("-n", e.ns, "exec", pod, "--", "echo-app", "get", "-timeout", "3s", url)
+	return err == nil
+}
+
+// eventually retries cond every second until it holds or d passes.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Second)
+	}
+}
