@@ -18,6 +18,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/envflag"
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/waypoint/internal/app"
 )
 
@@ -46,6 +47,8 @@ func run() error {
 	fs.StringVar(&cfg.XDSRootCert, "xds-root-cert", "XDS_ROOT_CA", "/var/run/secrets/istio/root-cert.pem", "roots that verify the control plane, the CA and mesh peers")
 	fs.StringVar(&cfg.XDSServerName, "xds-server-name", "XDS_SERVER_NAME", "", "name the control plane's certificate is checked for (default istiod.istio-system.svc)")
 	fs.StringVar(&cfg.HBONEAddr, "hbone-addr", "HBONE_ADDR", ":15008", "HBONE listener")
+	var transport string
+	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP, the HBONE port) beside TCP and advertise it, dial QUIC to endpoints that advertise it; tcp: TCP only; quic: also try QUIC toward endpoints that advertise nothing. QUIC always falls back to TCP")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":15020", "Prometheus /metrics")
 	fs.StringVar(&cfg.ReadinessAddr, "readiness-addr", "READINESS_ADDR", ":15021", "/healthz/ready")
@@ -75,6 +78,11 @@ func run() error {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
+	mode, err := hbone.ParseTransportMode(transport)
+	if err != nil {
+		return err
+	}
+	cfg.Transport = mode
 	if cfg.Waypoint == "" {
 		return fmt.Errorf("--waypoint=<namespace>/<name> is required")
 	}

@@ -138,7 +138,9 @@ workloads:
 		serveEchoRaw(b, p, echoPort)
 	}
 	// The two nodes share this machine's cores: each ztunnel runs on one.
-	quiet := []string{"--log-level", "warn", "--worker-threads", "1"}
+	// HBONE over TCP, the path the peers are compared with (over QUIC,
+	// only the tunnel library's benchmark measures it yet).
+	quiet := []string{"--log-level", "warn", "--worker-threads", "1", "--hbone-transport", "tcp"}
 	z1 := w.n1.startZtunnel(defaultPorts, quiet...)
 	z2 := w.n2.startZtunnel(defaultPorts, quiet...)
 	st := startStunnelPair(b, m, w.c, w.d)

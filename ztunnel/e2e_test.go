@@ -21,6 +21,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
+	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
 )
 
@@ -534,26 +535,31 @@ workloads:
 	}
 }
 
-// TestHBONEOverQUIC: with --hbone-quic on both nodes, tunnels go over UDP
-// 15008 (still mutual TLS, no plaintext on the wire).
+// TestHBONEOverQUIC: with the default transport (auto), a peer that
+// advertises QUIC (n2's ztunnel) gets the first tunnel over TCP, which
+// carries the advertisement, and every later one over UDP 15008 (still
+// mutual TLS, no plaintext on the wire); a TCP-only peer (the waypoint
+// stand-in, which advertises nothing, as Istio's ztunnel) keeps getting
+// TCP. Access logs and metrics say which carried each connection.
 func TestHBONEOverQUIC(t *testing.T) {
-	m := newMesh(t)
-	m.writeConfig(baseConfig)
-	n1, n2 := m.newNode("n1"), m.newNode("n2")
-	link(t, n1, n2, "10.10.0.1", "10.10.0.2")
-	a := n1.addPod("a", "10.1.1.2", "sa-a", true)
-	b := n2.addPod("b", "10.2.1.2", "sa-b", true)
-	b.serveEcho(t, 8080)
-	n1.startZtunnel(defaultPorts, "--hbone-quic")
-	n2.startZtunnel(defaultPorts, "--hbone-quic")
+	w := twoNodes(t, "")
+	w.m.serveWaypoint(t, w.wp, "waypoint")
+	const rounds = 4
+	for i := range rounds {
+		if got, err := w.a.greet(t, "10.2.1.2:8080"); err != nil || got != "b 10.1.1.2" {
+			t.Fatalf("connection %d to b: %q, %v", i+1, got, err)
+		}
+		if got, err := w.a.greetLine(t, "10.96.0.20:80"); err != nil || got != "waypoint 10.96.0.20:80" {
+			t.Fatalf("connection %d to the waypoint: %q, %v", i+1, got, err)
+		}
+	}
 	capture := filepath.Join(t.TempDir(), "wire.pcap")
-	tcpdump := startCaptureFilter(t, n1.ns.Name, "to-n2", capture, "udp port 15008")
+	tcpdump := startCaptureFilter(t, w.n1.ns.Name, "to-n2", capture, "udp port 15008")
 	secret := strings.Repeat("quic-payload-must-not-be-visible.", 512) + "\n"
-	c, err := a.dial(t, "10.2.1.2:8080")
+	c, err := w.a.dial(t, "10.2.1.2:8080")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	r := bufio.NewReader(c)
 	if line, err := r.ReadString('\n'); err != nil || line != "b 10.1.1.2\n" {
 		t.Fatalf("greeting %q, %v", line, err)
@@ -562,10 +568,82 @@ func TestHBONEOverQUIC(t *testing.T) {
 	if echo, err := r.ReadString('\n'); err != nil || echo != secret {
 		t.Fatalf("echo: %d bytes, %v", len(echo), err)
 	}
+	c.Close()
 	pcap := tcpdump(2 * len(secret))
 	if bytes.Contains(pcap, []byte("quic-payload-must-not-be-visible")) {
 		t.Fatal("payload in clear text on the wire")
 	}
+
+	// n1's access log: to b, TCP once then QUIC; to the waypoint, TCP.
+	toB := w.n1.z.waitLogCount(t, rounds+1, "direction=outbound", "dst.addr=10.2.1.2:8080")
+	toWaypoint := w.n1.z.waitLogCount(t, rounds, "direction=outbound", "dst.hbone_addr=10.2.3.2:15008")
+	if n := countWith(toB, "transport=tcp"); n != 1 {
+		t.Errorf("%d connections to b over TCP, want 1 (the first):\n%s", n, strings.Join(toB, "\n"))
+	}
+	if n := countWith(toB, "transport=quic"); n != rounds {
+		t.Errorf("%d connections to b over QUIC, want %d:\n%s", n, rounds, strings.Join(toB, "\n"))
+	}
+	if n := countWith(toWaypoint, "transport=tcp"); n != rounds {
+		t.Errorf("%d connections to the TCP-only waypoint over TCP, want %d:\n%s", n, rounds, strings.Join(toWaypoint, "\n"))
+	}
+	// b's ztunnel saw them arrive the same way.
+	w.n2.z.waitLog(t, "direction=inbound", "dst.workload=b", "transport=quic")
+	for _, z := range []*ztunnel{w.n1.z, w.n2.z} {
+		_, metrics, err := z.get(z.ports.metrics, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(metrics, `transport="quic"`) || !strings.Contains(metrics, `istio_tcp_connections_opened_total{`) {
+			t.Errorf("metrics lack a connection with transport=\"quic\":\n%.2000s", grepMetric(metrics, "istio_tcp_connections_opened_total"))
+		}
+	}
+}
+
+// TestHBONEOverQUICWithUDPBlocked: a firewall drops UDP 15008 between
+// the nodes. Every connection still succeeds, over TCP: the first one
+// that tries QUIC waits the fallback delay (reported, not asserted), and
+// the failure is remembered for the next ones.
+func TestHBONEOverQUICWithUDPBlocked(t *testing.T) {
+	w := twoNodes(t, "")
+	inpodtest.DropUDP(t, w.n2.ns.File, inpod.InboundHBONEPort)
+	const rounds = 5
+	for i := range rounds {
+		start := time.Now()
+		got, err := w.a.greet(t, "10.2.1.2:8080")
+		if err != nil || got != "b 10.1.1.2" {
+			t.Fatalf("connection %d: %q, %v", i+1, got, err)
+		}
+		t.Logf("connection %d took %v", i+1, time.Since(start))
+	}
+	lines := w.n1.z.waitLogCount(t, rounds, "direction=outbound", "dst.addr=10.2.1.2:8080")
+	if n := countWith(lines, "transport=tcp"); n != rounds {
+		t.Errorf("%d of %d connections over TCP:\n%s", n, rounds, strings.Join(lines, "\n"))
+	}
+	fallback := w.n1.z.waitLog(t, "QUIC did not connect, using TCP")
+	t.Logf("the fallback, as ztunnel logged it: %s", fallback)
+	if n := strings.Count(w.n1.z.logs.String(), "QUIC did not connect, using TCP"); n != 1 {
+		t.Errorf("QUIC tried and abandoned %d times, want once (then remembered)", n)
+	}
+}
+
+func countWith(lines []string, part string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, part) {
+			n++
+		}
+	}
+	return n
+}
+
+func grepMetric(metrics, name string) string {
+	var out []string
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, name) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestInboundAnswers checks the HBONE answers of a pod's ztunnel to a

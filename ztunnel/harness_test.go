@@ -471,6 +471,35 @@ func (z *ztunnel) waitLog(t testing.TB, parts ...string) string {
 	}
 }
 
+// waitLogCount waits until n lines of the process's log contain every
+// part, and returns them.
+func (z *ztunnel) waitLogCount(t testing.TB, n int, parts ...string) []string {
+	t.Helper()
+	ctx := bounded(t)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var found []string
+		for _, line := range strings.Split(z.logs.String(), "\n") {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			if ok {
+				found = append(found, line)
+			}
+		}
+		if len(found) >= n {
+			return found
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d log lines with %q, want %d", len(found), parts, n)
+		case <-tick.C:
+		}
+	}
+}
+
 // bounded returns a context that ends with the test or after a generous
 // bound, so that a broken test fails instead of hanging.
 func bounded(t testing.TB) context.Context {

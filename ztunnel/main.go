@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/envflag"
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/zds"
 	"github.com/skiffmesh/skiff/ztunnel/internal/app"
@@ -57,12 +58,17 @@ func run() error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", "DRAIN_TIMEOUT", 5*time.Second, "how long open connections may finish after SIGTERM")
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", "CERT_TTL", 24*time.Hour, "workload certificate lifetime")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", "CONNECT_TIMEOUT", 10*time.Second, "upstream connect timeout")
-	fs.BoolVar(&cfg.QUIC, "hbone-quic", "HBONE_QUIC", false, "also serve and try HBONE over QUIC, falling back to TCP")
+	var transport string
+	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP 15008) beside TCP and advertise it, dial QUIC to peers that advertise it; tcp: TCP only; quic: also try QUIC toward peers that advertise nothing. QUIC always falls back to TCP")
 	var logLevel string
 	var logJSON bool
 	fs.StringVar(&logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", "LOG_JSON", false, "log as JSON")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	err := fs.Parse(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	if cfg.Transport, err = hbone.ParseTransportMode(transport); err != nil {
 		return err
 	}
 	if workers < 0 {

@@ -26,7 +26,7 @@ const (
 	DefaultHandshakeTimeout  = 10 * time.Second
 )
 
-// Dialer opens HBONE tunnels; Client, QUICClient and FallbackDialer
+// Dialer opens HBONE tunnels; Client, QUICClient and TransportDialer
 // implement it.
 type Dialer interface {
 	// Dial opens a tunnel to authority through the HBONE server at dst,
@@ -63,7 +63,11 @@ type ClientConfig struct {
 	// DialContext opens TCP connections (to set socket marks, say); nil
 	// means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger      *slog.Logger
+	// ListenPacket opens the QUIC client's UDP socket (in a pod's
+	// network namespace, with ztunnel's socket mark, say); nil means
+	// net.ListenUDP on any address.
+	ListenPacket func() (net.PacketConn, error)
+	Logger       *slog.Logger
 }
 
 func (cfg *ClientConfig) check() error {
@@ -157,61 +161,84 @@ func poolKey(src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (
 
 const maxAttempts = 3
 
+// tcpTarget is where a Dial goes: the pool key and how to dial it.
+type tcpTarget struct {
+	key  string
+	dial func(context.Context) (*h2Conn, error)
+}
+
+func (c *Client) target(src *tls.Certificate, dst, authority netip.AddrPort, expectedSANs []spiffeid.ID) (tcpTarget, error) {
+	key, err := poolKey(src, dst, expectedSANs)
+	if err != nil {
+		return tcpTarget{}, err
+	}
+	if !authority.IsValid() || authority.Port() == 0 {
+		return tcpTarget{}, fmt.Errorf("hbone: invalid authority %v", authority)
+	}
+	return tcpTarget{key: key, dial: func(ctx context.Context) (*h2Conn, error) {
+		return c.dialConn(ctx, src, dst, expectedSANs)
+	}}, nil
+}
+
 // Dial implements Dialer.
 func (c *Client) Dial(ctx context.Context, src *tls.Certificate, dst, authority netip.AddrPort,
 	expectedSANs []spiffeid.ID, hdr http.Header) (net.Conn, error) {
-	key, err := poolKey(src, dst, expectedSANs)
+	t, err := c.target(src, dst, authority, expectedSANs)
 	if err != nil {
 		return nil, err
 	}
-	if !authority.IsValid() || authority.Port() == 0 {
-		return nil, fmt.Errorf("hbone: invalid authority %v", authority)
+	pc, err := c.pool.get(ctx, t.key, t.dial)
+	if err != nil {
+		return nil, err
 	}
-	var pc *pooled[*h2Conn]
-	dial := func(ctx context.Context) (*h2Conn, error) {
-		return c.dialConn(ctx, src, dst, expectedSANs)
-	}
+	conn, _, err := c.dialOn(ctx, t, pc, authority, hdr)
+	return conn, err
+}
+
+// dialOn opens the tunnel on pc, whose slot it takes over; a CONNECT
+// refused before processing (REFUSED_STREAM, a connection going away)
+// is retried on another connection. It returns the response's header
+// fields, those of a refusal too.
+func (c *Client) dialOn(ctx context.Context, t tcpTarget, pc *pooled[*h2Conn], authority netip.AddrPort, hdr http.Header) (net.Conn, http.Header, error) {
 	for attempt := 1; ; attempt++ {
-		pc, err = c.pool.get(ctx, key, dial)
-		if err != nil {
-			return nil, err
-		}
-		conn, err := c.connect(ctx, pc, authority, hdr)
+		conn, rh, err := c.connect(ctx, pc, authority, hdr)
 		var re retryableError
-		if errors.As(err, &re) && attempt < maxAttempts && ctx.Err() == nil {
-			continue
+		if !errors.As(err, &re) || attempt >= maxAttempts || ctx.Err() != nil {
+			return conn, rh, err
 		}
-		return conn, err
+		if pc, err = c.pool.get(ctx, t.key, t.dial); err != nil {
+			return nil, nil, err
+		}
 	}
 }
 
 // connect sends the CONNECT on pc and waits for the answer.
-func (c *Client) connect(ctx context.Context, pc *pooled[*h2Conn], authority netip.AddrPort, hdr http.Header) (net.Conn, error) {
+func (c *Client) connect(ctx context.Context, pc *pooled[*h2Conn], authority netip.AddrPort, hdr http.Header) (net.Conn, http.Header, error) {
 	st, err := pc.c.openStream(ctx, authority.String(), hdr, func() { c.pool.release(pc) })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	select {
 	case <-st.respCh:
 	case <-ctx.Done():
 		st.abort(http2.ErrCodeCancel)
-		return nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
+		return nil, nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
 	}
 	pc.c.mu.Lock()
-	status, reset := st.status, st.reset
+	status, reset, rh := st.status, st.reset, st.header
 	pc.c.mu.Unlock()
 	if status == 0 {
 		var sr streamResetError
 		if errors.As(reset, &sr) && sr.code == http2.ErrCodeRefusedStream {
-			return nil, retryableError{reset}
+			return nil, nil, retryableError{reset}
 		}
-		return nil, reset
+		return nil, nil, reset
 	}
 	if status != http.StatusOK {
 		st.Close()
-		return nil, &StatusError{Code: status}
+		return nil, rh, &StatusError{Code: status}
 	}
-	return st, nil
+	return st, rh, nil
 }
 
 // dialConn connects, handshakes and waits for the server's SETTINGS, so

@@ -12,6 +12,36 @@
 //   - 200 opens the tunnel; 400 bad request or destination mismatch, 401
 //     policy denial, 503 upstream failure; 405 answers a method other than
 //     CONNECT.
+//   - Key exchange: X25519MLKEM768 (hybrid post-quantum) is preferred on
+//     both transports, with X25519 and P-256 for peers without it.
+//
+// # Choosing the transport
+//
+// A peer that accepts HBONE over QUIC says so on every answer to a
+// CONNECT, over TCP and over QUIC, with an Alt-Svc field (RFC 7838):
+//
+//	alt-svc: h3=":15008"; ma=3600
+//
+// TransportDialer remembers it per peer address for ma seconds, and
+// from then on dials that peer over QUIC: the first tunnel to a peer
+// goes over TCP, the following ones over QUIC. A peer that advertises
+// nothing, Istio's ztunnel among them, is always reached over TCP;
+// "alt-svc: clear" or ma=0 withdraws an advertisement. The signal is
+// carried by the peer itself, rather than pushed by the control plane,
+// because only the peer knows whether it listens on UDP (its own
+// hboneTransport setting, a pod's namespace set up by an older ztunnel),
+// and because it keeps HBONE independent of any control plane: it works
+// between Skiff and Istio peers, and in local mode, with no change to the
+// workload API.
+//
+// Whenever QUIC is tried, TCP is tried too if the QUIC handshake has not
+// finished after FallbackDelay (300ms), or at once if it failed (happy
+// eyeballs, RFC 8305); the first connection set up carries the tunnel,
+// the other is closed. When TCP wins, the peer is reached over TCP alone
+// for FailureTTL (5m, doubling with each failure in a row, up to an
+// hour), then QUIC is tried again; a blocked UDP path costs the delay
+// once per period. Mode tcp neither serves nor dials QUIC; mode quic
+// tries it toward every peer, advertised or not.
 //
 // The HTTP/2 side uses golang.org/x/net/http2's Framer and hpack but its own
 // connection engine (h2conn.go): the x/net server resets the request side of

@@ -333,9 +333,9 @@ func (st *h2Stream) abort(code http2.ErrCode) {
 	}
 }
 
-// respond sends the response HEADERS (server side).
-func (st *h2Stream) respond(status int, end bool) error {
-	fields := []hpack.HeaderField{{Name: ":status", Value: itoa3(status)}}
+// respond sends the response HEADERS (server side), extra after :status.
+func (st *h2Stream) respond(status int, end bool, extra ...hpack.HeaderField) error {
+	fields := append([]hpack.HeaderField{{Name: ":status", Value: itoa3(status)}}, extra...)
 	st.wlock.Lock()
 	defer st.wlock.Unlock()
 	if err := st.c.writeHeaders(st.id, fields, end); err != nil {

@@ -78,12 +78,7 @@ func (p *pool[C]) get(ctx context.Context, key string, dial func(context.Context
 				continue
 			}
 			if pc.inUse < min(p.maxPerConn, pc.c.maxStreams()) {
-				pc.inUse++
-				pc.idleGen++
-				if pc.timer != nil {
-					pc.timer.Stop()
-					pc.timer = nil
-				}
+				p.takeLocked(pc)
 				p.mu.Unlock()
 				return pc, nil
 			}
@@ -117,6 +112,32 @@ func (p *pool[C]) get(ctx context.Context, key string, dial func(context.Context
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("hbone: waiting for a connection: %w", err)
 		}
+	}
+}
+
+// tryGet reserves a stream slot on a connection for key that has room,
+// without dialing; nil if none has.
+func (p *pool[C]) tryGet(key string) *pooled[C] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	for _, pc := range p.conns[key] {
+		if pc.c.usable() && pc.inUse < min(p.maxPerConn, pc.c.maxStreams()) {
+			p.takeLocked(pc)
+			return pc
+		}
+	}
+	return nil
+}
+
+func (p *pool[C]) takeLocked(pc *pooled[C]) {
+	pc.inUse++
+	pc.idleGen++
+	if pc.timer != nil {
+		pc.timer.Stop()
+		pc.timer = nil
 	}
 }
 
@@ -168,6 +189,22 @@ func (p *pool[C]) release(pc *pooled[C]) {
 			return
 		}
 		p.armIdleLocked(pc)
+	}
+}
+
+// discard gives back a slot taken by get that will not be used, and
+// closes its connection unless other streams use it: the losing
+// connection of a race is not kept.
+func (p *pool[C]) discard(pc *pooled[C]) {
+	p.mu.Lock()
+	pc.inUse--
+	idle := pc.inUse == 0
+	if idle {
+		p.removeLocked(pc)
+	}
+	p.mu.Unlock()
+	if idle {
+		pc.c.close()
 	}
 }
 

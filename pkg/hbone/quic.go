@@ -35,8 +35,10 @@ type QUICServer struct {
 	h3  *http3.Server
 	log *slog.Logger
 
-	mu  sync.Mutex
-	lns []*quic.Listener
+	mu     sync.Mutex
+	closed bool
+	lns    []*quic.Listener
+	trs    []*quic.Transport
 }
 
 type quicConnKey struct{}
@@ -62,12 +64,23 @@ func NewQUICServer(cfg ServerConfig) (*QUICServer, error) {
 func (s *QUICServer) Serve(pc net.PacketConn) error {
 	tlsConf := serverTLSConfig(http3.NextProtoH3, s.cfg.TrustDomain, s.cfg.Bundles, s.cfg.GetCertificate)
 	qconf := quicConfig(s.cfg.StreamWindow, s.cfg.ConnWindow, int64(s.cfg.MaxConcurrentStreams), s.cfg.HandshakeTimeout)
-	ln, err := quic.Listen(pc, tlsConf, qconf)
+	// A Transport of its own, so that closing the listener (Shutdown)
+	// refuses new handshakes while the open connections drain.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		pc.Close()
+		return ErrServerClosed
+	}
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(tlsConf, qconf)
 	if err != nil {
+		s.mu.Unlock()
+		pc.Close()
 		return fmt.Errorf("hbone: QUIC listen: %w", err)
 	}
-	s.mu.Lock()
 	s.lns = append(s.lns, ln)
+	s.trs = append(s.trs, tr)
 	s.mu.Unlock()
 	err = s.h3.ServeListener(ln)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -76,27 +89,42 @@ func (s *QUICServer) Serve(pc net.PacketConn) error {
 	return err
 }
 
-// Shutdown sends GOAWAY and waits for open tunnels to end, or ctx.
+// Shutdown stops accepting connections at once (handshakes in flight
+// are refused, and the client falls back to TCP), sends GOAWAY on the
+// open ones and waits for their tunnels to end, or ctx.
 func (s *QUICServer) Shutdown(ctx context.Context) error {
-	err := s.h3.Shutdown(ctx)
 	s.closeListeners()
+	err := s.h3.Shutdown(ctx)
+	s.closeTransports()
 	return err
 }
 
 // Close closes everything at once.
 func (s *QUICServer) Close() error {
-	err := s.h3.Close()
 	s.closeListeners()
+	err := s.h3.Close()
+	s.closeTransports()
 	return err
 }
 
 func (s *QUICServer) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for _, ln := range s.lns {
 		ln.Close()
 	}
 	s.lns = nil
+}
+
+func (s *QUICServer) closeTransports() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tr := range s.trs {
+		tr.Close()
+		tr.Conn.Close()
+	}
+	s.trs = nil
 }
 
 func (s *QUICServer) serveHTTP(rw http.ResponseWriter, hr *http.Request) {
@@ -109,6 +137,11 @@ func (s *QUICServer) serveHTTP(rw http.ResponseWriter, hr *http.Request) {
 	if err != nil {
 		rw.WriteHeader(http.StatusUnauthorized)
 		return
+	}
+	if s.cfg.AltSvc != "" {
+		// Also over QUIC, so that a client's memory of the
+		// advertisement is kept fresh while it no longer uses TCP.
+		rw.Header().Set("Alt-Svc", s.cfg.AltSvc)
 	}
 	w := &Responder{t: &h3Responder{rw: rw, local: qc.LocalAddr(), remote: qc.RemoteAddr()}}
 	defer func() {

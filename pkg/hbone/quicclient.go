@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -31,7 +31,11 @@ func NewQUICClient(cfg ClientConfig) (*QUICClient, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	udp, err := net.ListenUDP("udp", nil)
+	listen := cfg.ListenPacket
+	if listen == nil {
+		listen = func() (net.PacketConn, error) { return net.ListenUDP("udp", nil) }
+	}
+	udp, err := listen()
 	if err != nil {
 		return nil, fmt.Errorf("hbone: opening UDP socket: %w", err)
 	}
@@ -59,9 +63,13 @@ type quicConn struct {
 	qc    *quic.Conn
 	cc    *http3.ClientConn
 	limit int
+	// broken is set once a request stream could not be opened (the
+	// server sent GOAWAY, say): the pool hands the connection out no
+	// more.
+	broken atomic.Bool
 }
 
-func (q *quicConn) usable() bool    { return q.qc.Context().Err() == nil }
+func (q *quicConn) usable() bool    { return q.qc.Context().Err() == nil && !q.broken.Load() }
 func (q *quicConn) maxStreams() int { return q.limit }
 func (q *quicConn) close() {
 	q.qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
@@ -71,28 +79,56 @@ func (q *quicConn) addCloseHook(fn func()) {
 	context.AfterFunc(q.qc.Context(), fn)
 }
 
+// quicTarget is where a Dial goes: the pool key and how to dial it.
+type quicTarget struct {
+	key  string
+	dial func(context.Context) (*quicConn, error)
+}
+
+func (c *QUICClient) target(src *tls.Certificate, dst, authority netip.AddrPort, expectedSANs []spiffeid.ID) (quicTarget, error) {
+	key, err := poolKey(src, dst, expectedSANs)
+	if err != nil {
+		return quicTarget{}, err
+	}
+	if !authority.IsValid() || authority.Port() == 0 {
+		return quicTarget{}, fmt.Errorf("hbone: invalid authority %v", authority)
+	}
+	return quicTarget{key: key, dial: func(ctx context.Context) (*quicConn, error) {
+		return c.dialConn(ctx, src, dst, expectedSANs)
+	}}, nil
+}
+
 // Dial implements Dialer.
 func (c *QUICClient) Dial(ctx context.Context, src *tls.Certificate, dst, authority netip.AddrPort,
 	expectedSANs []spiffeid.ID, hdr http.Header) (net.Conn, error) {
-	key, err := poolKey(src, dst, expectedSANs)
+	t, err := c.target(src, dst, authority, expectedSANs)
 	if err != nil {
 		return nil, err
 	}
-	if !authority.IsValid() || authority.Port() == 0 {
-		return nil, fmt.Errorf("hbone: invalid authority %v", authority)
+	for attempt := 1; ; attempt++ {
+		pc, err := c.pool.get(ctx, t.key, t.dial)
+		if err != nil {
+			return nil, err
+		}
+		conn, _, err := c.connect(ctx, pc, authority, hdr)
+		var re retryableError
+		if !errors.As(err, &re) || attempt >= maxAttempts || ctx.Err() != nil {
+			return conn, err
+		}
 	}
-	pc, err := c.pool.get(ctx, key, func(ctx context.Context) (*quicConn, error) {
-		return c.dialConn(ctx, src, dst, expectedSANs)
-	})
-	if err != nil {
-		return nil, err
-	}
+}
+
+// connect opens the tunnel on pc, whose slot it takes over, and returns
+// the response's header fields, those of a refusal too.
+func (c *QUICClient) connect(ctx context.Context, pc *pooled[*quicConn], authority netip.AddrPort, hdr http.Header) (net.Conn, http.Header, error) {
 	var once sync.Once
 	release := func() { once.Do(func() { c.pool.release(pc) }) }
 	rs, err := pc.c.cc.OpenRequestStream(ctx)
 	if err != nil {
+		pc.c.broken.Store(true)
 		release()
-		return nil, fmt.Errorf("hbone: opening HTTP/3 stream: %w", err)
+		// Nothing was sent: the tunnel may be tried elsewhere.
+		return nil, nil, retryableError{fmt.Errorf("hbone: opening HTTP/3 stream: %w", err)}
 	}
 	abort := func() {
 		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
@@ -111,7 +147,7 @@ func (c *QUICClient) Dial(ctx context.Context, src *tls.Certificate, dst, author
 	}
 	if err := rs.SendRequestHeader(req); err != nil {
 		abort()
-		return nil, fmt.Errorf("hbone: sending CONNECT: %w", err)
+		return nil, nil, fmt.Errorf("hbone: sending CONNECT: %w", err)
 	}
 	type result struct {
 		res *http.Response
@@ -128,17 +164,24 @@ func (c *QUICClient) Dial(ctx context.Context, src *tls.Certificate, dst, author
 	case <-ctx.Done():
 		abort()
 		<-done
-		return nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
+		return nil, nil, fmt.Errorf("hbone: waiting for the CONNECT response: %w", ctx.Err())
 	}
 	if r.err != nil {
 		abort()
-		return nil, fmt.Errorf("hbone: reading CONNECT response: %w", r.err)
+		err := fmt.Errorf("hbone: reading CONNECT response: %w", r.err)
+		var se *quic.StreamError
+		if errors.As(r.err, &se) && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected) {
+			// Refused unprocessed (after GOAWAY): safe to try elsewhere.
+			pc.c.broken.Store(true)
+			return nil, nil, retryableError{err}
+		}
+		return nil, nil, err
 	}
 	if r.res.StatusCode != http.StatusOK {
 		abort()
-		return nil, &StatusError{Code: r.res.StatusCode}
+		return nil, r.res.Header, &StatusError{Code: r.res.StatusCode}
 	}
-	return newQUICTunnel(rs, pc.c.qc.LocalAddr(), pc.c.qc.RemoteAddr(), release), nil
+	return newQUICTunnel(rs, pc.c.qc.LocalAddr(), pc.c.qc.RemoteAddr(), release), r.res.Header, nil
 }
 
 func (c *QUICClient) dialConn(ctx context.Context, src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (*quicConn, error) {
@@ -151,58 +194,4 @@ func (c *QUICClient) dialConn(ctx context.Context, src *tls.Certificate, dst net
 	}
 	c.pool.dialed.Add(1)
 	return &quicConn{qc: qc, cc: c.h3.NewClientConn(qc), limit: c.cfg.MaxStreamsPerConn}, nil
-}
-
-// FallbackDialer tries HBONE over QUIC and falls back to TCP when the QUIC
-// connection cannot be set up (nothing on UDP, handshake blocked). A
-// destination whose QUIC dial failed goes straight to TCP for FailureTTL.
-// Answers over QUIC (refusals, a wrong server identity) are final.
-type FallbackDialer struct {
-	QUIC *QUICClient
-	TCP  *Client
-	// FailureTTL is how long a QUIC failure is remembered; 0 means 5m.
-	FailureTTL time.Duration
-
-	mu     sync.Mutex
-	failed map[netip.AddrPort]time.Time
-}
-
-// Dial implements Dialer.
-func (d *FallbackDialer) Dial(ctx context.Context, src *tls.Certificate, dst, authority netip.AddrPort,
-	expectedSANs []spiffeid.ID, hdr http.Header) (net.Conn, error) {
-	if !d.quicBroken(dst) {
-		c, err := d.QUIC.Dial(ctx, src, dst, authority, expectedSANs, hdr)
-		var de *DialError
-		var sm *SANMismatchError
-		if err == nil || !errors.As(err, &de) || errors.As(err, &sm) || ctx.Err() != nil {
-			return c, err
-		}
-		d.QUIC.cfg.Logger.Info("hbone: QUIC unavailable, using TCP", "dst", dst, "err", err)
-		d.markBroken(dst)
-	}
-	return d.TCP.Dial(ctx, src, dst, authority, expectedSANs, hdr)
-}
-
-func (d *FallbackDialer) quicBroken(dst netip.AddrPort) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	until, ok := d.failed[dst]
-	if ok && time.Now().After(until) {
-		delete(d.failed, dst)
-		return false
-	}
-	return ok
-}
-
-func (d *FallbackDialer) markBroken(dst netip.AddrPort) {
-	ttl := d.FailureTTL
-	if ttl <= 0 {
-		ttl = 5 * time.Minute
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.failed == nil {
-		d.failed = make(map[netip.AddrPort]time.Time)
-	}
-	d.failed[dst] = time.Now().Add(ttl)
 }

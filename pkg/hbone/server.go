@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // DefaultMaxConcurrentStreams is the servers' default per-connection
@@ -50,7 +51,11 @@ type ServerConfig struct {
 	// DefaultWriteByteTimeout, negative never. QUIC connections are not
 	// affected.
 	WriteByteTimeout time.Duration
-	Logger           *slog.Logger
+	// AltSvc, when set, is sent as the Alt-Svc field of every answer to
+	// a CONNECT: FormatAltSvc's value advertises HBONE over QUIC (see
+	// the package documentation).
+	AltSvc string
+	Logger *slog.Logger
 }
 
 func (cfg *ServerConfig) check() error {
@@ -99,6 +104,9 @@ type Server struct {
 	shutdown  bool
 	connsDone chan struct{} // closed when conns empties during shutdown
 
+	// answer follows :status in every answer (ServerConfig.AltSvc).
+	answer []hpack.HeaderField
+
 	// goAwayTimeout overrides defaultGoAwayTimeout (tests); set before
 	// Serve.
 	goAwayTimeout time.Duration
@@ -110,7 +118,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	var answer []hpack.HeaderField
+	if cfg.AltSvc != "" {
+		answer = []hpack.HeaderField{{Name: "alt-svc", Value: cfg.AltSvc}}
+	}
 	return &Server{
+		answer:    answer,
 		cfg:       cfg,
 		tls:       serverTLSConfig("h2", cfg.TrustDomain, cfg.Bundles, cfg.GetCertificate),
 		log:       cfg.Logger,
@@ -251,7 +264,7 @@ func (s *Server) handshake(nc net.Conn, under net.Conn) (*tls.Conn, error) {
 }
 
 func (s *Server) serveStream(c *h2Conn, st *h2Stream, f *http2.MetaHeadersFrame, peer spiffeid.ID) {
-	w := &Responder{t: h2Responder{st}}
+	w := &Responder{t: h2Responder{st, s.answer}}
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("hbone: handler panic", "panic", p, "stack", string(debug.Stack()))
@@ -344,12 +357,15 @@ func (s *Server) Close() error {
 }
 
 // h2Responder answers a CONNECT on an HTTP/2 stream.
-type h2Responder struct{ st *h2Stream }
+type h2Responder struct {
+	st    *h2Stream
+	extra []hpack.HeaderField
+}
 
-func (r h2Responder) refuse(status int) error { return r.st.respond(status, true) }
+func (r h2Responder) refuse(status int) error { return r.st.respond(status, true, r.extra...) }
 
 func (r h2Responder) accept() (net.Conn, error) {
-	if err := r.st.respond(http.StatusOK, false); err != nil {
+	if err := r.st.respond(http.StatusOK, false, r.extra...); err != nil {
 		return nil, err
 	}
 	return r.st, nil

@@ -3,10 +3,12 @@ package inpodtest
 import (
 	"encoding/binary"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	mdnetlink "github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -77,4 +79,42 @@ func ForeignTable(t testing.TB, ns *NetNS, flags uint32) (release func()) {
 	release = func() { once.Do(func() { c.Close() }) }
 	t.Cleanup(release)
 	return release
+}
+
+// DropUDPTable is the nftables table DropUDP adds.
+const DropUDPTable = "skiff-test-drop-udp"
+
+// DropUDP drops UDP to port forwarded through the network namespace ns
+// (a node between two others), as a firewall that blocks QUIC would; the
+// rule goes with the test.
+func DropUDP(t testing.TB, ns *os.File, port uint16) {
+	t.Helper()
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Name: DropUDPTable, Family: nftables.TableFamilyINet}
+	// A table left by a test that crashed is replaced.
+	nc.AddTable(table)
+	nc.DelTable(table)
+	table = nc.AddTable(table)
+	chain := nc.AddChain(&nftables.Chain{
+		Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+	})
+	nc.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("adding the UDP drop rule: %v", err)
+	}
+	t.Cleanup(func() {
+		nc.DelTable(table)
+		nc.Flush()
+	})
 }

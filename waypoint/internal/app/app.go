@@ -63,6 +63,10 @@ type Config struct {
 	XDS, CAAddress, TokenFile, XDSRootCert, XDSServerName string
 
 	HBONEAddr, AdminAddr, MetricsAddr, ReadinessAddr string
+	// Transport is the hboneTransport setting: unless tcp, HBONE over
+	// QUIC is also served (UDP, same port as HBONEAddr) and advertised,
+	// and dialed to endpoints that advertise it. Empty means auto.
+	Transport hbone.TransportMode
 
 	DrainTimeout   time.Duration
 	ConnectTimeout time.Duration
@@ -205,10 +209,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		ptel.AccessLog = logger.With("scope", "access")
 	}
 
-	hc, err := hbone.NewClient(hbone.ClientConfig{
+	hc, err := hbone.NewTransportDialer(hbone.ClientConfig{
 		Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger,
 		StreamWindow: tunnelWindow,
-	})
+	}, hbone.TransportConfig{Mode: cfg.Transport})
 	if err != nil {
 		return err
 	}
@@ -250,7 +254,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	bg.run("outlier metrics", px.Run)
-	hs, err := hbone.NewServer(hbone.ServerConfig{
+	srvCfg := hbone.ServerConfig{
 		TrustDomain: td,
 		Bundles:     src.bundles,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -259,13 +263,35 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Handler:      px,
 		Logger:       logger,
 		StreamWindow: tunnelWindow,
-	})
-	if err != nil {
-		return err
 	}
 	ln, err := net.Listen("tcp", cfg.HBONEAddr)
 	if err != nil {
 		return fmt.Errorf("HBONE listener: %w", err)
+	}
+	var qs *hbone.QUICServer
+	if cfg.Transport == "" || cfg.Transport.ServesQUIC() {
+		// The same port on UDP, bound before it is advertised.
+		udp, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("HBONE QUIC listener: %w", err)
+		}
+		srvCfg.AltSvc = hbone.FormatAltSvc(uint16(udp.LocalAddr().(*net.UDPAddr).Port), time.Hour)
+		if qs, err = hbone.NewQUICServer(srvCfg); err != nil {
+			ln.Close()
+			udp.Close()
+			return err
+		}
+		go qs.Serve(udp)
+		logger.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
+	}
+	hs, err := hbone.NewServer(srvCfg)
+	if err != nil {
+		ln.Close()
+		if qs != nil {
+			qs.Close()
+		}
+		return err
 	}
 	go hs.Serve(ln)
 	logger.Info("serving HBONE", "addr", ln.Addr().String(), "identity", self)
@@ -299,6 +325,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	})
 	if err != nil {
 		ln.Close()
+		if qs != nil {
+			qs.Close()
+		}
 		return err
 	}
 	logger.Info("waypoint started", "trustDomain", td.Name())
@@ -307,6 +336,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	draining.Store(true)
 	logger.Info("draining", "timeout", cfg.DrainTimeout, "open", px.Open())
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	if qs != nil {
+		go qs.Shutdown(dctx)
+	}
 	hs.Shutdown(dctx)
 	cancel()
 	px.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/skiffmesh/skiff/pkg/admin"
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/meshstate/localconfig"
@@ -70,8 +71,9 @@ type Config struct {
 
 	AdminAddr, MetricsAddr, ReadinessAddr string
 	// DrainTimeout bounds the drain on shutdown.
-	DrainTimeout   time.Duration
-	QUIC           bool
+	DrainTimeout time.Duration
+	// Transport is the hboneTransport setting (default auto).
+	Transport      hbone.TransportMode
 	ConnectTimeout time.Duration
 
 	// LogLevel is changed at run time by /logging.
@@ -139,7 +141,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Logger:         logger,
 		AccessLog:      accessLog,
 		ConnectTimeout: cfg.ConnectTimeout,
-		QUIC:           cfg.QUIC,
+		Transport:      cfg.Transport,
 		ClusterID:      cfg.ClusterID,
 	})
 	if err != nil {

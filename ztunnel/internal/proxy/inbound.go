@@ -63,6 +63,7 @@ func (i *Instance) serveHBONE(ctx context.Context, w *hbone.Responder, r *hbone.
 	src := socket.AddrPort(r.RemoteAddr)
 	rec := i.p.newRecord(true, src)
 	rec.mtls = true
+	rec.transport = r.Transport()
 	rec.src.id = r.Peer
 	rec.dst.addr = r.Authority
 	client, app, t, err := i.admit(ctx, rec, r.Authority, socket.AddrPort(r.LocalAddr), r.Peer, w.Accept)

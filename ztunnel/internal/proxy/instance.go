@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -62,7 +64,6 @@ type Instance struct {
 
 	listeners  []net.Listener
 	stopAccept []func() // remove the listeners from the acceptor
-	udp        *net.UDPConn
 	wg         sync.WaitGroup
 
 	mu     sync.Mutex
@@ -159,30 +160,23 @@ func (p *Proxy) Start(cfg InstanceConfig) (*Instance, error) {
 }
 
 func (i *Instance) open() error {
+	mark := socket.Options{Mark: i.cfg.Mark}
 	clientCfg := hbone.ClientConfig{
 		Bundles:     i.p.cfg.Bundles,
-		DialContext: i.ns.DialContext(socket.Options{Mark: i.cfg.Mark}),
-		Logger:      i.log,
+		DialContext: i.ns.DialContext(mark),
+		// The QUIC client's socket lives in the pod's namespace and
+		// carries ztunnel's mark, like its TCP dials.
+		ListenPacket: func() (net.PacketConn, error) {
+			return i.ns.ListenPacket(context.Background(), ":0", mark)
+		},
+		Logger: i.log,
 	}
-	tcpClient, err := hbone.NewClient(clientCfg)
+	d, err := hbone.NewTransportDialer(clientCfg, hbone.TransportConfig{Mode: i.p.cfg.Transport})
 	if err != nil {
-		return err
+		return fmt.Errorf("HBONE client: %w", err)
 	}
-	i.closers = append(i.closers, tcpClient.Close)
-	i.dialer = tcpClient
-	if i.p.cfg.QUIC {
-		// The client's UDP socket must live in the pod's namespace.
-		var qc *hbone.QUICClient
-		if err := i.ns.Do(func() error {
-			var err error
-			qc, err = hbone.NewQUICClient(clientCfg)
-			return err
-		}); err != nil {
-			return fmt.Errorf("QUIC client: %w", err)
-		}
-		i.closers = append(i.closers, qc.Close)
-		i.dialer = &hbone.FallbackDialer{QUIC: qc, TCP: tcpClient}
-	}
+	i.closers = append(i.closers, d.Close)
+	i.dialer = d
 
 	lo := socket.Options{Mark: i.cfg.Mark, ReusePort: i.cfg.ReusePort}
 	in := lo
@@ -215,6 +209,7 @@ func (i *Instance) open() error {
 		return err
 	}
 	if i.cfg.HBONE != "" {
+		quic := i.p.cfg.Transport.ServesQUIC()
 		srvCfg := hbone.ServerConfig{
 			TrustDomain:    i.p.cfg.TrustDomain,
 			Bundles:        i.p.cfg.Bundles,
@@ -222,31 +217,99 @@ func (i *Instance) open() error {
 			Handler:        hbone.HandlerFunc(i.serveHBONE),
 			Logger:         i.log,
 		}
+		var udp *net.UDPConn
+		if quic {
+			if udp, err = i.listenQUIC(ctx, lo); err != nil {
+				return err
+			}
+			port := uint16(0)
+			if udp != nil {
+				port = uint16(udp.LocalAddr().(*net.UDPAddr).Port)
+			} else if ap, err := netip.ParseAddrPort(i.cfg.HBONE); err == nil {
+				port = ap.Port()
+			}
+			srvCfg.AltSvc = hbone.FormatAltSvc(port, altSvcMaxAge)
+		}
 		if i.hboneSrv, err = hbone.NewServer(srvCfg); err != nil {
+			if udp != nil {
+				udp.Close()
+			}
 			return err
 		}
 		srv := i.hboneSrv
 		if err := listen(i.cfg.HBONE, in, func(c *net.TCPConn) { srv.ServeConn(c) }); err != nil {
+			if udp != nil {
+				udp.Close()
+			}
 			return err
 		}
-		if i.p.cfg.QUIC {
+		if quic {
 			if i.quicSrv, err = hbone.NewQUICServer(srvCfg); err != nil {
-				return err
-			}
-			if i.udp, err = i.ns.ListenPacket(ctx, i.cfg.HBONE, lo); err != nil {
+				if udp != nil {
+					udp.Close()
+				}
 				return err
 			}
 			i.wg.Add(1)
 			go func() {
 				defer i.wg.Done()
-				if err := i.quicSrv.Serve(i.udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
-					i.log.Error("HBONE QUIC listener failed", "err", err)
-				}
+				i.serveQUIC(ctx, udp, lo)
 			}()
 		}
 	}
 	return nil
 }
+
+// listenQUIC binds HBONE's UDP port. Unlike the TCP listeners it does
+// not share the port (SO_REUSEPORT) with a ztunnel being replaced: the
+// kernel would spread the packets of the old ztunnel's QUIC connections
+// over both sockets, and the new one cannot serve them. While the old
+// one holds the port, it returns nil, and serveQUIC binds it once free;
+// meanwhile peers that try QUIC fall back to TCP.
+func (i *Instance) listenQUIC(ctx context.Context, o socket.Options) (*net.UDPConn, error) {
+	o.ReusePort = false
+	udp, err := i.ns.ListenPacket(ctx, i.cfg.HBONE, o)
+	if err != nil && i.cfg.ReusePort && errors.Is(err, syscall.EADDRINUSE) {
+		i.log.Info("HBONE UDP port held by the ztunnel being replaced; QUIC waits for it", "addr", i.cfg.HBONE)
+		return nil, nil
+	}
+	return udp, err
+}
+
+// quicRebind is how often a port held by the replaced ztunnel is tried.
+const quicRebind = 250 * time.Millisecond
+
+// serveQUIC serves HBONE over QUIC on udp, or on the port once it can be
+// bound (udp nil), until the instance closes.
+func (i *Instance) serveQUIC(ctx context.Context, udp *net.UDPConn, o socket.Options) {
+	o.ReusePort = false
+	if udp == nil {
+		t := time.NewTicker(quicRebind)
+		defer t.Stop()
+		for udp == nil {
+			select {
+			case <-i.ctx.Done():
+				return
+			case <-t.C:
+			}
+			var err error
+			udp, err = i.ns.ListenPacket(ctx, i.cfg.HBONE, o)
+			if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+				i.log.Error("HBONE QUIC listener failed", "err", err)
+				return
+			}
+		}
+		i.log.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
+	}
+	// Serve closes udp when the server closes, even if it already has.
+	if err := i.quicSrv.Serve(udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+		i.log.Error("HBONE QUIC listener failed", "err", err)
+	}
+}
+
+// altSvcMaxAge is how long a peer may count on ztunnel's QUIC listener
+// after an answer advertised it; every answer renews it.
+const altSvcMaxAge = time.Hour
 
 // Addrs returns the listeners' addresses, in the order outbound,
 // plaintext, SOCKS5, HBONE (those configured).
@@ -377,8 +440,6 @@ func (i *Instance) Close() error {
 	}
 	if i.quicSrv != nil {
 		i.quicSrv.Close()
-	} else if i.udp != nil {
-		i.udp.Close()
 	}
 	i.cancel(errInstanceClosed)
 	for _, t := range i.trackedConns() {

@@ -164,6 +164,9 @@ func (i *Instance) connect(ctx context.Context, rec *record, dst netip.AddrPort)
 	default:
 		rec.dst.addr, rec.hboneAddr, rec.dst.id, rec.mtls = rt.Authority, rt.Target, rt.SANs[0], true
 		up, err = i.tunnel(dctx, src, rt)
+		if err == nil {
+			rec.transport = hbone.TransportOf(up)
+		}
 	}
 	if err != nil {
 		release()

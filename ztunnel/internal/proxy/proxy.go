@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/policy"
@@ -59,8 +60,10 @@ type Config struct {
 	AccessLog *slog.Logger
 	// ConnectTimeout bounds connecting upstream (default 10s).
 	ConnectTimeout time.Duration
-	// QUIC enables HBONE over QUIC (UDP 15008), falling back to TCP.
-	QUIC bool
+	// Transport is the hboneTransport setting: unless tcp, HBONE over
+	// QUIC is served on UDP 15008 and advertised, and dialed to peers
+	// that advertise it, falling back to TCP. Empty means auto.
+	Transport hbone.TransportMode
 	// ClusterID labels metrics (default "Kubernetes").
 	ClusterID string
 }
@@ -80,7 +83,7 @@ type Proxy struct {
 	load   map[string]*atomic.Int64 // open outbound connections per workload uid
 
 	attrMu   sync.Mutex
-	attrSets map[telemetry.Labels]attribute.Set
+	attrSets map[metricLabels]attribute.Set
 }
 
 // New returns a Proxy.
@@ -107,13 +110,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "Kubernetes"
 	}
+	if cfg.Transport == "" {
+		cfg.Transport = hbone.TransportAuto
+	}
+	if _, err := hbone.ParseTransportMode(string(cfg.Transport)); err != nil {
+		return nil, err
+	}
 	return &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		acceptor:  acceptor.New(cfg.Logger),
 		instances: map[*Instance]struct{}{},
 		load:      map[string]*atomic.Int64{},
-		attrSets:  map[telemetry.Labels]attribute.Set{},
+		attrSets:  map[metricLabels]attribute.Set{},
 	}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
@@ -37,6 +38,9 @@ type record struct {
 	svc       *meshstate.Service
 	kind      route.Kind
 	mtls      bool
+	// transport carried the connection between the proxies (HBONE over
+	// TCP or QUIC); TCP for plain connections.
+	transport hbone.Transport
 	flags     string
 	// sent is client to server, recv server to client.
 	sent, recv int64
@@ -63,7 +67,7 @@ func (r *record) prepare() bool {
 		return false
 	}
 	r.opened = true
-	r.attrs = r.p.attributes(r.labels())
+	r.attrs = r.p.attributes(metricLabels{r.labels(), r.transport})
 	return true
 }
 
@@ -84,7 +88,7 @@ func (r *record) finish(err error) {
 	if r.inbound {
 		dir = "inbound"
 	}
-	attrs := make([]slog.Attr, 0, 20)
+	attrs := make([]slog.Attr, 0, 21)
 	attrs = append(attrs,
 		slog.String("direction", dir),
 		slog.String("src.addr", r.src.addr.String()))
@@ -101,6 +105,7 @@ func (r *record) finish(err error) {
 		attrs = append(attrs, slog.String("route", r.kind.String()))
 	}
 	attrs = append(attrs,
+		slog.String("transport", r.transport.String()),
 		slog.Int64("bytes_sent", r.sent),
 		slog.Int64("bytes_recv", r.recv),
 		slog.Duration("duration", time.Since(r.start)))
@@ -201,10 +206,23 @@ func baggage(w *meshstate.Workload, cluster string) string {
 // maxAttrSets bounds the cache of metric label sets.
 const maxAttrSets = 4096
 
+// LabelTransport is the label, beside Istio's, that says which transport
+// carried a connection between the proxies: "quic" for HBONE over QUIC,
+// "tcp" for HBONE over TCP and for plain TCP (told apart by
+// connection_security_policy). Istio has no such label; its metric
+// names and its labels are kept as they are.
+const LabelTransport = "transport"
+
+// metricLabels are the labels of ztunnel's connection metrics.
+type metricLabels struct {
+	telemetry.Labels
+	transport hbone.Transport
+}
+
 // attributes returns the attribute set for l, shared by every connection
 // with the same labels: building one per connection costs a kilobyte and
 // more for as long as the connection lives.
-func (p *Proxy) attributes(l telemetry.Labels) attribute.Set {
+func (p *Proxy) attributes(l metricLabels) attribute.Set {
 	p.attrMu.Lock()
 	defer p.attrMu.Unlock()
 	if s, ok := p.attrSets[l]; ok {
@@ -213,7 +231,8 @@ func (p *Proxy) attributes(l telemetry.Labels) attribute.Set {
 	if len(p.attrSets) >= maxAttrSets {
 		clear(p.attrSets)
 	}
-	s := l.Set()
+	set := l.Labels.Set()
+	s := attribute.NewSet(append(set.ToSlice(), attribute.String(LabelTransport, l.transport.String()))...)
 	p.attrSets[l] = s
 	return s
 }
