@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,7 +116,9 @@ type h2Config struct {
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
 // side. It exists, rather than x/net/http2's Server, so that each side can
-// half-close a stream (END_STREAM) while still reading, as TCP can.
+// half-close a stream (END_STREAM) while still reading, as TCP can. On
+// the server only well-formed CONNECTs reach a handler: the engine resets
+// malformed requests and answers the others itself (answerLocked).
 //
 // Locking: wmu (frame writes, hpack encoder) may be taken before mu, never
 // after. The read loop never takes wmu, so a peer that stops reading cannot
@@ -1487,6 +1490,12 @@ func (c *h2Conn) sendAnswerLocked(st *h2Stream) bool {
 	return st.maybeRemoveLocked()
 }
 
+// unblockLocked takes st, which left the connection, off c.blocked.
+func (c *h2Conn) unblockLocked(st *h2Stream) {
+	st.blocked = false
+	c.blocked = slices.DeleteFunc(c.blocked, func(b *h2Stream) bool { return b == st })
+}
+
 // sendBlockedLocked goes on with the answers that wait for flow-control
 // credit; it returns the streams that thereby left the connection.
 func (c *h2Conn) sendBlockedLocked() []*h2Stream {
@@ -1498,9 +1507,6 @@ func (c *h2Conn) sendBlockedLocked() []*h2Stream {
 	c.blocked = nil
 	for _, st := range q {
 		st.blocked = false
-		if st.reset != nil || st.removed {
-			continue
-		}
 		if c.sendAnswerLocked(st) {
 			removed = append(removed, st)
 		}

@@ -718,3 +718,31 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 	})
 }
+
+// Answers waiting for flow-control credit leave the connection's list
+// when their streams are reset, however many come and go.
+func TestBlockedAnswersReleased(t *testing.T) {
+	ctx := testCtx(t)
+	e := newTCPEnv(t, waitForEnd, envOpt{serverCfg: func(c *ServerConfig) {
+		c.MaxConcurrentStreams = 4
+		c.Logger = slog.New(slog.DiscardHandler)
+	}})
+	p := dialFramePeer(t, ctx, e)
+	// A window of 0 blocks every answer's body.
+	p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	for id := uint32(1); id < 200; id += 2 {
+		p.headers(id, true, nil, get()...)
+		p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	ignored()(p) // all of it was read
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	for _, c := range e.srv.conns {
+		c.mu.Lock()
+		blocked, streams := len(c.blocked), len(c.streams)
+		c.mu.Unlock()
+		if blocked != 0 || streams != 0 {
+			t.Errorf("after every stream was reset: %d answers blocked, %d streams open", blocked, streams)
+		}
+	}
+}

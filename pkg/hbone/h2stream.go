@@ -129,6 +129,9 @@ func (st *h2Stream) maybeRemoveLocked() bool {
 	}
 	st.removed = true
 	delete(st.c.streams, st.id)
+	if st.blocked {
+		st.c.unblockLocked(st)
+	}
 	st.cond.Broadcast()
 	st.goneLocked()
 	return true
