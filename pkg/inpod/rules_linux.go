@@ -37,7 +37,7 @@ const (
 
 // rulesVersion changes whenever the rule set below changes meaning, so an
 // agent finds rules written by an older version stale and rewrites them.
-const rulesVersion = "1"
+const rulesVersion = "2"
 
 // commentPrefix starts the comment carried by every rule this package writes.
 const commentPrefix = "skiff-inpod "
@@ -51,7 +51,10 @@ const commentPrefix = "skiff-inpod "
 //     proxied to ztunnel's HBONE listener; other new inbound TCP not to
 //     localhost is transparently proxied to InboundPlaintextPort. Both
 //     proxied paths mark packets with TProxyMark and drop the packet when
-//     ztunnel's listener is missing (fail closed).
+//     ztunnel's listener is missing (fail closed). UDP to InboundHBONEPort
+//     (HBONE over QUIC) is accepted only for a socket carrying SocketMark,
+//     ztunnel's own, and dropped otherwise: when ztunnel is gone, or an
+//     application in the pod binds the port.
 //   - output: the connection mark is restored to the packet mark, so replies
 //     of ztunnel's original-source connections (TProxyMark) are routed back
 //     to ztunnel by "fwmark TProxyMark/MarkMask lookup RouteTable" and
@@ -373,6 +376,10 @@ func (r Rules) ruleSpecs() []ruleSpec {
 		{ChainPrerouting, "hbone-tproxy", cat(tcpDport(InboundHBONEPort), tproxy(InboundHBONEPort), setMark(TProxyMark), accept)},
 		// Reached only when ztunnel has no listener: fail closed.
 		{ChainPrerouting, "hbone-closed", cat(tcpDport(InboundHBONEPort), drop)},
+		// QUIC needs no redirect (it is addressed to the pod's own port);
+		// the port is reserved for ztunnel like the TCP one.
+		{ChainPrerouting, "hbone-udp", cat(udpDport(InboundHBONEPort), socketMarkMasked(SocketMark), accept)},
+		{ChainPrerouting, "hbone-udp-closed", cat(udpDport(InboundHBONEPort), drop)},
 		{ChainPrerouting, "established", cat(ctEstablished(), accept)},
 		{ChainPrerouting, "loopback", cat(daddr4Prefix(netip.MustParsePrefix("127.0.0.0/8")), accept)},
 		{ChainPrerouting, "loopback6", cat(daddr6(netip.IPv6Loopback()), accept)},
@@ -422,6 +429,25 @@ func tcpDport(port uint16) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
 	)
+}
+
+func udpDport(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+}
+
+// socketMarkMasked matches "socket mark & MarkMask == v": the local
+// socket the packet is for carries mark v. No socket, no match.
+func socketMarkMasked(v uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyMark, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(MarkMask), Xor: native32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(v)},
+	}
 }
 
 func nfproto(p byte) []expr.Any {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
@@ -266,6 +267,91 @@ func TestRedirection(t *testing.T) {
 			t.Fatalf("app saw %v, want the original source %v", ra, src)
 		}
 	})
+}
+
+// TestInboundQUIC: UDP to the HBONE port reaches ztunnel's marked socket
+// only; a socket without the mark, an application's that took the port
+// while ztunnel was gone, gets nothing (fail closed). Other UDP is left
+// alone, which is how a drop is told from a datagram still on its way:
+// a datagram sent after it on the same path to another port arrives.
+func TestInboundQUIC(t *testing.T) {
+	top := newTopology(t)
+	if err := (inpod.Rules{}).Install(top.pod.File); err != nil {
+		t.Fatal(err)
+	}
+	control, err := inpodtest.ListenPacket(top.pod.File, "0.0.0.0:8081", inpodtest.SocketOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer control.Close()
+	sender, err := inpodtest.ListenPacket(top.peer.File, "0.0.0.0:0", inpodtest.SocketOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	hbone := net.UDPAddrFromAddrPort(netip.AddrPortFrom(podIP, inpod.InboundHBONEPort))
+	controlAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(podIP, 8081))
+	// receive waits up to arrive for a datagram that must come.
+	receive := func(c *net.UDPConn) (string, bool) {
+		c.SetReadDeadline(time.Now().Add(arrive))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err == nil
+	}
+	// pending reads a datagram already queued, without waiting.
+	pending := func(c *net.UDPConn) (string, bool) {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		n, rerr := 0, error(nil)
+		if err := rc.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if rerr != nil {
+			return "", false
+		}
+		return string(buf[:n]), true
+	}
+	send := func(to *net.UDPAddr, msg string) {
+		t.Helper()
+		if _, err := sender.WriteToUDP([]byte(msg), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		mark      uint32
+		delivered bool
+	}{
+		{"ztunnel's socket gets QUIC", inpod.SocketMark, true},
+		{"an unmarked socket on the port gets nothing", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock, err := inpodtest.ListenPacket(top.pod.File, hbone.String(), inpodtest.SocketOpts{Mark: tc.mark})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sock.Close()
+			send(hbone, "quic")
+			send(controlAddr, "after")
+			if got, ok := receive(control); !ok || got != "after" {
+				t.Fatalf("control datagram: %q %v", got, ok)
+			}
+			read := pending
+			if tc.delivered {
+				read = receive
+			}
+			got, ok := read(sock)
+			if ok != tc.delivered || ok && got != "quic" {
+				t.Fatalf("socket with mark %#x got %q (%v), want delivered=%v", tc.mark, got, ok, tc.delivered)
+			}
+		})
+	}
 }
 
 // With the rules in place but no ztunnel listening, inbound TCP must not

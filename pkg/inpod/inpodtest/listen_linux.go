@@ -34,7 +34,7 @@ func (o SocketOpts) control(network, address string, c syscall.RawConn) error {
 		}
 		if o.Transparent {
 			level, opt := unix.SOL_IP, unix.IP_TRANSPARENT
-			if network == "tcp6" {
+			if network == "tcp6" || network == "udp6" {
 				level, opt = unix.SOL_IPV6, unix.IPV6_TRANSPARENT
 			}
 			serr = unix.SetsockoptInt(int(fd), level, opt, 1)
@@ -56,6 +56,21 @@ func Listen(ns *os.File, addr string, opts SocketOpts) (net.Listener, error) {
 		return err
 	})
 	return ln, err
+}
+
+// ListenPacket opens a UDP socket on addr inside ns.
+func ListenPacket(ns *os.File, addr string, opts SocketOpts) (*net.UDPConn, error) {
+	var pc net.PacketConn
+	err := inpod.Do(ns, func() error {
+		var err error
+		lc := net.ListenConfig{Control: opts.control}
+		pc, err = lc.ListenPacket(context.Background(), "udp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // Dial connects to addr from inside ns, optionally from local (which may be
