@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1alpha1 "github.com/skiffmesh/skiff/pkg/apis/policy/v1alpha1"
@@ -218,13 +219,20 @@ func (ix *Index) SetPod(ns, name string, pod *corev1.Pod) {
 		pi = podFrom(pod)
 	}
 	ix.trackNode(k, pod)
+	old := ix.pods[k]
 	if pi == nil {
-		if _, ok := ix.pods[k]; !ok {
+		if old == nil {
 			return
 		}
 		delete(ix.pods, k)
 		delete(ix.podsByNS[ns], k)
 	} else {
+		if old != nil && old.equal(pi) {
+			// Nothing its workload is built from changed: a status
+			// write, or the informer feeding it again.
+			ix.pods[k] = pi
+			return
+		}
 		ix.pods[k] = pi
 		if ix.podsByNS[ns] == nil {
 			ix.podsByNS[ns] = map[key]bool{}
@@ -281,7 +289,12 @@ func (ix *Index) SetService(ns, name string, svc *corev1.Service) {
 		delete(ix.services, k)
 		delete(ix.svcByNS[ns], k)
 	} else {
-		ix.services[k] = serviceFrom(svc)
+		si := serviceFrom(svc)
+		if old != nil && old.equal(si) {
+			ix.services[k] = si
+			return
+		}
+		ix.services[k] = si
 		if ix.svcByNS[ns] == nil {
 			ix.svcByNS[ns] = map[key]bool{}
 		}
@@ -311,7 +324,11 @@ func (ix *Index) SetService(ns, name string, svc *corev1.Service) {
 		}
 	}
 	ix.dirtySvcs[k] = true
-	ix.dirtyWaypoints = true
+	// Waypoints hold the services bound to them, and whether a service
+	// exists decides whether a route may mirror to it.
+	if now := ix.services[k]; old == nil || now == nil || ix.boundGateway(ns, old.labels) != "" || ix.boundGateway(ns, now.labels) != "" {
+		ix.dirtyWaypoints = true
+	}
 	ix.notify()
 }
 
@@ -390,13 +407,17 @@ func (ix *Index) SetGateway(ns, name string, g *gatewayv1.Gateway) {
 	if g != nil {
 		gi = gatewayFrom(g)
 	}
+	old := ix.gateways[k]
 	if gi == nil {
-		if _, ok := ix.gateways[k]; !ok {
+		if old == nil {
 			return
 		}
 		delete(ix.gateways, k)
 	} else {
 		ix.gateways[k] = gi
+		if old != nil && old.equal(gi) {
+			return // a status write that changed no address
+		}
 	}
 	// Whatever is bound to the waypoint may be in any namespace that names
 	// it; waypoint changes are rare, so re-check everything bound to one.
@@ -427,6 +448,12 @@ func (ix *Index) SetAuthorizationPolicy(ns, name string, p *securityv1.Authoriza
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	old := ix.authz[k]
+	if old != nil && p != nil && sameGeneration(old, p) {
+		// Only its status or metadata changed, which nothing reads.
+		ix.authz[k] = p
+		ix.authzByNS[ns][k] = p
+		return
+	}
 	if p == nil {
 		delete(ix.authz, k)
 		delete(ix.authzByNS[ns], k)
@@ -437,21 +464,40 @@ func (ix *Index) SetAuthorizationPolicy(ns, name string, p *securityv1.Authoriza
 		}
 		ix.authzByNS[ns][k] = p
 	}
-	// Workloads list the selector policies that apply to them.
-	if selectorOf(old) != nil || selectorOf(p) != nil {
+	// Workloads list the selector policies that apply to them: those its
+	// selector matched before or matches now may change.
+	if before, after := selectorOf(old), selectorOf(p); before != nil || after != nil {
+		matches := func(pk key) {
+			if l := ix.pods[pk].labels; selects(before, l) || selects(after, l) {
+				ix.dirtyPods[pk] = true
+			}
+		}
 		if ns == ix.opts.RootNamespace {
 			for pk := range ix.pods {
-				ix.dirtyPods[pk] = true
+				matches(pk)
 			}
 		} else {
 			for pk := range ix.podsByNS[ns] {
-				ix.dirtyPods[pk] = true
+				matches(pk)
 			}
 		}
 	}
 	ix.dirtyAuthz[k] = true
-	ix.dirtyWaypoints = true
+	// Waypoints hold the policies that target something (L7); the others
+	// are ztunnel's.
+	if (old != nil && hasTargets(old)) || (p != nil && hasTargets(p)) {
+		ix.dirtyWaypoints = true
+	}
 	ix.notify()
+}
+
+// sameGeneration reports whether b is the same object as a with the same
+// spec: the generation changes with every change of the spec (and, for a
+// kind without a status subresource, of the status), never with metadata.
+// Objects without a uid and generation (made by hand, not read from the
+// apiserver) are never the same.
+func sameGeneration(a, b metav1.Object) bool {
+	return a.GetUID() != "" && a.GetUID() == b.GetUID() && a.GetGeneration() != 0 && a.GetGeneration() == b.GetGeneration()
 }
 
 // selectorOf returns a ztunnel policy's selector labels, nil if it has none.
@@ -484,6 +530,14 @@ func (ix *Index) SetRateLimitPolicy(ns, name string, p *policyv1alpha1.RateLimit
 func setL7[T any](ix *Index, m map[key]*T, k key, v *T) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if old := m[k]; old != nil && v != nil {
+		o, ook := any(old).(metav1.Object)
+		n, nok := any(v).(metav1.Object)
+		if ook && nok && sameGeneration(o, n) {
+			m[k] = v // only its status or metadata changed
+			return
+		}
+	}
 	if v == nil {
 		if _, ok := m[k]; !ok {
 			return
@@ -536,9 +590,10 @@ func (ix *Index) Flush() int {
 	wp := Update{TypeURL: xds.WaypointType}
 	if ix.dirtyWaypoints {
 		seen := map[string]bool{}
+		in := ix.waypointInputs()
 		for k, g := range ix.gateways {
 			seen[k] = true
-			ix.publish(&wp, k, ix.buildWaypoint(g))
+			ix.publish(&wp, k, ix.buildWaypointFrom(g, in))
 		}
 		for name := range ix.published[xds.WaypointType] {
 			if !seen[name] {

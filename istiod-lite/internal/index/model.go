@@ -1,7 +1,9 @@
 package index
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -265,4 +267,25 @@ func workloadOwner(p *podInfo) (name string, deployment, job bool) {
 		return p.name, false, false
 	}
 	return p.ownerName, false, false
+}
+
+// equal reports whether p and o build the same workload.
+func (p *podInfo) equal(o *podInfo) bool {
+	return p.ns == o.ns && p.name == o.name && p.uid == o.uid && p.node == o.node && p.sa == o.sa &&
+		p.hostNetwork == o.hostNetwork && p.ready == o.ready && p.redirected == o.redirected &&
+		p.ownerKind == o.ownerKind && p.ownerName == o.ownerName &&
+		maps.Equal(p.labels, o.labels) && slices.Equal(p.ips, o.ips) && maps.Equal(p.namedPorts, o.namedPorts)
+}
+
+// equal reports whether s and o are the same service to the index.
+func (s *serviceInfo) equal(o *serviceInfo) bool {
+	return s.ns == o.ns && s.name == o.name && s.external == o.external &&
+		maps.Equal(s.labels, o.labels) && maps.Equal(s.selector, o.selector) &&
+		slices.Equal(s.vips, o.vips) && slices.Equal(s.ports, o.ports)
+}
+
+// equal reports whether g and o are the same waypoint to the index.
+func (g *gatewayInfo) equal(o *gatewayInfo) bool {
+	return g.ns == o.ns && g.name == o.name && g.waypointFor == o.waypointFor && g.hostname == o.hostname &&
+		slices.Equal(g.addrs, o.addrs)
 }

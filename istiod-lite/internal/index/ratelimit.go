@@ -79,21 +79,15 @@ func RateLimitProblems(p *policyv1alpha1.RateLimitPolicy) []string {
 // serviceRateLimits returns the limits the waypoint applies to requests to
 // s: those of the policies in s's namespace that target s, or a route in
 // routes (the HTTPRoutes attached to s) or one of its rules, by policy
-// namespace/name and then in the order of the policy's targets.
-func (ix *Index) serviceRateLimits(s *serviceInfo, routes map[key]bool) []*waypointapi.RateLimit {
+// namespace/name and then in the order of the policy's targets. keys are
+// the keys of the RateLimitPolicies in s's namespace, sorted.
+func (ix *Index) serviceRateLimits(s *serviceInfo, routes map[key]bool, keys []key) []*waypointapi.RateLimit {
 	td, err := spiffeid.TrustDomainFromString(ix.opts.TrustDomain)
 	if err != nil {
 		// Service accounts cannot be named, and their overrides are left
 		// out: the clients they list keep the policy's own limit.
 		td = spiffeid.TrustDomain{}
 	}
-	keys := make([]key, 0, len(ix.rateLimits))
-	for k, p := range ix.rateLimits {
-		if p.Namespace == s.ns {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
 	var out []*waypointapi.RateLimit
 	for _, k := range keys {
 		p := ix.rateLimits[k]
