@@ -179,35 +179,52 @@ func New(opts Options) (*Server, error) {
 }
 
 // Push implements index.Sink: it replaces the changed resources and tells
-// every connected client's sender which names changed.
+// every connected client's sender which names changed. A resource pushed
+// again at the version the server holds, or the removal of one it does not
+// hold, changes nothing and is sent to no one.
 func (s *Server) Push(updates []index.Update) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.version++
 	s.synced = true
+	changed := make([]index.Update, 0, len(updates))
 	for _, u := range updates {
 		st := s.store[u.TypeURL]
 		if st == nil {
 			st = map[string]*entry{}
 			s.store[u.TypeURL] = st
 		}
+		c := index.Update{TypeURL: u.TypeURL}
 		for _, r := range u.Upserted {
+			if e := st[r.Name]; e != nil && e.version == r.Version {
+				continue
+			}
 			wire, err := encodeResource(u.TypeURL, r)
 			if err != nil {
 				s.log.Error("encode xds resource", "type", u.TypeURL, "name", r.Name, "err", err)
 				continue
 			}
 			st[r.Name] = &entry{name: r.Name, version: r.Version, wire: mem.SliceBuffer(wire)}
+			c.Upserted = append(c.Upserted, r)
 		}
 		for _, name := range u.Removed {
-			delete(st, name)
+			if _, ok := st[name]; ok {
+				delete(st, name)
+				c.Removed = append(c.Removed, name)
+			}
+		}
+		if len(c.Upserted)+len(c.Removed) > 0 {
+			changed = append(changed, c)
 		}
 	}
-	for c := range s.conns {
-		c.enqueue(updates, now)
+	if len(changed) == 0 {
+		return
 	}
-	for _, u := range updates {
+	for c := range s.conns {
+		c.enqueue(changed, now)
+	}
+	for _, u := range changed {
 		if u.TypeURL == xds.WaypointType && len(u.Removed) > 0 {
 			s.revokeWaypoints(u.Removed)
 		}
