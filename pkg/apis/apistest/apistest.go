@@ -17,22 +17,33 @@ import (
 	"github.com/skiffmesh/skiff/pkg/apis"
 )
 
+// Option configures the environment before it starts.
+type Option func(*envtest.Environment)
+
+// ServiceIPRange sets the apiserver's service-cluster-ip-range: envtest's
+// default, a /24, has room for 254 Services.
+func ServiceIPRange(cidr string) Option {
+	return func(env *envtest.Environment) {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", cidr)
+	}
+}
+
 // Start starts kube-apiserver and etcd, stopped when the test ends. It
 // skips the test when KUBEBUILDER_ASSETS does not hold them.
-func Start(t testing.TB) (*envtest.Environment, *rest.Config) {
+func Start(t testing.TB, opts ...Option) (*envtest.Environment, *rest.Config) {
 	t.Helper()
-	return start(t, &envtest.Environment{})
+	return start(t, &envtest.Environment{}, opts)
 }
 
 // StartWithCRDs is Start with Skiff's CRDs (pkg/apis) installed, and a
 // client whose scheme knows client-go's types and Skiff's.
-func StartWithCRDs(t testing.TB) (*envtest.Environment, *rest.Config, client.Client) {
+func StartWithCRDs(t testing.TB, opts ...Option) (*envtest.Environment, *rest.Config, client.Client) {
 	t.Helper()
 	crds, err := apis.CRDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, cfg := start(t, &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}})
+	env, cfg := start(t, &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}, opts)
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -47,7 +58,7 @@ func StartWithCRDs(t testing.TB) (*envtest.Environment, *rest.Config, client.Cli
 	return env, cfg, c
 }
 
-func start(t testing.TB, env *envtest.Environment) (*envtest.Environment, *rest.Config) {
+func start(t testing.TB, env *envtest.Environment, opts []Option) (*envtest.Environment, *rest.Config) {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -55,6 +66,9 @@ func start(t testing.TB, env *envtest.Environment) (*envtest.Environment, *rest.
 	}
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		t.Skipf("no kube-apiserver in KUBEBUILDER_ASSETS: %v", err)
+	}
+	for _, o := range opts {
+		o(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {
