@@ -67,6 +67,7 @@ func run() error {
 	fs.StringVar(&cfg.Deployer.MemoryLimit, "waypoint-memory-limit", "512Mi", "waypoint memory limit")
 	fs.StringVar(&cfg.Deployer.OTLPEndpoint, "waypoint-otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) that waypoints send traces to; empty: no tracing")
 	fs.BoolVar(&cfg.Deployer.OTLPInsecure, "waypoint-otlp-insecure", false, "waypoints send traces without TLS (an in-cluster collector)")
+	fs.StringVar(&cfg.Deployer.HBONETransport, "waypoint-hbone-transport", "auto", "waypoints' HBONE transport: auto (QUIC on UDP 15008 beside TCP, advertised, and dialed to peers that advertise it), tcp, or quic (also tried toward peers that advertise nothing)")
 	fs.StringVar(&cfg.Deployer.RateLimitService, "waypoint-rate-limit-service", "", "Envoy rate-limit service (host:port, gRPC) that waypoints ask for global rate limits; a Gateway's parameters may name another")
 	var qps float64
 	fs.Float64Var(&qps, "kube-qps", 100, "requests per second to the apiserver")

@@ -73,6 +73,11 @@ type Options struct {
 	// RateLimitPolicies reports RateLimitPolicy status (its CRD must be
 	// installed).
 	RateLimitPolicies bool
+	// HBONETransport is the waypoints' hboneTransport setting (auto, tcp
+	// or quic; empty means the waypoint's default, auto). Unless it is
+	// tcp, the Deployment and Service also declare UDP 15008, HBONE over
+	// QUIC.
+	HBONETransport string
 }
 
 // Setup registers the deployer (leader-elected) with mgr.
@@ -85,6 +90,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if o.XDSAddress == "" {
 		o.XDSAddress = "istiod.istio-system.svc:15012"
+	}
+	switch o.HBONETransport {
+	case "", "auto", "tcp", "quic":
+	default:
+		return fmt.Errorf("waypoint HBONE transport %q: want auto, tcp or quic", o.HBONETransport)
 	}
 	d := &deployer{c: mgr.GetClient(), params: mgr.GetAPIReader(), o: o, events: mgr.GetEventRecorder("istiod-lite")}
 	// The class is created on start and kept as it should be: recreated if
@@ -250,7 +260,7 @@ func (d *deployer) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	res, err = controllerutil.CreateOrUpdate(ctx, d.c, svc, func() error {
 		svc.Labels = mergeLabels(svc.Labels, labels)
 		svc.Spec.Selector = map[string]string{labelGateway: gw.Name}
-		svc.Spec.Ports = []corev1.ServicePort{{Name: "mesh", Port: HBONEPort, TargetPort: intstr.FromInt32(HBONEPort), Protocol: corev1.ProtocolTCP}}
+		svc.Spec.Ports = servicePorts(d.servesQUIC())
 		return controllerutil.SetControllerReference(&gw, svc, d.c.Scheme())
 	})
 	if err != nil {
@@ -296,6 +306,33 @@ func validListeners(gw *gatewayv1.Gateway) (bool, string) {
 	return true, ""
 }
 
+// servesQUIC reports whether waypoints listen on UDP 15008 as well.
+func (d *deployer) servesQUIC() bool { return d.o.HBONETransport != "tcp" }
+
+// servicePorts are the waypoint Service's ports; UDP 15008 carries HBONE
+// over QUIC.
+func servicePorts(quic bool) []corev1.ServicePort {
+	ports := []corev1.ServicePort{{Name: "mesh", Port: HBONEPort, TargetPort: intstr.FromInt32(HBONEPort), Protocol: corev1.ProtocolTCP}}
+	if quic {
+		ports = append(ports, corev1.ServicePort{Name: "mesh-quic", Port: HBONEPort, TargetPort: intstr.FromInt32(HBONEPort), Protocol: corev1.ProtocolUDP})
+	}
+	return ports
+}
+
+// containerPorts are the waypoint container's ports; UDP 15008 carries
+// HBONE over QUIC.
+func containerPorts(quic bool) []corev1.ContainerPort {
+	ports := []corev1.ContainerPort{
+		{Name: "hbone", ContainerPort: HBONEPort, Protocol: corev1.ProtocolTCP},
+		{Name: "status", ContainerPort: ReadinessPort, Protocol: corev1.ProtocolTCP},
+		{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+	}
+	if quic {
+		ports = append(ports, corev1.ContainerPort{Name: "hbone-quic", ContainerPort: HBONEPort, Protocol: corev1.ProtocolUDP})
+	}
+	return ports
+}
+
 func mergeLabels(dst, src map[string]string) map[string]string {
 	if dst == nil {
 		dst = map[string]string{}
@@ -334,6 +371,9 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 	if d.o.RateLimitService != "" {
 		env = append(env, corev1.EnvVar{Name: "RATE_LIMIT_SERVICE", Value: d.o.RateLimitService})
 	}
+	if d.o.HBONETransport != "" {
+		env = append(env, corev1.EnvVar{Name: "HBONE_TRANSPORT", Value: d.o.HBONETransport})
+	}
 	env = overrideEnv(env, params)
 	podLabels := mergeLabels(map[string]string{}, labels)
 	// The waypoint speaks HBONE itself (as Istio's waypoints): the node's
@@ -353,13 +393,9 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 				ImagePullPolicy: d.o.ImagePullPolicy,
 				Args:            []string{"--waypoint=" + gw.Namespace + "/" + gw.Name},
 				Env:             env,
-				Ports: []corev1.ContainerPort{
-					{Name: "hbone", ContainerPort: HBONEPort, Protocol: corev1.ProtocolTCP},
-					{Name: "status", ContainerPort: ReadinessPort, Protocol: corev1.ProtocolTCP},
-					{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
-				},
-				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(ReadinessPort)}}},
-				Resources:      res,
+				Ports:           containerPorts(d.servesQUIC()),
+				ReadinessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(ReadinessPort)}}},
+				Resources:       res,
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "istio-token", MountPath: "/var/run/secrets/tokens", ReadOnly: true},
 					{Name: "istiod-ca-cert", MountPath: "/var/run/secrets/istio", ReadOnly: true},

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -38,6 +39,61 @@ func TestDeploymentEnvironment(t *testing.T) {
 			got, set := env["OTLP_ENDPOINT"]
 			if set != (tc.otlp != "") || got != tc.otlp {
 				t.Errorf("OTLP_ENDPOINT %q (set %v), want %q", got, set, tc.otlp)
+			}
+		})
+	}
+}
+
+// HBONE over QUIC: unless the waypoints' transport is tcp, the Deployment
+// and the Service declare UDP 15008 beside TCP 15008, and a transport set
+// for waypoints reaches them as HBONE_TRANSPORT.
+func TestDeploymentHBONETransport(t *testing.T) {
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "wp"}}
+	for _, tc := range []struct {
+		transport string
+		udp       bool
+	}{
+		{"", true},
+		{"auto", true},
+		{"quic", true},
+		{"tcp", false},
+	} {
+		t.Run("transport "+tc.transport, func(t *testing.T) {
+			d := &deployer{o: Options{Replicas: 1, HBONETransport: tc.transport}}
+			var dep appsv1.Deployment
+			d.deploymentSpec(gw, &dep, map[string]string{labelGateway: "wp"}, nil)
+			c := dep.Spec.Template.Spec.Containers[0]
+			type port struct {
+				port     int32
+				protocol corev1.Protocol
+			}
+			container := map[port]bool{}
+			for _, p := range c.Ports {
+				container[port{p.ContainerPort, p.Protocol}] = true
+			}
+			service := map[port]bool{}
+			for _, p := range servicePorts(d.servesQUIC()) {
+				if p.TargetPort.IntVal != p.Port {
+					t.Errorf("service port %d targets %v", p.Port, p.TargetPort)
+				}
+				service[port{p.Port, p.Protocol}] = true
+			}
+			for what, ports := range map[string]map[port]bool{"container": container, "service": service} {
+				if !ports[port{HBONEPort, corev1.ProtocolTCP}] {
+					t.Errorf("%s ports lack TCP %d", what, HBONEPort)
+				}
+				if got := ports[port{HBONEPort, corev1.ProtocolUDP}]; got != tc.udp {
+					t.Errorf("%s declares UDP %d: %v, want %v", what, HBONEPort, got, tc.udp)
+				}
+			}
+			env := ""
+			for _, e := range c.Env {
+				if e.Name == "HBONE_TRANSPORT" {
+					env = e.Value
+				}
+			}
+			if env != tc.transport {
+				t.Errorf("HBONE_TRANSPORT %q, want %q", env, tc.transport)
 			}
 		})
 	}
