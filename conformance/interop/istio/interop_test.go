@@ -151,6 +151,8 @@ func TestIstioClientToSkiffServer(t *testing.T) {
 			return serverCert, nil
 		},
 		Handler: upstreamHandler(seen),
+		// What Skiff's ztunnel sends by default: Istio's client ignores it.
+		AltSvc: hbone.FormatAltSvc(15008, time.Hour),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +226,9 @@ func TestSkiffClientToIstioServer(t *testing.T) {
 		}
 	})
 
-	client, err := hbone.NewClient(hbone.ClientConfig{Bundles: p.bundles})
+	// As ztunnel dials, in its default transport mode (auto): Istio's
+	// server advertises no QUIC, so every tunnel goes over TCP.
+	client, err := hbone.NewTransportDialer(hbone.ClientConfig{Bundles: p.bundles}, hbone.TransportConfig{Mode: hbone.TransportAuto})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +240,9 @@ func TestSkiffClientToIstioServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Skiff client dial through Istio server: %v", err)
 		}
+		if tr := hbone.TransportOf(c); tr != hbone.TransportTCP {
+			t.Fatalf("tunnel %d to Istio's server over %v, want TCP", i, tr)
+		}
 		msg := bytes.Repeat([]byte(fmt.Sprintf("skiff->istio %d ", i)), 10000)
 		got, err := roundTrip(c, msg)
 		c.Close()
@@ -246,8 +253,8 @@ func TestSkiffClientToIstioServer(t *testing.T) {
 			t.Fatalf("round trip %d: echo mismatch: got %d bytes, want %d", i, len(got), len(msg))
 		}
 	}
-	if n := client.Stats().Dialed; n != 1 {
-		t.Errorf("Skiff client dialed %d connections for 3 tunnels, want 1", n)
+	if tcp, quic := client.Stats(); tcp.Dialed != 1 || quic.Dialed != 0 {
+		t.Errorf("Skiff client dialed %d TCP and %d QUIC connections for 3 tunnels, want 1 and 0", tcp.Dialed, quic.Dialed)
 	}
 
 	// A server with an identity the client does not expect is refused.
