@@ -1,0 +1,212 @@
+package mesh
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
+	"github.com/skiffmesh/skiff/pkg/inpod"
+	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
+)
+
+const quicNS = "skiff-e2e-quic"
+
+// TestQUIC checks HBONE's transport as the chart installs it (its
+// default, hboneTransport auto): pod traffic between the nodes goes over
+// QUIC once the destination's ztunnel advertised it, a waypoint is
+// reached over QUIC and serves its HTTPRoute, and with UDP 15008 dropped
+// between the nodes every connection still succeeds, over TCP. The
+// transport is read from the label ztunnel adds to Istio's connection
+// metrics.
+//
+//	SKIFF_E2E=1 go test ./conformance/mesh -run TestQUIC -v -timeout 30m
+func TestQUIC(t *testing.T) {
+	c := setUp(t)
+	k := c.kubectl
+	k.Run("delete", "namespace", quicNS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+	k.Apply(quicManifests())
+	k.Must("-n", quicNS, "rollout", "status", "deploy/echo", "--timeout=180s")
+	k.Must("-n", quicNS, "wait", "--for=condition=Ready", "pod/client", "--timeout=180s")
+	const clientNode = "skiff-node1"
+	remote := podOffNode(t, k.Pods(quicNS, "app=echo"), clientNode)
+	src := "spiffe://" + td + "/ns/" + quicNS + "/sa/client"
+
+	// get runs one request from the client, a connection of its own.
+	get := func(url string) (string, error) {
+		return k.Run("-n", quicNS, "exec", "client", "--", "echo-app", "get", "-timeout", "5s", url)
+	}
+	// opened finds the connections the client's ztunnel opened to the
+	// identity dst over transport.
+	opened := func(t *testing.T, dst, transport string) bool {
+		t.Helper()
+		m := c.ztunnelMetrics(t, clientNode)
+		re := regexp.MustCompile(`istio_tcp_connections_opened_total\{[^}]*destination_principal="` + regexp.QuoteMeta(dst) +
+			`"[^}]*reporter="source"[^}]*source_principal="` + regexp.QuoteMeta(src) + `"[^}]*transport="` + transport + `"`)
+		return re.MatchString(m)
+	}
+
+	t.Run("pod traffic across the nodes goes over QUIC", func(t *testing.T) {
+		dst := "spiffe://" + td + "/ns/" + quicNS + "/sa/echo"
+		url := fmt.Sprintf("http://%s:8080/quic", remote.IP)
+		// The first connection goes over TCP and brings the destination's
+		// advertisement; the following ones go over QUIC.
+		for i := range 5 {
+			out, err := get(url)
+			if err != nil || !strings.Contains(out, "pod="+remote.Name+"\n") {
+				t.Fatalf("request %d to %s: %v\n%s", i+1, remote.Name, err, out)
+			}
+		}
+		if !opened(t, dst, "quic") {
+			t.Fatalf("the client's ztunnel reports no QUIC connection to %s:\n%s", dst,
+				grepLines(c.ztunnelMetrics(t, clientNode), "istio_tcp_connections_opened_total"))
+		}
+	})
+
+	t.Run("a waypoint reached over QUIC serves an HTTPRoute", func(t *testing.T) {
+		k.Apply(quicWaypointManifests())
+		k.Must("-n", quicNS, "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=180s")
+		k.Must("-n", quicNS, "rollout", "status", "deploy/waypoint", "--timeout=180s")
+		// The route's filter shows in the answer once the waypoint has it.
+		k.Eventually(t, 90*time.Second, func(s string) bool { return strings.Contains(s, "header.X-Transport-Test=quic") },
+			"-n", quicNS, "exec", "client", "--", "echo-app", "get", "-timeout", "5s", "http://routed/")
+		for i := range 5 {
+			out, err := get("http://routed/")
+			if err != nil || !strings.Contains(out, "header.X-Transport-Test=quic") {
+				t.Fatalf("request %d through the waypoint: %v\n%s", i+1, err, out)
+			}
+		}
+		wp := "spiffe://" + td + "/ns/" + quicNS + "/sa/waypoint"
+		if !opened(t, wp, "quic") {
+			t.Fatalf("the client's ztunnel reports no QUIC connection to the waypoint %s:\n%s", wp,
+				grepLines(c.ztunnelMetrics(t, clientNode), "istio_tcp_connections_opened_total"))
+		}
+	})
+
+	t.Run("with UDP 15008 dropped between the nodes, TCP and no failed connection", func(t *testing.T) {
+		for _, node := range []string{"skiff-node1", "skiff-node2"} {
+			ns, err := os.Open("/run/netns/" + node)
+			if err != nil {
+				t.Skipf("node network namespace %s: %v", node, err)
+			}
+			defer ns.Close()
+			inpodtest.DropUDP(t, ns, inpod.InboundHBONEPort)
+		}
+		// Destinations the client's ztunnel holds no QUIC connection to
+		// (one open before the drop would be cut, not refused).
+		k.Apply(kubetest.Echo(quicNS, 2, "echo-blocked"))
+		k.Must("-n", quicNS, "rollout", "status", "deploy/echo", "--timeout=180s")
+		var fresh kubetest.Pod
+		for _, p := range k.Pods(quicNS, "app=echo") {
+			if p.Node != clientNode && p.Name != remote.Name {
+				fresh = p
+			}
+		}
+		if fresh.Name == "" {
+			t.Fatalf("no new echo pod off %s", clientNode)
+		}
+		dst := "spiffe://" + td + "/ns/" + quicNS + "/sa/echo-blocked"
+		url := fmt.Sprintf("http://%s:8080/blocked", fresh.IP)
+		for i := range 8 {
+			start := time.Now()
+			out, err := get(url)
+			if err != nil || !strings.Contains(out, "pod="+fresh.Name+"\n") {
+				t.Errorf("request %d to %s failed: %v\n%s", i+1, fresh.Name, err, out)
+			}
+			// The second request is the first to try QUIC: it carries
+			// the fallback delay (reported, never asserted).
+			t.Logf("request %d took %v", i+1, time.Since(start).Round(time.Millisecond))
+		}
+		m := c.ztunnelMetrics(t, clientNode)
+		if !opened(t, dst, "tcp") || opened(t, dst, "quic") {
+			t.Errorf("connections to %s: want TCP only:\n%s", dst, grepLines(m, "echo-blocked"))
+		}
+		failed := regexp.MustCompile(`istio_tcp_connections_opened_total\{[^}]*destination_principal="` + regexp.QuoteMeta(dst) + `"[^}]*response_flags="CONNECT"`)
+		if failed.MatchString(m) {
+			t.Errorf("failed connections to %s reported:\n%s", dst, grepLines(m, "echo-blocked"))
+		}
+	})
+
+	if !t.Failed() {
+		k.Run("delete", "namespace", quicNS, "--wait=false")
+	}
+}
+
+// podOffNode returns a pod not on node.
+func podOffNode(t *testing.T, pods []kubetest.Pod, node string) kubetest.Pod {
+	t.Helper()
+	for _, p := range pods {
+		if p.Node != node {
+			return p
+		}
+	}
+	t.Fatalf("no pod off %s among %v", node, pods)
+	return kubetest.Pod{}
+}
+
+func quicManifests() string {
+	return `apiVersion: v1
+kind: Namespace
+metadata:
+  name: ` + quicNS + `
+  labels:
+    istio.io/dataplane-mode: ambient
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: echo, namespace: ` + quicNS + `}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: echo-blocked, namespace: ` + quicNS + `}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: ` + quicNS + `}
+---
+` + kubetest.Echo(quicNS, 2, "echo") + `---
+` + kubetest.Client(quicNS, "skiff-node1", "client")
+}
+
+// quicWaypointManifests: a waypoint for the Service routed (the echo
+// pods), and an HTTPRoute on it that sets a header.
+func quicWaypointManifests() string {
+	return `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: ` + quicNS + `
+  labels: {istio.io/waypoint-for: service}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+  - {name: mesh, port: 15008, protocol: HBONE}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: routed
+  namespace: ` + quicNS + `
+  labels: {istio.io/use-waypoint: waypoint}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: routed, namespace: ` + quicNS + `}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: routed, port: 80}
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Transport-Test, value: quic}]
+    backendRefs:
+    - {name: routed, port: 80}
+`
+}
