@@ -22,10 +22,19 @@ require_root
 KUBECTL="$K8S_BIN/kubectl"
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
+# ------------------------------------------------------------------ binaries
+# The binaries build (cached in $SKIFF_CACHE) while the packages install.
+command -v go >/dev/null || die "go is not on PATH (needed to build Kubernetes and the images)"
+ensure_pkgs bc:bc
+build_log="$(mktemp)"
+trap 'rm -f "$build_log"' EXIT
+"$here/build-k8s.sh" >"$build_log" 2>&1 &
+build_pid=$!
+
 # ---------------------------------------------------------------- preflight
 step "preflight (packages, kernel features)"
 ensure_pkgs containerd:containerd ctr:containerd runc:runc iptables:iptables conntrack:conntrack \
-	busybox:busybox-static openssl:openssl bc:bc ip:iproute2 nsenter:util-linux unshare:util-linux \
+	busybox:busybox-static openssl:openssl ip:iproute2 nsenter:util-linux unshare:util-linux \
 	setsid:util-linux curl:curl
 grep -qw overlay /proc/filesystems || die "kernel feature missing: overlayfs (CONFIG_OVERLAY_FS), needed by containerd"
 [[ -e /proc/self/ns/net && -e /proc/self/ns/mnt ]] || die "kernel feature missing: network/mount namespaces"
@@ -34,12 +43,11 @@ grep -q ' cgroup ' /proc/self/mounts || grep -q ' cgroup2 ' /proc/self/mounts ||
 	die "expected cgroup v1 hierarchies (memory, pids, cpu) under /sys/fs/cgroup; this tooling supports cgroup v1 (hybrid) machines"
 [[ -d /proc/sys/net/bridge ]] || die "kernel feature missing: br_netfilter (CONFIG_BRIDGE_NETFILTER), needed by kube-proxy for pod-to-service traffic on a bridge"
 iptables -t nat -S >/dev/null 2>&1 || die "iptables does not work here (kernel nf_tables/iptables NAT support missing?)"
-command -v go >/dev/null || die "go is not on PATH (needed to build Kubernetes and the images)"
 
-# ------------------------------------------------------------------ binaries
 step "binaries (cached in $SKIFF_CACHE)"
+wait "$build_pid" || die "building the binaries failed: $(tail -20 "$build_log")"
 step_done
-"$here/build-k8s.sh"
+sed 's/^/  /' "$build_log"
 step "skiff-images tool"
 (cd "$repo" && CGO_ENABLED=0 go build -o "$SKIFF_CACHE/bin/skiff-images" ./conformance/cmd/skiff-images)
 
