@@ -143,31 +143,43 @@ func main() {
 		fmt.Printf("  %-60s %5.1fs\n", what, time.Since(t).Seconds())
 	}
 
-	step("build pause, echo", func() error {
-		pause, err := goBuild(root, tmp, "./conformance/images/pause")
-		if err != nil {
-			return err
+	// Every binary the chosen images need comes from one go build: shared
+	// packages compile once and the links run side by side.
+	var comps []int
+	pkgs := []string{"conformance/images/pause", "conformance/testapps/echo"}
+	for i, c := range skiffComponents {
+		if !want("skiff.local/" + c.name + ":dev") {
+			continue
 		}
-		echo, err := goBuild(root, tmp, "./conformance/testapps/echo")
-		if err != nil {
-			return err
+		if _, err := os.Stat(filepath.Join(root, c.pkgs[0], "main.go")); err != nil {
+			continue
 		}
-		if want(PauseImage) {
-			imgs = append(imgs, image{name: PauseImage, files: []file{exe("pause", pause)}, entrypoint: []string{"/pause"}})
-		}
-		if want("skiff.local/echo") {
-			imgs = append(imgs, image{name: "skiff.local/echo:dev", files: []file{exe("echo", echo)},
-				entrypoint: []string{"/echo"}, cmd: []string{"serve"}})
-		}
-		if want("skiff.local/toolbox") {
-			tb, err := toolbox(*busybox, echo)
+		comps = append(comps, i)
+		pkgs = append(pkgs, c.pkgs...)
+	}
+	bins := map[string][]byte{}
+	step("build "+strings.Join(binNames(pkgs), ", "), func() error {
+		var err error
+		bins, err = goBuild(root, tmp, pkgs)
+		return err
+	})
+	if want(PauseImage) {
+		imgs = append(imgs, image{name: PauseImage, files: []file{exe("pause", bins["pause"])}, entrypoint: []string{"/pause"}})
+	}
+	if want("skiff.local/echo") {
+		imgs = append(imgs, image{name: "skiff.local/echo:dev", files: []file{exe("echo", bins["echo"])},
+			entrypoint: []string{"/echo"}, cmd: []string{"serve"}})
+	}
+	if want("skiff.local/toolbox") {
+		step("toolbox", func() error {
+			tb, err := toolbox(*busybox, bins["echo"])
 			if err != nil {
 				return err
 			}
 			imgs = append(imgs, image{name: "skiff.local/toolbox:dev", files: tb, cmd: []string{"/bin/sh"}})
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	if want("skiff.local/coredns") {
 		step("coredns", func() error {
 			b, err := os.ReadFile(*coredns)
@@ -180,27 +192,14 @@ func main() {
 			return nil
 		})
 	}
-	for _, c := range skiffComponents {
-		name := "skiff.local/" + c.name + ":dev"
-		if !want(name) {
-			continue
+	for _, i := range comps {
+		c := skiffComponents[i]
+		im := image{name: "skiff.local/" + c.name + ":dev", entrypoint: []string{"/" + filepath.Base(c.pkgs[0])},
+			files: []file{{path: "tmp/", mode: 0o1777}}}
+		for _, p := range c.pkgs {
+			im.files = append(im.files, exe(filepath.Base(p), bins[filepath.Base(p)]))
 		}
-		if _, err := os.Stat(filepath.Join(root, c.pkgs[0], "main.go")); err != nil {
-			continue
-		}
-		step("build "+c.name, func() error {
-			im := image{name: name, entrypoint: []string{"/" + filepath.Base(c.pkgs[0])},
-				files: []file{{path: "tmp/", mode: 0o1777}}}
-			for _, p := range c.pkgs {
-				b, err := goBuild(root, tmp, "./"+p)
-				if err != nil {
-					return err
-				}
-				im.files = append(im.files, exe(filepath.Base(p), b))
-			}
-			imgs = append(imgs, im)
-			return nil
-		})
+		imgs = append(imgs, im)
 	}
 	if *istio {
 		step("istio echo (echo-advanced)", func() error {
@@ -268,16 +267,40 @@ func repoRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// goBuild builds a static binary of pkg (relative to dir) and returns its bytes.
-func goBuild(dir, tmp, pkg string) ([]byte, error) {
-	o := filepath.Join(tmp, strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "_"))
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", o, pkg)
+// goBuild builds static binaries of pkgs (relative to dir) in one go build
+// and returns their bytes by binary name (the last element of the path).
+func goBuild(dir, tmp string, pkgs []string) (map[string][]byte, error) {
+	o := filepath.Join(tmp, "bin")
+	if err := os.MkdirAll(o, 0o755); err != nil {
+		return nil, err
+	}
+	args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", o + "/"}
+	for _, p := range pkgs {
+		args = append(args, "./"+p)
+	}
+	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		return nil, fmt.Errorf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
 	}
-	return os.ReadFile(o)
+	bins := map[string][]byte{}
+	for _, name := range binNames(pkgs) {
+		b, err := os.ReadFile(filepath.Join(o, name))
+		if err != nil {
+			return nil, err
+		}
+		bins[name] = b
+	}
+	return bins, nil
+}
+
+func binNames(pkgs []string) []string {
+	names := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		names[i] = filepath.Base(p)
+	}
+	return names
 }
 
 func exe(name string, b []byte) file { return file{path: name, data: b, mode: 0o755} }
