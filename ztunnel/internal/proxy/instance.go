@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sys/unix"
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/inpod"
@@ -66,10 +67,13 @@ type Instance struct {
 	stopAccept []func() // remove the listeners from the acceptor
 	wg         sync.WaitGroup
 
-	mu     sync.Mutex
-	conns  map[*tracked]struct{}
-	idle   chan struct{} // closed when conns becomes empty, while draining
-	closed bool
+	mu    sync.Mutex
+	conns map[*tracked]struct{}
+	// quicIdle is the HBONE UDP socket while it waits for its first
+	// datagram (awaitDatagram).
+	quicIdle *net.UDPConn
+	idle     chan struct{} // closed when conns becomes empty, while draining
+	closed   bool
 }
 
 // tracked is an open connection. Killing it closes its sockets, which
@@ -301,10 +305,46 @@ func (i *Instance) serveQUIC(ctx context.Context, udp *net.UDPConn, o socket.Opt
 		}
 		i.log.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
 	}
+	if !i.awaitDatagram(udp) {
+		return
+	}
 	// Serve closes udp when the server closes, even if it already has.
 	if err := i.quicSrv.Serve(udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
 		i.log.Error("HBONE QUIC listener failed", "err", err)
 	}
+}
+
+// awaitDatagram waits, with no more than a parked goroutine, until a
+// datagram is queued on udp, and leaves it there; it reports false once
+// the instance closed (udp is closed then). QUIC's reader and server cost
+// about 140 KB a pod, and most pods never receive QUIC: they start with
+// the first datagram, which they then read.
+func (i *Instance) awaitDatagram(udp *net.UDPConn) bool {
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		udp.Close()
+		return false
+	}
+	i.quicIdle = udp
+	i.mu.Unlock()
+	var rerr error
+	if rc, err := udp.SyscallConn(); err == nil {
+		var b [1]byte
+		rerr = rc.Read(func(fd uintptr) bool {
+			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return !errors.Is(err, unix.EAGAIN)
+		})
+	}
+	i.mu.Lock()
+	i.quicIdle = nil
+	closed := i.closed
+	i.mu.Unlock()
+	if rerr != nil || closed {
+		udp.Close()
+		return false
+	}
+	return true
 }
 
 // altSvcMaxAge is how long a peer may count on ztunnel's QUIC listener
@@ -433,7 +473,11 @@ func (i *Instance) Close() error {
 		return nil
 	}
 	i.closed = true
+	idle := i.quicIdle
 	i.mu.Unlock()
+	if idle != nil {
+		idle.Close() // ends awaitDatagram
+	}
 	i.stopAccepting()
 	if i.hboneSrv != nil {
 		i.hboneSrv.Close()
