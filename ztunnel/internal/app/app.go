@@ -174,6 +174,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			Proxy: px, Certs: certStore, TrustDomain: td, SOCKS5Port: cfg.SOCKS5Port, Logger: logger,
 		})
 		goBG("node agent connection", func(ctx context.Context) error {
+			// Take pods only with configuration to serve them: during an
+			// upgrade the kernel shares each pod's new connections between
+			// the old ztunnel and this one (SO_REUSEPORT) as soon as this one
+			// listens there, and without configuration it could only refuse
+			// them.
+			select {
+			case <-store.Loaded():
+			case <-ctx.Done():
+				return nil
+			}
 			return zds.Run(ctx, cfg.ZDSPath, mgr, logger)
 		})
 	}
