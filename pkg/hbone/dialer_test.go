@@ -19,6 +19,7 @@ import (
 type peerEnv struct {
 	*tcpEnv
 	udp *net.UDPConn
+	qs  *QUICServer // nil unless serveQUIC
 }
 
 func newPeerEnv(t *testing.T, advertise, serveQUIC bool) *peerEnv {
@@ -37,6 +38,7 @@ func newPeerEnv(t *testing.T, advertise, serveQUIC bool) *peerEnv {
 		c.AltSvc = altSvc
 		cfg = *c
 	}})
+	pe := &peerEnv{tcpEnv: e, udp: udp}
 	if serveQUIC {
 		qs, err := NewQUICServer(cfg)
 		if err != nil {
@@ -44,8 +46,9 @@ func newPeerEnv(t *testing.T, advertise, serveQUIC bool) *peerEnv {
 		}
 		go qs.Serve(udp)
 		t.Cleanup(func() { qs.Close() })
+		pe.qs = qs
 	}
-	return &peerEnv{tcpEnv: e, udp: udp}
+	return pe
 }
 
 func (e *peerEnv) dialer(t *testing.T, mode TransportMode, clk clock) *TransportDialer {
@@ -187,12 +190,58 @@ func TestTransportDialerFallsBack(t *testing.T) {
 	}
 }
 
+// TestTransportDialerPeerDraining: a peer whose QUIC server shuts down
+// (its ztunnel is being replaced) sends GOAWAY and rejects new streams;
+// tunnels then go over TCP, not one fails, and the tunnel open on the
+// draining connection keeps working.
+func TestTransportDialerPeerDraining(t *testing.T) {
+	e := newPeerEnv(t, true, true)
+	d := e.dialer(t, TransportAuto, nil)
+	ctx := testCtx(t)
+	for i, want := range []Transport{TransportTCP, TransportQUIC} {
+		if got := e.tunnel(t, d); got != want {
+			t.Fatalf("tunnel %d over %v, want %v", i, got, want)
+		}
+	}
+	open, err := d.Dial(ctx, e.src, e.addr, testAuthority, []spiffeid.ID{e.srvID}, nil)
+	if err != nil || TransportOf(open) != TransportQUIC {
+		t.Fatalf("long-lived tunnel: %v over %v", err, TransportOf(open))
+	}
+	defer open.Close()
+	shut := make(chan error, 1)
+	go func() { shut <- e.qs.Shutdown(ctx) }()
+	// Until the shutdown takes effect, tunnels may still go over QUIC;
+	// then over TCP. None may fail.
+	for n := 0; ; n++ {
+		tr, err := e.tryTunnel(ctx, d)
+		if err != nil {
+			t.Fatalf("tunnel %d during the peer's drain: %v", n, err)
+		}
+		if tr == TransportTCP {
+			break
+		}
+	}
+	if _, err := io.WriteString(open, "still"); err != nil {
+		t.Fatal(err)
+	}
+	open.(closeWriter).CloseWrite()
+	if b, err := io.ReadAll(open); err != nil || string(b) != "still" {
+		t.Fatalf("tunnel open across the drain: %q, %v", b, err)
+	}
+	open.Close()
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
 // TestTransportDialerWrongIdentity: a server with the wrong identity
 // fails the QUIC handshake and the TCP one alike; that is no reason to
 // remember QUIC as failed toward the peer.
 func TestTransportDialerWrongIdentity(t *testing.T) {
 	e := newPeerEnv(t, true, true)
-	d := e.dialer(t, TransportQUICFirst, nil)
+	d := e.dialer(t, TransportAuto, nil)
+	// As if an earlier answer had advertised QUIC.
+	d.peers.advertised(e.addr, FormatAltSvc(uint16(e.udp.LocalAddr().(*net.UDPAddr).Port), time.Hour))
 	other := spiffeid.RequireFromString("spiffe://cluster.local/ns/ns1/sa/other")
 	_, err := d.Dial(testCtx(t), e.src, e.addr, testAuthority, []spiffeid.ID{other}, nil)
 	var sm *SANMismatchError

@@ -147,7 +147,12 @@ func (c *QUICClient) connect(ctx context.Context, pc *pooled[*quicConn], authori
 	}
 	if err := rs.SendRequestHeader(req); err != nil {
 		abort()
-		return nil, nil, fmt.Errorf("hbone: sending CONNECT: %w", err)
+		err = fmt.Errorf("hbone: sending CONNECT: %w", err)
+		if rejected(err) {
+			pc.c.broken.Store(true)
+			return nil, nil, retryableError{err}
+		}
+		return nil, nil, err
 	}
 	type result struct {
 		res *http.Response
@@ -169,9 +174,7 @@ func (c *QUICClient) connect(ctx context.Context, pc *pooled[*quicConn], authori
 	if r.err != nil {
 		abort()
 		err := fmt.Errorf("hbone: reading CONNECT response: %w", r.err)
-		var se *quic.StreamError
-		if errors.As(r.err, &se) && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected) {
-			// Refused unprocessed (after GOAWAY): safe to try elsewhere.
+		if rejected(err) {
 			pc.c.broken.Store(true)
 			return nil, nil, retryableError{err}
 		}
@@ -182,6 +185,14 @@ func (c *QUICClient) connect(ctx context.Context, pc *pooled[*quicConn], authori
 		return nil, r.res.Header, &StatusError{Code: r.res.StatusCode}
 	}
 	return newQUICTunnel(rs, pc.c.qc.LocalAddr(), pc.c.qc.RemoteAddr(), release), r.res.Header, nil
+}
+
+// rejected reports whether the server refused a request stream without
+// processing it (H3_REQUEST_REJECTED, after its GOAWAY): the tunnel may
+// be tried elsewhere.
+func rejected(err error) bool {
+	var se *quic.StreamError
+	return errors.As(err, &se) && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected)
 }
 
 func (c *QUICClient) dialConn(ctx context.Context, src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (*quicConn, error) {
