@@ -326,7 +326,9 @@ func (ix *Index) SetService(ns, name string, svc *corev1.Service) {
 	ix.dirtySvcs[k] = true
 	// Waypoints hold the services bound to them, and whether a service
 	// exists decides whether a route may mirror to it.
-	if now := ix.services[k]; old == nil || now == nil || ix.boundGateway(ns, old.labels) != "" || ix.boundGateway(ns, now.labels) != "" {
+	now := ix.services[k]
+	bound := (old != nil && ix.boundGateway(ns, old.labels) != "") || (now != nil && ix.boundGateway(ns, now.labels) != "")
+	if bound || ((old == nil) != (now == nil) && ix.mirrored(k)) {
 		ix.dirtyWaypoints = true
 	}
 	ix.notify()
@@ -514,23 +516,31 @@ func hasTargets(p *securityv1.AuthorizationPolicy) bool {
 
 // SetHTTPRoute records an HTTPRoute, or forgets it when r is nil.
 func (ix *Index) SetHTTPRoute(ns, name string, r *gatewayv1.HTTPRoute) {
-	setL7(ix, ix.httpRoutes, keyOf(ns, name), r)
+	setL7(ix, ix.httpRoutes, keyOf(ns, name), r, func(r *gatewayv1.HTTPRoute) bool {
+		return ix.attachedToWaypoint(r.Spec.ParentRefs, r.Namespace)
+	})
 }
 
 // SetGRPCRoute records a GRPCRoute, or forgets it when r is nil.
 func (ix *Index) SetGRPCRoute(ns, name string, r *gatewayv1.GRPCRoute) {
-	setL7(ix, ix.grpcRoutes, keyOf(ns, name), r)
+	setL7(ix, ix.grpcRoutes, keyOf(ns, name), r, func(r *gatewayv1.GRPCRoute) bool {
+		return ix.attachedToWaypoint(r.Spec.ParentRefs, r.Namespace)
+	})
 }
 
 // SetRateLimitPolicy records a RateLimitPolicy, or forgets it when p is nil.
 func (ix *Index) SetRateLimitPolicy(ns, name string, p *policyv1alpha1.RateLimitPolicy) {
-	setL7(ix, ix.rateLimits, keyOf(ns, name), p)
+	setL7(ix, ix.rateLimits, keyOf(ns, name), p, nil)
 }
 
-func setL7[T any](ix *Index, m map[key]*T, k key, v *T) {
+// setL7 records v (or forgets it, when nil) under k in m. The waypoints
+// are rebuilt if seen reports that one of them reads the old or the new
+// value (always, when seen is nil).
+func setL7[T any](ix *Index, m map[key]*T, k key, v *T, seen func(*T) bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if old := m[k]; old != nil && v != nil {
+	old := m[k]
+	if old != nil && v != nil {
 		o, ook := any(old).(metav1.Object)
 		n, nok := any(v).(metav1.Object)
 		if ook && nok && sameGeneration(o, n) {
@@ -539,15 +549,78 @@ func setL7[T any](ix *Index, m map[key]*T, k key, v *T) {
 		}
 	}
 	if v == nil {
-		if _, ok := m[k]; !ok {
+		if old == nil {
 			return
 		}
 		delete(m, k)
 	} else {
 		m[k] = v
 	}
-	ix.dirtyWaypoints = true
-	ix.notify()
+	if seen == nil || (old != nil && seen(old)) || (v != nil && seen(v)) {
+		ix.dirtyWaypoints = true
+		ix.notify()
+	}
+}
+
+// attachedToWaypoint reports whether a route in routeNS with parentRefs
+// refs attaches to a Service bound to a waypoint: only those waypoints
+// read it. (A Service bound later rebuilds the waypoints then.)
+func (ix *Index) attachedToWaypoint(refs []gatewayv1.ParentReference, routeNS string) bool {
+	for _, sk := range serviceParents(refs, routeNS) {
+		if s := ix.services[sk]; s != nil && ix.boundGateway(s.ns, s.labels) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// mirrored reports whether a route mirrors requests to Service k, which a
+// waypoint does only while k exists.
+func (ix *Index) mirrored(k key) bool {
+	for _, r := range ix.httpRoutes {
+		for _, rule := range r.Spec.Rules {
+			if mirrorsTo(rule.Filters, r.Namespace, k) {
+				return true
+			}
+			for _, b := range rule.BackendRefs {
+				if mirrorsTo(b.Filters, r.Namespace, k) {
+					return true
+				}
+			}
+		}
+	}
+	for _, r := range ix.grpcRoutes {
+		for _, rule := range r.Spec.Rules {
+			if mirrorsTo(grpcFilters(rule.Filters), r.Namespace, k) {
+				return true
+			}
+			for _, b := range rule.BackendRefs {
+				if mirrorsTo(grpcFilters(b.Filters), r.Namespace, k) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// mirrorsTo reports whether one of filters, of a route in routeNS,
+// mirrors to Service k.
+func mirrorsTo(filters []gatewayv1.HTTPRouteFilter, routeNS string, k key) bool {
+	for _, f := range filters {
+		if f.RequestMirror == nil {
+			continue
+		}
+		ref := f.RequestMirror.BackendRef
+		ns := routeNS
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			ns = string(*ref.Namespace)
+		}
+		if keyOf(ns, string(ref.Name)) == k {
+			return true
+		}
+	}
+	return false
 }
 
 // --- outputs ----------------------------------------------------------------

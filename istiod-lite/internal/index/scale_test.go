@@ -198,11 +198,28 @@ func TestUnchangedInputsRebuildNothing(t *testing.T) {
 			ix.SetService(other, svc.Name, svc)
 		}, []string{"pod ns-0001/pod-01", "pod ns-0001/pod-06", "pod ns-0001/pod-11", "pod ns-0001/pod-16", "service ns-0001/svc-1"}},
 		{"service added", func(ix *Index) {
-			const other = "ns-0001"
-			svc := scaleService(other, 1)
+			svc := scaleService("ns-0001", 1)
 			svc.Name = "new"
 			svc.Spec.Selector = map[string]string{"app": "none"}
-			ix.SetService(other, svc.Name, svc)
+			ix.SetService(svc.Namespace, svc.Name, svc)
+		}, []string{"service ns-0001/new"}},
+		{"service added in a waypoint's namespace", func(ix *Index) {
+			svc := scaleService(n, 1)
+			svc.Name = "new"
+			svc.Spec.Selector = map[string]string{"app": "none"}
+			ix.SetService(n, svc.Name, svc)
+		}, []string{"service " + n + "/new", "waypoints"}},
+		{"service a route mirrors to added", func(ix *Index) {
+			r := scaleRoute("ns-0001")
+			r.Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror,
+				RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: gatewayv1.BackendObjectReference{Name: "new", Namespace: ptr.To(gatewayv1.Namespace("ns-0001"))}}}}
+			r.Generation = 2
+			ix.SetHTTPRoute(r.Namespace, r.Name, r)
+			ix.Flush()
+			svc := scaleService("ns-0001", 1)
+			svc.Name = "new"
+			svc.Spec.Selector = map[string]string{"app": "none"}
+			ix.SetService(svc.Namespace, svc.Name, svc)
 		}, []string{"service ns-0001/new", "waypoints"}},
 		{"waypoint status without a new address", func(ix *Index) {
 			g := scaleWaypoint(n)
@@ -241,6 +258,25 @@ func TestUnchangedInputsRebuildNothing(t *testing.T) {
 			r.Generation = 2
 			ix.SetHTTPRoute(n, r.Name, r)
 		}, []string{"waypoints"}},
+		{"route of a Service without a waypoint", func(ix *Index) {
+			r := scaleRoute("ns-0001")
+			r.Generation = 2
+			r.Spec.Rules = r.Spec.Rules[:1]
+			ix.SetHTTPRoute(r.Namespace, r.Name, r)
+		}, nil},
+		{"route moved to a Service with a waypoint", func(ix *Index) {
+			r := scaleRoute("ns-0001")
+			r.Generation = 2
+			r.Spec.ParentRefs[0].Namespace = ptr.To(gatewayv1.Namespace(n))
+			ix.SetHTTPRoute(r.Namespace, r.Name, r)
+		}, []string{"waypoints"}},
+		{"route moved away from a Service with a waypoint", func(ix *Index) {
+			r := scaleRoute(n)
+			r.Generation = 2
+			r.Spec.ParentRefs[0].Namespace = ptr.To(gatewayv1.Namespace("ns-0001"))
+			ix.SetHTTPRoute(r.Namespace, r.Name, r)
+		}, []string{"waypoints"}},
+		{"route deleted", func(ix *Index) { ix.SetHTTPRoute(n, "svc-0", nil) }, []string{"waypoints"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ix, _ := scaleIndex(t, 2)
