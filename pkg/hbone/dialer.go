@@ -27,7 +27,8 @@ type TransportConfig struct {
 	// further failure in a row, up to an hour).
 	FailureTTL time.Duration
 
-	clock clock // tests
+	clock    clock         // tests
+	quicIdle time.Duration // tests: the QUIC idle timeout
 }
 
 // TransportDialer dials HBONE over TCP or QUIC, chosen per peer (see the
@@ -42,6 +43,7 @@ type TransportDialer struct {
 	clock clock
 	delay time.Duration
 	log   *slog.Logger
+	idle  time.Duration // tests
 
 	// quic is made on first use: a proxy whose peers advertise no QUIC
 	// (or in mode tcp) keeps no UDP socket.
@@ -77,6 +79,7 @@ func NewTransportDialer(cfg ClientConfig, tc TransportConfig) (*TransportDialer,
 		clock: tc.clock,
 		delay: tc.FallbackDelay,
 		log:   tcp.cfg.Logger,
+		idle:  tc.quicIdle,
 	}
 	return d, nil
 }
@@ -93,6 +96,7 @@ func (d *TransportDialer) quicClient() (*QUICClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		q.idleTimeout = d.idle
 		d.quic = q
 	}
 	return d.quic, nil
@@ -207,9 +211,9 @@ func (d *TransportDialer) connectQUIC(ctx context.Context, q *QUICClient, dst ne
 	if !errors.As(err, &re) || ctx.Err() != nil {
 		return conn, err
 	}
-	// The QUIC connection is going away (its peer restarts, say) and
-	// did not take the tunnel: it goes over TCP; the next one tries a new
-	// QUIC connection.
+	// The QUIC connection is going away (its peer restarts, say) or
+	// died in silence, and did not take the tunnel: it goes over TCP; the
+	// next one tries a new QUIC connection.
 	d.log.Debug("hbone: QUIC connection going away, tunnel over TCP", "dst", dst, "err", err)
 	tpc, err := d.tcp.pool.get(ctx, tt.key, tt.dial)
 	if err != nil {

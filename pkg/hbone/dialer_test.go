@@ -236,6 +236,31 @@ func TestTransportDialerPeerDraining(t *testing.T) {
 	}
 }
 
+// TestTransportDialerPeerVanished: a peer that vanishes without closing
+// its QUIC connection (a crash; UDP dropped on the way) leaves it silent.
+// A CONNECT on it gets no answer; once the connection's idle timeout ends
+// it, the tunnel goes over TCP instead of failing.
+func TestTransportDialerPeerVanished(t *testing.T) {
+	e := newPeerEnv(t, true, true)
+	d, err := NewTransportDialer(ClientConfig{Bundles: e.pki.bundles},
+		TransportConfig{Mode: TransportAuto, clock: newFakeClock(), quicIdle: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for i, want := range []Transport{TransportTCP, TransportQUIC} {
+		if got := e.tunnel(t, d); got != want {
+			t.Fatalf("tunnel %d over %v, want %v", i, got, want)
+		}
+	}
+	// The socket goes from under the QUIC server: nothing can tell the
+	// client.
+	e.udp.Close()
+	if got := e.tunnel(t, d); got != TransportTCP {
+		t.Fatalf("tunnel after the peer vanished over %v, want TCP", got)
+	}
+}
+
 // TestTransportDialerWrongIdentity: a server with the wrong identity
 // fails the QUIC handshake and the TCP one alike; that is no reason to
 // remember QUIC as failed toward the peer.

@@ -14,9 +14,22 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
+// QUIC idle timeout and keep-alives. A peer that vanished without
+// closing its connections (a crashed ztunnel, UDP dropped on the way)
+// leaves them silent: the idle timeout, shorter than the connect timeout,
+// ends such a connection while a CONNECT waiting on it can still go over
+// TCP. The keep-alives keep healthy idle connections from timing out.
+const (
+	quicIdleTimeout = 8 * time.Second
+	quicKeepAlive   = 3 * time.Second
+)
+
 // quicConfig sets the flow-control windows of HBONE over QUIC like those
-// of the TCP side.
-func quicConfig(streamWindow, connWindow uint32, maxStreams int64, handshake time.Duration) *quic.Config {
+// of the TCP side; idle 0 means quicIdleTimeout.
+func quicConfig(streamWindow, connWindow uint32, maxStreams int64, handshake, idle time.Duration) *quic.Config {
+	if idle <= 0 {
+		idle = quicIdleTimeout
+	}
 	return &quic.Config{
 		InitialStreamReceiveWindow:     uint64(streamWindow),
 		MaxStreamReceiveWindow:         uint64(streamWindow),
@@ -24,7 +37,8 @@ func quicConfig(streamWindow, connWindow uint32, maxStreams int64, handshake tim
 		MaxConnectionReceiveWindow:     uint64(connWindow),
 		MaxIncomingStreams:             maxStreams,
 		HandshakeIdleTimeout:           handshake,
-		KeepAlivePeriod:                15 * time.Second,
+		MaxIdleTimeout:                 idle,
+		KeepAlivePeriod:                min(quicKeepAlive, idle/2),
 	}
 }
 
@@ -63,7 +77,7 @@ func NewQUICServer(cfg ServerConfig) (*QUICServer, error) {
 // the server closes pc.
 func (s *QUICServer) Serve(pc net.PacketConn) error {
 	tlsConf := serverTLSConfig(http3.NextProtoH3, s.cfg.TrustDomain, s.cfg.Bundles, s.cfg.GetCertificate)
-	qconf := quicConfig(s.cfg.StreamWindow, s.cfg.ConnWindow, int64(s.cfg.MaxConcurrentStreams), s.cfg.HandshakeTimeout)
+	qconf := quicConfig(s.cfg.StreamWindow, s.cfg.ConnWindow, int64(s.cfg.MaxConcurrentStreams), s.cfg.HandshakeTimeout, 0)
 	// A Transport of its own, so that closing the listener (Shutdown)
 	// refuses new handshakes while the open connections drain.
 	s.mu.Lock()

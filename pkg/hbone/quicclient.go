@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -20,10 +21,12 @@ import (
 // QUICClient dials HBONE over HTTP/3, pooling QUIC connections like
 // Client pools TCP ones. All connections share one UDP socket.
 type QUICClient struct {
-	cfg  ClientConfig
-	pool *pool[*quicConn]
-	tr   *quic.Transport
-	h3   *http3.Transport
+	cfg ClientConfig
+	// idleTimeout overrides quicIdleTimeout (tests); set before Dial.
+	idleTimeout time.Duration
+	pool        *pool[*quicConn]
+	tr          *quic.Transport
+	h3          *http3.Transport
 }
 
 // NewQUICClient checks cfg and opens the client's UDP socket.
@@ -174,7 +177,7 @@ func (c *QUICClient) connect(ctx context.Context, pc *pooled[*quicConn], authori
 	if r.err != nil {
 		abort()
 		err := fmt.Errorf("hbone: reading CONNECT response: %w", r.err)
-		if rejected(err) {
+		if rejected(err) || gone(err) {
 			pc.c.broken.Store(true)
 			return nil, nil, retryableError{err}
 		}
@@ -195,10 +198,20 @@ func rejected(err error) bool {
 	return errors.As(err, &se) && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected)
 }
 
+// gone reports whether a request got no answer because its connection
+// died in silence (idle timeout) or its peer lost the connection's state
+// (stateless reset, a restarted peer): the peer cannot be answering it,
+// and the tunnel may be tried elsewhere.
+func gone(err error) bool {
+	var idle *quic.IdleTimeoutError
+	var reset *quic.StatelessResetError
+	return errors.As(err, &idle) || errors.As(err, &reset)
+}
+
 func (c *QUICClient) dialConn(ctx context.Context, src *tls.Certificate, dst netip.AddrPort, expected []spiffeid.ID) (*quicConn, error) {
 	addr := net.UDPAddrFromAddrPort(dst)
 	tlsConf := clientTLSConfig(http3.NextProtoH3, src, c.cfg.Bundles, expected)
-	qconf := quicConfig(c.cfg.StreamWindow, c.cfg.ConnWindow, 0, c.cfg.HandshakeTimeout)
+	qconf := quicConfig(c.cfg.StreamWindow, c.cfg.ConnWindow, 0, c.cfg.HandshakeTimeout, c.idleTimeout)
 	qc, err := c.tr.Dial(ctx, addr, tlsConf, qconf)
 	if err != nil {
 		return nil, &DialError{Addr: addr.String(), Err: err}
