@@ -383,7 +383,13 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 	dep.Spec.Replicas = ptr.To(d.o.Replicas)
 	dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{labelGateway: gw.Name}}
 	dep.Spec.Template = corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+		ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{
+			// Prometheus' annotation-based discovery scrapes waypoints as
+			// it does Istio's.
+			"prometheus.io/scrape": "true",
+			"prometheus.io/port":   strconv.Itoa(MetricsPort),
+			"prometheus.io/path":   "/metrics",
+		}},
 		Spec: corev1.PodSpec{
 			ServiceAccountName:            gw.Name,
 			TerminationGracePeriodSeconds: ptr.To[int64](30),

@@ -40,6 +40,11 @@ func TestDeploymentEnvironment(t *testing.T) {
 			if set != (tc.otlp != "") || got != tc.otlp {
 				t.Errorf("OTLP_ENDPOINT %q (set %v), want %q", got, set, tc.otlp)
 			}
+			// Prometheus finds waypoints by annotation, as Istio's.
+			a := dep.Spec.Template.Annotations
+			if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != "15020" || a["prometheus.io/path"] != "/metrics" {
+				t.Errorf("pod annotations %v, want Prometheus' scrape annotations for :15020/metrics", a)
+			}
 		})
 	}
 }
