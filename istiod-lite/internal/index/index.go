@@ -422,14 +422,14 @@ func (ix *Index) SetGateway(ns, name string, g *gatewayv1.Gateway) {
 		}
 	}
 	// Whatever is bound to the waypoint may be in any namespace that names
-	// it; waypoint changes are rare, so re-check everything bound to one.
+	// it: re-check everything bound to it (and nothing bound to another).
 	for pk, p := range ix.pods {
-		if p.labels[LabelUseWaypoint] != "" || ix.nsLabel(p.ns, LabelUseWaypoint) != "" {
+		if ix.boundGateway(p.ns, p.labels) == k {
 			ix.dirtyPods[pk] = true
 		}
 	}
 	for sk, s := range ix.services {
-		if s.labels[LabelUseWaypoint] != "" || ix.nsLabel(s.ns, LabelUseWaypoint) != "" {
+		if ix.boundGateway(s.ns, s.labels) == k {
 			ix.dirtySvcs[sk] = true
 		}
 	}

@@ -221,6 +221,11 @@ func TestUnchangedInputsRebuildNothing(t *testing.T) {
 			svc.Spec.Selector = map[string]string{"app": "none"}
 			ix.SetService(svc.Namespace, svc.Name, svc)
 		}, []string{"service ns-0001/new", "waypoints"}},
+		{"waypoint address changed", func(ix *Index) {
+			g := scaleWaypoint(n)
+			g.Status.Addresses[0].Value = "10.97.0.2"
+			ix.SetGateway(n, g.Name, g)
+		}, boundToWaypoint(n)},
 		{"waypoint status without a new address", func(ix *Index) {
 			g := scaleWaypoint(n)
 			g.Status.Conditions = []metav1.Condition{{Type: "Programmed", Status: metav1.ConditionTrue}}
@@ -286,6 +291,19 @@ func TestUnchangedInputsRebuildNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// boundToWaypoint is what a change of ns's waypoint rebuilds: the pods and
+// services bound to it (those of ns) and the waypoints.
+func boundToWaypoint(ns string) []string {
+	var out []string
+	for j := range scalePodsPerNS {
+		out = append(out, fmt.Sprintf("pod %s/pod-%02d", ns, j))
+	}
+	for k := range scaleServicesPerNS {
+		out = append(out, fmt.Sprintf("service %s/svc-%d", ns, k))
+	}
+	return append(out, "waypoints")
 }
 
 // TestSelectorPolicyRebuildsOnlyItsWorkloads: moving a selector policy
