@@ -56,10 +56,17 @@ var telemetryDir = filepath.Join("..", "pkg", "telemetry")
 // targetLabels are the labels Prometheus adds to every scraped series.
 var targetLabels = []string{"instance", "job"}
 
-// exporterStrategy is how Skiff's Prometheus exporters name metrics: the
-// exporter's default, which pkg/telemetry also sets explicitly. The scan
-// fails on an exporter configured otherwise rather than guess its names.
-var exporterStrategy = otlptranslator.UnderscoreEscapingWithSuffixes
+// defaultStrategy is how a Prometheus exporter names metrics unless told
+// otherwise. Each component's instruments are named by its own exporter's
+// strategy, and those without an exporter (ztunnel, the waypoint, the CNI
+// agent) by pkg/telemetry's, which they all use.
+var defaultStrategy = otlptranslator.UnderscoreEscapingWithSuffixes
+
+// knownStrategies are the translation strategies the scan can name by.
+var knownStrategies = []otlptranslator.TranslationStrategyOption{
+	otlptranslator.UnderscoreEscapingWithSuffixes,
+	otlptranslator.UnderscoreEscapingWithoutSuffixes,
+}
 
 // instrumentTypes maps the OpenTelemetry Meter's instrument constructors
 // to the metric type the exporter names them by.
@@ -100,6 +107,54 @@ type exported struct {
 	labels map[string]bool
 	// exporters counts the Prometheus exporters found.
 	exporters int
+	// strategies holds each exporter's strategy by component directory.
+	strategies map[string]otlptranslator.TranslationStrategyOption
+	// instruments are named once every exporter's strategy is known.
+	instruments []instrument
+}
+
+// instrument is one metric an instrument constructor creates.
+type instrument struct {
+	name, unit string
+	typ        otlptranslator.MetricType
+	pos        token.Position
+}
+
+// componentOf returns the entry of componentDirs that holds file.
+func componentOf(file string) string {
+	for _, dir := range componentDirs {
+		if rel, err := filepath.Rel(dir, file); err == nil && !strings.HasPrefix(rel, "..") {
+			return dir
+		}
+	}
+	return ""
+}
+
+// name builds the Prometheus samples of every instrument.
+func (ex *exported) name() error {
+	shared, ok := ex.strategies[filepath.Join("..", "pkg")]
+	if !ok {
+		shared = defaultStrategy
+	}
+	for _, in := range ex.instruments {
+		st, ok := ex.strategies[componentOf(in.pos.Filename)]
+		if !ok {
+			st = shared
+		}
+		namer := otlptranslator.NewMetricNamer("", st)
+		prom, err := namer.Build(otlptranslator.Metric{Name: in.name, Unit: in.unit, Type: in.typ})
+		if err != nil {
+			return fmt.Errorf("%s: %w", in.pos, err)
+		}
+		samples := []string{prom}
+		if in.typ == otlptranslator.MetricTypeHistogram {
+			samples = []string{prom + "_bucket", prom + "_sum", prom + "_count"}
+		}
+		for _, sample := range samples {
+			ex.samples[sample] = registration{dir: filepath.Dir(in.pos.Filename), pos: in.pos}
+		}
+	}
+	return nil
 }
 
 // registration is where an instrument is created.
@@ -139,7 +194,8 @@ func scanExports(dirs ...string) (*exported, error) {
 			return nil, err
 		}
 	}
-	ex := &exported{samples: map[string]registration{}, labels: map[string]bool{}}
+	ex := &exported{samples: map[string]registration{}, labels: map[string]bool{},
+		strategies: map[string]otlptranslator.TranslationStrategyOption{}}
 	var errs []error
 	for _, dir := range slices.Sorted(maps.Keys(s.pkgs)) {
 		for _, f := range s.pkgs[dir].files {
@@ -149,6 +205,7 @@ func scanExports(dirs ...string) (*exported, error) {
 	if ex.exporters == 0 {
 		errs = append(errs, errors.New("no Prometheus exporter (otelprom.New) found"))
 	}
+	errs = append(errs, ex.name())
 	return ex, errors.Join(errs...)
 }
 
@@ -231,7 +288,9 @@ func (s *scanner) scanFile(f *goFile, ex *exported) []error {
 		switch {
 		case pkgPath == otelPrometheusPath && sel.Sel.Name == "New":
 			ex.exporters++
-			errs = append(errs, s.checkExporter(f, call)...)
+			st, cerrs := s.checkExporter(f, call)
+			errs = append(errs, cerrs...)
+			ex.strategies[componentOf(s.fset.Position(call.Pos()).Filename)] = st
 		case pkgPath == otelAttributePath && len(call.Args) > 0:
 			// attribute.String(key, v), attribute.Int(key, v), ...:
 			// keys that are not constants are not metric labels here.
@@ -282,26 +341,17 @@ func (s *scanner) instrument(f *goFile, call *ast.CallExpr, typ otlptranslator.M
 			}
 		}
 	}
-	namer := otlptranslator.NewMetricNamer("", exporterStrategy)
 	for _, name := range names {
-		prom, err := namer.Build(otlptranslator.Metric{Name: name, Unit: unit, Type: typ})
-		if err != nil {
-			return fmt.Errorf("%s: %w", pos, err)
-		}
-		samples := []string{prom}
-		if typ == otlptranslator.MetricTypeHistogram {
-			samples = []string{prom + "_bucket", prom + "_sum", prom + "_count"}
-		}
-		for _, sample := range samples {
-			ex.samples[sample] = registration{dir: filepath.Dir(pos.Filename), pos: pos}
-		}
+		ex.instruments = append(ex.instruments, instrument{name: name, unit: unit, typ: typ, pos: pos})
 	}
 	return nil
 }
 
-// checkExporter fails on an exporter option that could change names.
-func (s *scanner) checkExporter(f *goFile, call *ast.CallExpr) []error {
+// checkExporter returns the exporter's translation strategy, and fails on
+// an option that could change names in a way the scan does not follow.
+func (s *scanner) checkExporter(f *goFile, call *ast.CallExpr) (otlptranslator.TranslationStrategyOption, []error) {
 	var errs []error
+	strategy := defaultStrategy
 	pos := s.fset.Position(call.Pos())
 	for _, arg := range call.Args {
 		oc, ok := arg.(*ast.CallExpr)
@@ -318,14 +368,17 @@ func (s *scanner) checkExporter(f *goFile, call *ast.CallExpr) []error {
 		case name == "WithTranslationStrategy" && len(oc.Args) == 1:
 			// otlptranslator's strategy constants are named as their values.
 			st, ok := oc.Args[0].(*ast.SelectorExpr)
-			if !ok || f.importOf(st.X) != otlptranslatorPath || st.Sel.Name != string(exporterStrategy) {
-				errs = append(errs, fmt.Errorf("%s: a translation strategy other than %s: teach the scan its names", pos, exporterStrategy))
+			if !ok || f.importOf(st.X) != otlptranslatorPath ||
+				!slices.Contains(knownStrategies, otlptranslator.TranslationStrategyOption(st.Sel.Name)) {
+				errs = append(errs, fmt.Errorf("%s: a translation strategy the scan does not know: teach it its names", pos))
+				continue
 			}
+			strategy = otlptranslator.TranslationStrategyOption(st.Sel.Name)
 		default:
 			errs = append(errs, fmt.Errorf("%s: exporter option %s may change names: teach the scan", pos, name))
 		}
 	}
-	return errs
+	return strategy, errs
 }
 
 // strs resolves e to the strings it can hold: a constant, or the field of
@@ -573,7 +626,7 @@ func TestScanMatchesScrape(t *testing.T) {
 
 // TestScanExports pins what the scan must find, so that a scan that finds
 // nothing cannot pass the dashboard test vacuously, and shows that names
-// are the exporter's, not the instruments'.
+// are each exporter's.
 func TestScanExports(t *testing.T) {
 	ex := skiffExports(t)
 	if ex.exporters < 2 {
@@ -582,16 +635,16 @@ func TestScanExports(t *testing.T) {
 	for _, want := range []string{
 		"istio_tcp_connections_opened_total", "istio_requests_total", "istio_request_duration_milliseconds_bucket",
 		"skiff_waypoint_outlier_ejected", "skiff_rate_limited_requests_total", "pilot_xds",
-		"pilot_xds_pushes_total", "citadel_server_csr_sign_duration_seconds_bucket", "istio_cni_install_ready",
+		"pilot_xds_pushes", "pilot_total_xds_rejects", "citadel_server_csr_sign_duration_bucket", "istio_cni_install_ready",
 		"skiff_cni_enrolment_failures_total",
 	} {
 		if _, ok := ex.samples[want]; !ok {
 			t.Errorf("the scan does not find %s", want)
 		}
 	}
-	// Instrument names the exporter rewrites: a unit suffix, "total" moved
-	// to the end, "_total" added.
-	for _, not := range []string{"citadel_server_csr_sign_duration_bucket", "pilot_total_xds_rejects", "pilot_total_xds_rejects_total", "pilot_xds_pushes"} {
+	// Names each exporter's strategy rules out: istiod-lite's writes
+	// Istio's names as they are, pkg/telemetry's adds "_total" to counters.
+	for _, not := range []string{"citadel_server_csr_sign_duration_seconds_bucket", "pilot_xds_rejects_total", "pilot_xds_pushes_total", "skiff_cni_enrolment_failures", "istio_requests_total_total"} {
 		if _, ok := ex.samples[not]; ok {
 			t.Errorf("the scan finds %s, which no exporter writes", not)
 		}
@@ -899,20 +952,20 @@ func checkStandardPromQL(t *testing.T, q query) {
 }
 
 // TestCheckerCatches shows the dashboard check is not vacuous: wrong
-// metric names, including the instruments' own names where the exporter
-// renames them, and labels a metric does not have, fail.
+// metric names, including names with suffixes an exporter does not add
+// and without those it does, and labels a metric does not have, fail.
 func TestCheckerCatches(t *testing.T) {
 	c := newChecker(t)
 	for _, tc := range []struct {
 		expr string
 		ok   bool
 	}{
-		{expr: `sum by (type) (rate(pilot_xds_pushes_total[$__rate_interval]))`, ok: true},
+		{expr: `sum by (type) (rate(pilot_xds_pushes[$__rate_interval]))`, ok: true},
 		{expr: `histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{reporter="waypoint"}[$__rate_interval])))`, ok: true},
 		{expr: `sum by (instance) (skiff_cni_pods_enrolled)`, ok: true},
-		{expr: `sum(rate(pilot_total_xds_rejects[$__rate_interval]))`},
-		{expr: `sum(rate(citadel_server_csr_count[$__rate_interval]))`},
-		{expr: `histogram_quantile(0.99, sum by (le) (rate(citadel_server_csr_sign_duration_bucket[$__rate_interval])))`},
+		{expr: `sum(rate(pilot_xds_pushes_total[$__rate_interval]))`},
+		{expr: `sum(rate(skiff_cni_enrolment_failures[$__rate_interval]))`},
+		{expr: `histogram_quantile(0.99, sum by (le) (rate(citadel_server_csr_sign_duration_seconds_bucket[$__rate_interval])))`},
 		{expr: `rate(istio_requests[$__rate_interval])`},
 		{expr: `istio_request_duration_milliseconds`},
 		{expr: `sum(rate(istio_requests_total{destination_workload_namspace="x"}[$__rate_interval]))`},

@@ -33,7 +33,7 @@ func certificateRotation(t *testing.T) {
 		loads = append(loads, name)
 	}
 	e.measuring(loads...)
-	issuedBefore := metric(e.istiodMetrics(), "citadel_server_success_cert_issuance_count_total")
+	issuedBefore := metric(e.istiodMetrics(), "citadel_server_success_cert_issuance_count")
 
 	// Each (node, identity) pair's serial numbers, seen every 5 s.
 	serials := map[string]map[string]bool{}
@@ -54,7 +54,7 @@ func certificateRotation(t *testing.T) {
 		}
 		time.Sleep(5 * time.Second) // sampling period, not a wait for something
 	}
-	issued := metric(e.istiodMetrics(), "citadel_server_success_cert_issuance_count_total") - issuedBefore
+	issued := metric(e.istiodMetrics(), "citadel_server_success_cert_issuance_count") - issuedBefore
 
 	rs := e.results(2*time.Minute, loads...)
 	failed, total := sum(rs, loads...)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/otlptranslator"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -171,7 +172,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// Metrics: OpenTelemetry instruments, exported in Prometheus format.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	// Names as written, as Istio's istiod exports them (pilot_xds_pushes,
+	// pilot_total_xds_rejects, citadel_server_csr_count): dashboards and
+	// alerts written for Istio find them.
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(),
+		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithoutSuffixes))
 	if err != nil {
 		return fmt.Errorf("prometheus exporter: %w", err)
 	}

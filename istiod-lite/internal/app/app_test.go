@@ -397,7 +397,7 @@ func TestControlPlane(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		for _, name := range []string{"pilot_xds_pushes", "\npilot_xds ", "pilot_proxy_convergence_time", "citadel_server_csr_count", "citadel_server_success_cert_issuance_count", `citadel_server_csr_denied_count_total{reason="impersonation_denied"}`} {
+		for _, name := range []string{"pilot_xds_pushes", "\npilot_xds ", "pilot_proxy_convergence_time", "citadel_server_csr_count", "citadel_server_success_cert_issuance_count", `citadel_server_csr_denied_count{reason="impersonation_denied"}`} {
 			if !strings.Contains(string(body), name) {
 				t.Errorf("/metrics lacks %s", name)
 			}
