@@ -122,12 +122,13 @@ func serviceParents(refs []gatewayv1.ParentReference, routeNS string) []key {
 	return out
 }
 
-// buildWaypoint builds g's configuration; buildWaypoints, which groups the
-// inputs once for every waypoint, is cheaper for more than one.
+// buildWaypoint builds g's configuration. To build more than one, group
+// the inputs once (waypointInputs) and call buildWaypointFrom for each.
 func (ix *Index) buildWaypoint(g *gatewayInfo) *waypointapi.Waypoint {
 	return ix.buildWaypointFrom(g, ix.waypointInputs())
 }
 
+// buildWaypointFrom builds g's configuration from inputs in.
 func (ix *Index) buildWaypointFrom(g *gatewayInfo, in *waypointInputs) *waypointapi.Waypoint {
 	wp := &waypointapi.Waypoint{Name: g.name, Namespace: g.ns, TrustDomain: ix.opts.TrustDomain}
 	if g.serves(WaypointForService) {
