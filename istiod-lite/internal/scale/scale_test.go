@@ -141,10 +141,10 @@ func TestScale(t *testing.T) {
 	fmt.Fprintf(&b, "  full push to a new ztunnel: %d addresses in %s, %d policies in %s; complete after %v\n",
 		full[xds.AddressType].resources, mib(full[xds.AddressType].bytes), full[xds.AuthorizationType].resources, mib(full[xds.AuthorizationType].bytes),
 		fullPushTime.Round(time.Millisecond))
-	fmt.Fprintf(&b, "  change → both ztunnels (from the write to the apiserver; received / applied to the mesh state), median and max of %d:\n", rounds)
+	fmt.Fprintf(&b, "  change → ztunnel, from the write to the apiserver until both subscribers received it / until the second had applied it to its mesh state; median / max of %d:\n", rounds)
 	for _, c := range changes {
 		ls := lat[c.name]
-		fmt.Fprintf(&b, "    %-34s %3d resources   received %6v / %6v   applied %6v / %6v\n", c.name, ls[0].resources,
+		fmt.Fprintf(&b, "    %-34s %2d resources pushed   received %6v / %6v   applied %6v / %6v\n", c.name, ls[0].resources,
 			median(ls, latency.recv), maxOf(ls, latency.recv), median(ls, latency.appl), maxOf(ls, latency.appl))
 	}
 	fmt.Fprintf(&b, "  istiod-lite memory after the load: heap in use %s (after a GC), RSS %s, peak RSS %s\n", mib(int(mem.heapInUse)), mib(int(mem.rss)), mib(int(mem.peakRSS)))
@@ -152,8 +152,8 @@ func TestScale(t *testing.T) {
 }
 
 // changeNamespace is the namespace of the i-th change: each change has its
-// own (what one expects is then simple to say), spread over the cluster,
-// every other one with a waypoint.
+// own (what one expects is then simple to say), spread over the cluster
+// (at 1,000 namespaces, every other one has a waypoint).
 func (s shape) changeNamespace(i int) int {
 	return i*s.namespaces/(rounds*len(changes)) + i%2
 }
