@@ -153,8 +153,11 @@ func TestWaypointDeployer(t *testing.T) {
 		}
 		var svc corev1.Service
 		_ = cl.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "wp"}, &svc)
-		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15008 {
-			t.Fatalf("waypoint service ports %v, want HBONE 15008", svc.Spec.Ports)
+		// HBONE on TCP 15008, and over QUIC on UDP 15008 (the default
+		// transport, auto).
+		if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != 15008 || svc.Spec.Ports[1].Port != 15008 ||
+			svc.Spec.Ports[0].Protocol == svc.Spec.Ports[1].Protocol {
+			t.Fatalf("waypoint service ports %v, want HBONE on TCP and UDP 15008", svc.Spec.Ports)
 		}
 		wpIP = svc.Spec.ClusterIP
 		eventually(t, "Gateway Accepted and Programmed with the Service address", func() error {
