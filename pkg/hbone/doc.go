@@ -38,7 +38,7 @@
 // finished after FallbackDelay (300ms), or at once if it failed (happy
 // eyeballs, RFC 8305); the first connection set up carries the tunnel,
 // the other is closed. When TCP wins, the peer is reached over TCP alone
-// for FailureTTL (5m, doubling with each failure in a row, up to an
+// for FailureTTL (30s, doubling with each failure in a row, up to an
 // hour), then QUIC is tried again; a blocked UDP path costs the delay
 // once per period. Mode tcp neither serves nor dials QUIC; mode quic
 // tries it toward every peer, advertised or not.

@@ -36,8 +36,11 @@ const (
 	DefaultFallbackDelay = 300 * time.Millisecond
 	// DefaultFailureTTL is how long a peer whose QUIC path failed is
 	// reached over TCP before QUIC is tried again; each further failure
-	// in a row doubles it, up to maxFailureTTL.
-	DefaultFailureTTL = 5 * time.Minute
+	// in a row doubles it, up to maxFailureTTL. Short at first, so that a
+	// peer's restart (its UDP port changing hands) costs QUIC for half a
+	// minute, not for long; a path that drops UDP costs the fallback
+	// delay some eight times in its first hour, then hourly.
+	DefaultFailureTTL = 30 * time.Second
 	maxFailureTTL     = time.Hour
 	// maxPeers bounds the table; expired entries go first.
 	maxPeers = 1 << 16

@@ -50,17 +50,17 @@ func TestTransportChoice(t *testing.T) {
 		{"auto: a failure is remembered, then QUIC is tried again", TransportAuto, []step{
 			{advertise: `h3=":15008"; ma=86400`, want: quicAt(15008)},
 			{fail: true, want: tcp},
-			{advance: 4 * time.Minute, want: tcp},
-			{advance: time.Minute, want: quicAt(15008)},
+			{advance: 29 * time.Second, want: tcp},
+			{advance: time.Second, want: quicAt(15008)},
 			// A second failure in a row: twice as long.
-			{fail: true, advance: 9 * time.Minute, want: tcp},
-			{advance: time.Minute, want: quicAt(15008)},
+			{fail: true, advance: 59 * time.Second, want: tcp},
+			{advance: time.Second, want: quicAt(15008)},
 			// A success resets the count.
-			{succeed: true, fail: true, advance: 5 * time.Minute, want: quicAt(15008)},
+			{succeed: true, fail: true, advance: 30 * time.Second, want: quicAt(15008)},
 		}},
 		{"auto: failures back off up to an hour", TransportAuto, []step{
 			{advertise: `h3=":15008"; ma=864000`, want: quicAt(15008)},
-			{fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true},
+			{fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true}, {fail: true},
 			{advance: 59 * time.Minute, want: tcp},
 			{advance: time.Minute, want: quicAt(15008)},
 		}},
@@ -73,7 +73,7 @@ func TestTransportChoice(t *testing.T) {
 			{advertise: `h3=":15009"`, want: quicAt(15009)},
 			{advertise: `clear`, want: quicAt(15008)},
 			{fail: true, want: tcp},
-			{advance: 5 * time.Minute, want: quicAt(15008)},
+			{advance: 30 * time.Second, want: quicAt(15008)},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
