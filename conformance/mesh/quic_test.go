@@ -48,22 +48,33 @@ func TestQUIC(t *testing.T) {
 			`"[^}]*reporter="source"[^}]*source_principal="` + regexp.QuoteMeta(src) + `"[^}]*transport="` + transport + `"`)
 		return re.MatchString(m)
 	}
+	// untilQUIC makes requests to url, every one of which must succeed,
+	// until the client's ztunnel reports a QUIC connection to dst. The
+	// first request goes over TCP and brings the advertisement; a ztunnel
+	// being replaced (an install that just upgraded Skiff) may make QUIC
+	// fail for its first half minute, and TCP carry the requests.
+	untilQUIC := func(t *testing.T, url, want, dst string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for i := 1; ; i++ {
+			out, err := get(url)
+			if err != nil || !strings.Contains(out, want) {
+				t.Fatalf("request %d to %s: %v\n%s", i, url, err, out)
+			}
+			if i >= 5 && opened(t, dst, "quic") {
+				t.Logf("QUIC reported after %d requests", i)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d requests the client's ztunnel reports no QUIC connection to %s:\n%s", i, dst,
+					grepLines(c.ztunnelMetrics(t, clientNode), "istio_tcp_connections_opened_total"))
+			}
+		}
+	}
 
 	t.Run("pod traffic across the nodes goes over QUIC", func(t *testing.T) {
 		dst := "spiffe://" + td + "/ns/" + quicNS + "/sa/echo"
-		url := fmt.Sprintf("http://%s:8080/quic", remote.IP)
-		// The first connection goes over TCP and brings the destination's
-		// advertisement; the following ones go over QUIC.
-		for i := range 5 {
-			out, err := get(url)
-			if err != nil || !strings.Contains(out, "pod="+remote.Name+"\n") {
-				t.Fatalf("request %d to %s: %v\n%s", i+1, remote.Name, err, out)
-			}
-		}
-		if !opened(t, dst, "quic") {
-			t.Fatalf("the client's ztunnel reports no QUIC connection to %s:\n%s", dst,
-				grepLines(c.ztunnelMetrics(t, clientNode), "istio_tcp_connections_opened_total"))
-		}
+		untilQUIC(t, fmt.Sprintf("http://%s:8080/quic", remote.IP), "pod="+remote.Name+"\n", dst)
 	})
 
 	t.Run("a waypoint reached over QUIC serves an HTTPRoute", func(t *testing.T) {
@@ -73,17 +84,8 @@ func TestQUIC(t *testing.T) {
 		// The route's filter shows in the answer once the waypoint has it.
 		k.Eventually(t, 90*time.Second, func(s string) bool { return strings.Contains(s, "header.X-Transport-Test=quic") },
 			"-n", quicNS, "exec", "client", "--", "echo-app", "get", "-timeout", "5s", "http://routed/")
-		for i := range 5 {
-			out, err := get("http://routed/")
-			if err != nil || !strings.Contains(out, "header.X-Transport-Test=quic") {
-				t.Fatalf("request %d through the waypoint: %v\n%s", i+1, err, out)
-			}
-		}
 		wp := "spiffe://" + td + "/ns/" + quicNS + "/sa/waypoint"
-		if !opened(t, wp, "quic") {
-			t.Fatalf("the client's ztunnel reports no QUIC connection to the waypoint %s:\n%s", wp,
-				grepLines(c.ztunnelMetrics(t, clientNode), "istio_tcp_connections_opened_total"))
-		}
+		untilQUIC(t, "http://routed/", "header.X-Transport-Test=quic", wp)
 	})
 
 	t.Run("with UDP 15008 dropped between the nodes, TCP and no failed connection", func(t *testing.T) {
