@@ -45,7 +45,14 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 
 // RSS returns the resident set size of process pid in bytes, read from
 // /proc/<pid>/status.
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// PeakRSS returns the largest resident set size process pid has had, in
+// bytes (VmHWM in /proc/<pid>/status).
+func PeakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM") }
+
+// statusBytes reads one "<key>: <n> kB" field of /proc/<pid>/status.
+func statusBytes(pid int, key string) (int64, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
@@ -54,22 +61,22 @@ func RSS(pid int) (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
-		v, ok := bytes.CutPrefix([]byte(line), []byte("VmRSS:"))
+		v, ok := bytes.CutPrefix([]byte(line), []byte(key+":"))
 		if !ok {
 			continue
 		}
 		fields := bytes.Fields(v)
 		if len(fields) != 2 || string(fields[1]) != "kB" {
-			return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+			return 0, fmt.Errorf("unexpected %s line %q", key, line)
 		}
 		kb, err := strconv.ParseInt(string(fields[0]), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmRSS %q: %w", line, err)
+			return 0, fmt.Errorf("parse %s %q: %w", key, line, err)
 		}
 		return kb * 1024, nil
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", key, pid)
 }
