@@ -79,18 +79,7 @@ metadata: {name: denied, namespace: %[1]s}
 	// Resynchronised: a new pod is served, a new policy applies.
 	e.toolbox("late", e.nodes[0], "client")
 	lateServed := eventually(90*time.Second, func() bool { return e.canReach("late", url) })
-	e.k.Apply(fmt.Sprintf(`apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-denied, namespace: %s}
-spec:
-  selector:
-    matchLabels: {app: echo}
-  action: DENY
-  rules:
-  - from:
-    - source:
-        principals: ["%s/ns/%s/sa/denied"]
-`, e.ns, td, e.ns))
+	e.k.Apply(e.denyPolicy())
 	policyApplied := eventually(90*time.Second, func() bool { return !e.canReach("denied", url) })
 
 	rs := e.results(dur+2*time.Minute, loads...)

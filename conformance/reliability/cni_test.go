@@ -22,19 +22,8 @@ func cniAgentRestart(t *testing.T) {
 	e.k.Apply(fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
 metadata: {name: denied, namespace: %[1]s}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-denied, namespace: %[1]s}
-spec:
-  selector:
-    matchLabels: {app: echo}
-  action: DENY
-  rules:
-  - from:
-    - source:
-        principals: ["%[2]s/ns/%[1]s/sa/denied"]
-`, e.ns, td))
+`, e.ns))
+	e.k.Apply(e.denyPolicy())
 	url := "http://" + e.echo(e.ns) + "/cni"
 	outside := "http://" + e.echo(e.out) + "/outside"
 	const dur = 150 * time.Second

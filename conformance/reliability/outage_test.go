@@ -57,18 +57,7 @@ metadata: {name: denied, namespace: %[1]s}
 	// A pod created now has no identity until istiod-lite returns.
 	e.toolbox("late", e.nodes[1], "late")
 	lateDuringOK := e.canReach("late", url)
-	e.k.Apply(fmt.Sprintf(`apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-denied, namespace: %s}
-spec:
-  selector:
-    matchLabels: {app: echo}
-  action: DENY
-  rules:
-  - from:
-    - source:
-        principals: ["%s/ns/%s/sa/denied"]
-`, e.ns, td, e.ns))
+	e.k.Apply(e.denyPolicy())
 	deniedDuringOK := e.canReach("denied", url)
 	time.Sleep(time.Until(down.Add(outage))) // the outage itself, not a wait for something
 
