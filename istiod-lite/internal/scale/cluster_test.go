@@ -10,17 +10,15 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
-	"github.com/skiffmesh/skiff/pkg/apis"
+	"github.com/skiffmesh/skiff/pkg/apis/apistest"
 	securityv1 "github.com/skiffmesh/skiff/pkg/apis/security/v1"
 )
 
@@ -100,18 +98,7 @@ func newClients(t *testing.T, cfg *rest.Config) *clients {
 	pb := rest.CopyConfig(cfg)
 	pb.ContentType = "application/vnd.kubernetes.protobuf"
 	pb.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := apis.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &clients{cs: kubernetes.NewForConfigOrDie(pb), c: c}
+	return &clients{cs: kubernetes.NewForConfigOrDie(pb), c: apistest.Client(t, cfg)}
 }
 
 // load creates the cluster: namespaces first, then everything in them,

@@ -44,6 +44,13 @@ func StartWithCRDs(t testing.TB, opts ...Option) (*envtest.Environment, *rest.Co
 		t.Fatal(err)
 	}
 	env, cfg := start(t, &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}, opts)
+	return env, cfg, Client(t, cfg)
+}
+
+// Client returns a controller-runtime client for cfg that knows
+// Kubernetes' built-in kinds and Skiff's.
+func Client(t testing.TB, cfg *rest.Config) client.Client {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -55,7 +62,7 @@ func StartWithCRDs(t testing.TB, opts ...Option) (*envtest.Environment, *rest.Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	return env, cfg, c
+	return c
 }
 
 func start(t testing.TB, env *envtest.Environment, opts []Option) (*envtest.Environment, *rest.Config) {
