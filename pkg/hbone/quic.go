@@ -78,6 +78,7 @@ func NewQUICServer(cfg ServerConfig) (*QUICServer, error) {
 func (s *QUICServer) Serve(pc net.PacketConn) error {
 	tlsConf := serverTLSConfig(http3.NextProtoH3, s.cfg.TrustDomain, s.cfg.Bundles, s.cfg.GetCertificate)
 	qconf := quicConfig(s.cfg.StreamWindow, s.cfg.ConnWindow, int64(s.cfg.MaxConcurrentStreams), s.cfg.HandshakeTimeout, 0)
+	pc = tuneUDP(pc, s.log)
 	// A Transport of its own, so that closing the listener (Shutdown)
 	// refuses new handshakes while the open connections drain.
 	s.mu.Lock()

@@ -45,7 +45,7 @@ func NewQUICClient(cfg ClientConfig) (*QUICClient, error) {
 	return &QUICClient{
 		cfg:  cfg,
 		pool: newPool[*quicConn](cfg.MaxStreamsPerConn, cfg.IdleTimeout, cfg.HandshakeTimeout),
-		tr:   &quic.Transport{Conn: udp},
+		tr:   &quic.Transport{Conn: tuneUDP(udp, cfg.Logger)},
 		h3:   &http3.Transport{DisableCompression: true, Logger: cfg.Logger},
 	}, nil
 }

@@ -1,0 +1,214 @@
+package hbone
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// udpSegmentCmsg asks the kernel to send b as datagrams of size bytes
+// (UDP_SEGMENT, GSO).
+func udpSegmentCmsg(size uint16) []byte {
+	b := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.IPPROTO_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], size)
+	return b
+}
+
+func newGROConn(t *testing.T) *groConn {
+	t.Helper()
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uc.Close() })
+	gc, ok := tuneUDP(uc, slog.New(slog.DiscardHandler)).(*groConn)
+	if !ok {
+		t.Skip("UDP GRO unavailable on this kernel")
+	}
+	if err := gc.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return gc
+}
+
+func newBatch(n, size int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, size)}
+		ms[i].OOB = make([]byte, 128)
+	}
+	return ms
+}
+
+// TestGROConnDealsOutATrain sends one GSO train of 3.5 datagrams and
+// checks that ReadBatch hands out each datagram, in order, from the
+// sender, with its ECN bits, across calls with room for two at a time.
+func TestGROConnDealsOutATrain(t *testing.T) {
+	gc := newGROConn(t)
+	rc, err := gc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	tx, err := net.DialUDP("udp4", nil, gc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	txc, _ := tx.SyscallConn()
+	txc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, 0x02) }) // ECT(0)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+
+	const seg = 1000
+	payload := make([]byte, 3*seg+seg/2)
+	for i := range payload {
+		payload[i] = byte(i / seg)
+	}
+	if _, _, err := tx.WriteMsgUDP(payload, udpSegmentCmsg(seg), nil); err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) && (errno == unix.EIO || errno == unix.EINVAL) {
+			t.Skipf("UDP GSO unavailable: %v", err)
+		}
+		t.Fatal(err)
+	}
+
+	var got [][]byte
+	coalesced := false
+	for len(got) < 4 {
+		ms := newBatch(2, 1452)
+		n, err := gc.ReadBatch(ms, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 1 || n > 2 {
+			t.Fatalf("ReadBatch returned %d messages", n)
+		}
+		coalesced = coalesced || len(gc.rest) > 0
+		for _, m := range ms[:n] {
+			if m.Addr.String() != tx.LocalAddr().String() {
+				t.Errorf("datagram from %v, want %v", m.Addr, tx.LocalAddr())
+			}
+			if m.Flags != 0 {
+				t.Errorf("flags %#x", m.Flags)
+			}
+			tos, ok := cmsgTOS(t, m.OOB[:m.NN])
+			if !ok || tos&0x3 != 0x02 {
+				t.Errorf("control messages %x: TOS %#x, %v; want ECT(0)", m.OOB[:m.NN], tos, ok)
+			}
+			got = append(got, m.Buffers[0][:m.N])
+		}
+	}
+	// The kernel may also have segmented the train on the way.
+	t.Logf("train arrived in one read: %v", coalesced)
+	for i, d := range got {
+		want := payload[i*seg : min((i+1)*seg, len(payload))]
+		if !bytes.Equal(d, want) {
+			t.Errorf("datagram %d: %d bytes starting %x, want %d bytes starting %x", i, len(d), d[:1], len(want), want[:1])
+		}
+	}
+}
+
+// TestGROConnTruncates checks that a datagram larger than quic-go's buffer
+// is cut and flagged, as recvmmsg would.
+func TestGROConnTruncates(t *testing.T) {
+	gc := newGROConn(t)
+	tx, err := net.DialUDP("udp4", nil, gc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if _, err := tx.Write(make([]byte, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	ms := newBatch(8, 1452)
+	n, err := gc.ReadBatch(ms, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("ReadBatch: %d, %v", n, err)
+	}
+	if ms[0].N != 1452 || ms[0].Flags&unix.MSG_TRUNC == 0 {
+		t.Errorf("got %d bytes, flags %#x; want 1452, MSG_TRUNC", ms[0].N, ms[0].Flags)
+	}
+}
+
+// TestGROConnReadDeadline checks that a read deadline (how quic-go stops
+// its read loop) ends a waiting ReadBatch.
+func TestGROConnReadDeadline(t *testing.T) {
+	gc := newGROConn(t)
+	if err := gc.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := gc.ReadBatch(newBatch(8, 1452), 0)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("ReadBatch after the deadline: %v, want a timeout", err)
+	}
+}
+
+func TestSplitGRO(t *testing.T) {
+	tos := make([]byte, unix.CmsgSpace(1))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&tos[0]))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	h.SetLen(unix.CmsgLen(1))
+	tos[unix.CmsgLen(0)] = 0x01
+
+	gro := make([]byte, unix.CmsgSpace(4))
+	h = (*unix.Cmsghdr)(unsafe.Pointer(&gro[0]))
+	h.Level, h.Type = unix.IPPROTO_UDP, unix.UDP_GRO
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(gro[unix.CmsgLen(0):], 1350)
+
+	for _, tc := range []struct {
+		name    string
+		oob     []byte
+		seg     int
+		wantOOB []byte
+	}{
+		{"none", nil, 0, nil},
+		{"TOS only", tos, 0, tos},
+		{"GRO only", gro, 1350, nil},
+		{"GRO between", concat(tos, gro, tos), 1350, concat(tos, tos)},
+		{"truncated", concat(tos, gro[:5]), 0, tos},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seg, rest := splitGRO(bytes.Clone(tc.oob))
+			if seg != tc.seg || !bytes.Equal(rest, tc.wantOOB) {
+				t.Errorf("splitGRO = %d, %x; want %d, %x", seg, rest, tc.seg, tc.wantOOB)
+			}
+		})
+	}
+}
+
+func cmsgTOS(t *testing.T, oob []byte) (byte, bool) {
+	t.Helper()
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		t.Fatalf("control messages %x: %v", oob, err)
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TOS && len(m.Data) >= 1 {
+			return m.Data[0], true
+		}
+	}
+	return 0, false
+}
+
+func concat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
