@@ -193,6 +193,17 @@ func CPUTime(pids []int) time.Duration {
 	return time.Duration(ticks) * time.Second / userHZ
 }
 
+// SelfCPUTime is the user and system CPU time this process (all its
+// threads) has used so far, from getrusage(2): microseconds, where
+// CPUTime counts in ticks of 10 ms.
+func SelfCPUTime() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("benchpeer: getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
 // TotalRSS sums the resident set sizes of the processes. Pages that
 // forked processes share are counted in each: an upper bound.
 func TotalRSS(pids []int) int64 {

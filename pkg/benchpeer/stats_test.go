@@ -58,6 +58,27 @@ func TestRSSOfSelf(t *testing.T) {
 	}
 }
 
+// TestSelfCPUTime checks that SelfCPUTime grows with work done.
+func TestSelfCPUTime(t *testing.T) {
+	before, err := SelfCPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until the clock moves: getrusage counts at least microseconds.
+	for {
+		after, err := SelfCPUTime()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after < before {
+			t.Fatalf("SelfCPUTime went back: %v, then %v", before, after)
+		}
+		if after > before {
+			return
+		}
+	}
+}
+
 func TestSinkAndEcho(t *testing.T) {
 	ctx := context.Background()
 	sink, err := Sink(ctx)

@@ -25,9 +25,12 @@ import (
 // BenchmarkPaths measures four ways to carry a TCP connection, side by side
 // in one run: plain TCP, HBONE over TCP, HBONE over QUIC, and a pair of
 // stunnel processes doing mutual TLS 1.3. For each it measures bulk
-// throughput on one connection, round-trip latency of 1 KB messages, and
+// throughput on one connection and the CPU time spent per GB of it (this
+// process's, which holds both ends of every tunnel, the sender and the sink;
+// plus the stunnel processes'), round-trip latency of 1 KB messages, and
 // the tunnel's memory per idle open stream, then prints every path's ratio
-// to plain TCP and to stunnel. Run it with `make bench-hbone`.
+// to plain TCP and to stunnel, and HBONE over QUIC's to HBONE over TCP.
+// Run it with `make bench-hbone`.
 func BenchmarkPaths(b *testing.B) {
 	env := newBenchEnv(b)
 	results := make(map[string]*pathResult)
@@ -51,13 +54,15 @@ func BenchmarkPaths(b *testing.B) {
 type path struct {
 	name string
 	dial func(ctx context.Context, target netip.AddrPort) (net.Conn, error)
-	// pids are the peer processes whose memory counts for this path; none
-	// means the path runs inside this process.
-	pids func() []int
+	// pids are the peer processes carrying connections to target, whose
+	// CPU and memory count for this path; nil means the path runs inside
+	// this process.
+	pids func(target netip.AddrPort) []int
 }
 
 type pathResult struct {
 	bytesPerSec float64
+	cpuPerGB    float64 // CPU seconds per 1e9 bytes moved in bulk
 	p50, p99    time.Duration
 	idleBytes   float64 // tunnel memory per idle stream
 }
@@ -94,48 +99,11 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		echo: echo.Addr().AddrPort(),
 	}
 
-	td := spiffeid.RequireTrustDomainFromString("cluster.local")
-	ca, err := identity.NewSelfSignedCA(td)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bundles := identity.NewBundles(ca.Bundle())
-	certs := identity.NewManager(ca.Client(), identity.ManagerOptions{})
-	clientID, _ := identity.WorkloadID(td, "bench", "client")
-	serverID, _ := identity.WorkloadID(td, "bench", "server")
-	clientCert, err := certs.Get(ctx, clientID)
-	if err != nil {
-		b.Fatal(err)
-	}
-	serverCert, err := certs.Get(ctx, serverID)
-	if err != nil {
-		b.Fatal(err)
-	}
-
+	pki := newBenchPKI(ctx, b)
 	// The HBONE server does what ztunnel's inbound does: connect to the
 	// authority and splice.
-	handler := hbone.HandlerFunc(func(ctx context.Context, w *hbone.Responder, r *hbone.Request) {
-		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.Authority.String())
-		if err != nil {
-			w.Refuse(http.StatusServiceUnavailable)
-			return
-		}
-		tun, err := w.Accept()
-		if err != nil {
-			up.Close()
-			return
-		}
-		hbone.Splice(ctx, tun, up)
-	})
-	scfg := hbone.ServerConfig{
-		TrustDomain: td,
-		Bundles:     bundles,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return &serverCert.TLS, nil
-		},
-		Handler: handler,
-		Logger:  slog.New(slog.DiscardHandler),
-	}
+	var d net.Dialer
+	scfg := pki.serverConfig(spliceHandler(d.DialContext))
 	tcpSrv, err := hbone.NewServer(scfg)
 	if err != nil {
 		b.Fatal(err)
@@ -157,7 +125,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	go quicSrv.Serve(pc)
 	b.Cleanup(func() { quicSrv.Close() })
 
-	ccfg := hbone.ClientConfig{Bundles: bundles, Logger: slog.New(slog.DiscardHandler)}
+	ccfg := hbone.ClientConfig{Bundles: pki.bundles, Logger: slog.New(slog.DiscardHandler)}
 	tcpClient, err := hbone.NewClient(ccfg)
 	if err != nil {
 		b.Fatal(err)
@@ -171,14 +139,14 @@ func newBenchEnv(b *testing.B) *benchEnv {
 
 	viaHBONE := func(d hbone.Dialer, server netip.AddrPort) func(context.Context, netip.AddrPort) (net.Conn, error) {
 		return func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
-			return d.Dial(ctx, &clientCert.TLS, server, target, []spiffeid.ID{serverID}, nil)
+			return d.Dial(ctx, &pki.client.TLS, server, target, []spiffeid.ID{pki.serverID}, nil)
 		}
 	}
 
 	// stunnel forwards to one fixed target, so each target gets its own
 	// pair; both share the same certificates.
 	dir := b.TempDir()
-	files := writeTLSFiles(b, dir, ca, clientCert, serverCert)
+	files := writeTLSFiles(b, dir, pki.ca, pki.client, pki.server)
 	stunnels := make(map[netip.AddrPort]*benchpeer.Stunnel)
 	for _, target := range []netip.AddrPort{env.sink, env.echo} {
 		sub := filepath.Join(dir, target.String())
@@ -193,7 +161,6 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		stunnels[target] = st
 	}
 
-	var d net.Dialer
 	env.paths = []path{
 		{name: "plain-tcp", dial: func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", t.String())
@@ -202,9 +169,68 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		{name: "hbone-quic", dial: viaHBONE(quicClient, netip.MustParseAddrPort(pc.LocalAddr().String()))},
 		{name: "stunnel", dial: func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", stunnels[t].ClientAddr)
-		}, pids: func() []int { return stunnels[env.echo].PIDs() }},
+		}, pids: func(t netip.AddrPort) []int { return stunnels[t].PIDs() }},
 	}
 	return env
+}
+
+// benchPKI is a trust domain with a client and a server identity.
+type benchPKI struct {
+	ca             *identity.CA
+	bundles        *identity.Bundles
+	client, server *identity.Certificate
+	serverID       spiffeid.ID
+}
+
+func newBenchPKI(ctx context.Context, b *testing.B) *benchPKI {
+	b.Helper()
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	ca, err := identity.NewSelfSignedCA(td)
+	if err != nil {
+		b.Fatal(err)
+	}
+	certs := identity.NewManager(ca.Client(), identity.ManagerOptions{})
+	clientID, _ := identity.WorkloadID(td, "bench", "client")
+	serverID, _ := identity.WorkloadID(td, "bench", "server")
+	client, err := certs.Get(ctx, clientID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	server, err := certs.Get(ctx, serverID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchPKI{ca: ca, bundles: identity.NewBundles(ca.Bundle()), client: client, server: server, serverID: serverID}
+}
+
+func (p *benchPKI) serverConfig(h hbone.Handler) hbone.ServerConfig {
+	return hbone.ServerConfig{
+		TrustDomain: p.serverID.TrustDomain(),
+		Bundles:     p.bundles,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return &p.server.TLS, nil
+		},
+		Handler: h,
+		Logger:  slog.New(slog.DiscardHandler),
+	}
+}
+
+// spliceHandler answers a CONNECT as ztunnel's inbound does: it connects
+// to the authority with dial and splices the tunnel to it.
+func spliceHandler(dial func(ctx context.Context, network, addr string) (net.Conn, error)) hbone.Handler {
+	return hbone.HandlerFunc(func(ctx context.Context, w *hbone.Responder, r *hbone.Request) {
+		up, err := dial(ctx, "tcp", r.Authority.String())
+		if err != nil {
+			w.Refuse(http.StatusServiceUnavailable)
+			return
+		}
+		tun, err := w.Accept()
+		if err != nil {
+			up.Close()
+			return
+		}
+		hbone.Splice(ctx, tun, up)
+	})
 }
 
 type tlsFiles struct{ client, server benchpeer.TLSFiles }
@@ -238,7 +264,8 @@ func writeTLSFiles(b *testing.B, dir string, ca *identity.CA, client, server *id
 }
 
 // benchBulk sends b.N chunks over one connection to the sink and reports
-// bytes per second once the sink has counted every byte.
+// bytes per second once the sink has counted every byte, and the CPU time
+// the path took per GB meanwhile.
 func benchBulk(b *testing.B, p path, sink netip.AddrPort, r *pathResult) {
 	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
 	defer cancel()
@@ -249,13 +276,31 @@ func benchBulk(b *testing.B, p path, sink netip.AddrPort, r *pathResult) {
 	defer c.Close()
 	b.SetBytes(bulkChunk)
 	b.ResetTimer()
+	cpu0 := pathCPU(b, p, sink)
 	start := time.Now()
 	if err := benchpeer.SendBulk(c, int64(b.N)*bulkChunk, bulkChunk); err != nil {
 		b.Fatal(err)
 	}
 	elapsed := time.Since(start)
+	cpu := pathCPU(b, p, sink) - cpu0
 	b.StopTimer()
-	r.bytesPerSec = float64(b.N) * bulkChunk / elapsed.Seconds()
+	bytes := float64(b.N) * bulkChunk
+	r.bytesPerSec = bytes / elapsed.Seconds()
+	r.cpuPerGB = cpu.Seconds() / (bytes / 1e9)
+	b.ReportMetric(r.cpuPerGB, "cpu-s/GB")
+}
+
+// pathCPU is the CPU time used so far by this process and by the peer
+// processes of p that carry connections to target.
+func pathCPU(b *testing.B, p path, target netip.AddrPort) time.Duration {
+	cpu, err := benchpeer.SelfCPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if p.pids != nil {
+		cpu += benchpeer.CPUTime(p.pids(target))
+	}
+	return cpu
 }
 
 // benchRoundTrip sends b.N 1 KB messages, one at a time, through the path
@@ -289,7 +334,7 @@ func benchRoundTrip(b *testing.B, p path, echo netip.AddrPort, r *pathResult) {
 func idleMemory(b *testing.B, p path, env *benchEnv) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
 	defer cancel()
-	before := memNow(p)
+	before := memNow(p, env.echo)
 	conns := make([]net.Conn, 0, idleStreams)
 	defer func() {
 		for _, c := range conns {
@@ -306,17 +351,17 @@ func idleMemory(b *testing.B, p path, env *benchEnv) (float64, error) {
 			return 0, err
 		}
 	}
-	after := memNow(p)
+	after := memNow(p, env.echo)
 	return float64(after-before) / idleStreams, nil
 }
 
-func memNow(p path) int64 {
+func memNow(p path, target netip.AddrPort) int64 {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	total := int64(ms.HeapInuse + ms.StackInuse)
 	if p.pids != nil {
-		for _, pid := range p.pids() {
+		for _, pid := range p.pids(target) {
 			rss, err := benchpeer.RSS(pid)
 			if err == nil {
 				total += rss
@@ -330,8 +375,8 @@ func printRatios(paths []path, res map[string]*pathResult) {
 	plain, st := res["plain-tcp"], res["stunnel"]
 	fmt.Println()
 	fmt.Println("HBONE paths side by side (ratios: to plain TCP / to stunnel)")
-	fmt.Printf("%-11s %12s %13s %10s %10s %16s %17s\n",
-		"path", "bulk MB/s", "ratio", "p50 µs", "p99 µs", "added p50 µs", "idle KB/stream")
+	fmt.Printf("%-11s %10s %12s %9s %12s %9s %9s %13s %15s\n",
+		"path", "bulk MB/s", "ratio", "CPU s/GB", "ratio", "p50 µs", "p99 µs", "added p50 µs", "idle KB/stream")
 	for _, p := range paths {
 		r := res[p.name]
 		added := r.p50 - plain.p50
@@ -339,13 +384,20 @@ func printRatios(paths []path, res map[string]*pathResult) {
 		if p.name == "plain-tcp" {
 			idle = 0
 		}
-		fmt.Printf("%-11s %12.0f %6.2f/%5.2f %10.1f %10.1f %16.1f %17.1f\n",
+		fmt.Printf("%-11s %10.0f %5.2f/%5.2f %9.2f %5.2f/%5.2f %9.1f %9.1f %13.1f %15.1f\n",
 			p.name, r.bytesPerSec/1e6,
 			r.bytesPerSec/plain.bytesPerSec, r.bytesPerSec/st.bytesPerSec,
+			r.cpuPerGB, r.cpuPerGB/plain.cpuPerGB, r.cpuPerGB/st.cpuPerGB,
 			us(r.p50), us(r.p99), us(added), idle)
 	}
-	fmt.Println("added p50 is the path's median round trip minus plain TCP's; idle KB/stream is the")
-	fmt.Println("tunnel's own memory (both ends) per idle open stream, plain TCP's cost subtracted.")
+	fmt.Println("CPU s/GB is the CPU time per 1e9 bytes of bulk: this process (sender, sink and both")
+	fmt.Println("ends of the tunnel) plus, for stunnel, its two processes. added p50 is the path's")
+	fmt.Println("median round trip minus plain TCP's; idle KB/stream is the tunnel's own memory")
+	fmt.Println("(both ends) per idle open stream, plain TCP's cost subtracted.")
+	if q, t := res["hbone-quic"], res["hbone-tcp"]; q != nil && t != nil {
+		fmt.Printf("hbone-quic / hbone-tcp: bulk %.2fx (issue 16's target: at least 0.80x), CPU per GB %.2fx, p50 %.2fx\n",
+			q.bytesPerSec/t.bytesPerSec, q.cpuPerGB/t.cpuPerGB, float64(q.p50)/float64(t.p50))
+	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
