@@ -35,7 +35,8 @@ type TransportConfig struct {
 // package documentation): QUIC toward a peer that advertised it (or
 // toward every peer in mode quic), raced against TCP from FallbackDelay
 // on; TCP otherwise. A peer whose QUIC path lost such a race is reached
-// over TCP for a while, then tried again.
+// over TCP for a while, then tried again, unless the QUIC handshake
+// finishes after all: then its connection serves the next tunnels.
 type TransportDialer struct {
 	cfg   ClientConfig
 	tcp   *Client
@@ -164,6 +165,12 @@ func (d *TransportDialer) Dial(ctx context.Context, src *tls.Certificate, dst, a
 		return d.connectQUIC(ctx, q, dst, tt, pc, authority, hdr)
 	}
 	start := d.clock.Now()
+	// A QUIC handshake that finishes after TCP won was slow (a loaded
+	// peer, a certificate being issued), not blocked: its connection is
+	// kept for the next tunnels, and the failure recorded below (which
+	// must come first) is forgotten.
+	recorded := make(chan struct{})
+	defer close(recorded)
 	r := race(ctx, d.clock, d.delay,
 		func(ctx context.Context) (slot, error) {
 			pc, err := q.pool.get(ctx, qt.key, qt.dial)
@@ -174,11 +181,15 @@ func (d *TransportDialer) Dial(ctx context.Context, src *tls.Certificate, dst, a
 			return slot{tcp: pc}, err
 		},
 		func(s slot) {
-			if s.quic != nil {
-				q.pool.discard(s.quic)
-			} else {
+			if s.quic == nil {
 				d.tcp.pool.discard(s.tcp)
+				return
 			}
+			<-recorded
+			q.pool.release(s.quic)
+			d.peers.succeeded(dst)
+			d.log.Info("hbone: QUIC connected after TCP; using it from now on", "dst", dst, "quic", qaddr,
+				"handshake", d.clock.Now().Sub(start))
 		})
 	switch {
 	case r.err != nil:

@@ -19,7 +19,8 @@ import (
 type peerEnv struct {
 	*tcpEnv
 	udp *net.UDPConn
-	qs  *QUICServer // nil unless serveQUIC
+	qs  *QUICServer  // nil unless serveQUIC
+	cfg ServerConfig // the servers' configuration
 }
 
 func newPeerEnv(t *testing.T, advertise, serveQUIC bool) *peerEnv {
@@ -38,7 +39,7 @@ func newPeerEnv(t *testing.T, advertise, serveQUIC bool) *peerEnv {
 		c.AltSvc = altSvc
 		cfg = *c
 	}})
-	pe := &peerEnv{tcpEnv: e, udp: udp}
+	pe := &peerEnv{tcpEnv: e, udp: udp, cfg: cfg}
 	if serveQUIC {
 		qs, err := NewQUICServer(cfg)
 		if err != nil {
@@ -189,6 +190,65 @@ func TestTransportDialerFallsBack(t *testing.T) {
 				t.Fatal("QUIC not tried again after the failure TTL")
 			}
 		})
+	}
+}
+
+// TestTransportDialerSlowQUIC: a QUIC handshake that only finishes after
+// TCP won the race (the peer's certificate was slow to come) is not a
+// failure: its connection carries the next tunnels.
+func TestTransportDialerSlowQUIC(t *testing.T) {
+	e := newPeerEnv(t, true, false)
+	slow := make(chan struct{})
+	cfg := e.cfg
+	getCert := cfg.GetCertificate
+	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if hello.Conn != nil && hello.Conn.LocalAddr().Network() == "udp" {
+			<-slow
+		}
+		return getCert(hello)
+	}
+	qs, err := NewQUICServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go qs.Serve(e.udp)
+	t.Cleanup(func() { qs.Close() })
+
+	clk := newFakeClock()
+	d := e.dialer(t, TransportAuto, clk)
+	if got := e.tunnel(t, d); got != TransportTCP {
+		t.Fatalf("first tunnel over %v, want TCP (nothing advertised yet)", got)
+	}
+	type result struct {
+		tr  Transport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tr, err := e.tryTunnel(testCtx(t), d)
+		done <- result{tr, err}
+	}()
+	<-clk.timerMade
+	clk.Advance(DefaultFallbackDelay)
+	if r := <-done; r.err != nil || r.tr != TransportTCP {
+		t.Fatalf("tunnel during the slow QUIC handshake over %v, %v; want TCP", r.tr, r.err)
+	}
+	close(slow)
+	// Observes the late handshake's outcome; it does not stand in for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for d.peers.quicFailed(e.addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("the QUIC handshake that finished late is still remembered as a failure")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := range 3 {
+		if got := e.tunnel(t, d); got != TransportQUIC {
+			t.Fatalf("tunnel %d after the late handshake over %v, want QUIC", i, got)
+		}
+	}
+	if tcp, quic := d.Stats(); tcp.Dialed != 1 || quic.Dialed != 1 {
+		t.Fatalf("dialed %d TCP and %d QUIC connections, want 1 each", tcp.Dialed, quic.Dialed)
 	}
 }
 

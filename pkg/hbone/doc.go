@@ -36,11 +36,14 @@
 //
 // Whenever QUIC is tried, TCP is tried too if the QUIC handshake has not
 // finished after FallbackDelay (300ms), or at once if it failed (happy
-// eyeballs, RFC 8305); the first connection set up carries the tunnel,
-// the other is closed. When TCP wins, the peer is reached over TCP alone
-// for FailureTTL (30s, doubling with each failure in a row, up to an
-// hour), then QUIC is tried again; a blocked UDP path costs the delay
-// once per period. Mode tcp neither serves nor dials QUIC; mode quic
+// eyeballs, RFC 8305); the first connection set up carries the tunnel.
+// When TCP wins, the peer is reached over TCP alone for FailureTTL (30s,
+// doubling with each failure in a row, up to an hour), then QUIC is tried
+// again; a blocked UDP path costs the delay once per period. A QUIC
+// handshake that was only slow (a loaded peer, a certificate being
+// issued) and finishes after TCP won ends that period at once: its
+// connection carries the next tunnels. A TCP connection that loses is
+// closed. Mode tcp neither serves nor dials QUIC; mode quic
 // tries it toward every peer, advertised or not.
 //
 // The HTTP/2 side uses golang.org/x/net/http2's Framer and hpack but its own
