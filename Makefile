@@ -174,10 +174,15 @@ bench: bench-hbone
 
 BENCHTIME ?= 2s
 
-## bench-hbone: plain TCP, HBONE over TCP, HBONE over QUIC and stunnel, with ratios
+## bench-hbone: plain TCP, HBONE over TCP, HBONE over QUIC and stunnel, with
+## ratios (throughput, CPU per GB, latency, memory per stream); then HBONE over
+## TCP and over QUIC on a path with 10 ms RTT and 1 % loss between two network
+## namespaces (needs root): first byte on a new connection, and the p99 of 50
+## small streams sharing a connection with a bulk transfer
 bench-hbone:
-	@command -v stunnel4 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
+	@command -v stunnel4 >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 iproute2; }
 	$(GO) test -run '^$$' -bench '^BenchmarkPaths$$' -benchtime $(BENCHTIME) ./pkg/hbone/
+	$(GO) test -run '^$$' -bench '^BenchmarkLossyPath$$' -benchtime 1x ./pkg/hbone/
 
 ## bench-control-plane: istiod-lite with 10,000 pods, 1,000 services and 100
 ## simulated ztunnels on a real apiserver: full-state time, update p99, RSS, CSRs/s
