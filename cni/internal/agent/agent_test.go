@@ -508,3 +508,43 @@ func TestLiveEnrolmentFailureIsAnEvent(t *testing.T) {
 	})
 	n.waitEvent(t, "shop", pod.UID, ReasonRedirected, corev1.EventTypeNormal, "ztunnel")
 }
+
+// The installer's outcomes are Events on the node, the first one even when
+// it comes before the agent runs.
+func TestChainingOutcomeIsANodeEvent(t *testing.T) {
+	bad := errors.New("CNI configuration /etc/cni/net.d/10-net.conflist left untouched: not valid JSON")
+	n := startNodeAfter(t, func(n *node) { n.agent.ChainingChanged(bad) })
+	nodeEvents := func(reason string) []eventsv1.Event {
+		list, err := n.kube.Client.EventsV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []eventsv1.Event
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "Node" && e.Regarding.Name == testNode && e.Reason == reason {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		reason, eventType, note string
+		report                  func()
+	}{
+		{ReasonChainingFailed, corev1.EventTypeWarning, "not valid JSON", func() {}},
+		{ReasonChained, corev1.EventTypeNormal, "is chained", func() { n.agent.ChainingChanged(nil) }},
+	} {
+		tc.report()
+		var got []eventsv1.Event
+		eventually(t, "a "+tc.reason+" event on the node", func() bool {
+			got = nodeEvents(tc.reason)
+			return len(got) > 0
+		})
+		e := got[0]
+		t.Logf("%s %s event: %s", e.Type, e.Reason, e.Note)
+		if e.Type != tc.eventType || e.ReportingController != EventController || !strings.Contains(e.Note, tc.note) {
+			t.Errorf("%s event: type %q, reporter %q, note %q; want type %q, reporter %q, a note saying %q",
+				tc.reason, e.Type, e.ReportingController, e.Note, tc.eventType, EventController, tc.note)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,13 +39,76 @@ const EventController = "skiff-cni-agent"
 // maxNote is the apiserver's limit on an Event's note.
 const maxNote = 1024
 
+// Reasons of the Events the agent records on its node, about chaining
+// skiff-cni into the node's CNI configuration.
+const (
+	// ReasonChainingFailed (Warning): skiff-cni is not chained, and the
+	// configuration is left as it is. When the file is corrupt, the
+	// runtime cannot set up new pods on the node either, until it is
+	// fixed.
+	ReasonChainingFailed = "CNIChainingFailed"
+	// ReasonChained (Normal): skiff-cni is chained (again).
+	ReasonChained = "CNIChained"
+)
+
+const actionChain = "Chain"
+
 // recorder holds the agent's EventRecorder, set by Run once the
 // broadcaster records to the apiserver.
 type recorder struct {
 	p atomic.Pointer[events.EventRecorder]
+
+	// node is the latest node Event given before the recorder was set:
+	// the installer's first outcome comes before the agent runs.
+	mu   sync.Mutex
+	node func(events.EventRecorder)
 }
 
-func (r *recorder) set(rec events.EventRecorder) { r.p.Store(&rec) }
+func (r *recorder) set(rec events.EventRecorder) {
+	r.mu.Lock()
+	r.p.Store(&rec)
+	pending := r.node
+	r.node = nil
+	r.mu.Unlock()
+	if pending != nil {
+		pending(rec)
+	}
+}
+
+// NodeEvent records an Event on the agent's node, or, before the agent
+// runs, the latest one to be recorded once it does.
+func (a *Agent) NodeEvent(eventType, reason, note string) {
+	if len(note) > maxNote {
+		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
+	}
+	// Nodes are cluster-scoped; kubelet uses the node's name as its UID in
+	// the Events it records.
+	ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
+	record := func(rec events.EventRecorder) {
+		rec.Eventf(ref, nil, eventType, reason, actionChain, "%s", note)
+	}
+	r := &a.recorder
+	r.mu.Lock()
+	rec := r.p.Load()
+	if rec == nil {
+		r.node = record
+	}
+	r.mu.Unlock()
+	if rec != nil {
+		record(*rec)
+	}
+}
+
+// ChainingChanged records, as an Event on the node, an outcome of the CNI
+// installer: err nil once skiff-cni is chained, or why it is not.
+func (a *Agent) ChainingChanged(err error) {
+	if err == nil {
+		a.NodeEvent(corev1.EventTypeNormal, ReasonChained, "skiff-cni is chained into the node's CNI configuration")
+		return
+	}
+	a.NodeEvent(corev1.EventTypeWarning, ReasonChainingFailed,
+		"skiff-cni is not chained until the file is fixed: "+err.Error())
+}
 
 // podEvent records an Event on a pod. The broadcaster folds the same
 // reason and action on the same pod into one Event with a series count (the

@@ -133,6 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 				Timeout:           durationString(cfg.PluginTimeout),
 			},
 			Credentials: &installer.Credentials{Server: cfg.APIServer, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile},
+			Changed:     ag.ChainingChanged,
 			Log:         log.With("component", "installer"),
 		})
 	}

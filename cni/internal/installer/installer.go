@@ -55,7 +55,13 @@ type Config struct {
 	Credentials *Credentials
 	// Resync re-checks everything periodically, in case an event was lost.
 	Resync time.Duration
-	Log    *slog.Logger
+	// Changed, when set, is called by Run after an installation pass whose
+	// outcome differs from the previous one: err is nil once skiff-cni is
+	// chained, or why it is not (a *ConfigError for a configuration left
+	// untouched). Waiting for the primary CNI (ErrNoPrimary) is not
+	// reported. It must not block.
+	Changed func(err error)
+	Log     *slog.Logger
 }
 
 // Installer keeps skiff-cni chained into the primary CNI configuration.
@@ -63,6 +69,9 @@ type Installer struct {
 	cfg       Config
 	log       *slog.Logger
 	installed atomic.Bool
+	// reported is the outcome last given to cfg.Changed ("" for
+	// chained); only Run's goroutine uses it.
+	reported *string
 }
 
 // New returns an Installer for cfg, with defaults filled in.
@@ -443,11 +452,30 @@ func (in *Installer) installAndLog() {
 	case err == nil:
 	case errors.Is(err, ErrNoPrimary):
 		in.log.Info("waiting for the primary CNI to write its configuration", "dir", in.cfg.ConfDir)
+		return
 	case errors.As(err, &ce):
 		in.log.Error("not chaining skiff-cni", "file", ce.File, "reason", ce.Reason)
 	default:
 		in.log.Error("installing skiff-cni", "err", err)
 	}
+	in.report(err)
+}
+
+// report gives err to cfg.Changed if it differs from the outcome reported
+// last.
+func (in *Installer) report(err error) {
+	if in.cfg.Changed == nil {
+		return
+	}
+	outcome := ""
+	if err != nil {
+		outcome = err.Error()
+	}
+	if in.reported != nil && *in.reported == outcome {
+		return
+	}
+	in.reported = &outcome
+	in.cfg.Changed(err)
 }
 
 // relevant reports whether a file event may need the installation redone.

@@ -406,3 +406,72 @@ func equalMaps(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// A primary configuration corrupted while installed is left as it is, the
+// change is reported once, and fixing the file chains skiff-cni again
+// without a restart.
+func TestCorruptPrimaryReportedAndRecovered(t *testing.T) {
+	f := newFixture(t)
+	outcomes := make(chan error, 16)
+	f.in.cfg.Changed = func(err error) { outcomes <- err }
+	list := filepath.Join(f.conf, "10-net.conflist")
+	write(t, list, bridgeList, 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.in.Run(ctx) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	defer func() {
+		if ctx.Err() == nil {
+			stop()
+		}
+	}()
+	next := func(what string) error {
+		t.Helper()
+		select {
+		case err := <-outcomes:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatalf("timed out waiting for %s to be reported", what)
+			return nil
+		}
+	}
+	if err := next("the first installation"); err != nil {
+		t.Fatalf("first installation reported %v", err)
+	}
+
+	corrupt := `{"cniVersion": "1.0.0", "name": "net", "plugins": [{"type": "bri`
+	write(t, list, corrupt, 0o644)
+	err := next("the corrupt configuration")
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.File != list {
+		t.Fatalf("reported %v; want a ConfigError about %s", err, list)
+	}
+	if f.in.Installed() {
+		t.Error("Installed() with a corrupt primary configuration")
+	}
+	if got := read(t, list); got != corrupt {
+		t.Fatalf("the corrupt file was changed to %q", got)
+	}
+
+	write(t, list, bridgeList, 0o644)
+	if err := next("the fixed configuration"); err != nil {
+		t.Fatalf("after the fix, reported %v", err)
+	}
+	checkChained(t, list, []string{"bridge", "portmap"}, 0o644)
+	if !f.in.Installed() {
+		t.Error("not Installed() after the fix")
+	}
+	// Nothing changed since: another pass reports nothing.
+	stop()
+	f.in.installAndLog()
+	select {
+	case err := <-outcomes:
+		t.Fatalf("an unchanged outcome was reported again: %v", err)
+	default:
+	}
+}
