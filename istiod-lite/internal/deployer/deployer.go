@@ -341,6 +341,25 @@ func mergeLabels(dst, src map[string]string) map[string]string {
 	return dst
 }
 
+// annotationReplicas records the replica count the deployer last set from
+// its configuration (istiod.waypoint.replicas).
+const annotationReplicas = "skiff.dev/waypoint-replicas"
+
+// setReplicas sets the Deployment's replicas when it is new and when the
+// configured count changed since it was last set. In between they belong
+// to kubectl scale or a HorizontalPodAutoscaler, as with Istio's waypoints.
+func (d *deployer) setReplicas(dep *appsv1.Deployment) {
+	want := strconv.Itoa(int(d.o.Replicas))
+	if dep.Spec.Replicas != nil && dep.Annotations[annotationReplicas] == want {
+		return
+	}
+	dep.Spec.Replicas = ptr.To(d.o.Replicas)
+	if dep.Annotations == nil {
+		dep.Annotations = map[string]string{}
+	}
+	dep.Annotations[annotationReplicas] = want
+}
+
 func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment, labels map[string]string, params []corev1.EnvVar) {
 	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
 	for _, q := range []struct {
@@ -380,7 +399,7 @@ func (d *deployer) deploymentSpec(gw *gatewayv1.Gateway, dep *appsv1.Deployment,
 	// redirection leaves it alone, and peers tunnel straight to it.
 	podLabels["istio.io/dataplane-mode"] = "none"
 	podLabels["networking.istio.io/tunnel"] = "http"
-	dep.Spec.Replicas = ptr.To(d.o.Replicas)
+	d.setReplicas(dep)
 	dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{labelGateway: gw.Name}}
 	dep.Spec.Template = corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{

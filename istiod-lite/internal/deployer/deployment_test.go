@@ -1,11 +1,13 @@
 package deployer
 
 import (
+	"strconv"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -99,6 +101,44 @@ func TestDeploymentHBONETransport(t *testing.T) {
 			}
 			if env != tc.transport {
 				t.Errorf("HBONE_TRANSPORT %q, want %q", env, tc.transport)
+			}
+		})
+	}
+}
+
+// Replicas are the configured count when the Deployment is made and when
+// the configuration changes; a count set meanwhile by kubectl scale or an
+// HPA is left alone.
+func TestDeploymentReplicas(t *testing.T) {
+	dep := func(replicas int32, annotation string) *appsv1.Deployment {
+		d := &appsv1.Deployment{}
+		if replicas > 0 {
+			d.Spec.Replicas = ptr.To(replicas)
+		}
+		if annotation != "" {
+			d.Annotations = map[string]string{annotationReplicas: annotation}
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name       string
+		configured int32
+		dep        *appsv1.Deployment
+		want       int32
+	}{
+		{"new Deployment", 2, dep(0, ""), 2},
+		{"scaled by hand or an HPA", 2, dep(5, "2"), 5},
+		{"configured count changed", 3, dep(5, "2"), 3},
+		{"made by a deployer that did not record it", 2, dep(5, ""), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &deployer{o: Options{Replicas: tc.configured}}
+			d.setReplicas(tc.dep)
+			if got := *tc.dep.Spec.Replicas; got != tc.want {
+				t.Errorf("replicas %d, want %d", got, tc.want)
+			}
+			if got, want := tc.dep.Annotations[annotationReplicas], strconv.Itoa(int(tc.configured)); got != want {
+				t.Errorf("annotation %q, want %q", got, want)
 			}
 		})
 	}
