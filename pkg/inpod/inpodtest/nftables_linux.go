@@ -3,6 +3,7 @@ package inpodtest
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -86,11 +87,19 @@ const DropUDPTable = "skiff-test-drop-udp"
 
 // DropUDP drops UDP to port forwarded through the network namespace ns
 // (a node between two others), as a firewall that blocks QUIC would; the
-// rule goes with the test.
+// rule goes with the test, even if the caller closes ns first: it keeps a
+// namespace handle of its own, since a rule left behind would go on
+// dropping QUIC on a cluster long after the test.
 func DropUDP(t testing.TB, ns *os.File, port uint16) {
 	t.Helper()
-	nc, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	fd, err := unix.Dup(int(ns.Fd()))
 	if err != nil {
+		t.Fatalf("duplicating the namespace handle: %v", err)
+	}
+	own := os.NewFile(uintptr(fd), ns.Name())
+	nc, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		own.Close()
 		t.Fatal(err)
 	}
 	table := &nftables.Table{Name: DropUDPTable, Family: nftables.TableFamilyINet}
@@ -111,10 +120,30 @@ func DropUDP(t testing.TB, ns *os.File, port uint16) {
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 	if err := nc.Flush(); err != nil {
+		own.Close()
 		t.Fatalf("adding the UDP drop rule: %v", err)
 	}
 	t.Cleanup(func() {
+		defer own.Close()
 		nc.DelTable(table)
-		nc.Flush()
+		if err := nc.Flush(); err != nil {
+			t.Errorf("removing the UDP drop rule (table %s): %v", DropUDPTable, err)
+		}
 	})
+}
+
+// ClearDropUDP removes a DropUDP rule that a test killed before its
+// cleanup left in the network namespace ns, if there is one.
+func ClearDropUDP(ns *os.File) error {
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		return err
+	}
+	table := &nftables.Table{Name: DropUDPTable, Family: nftables.TableFamilyINet}
+	nc.AddTable(table)
+	nc.DelTable(table)
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("removing table %s: %w", DropUDPTable, err)
+	}
+	return nil
 }
