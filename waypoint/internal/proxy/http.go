@@ -18,7 +18,9 @@ func (p *Proxy) serveHTTP2(t *tunnel) {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           p.handler(t),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.h2.serve(t, w, r)
+		}),
 		Protocols:         &protos,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,

@@ -95,6 +95,7 @@ type Proxy struct {
 	defaults sync.Map // *config.Service → its default *config.Rule
 	mirrors  atomic.Int64
 	eps      endpointCache
+	h2       workers
 
 	// wg counts the goroutines Close waits for (tunnels, mirrors); mu
 	// orders their start with Close, as a WaitGroup requires.
@@ -146,7 +147,9 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Proxy{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}, nil
+	p := &Proxy{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	p.h2 = workers{p: p, fn: p.serveRequest, jobs: make(chan *h2Job)}
+	return p, nil
 }
 
 // Open counts the tunnels being served.
