@@ -28,7 +28,7 @@ build:
 
 ## test: unit, integration and end-to-end tests (the race detector on), and the
 ## Gateway API mesh conformance suite
-test: test-unit test-interop test-e2e test-conformance
+test: test-unit test-interop test-e2e test-conformance test-reliability
 
 test-unit: k8s-bin ratelimit-bin h2spec-bin
 	$(GO) test $(GO_TEST_FLAGS) ./...
@@ -109,12 +109,19 @@ test-e2e:
 ## traffic; the test log goes to stderr and RELIABILITY_LOG, and one line per
 ## scenario (result, time, figure) to stdout
 RELIABILITY_LOG ?= $(or $(TMPDIR),/tmp)/skiff-reliability.log
+RELIABILITY_PROFILE ?= full
 .PHONY: reliability
 reliability:
-	@set -o pipefail; SKIFF_E2E=1 $(GO) test -count=1 -v -timeout 60m ./conformance/reliability 2>&1 | tee $(RELIABILITY_LOG) >&2; rc=$$?; \
+	@set -o pipefail; SKIFF_E2E=1 SKIFF_RELIABILITY_PROFILE=$(RELIABILITY_PROFILE) $(GO) test -count=1 -v -timeout 60m ./conformance/reliability 2>&1 | tee $(RELIABILITY_LOG) >&2; rc=$$?; \
 	awk '/: figure: /{ sub(/.*: figure: /, ""); n = $$1; sub(/:$$/, "", n); sub(/^[^ ]+ /, ""); fig[n] = $$0 } \
 	  /^--- (PASS|FAIL|SKIP)/{ n = $$3; sub(/:$$/, "", n); r = $$2; sub(/:$$/, "", r); printf "%-4s %-28s %-10s %s\n", r, n, $$4, fig[n] }' $(RELIABILITY_LOG); \
 	exit $$rc
+
+# test-reliability: the same suite for make test, in its short profile: every
+# scenario and pass bar, with shorter loads and outages
+.PHONY: test-reliability
+test-reliability:
+	@$(MAKE) --no-print-directory reliability RELIABILITY_PROFILE=short
 
 ## Local cluster (conformance/cluster): real etcd, kube-apiserver, controller
 ## manager, scheduler, CoreDNS, and NODES worker nodes (own netns, containerd,

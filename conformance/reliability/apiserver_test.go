@@ -14,15 +14,13 @@ import (
 	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
 )
 
-// apiserverDown is how long the apiserver is stopped.
-const apiserverDown = time.Minute
-
 // apiserverUnavailable stops the kube-apiserver (SIGSTOP: it neither
-// answers nor refuses, as a hung or partitioned one) for a minute while
-// pods on both nodes send requests to the echo Service: the data path must
-// carry on with its last configuration. When it is back (SIGCONT), a pod
-// created then must be served and a policy applied then must take effect:
-// istiod-lite, ztunnel and the node agent resynchronised. A watchdog
+// answers nor refuses, as a hung or partitioned one) for a minute (30 s in
+// the short profile) while pods on both nodes send requests to the echo
+// Service: the data path must carry on with its last configuration. When
+// it is back (SIGCONT), a pod created then must be served and a policy
+// applied then must take effect: istiod-lite, ztunnel and the node agent
+// resynchronised. A watchdog
 // process started before the stop resumes the apiserver even if the test
 // dies meanwhile.
 func apiserverUnavailable(t *testing.T) {
@@ -37,7 +35,8 @@ metadata: {name: denied, namespace: %[1]s}
 		t.Fatal("the pod with service account denied cannot reach echo before the outage")
 	}
 
-	dur := apiserverDown + 150*time.Second
+	apiserverDown := profile.pick(time.Minute, 30*time.Second)
+	dur := apiserverDown + profile.pick(150*time.Second, 75*time.Second)
 	var loads []string
 	for i, node := range e.nodes[:2] {
 		name := fmt.Sprintf("load-%d", i+1)

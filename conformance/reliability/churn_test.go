@@ -35,7 +35,7 @@ spec:
 	ip := e.echo(e.ns)
 	url := "http://" + ip + "/churn"
 
-	const dur = 150 * time.Second
+	dur := profile.pick(150*time.Second, 90*time.Second)
 	var loads []string
 	for i, node := range e.nodes[:2] {
 		name := fmt.Sprintf("load-%d", i+1)

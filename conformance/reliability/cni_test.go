@@ -26,7 +26,7 @@ metadata: {name: denied, namespace: %[1]s}
 	e.k.Apply(e.denyPolicy())
 	url := "http://" + e.echo(e.ns) + "/cni"
 	outside := "http://" + e.echo(e.out) + "/outside"
-	const dur = 150 * time.Second
+	dur := profile.pick(150*time.Second, 90*time.Second)
 	args := []string{"-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s"}
 	var loads []string
 	for i, node := range e.nodes[:2] {

@@ -32,7 +32,7 @@ func ztunnelCrash(t *testing.T) {
 		t.Fatalf("no echo pod of %s outside node %s", e.out, node)
 	}
 
-	const dur = 100 * time.Second
+	dur := profile.pick(100*time.Second, 70*time.Second)
 	common := []string{"-mode", "new", "-conns", "1", "-duration", durationArg(dur), "-warmup", "90s"}
 	e.load("probe", node, "", "http://"+outside+":8080/probe", append(common, "-rate", "20", "-timeout", "1s")...)
 	e.load("mesh", node, "", "http://"+meshIP+"/mesh", append(common, "-rate", "10", "-timeout", "2s")...)

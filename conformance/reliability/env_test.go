@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,6 +18,21 @@ const (
 	istioNS = "istio-system"
 	td      = "cluster.local"
 )
+
+// profile is how long the scenarios run. make reliability runs them in
+// full; make test sets SKIFF_RELIABILITY_PROFILE=short: the same scenarios
+// and pass bars, with shorter loads and outages.
+var profile suiteProfile
+
+type suiteProfile struct{}
+
+// pick returns full, or short in the short profile.
+func (suiteProfile) pick(full, short time.Duration) time.Duration {
+	if os.Getenv("SKIFF_RELIABILITY_PROFILE") == "short" {
+		return short
+	}
+	return full
+}
 
 // env is one scenario's view of the cluster: its namespaces (ns in the
 // mesh, out outside it), the nodes, and what it must put back.

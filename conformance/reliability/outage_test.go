@@ -7,13 +7,10 @@ import (
 	"time"
 )
 
-// outage is how long istiod-lite stays away: the issue's two minutes.
-const outage = 2 * time.Minute
-
-// controlPlaneOutage scales istiod-lite to zero for two minutes while pods
-// on both nodes send requests to the echo Service. Meanwhile a pod is
-// created (it must not get through without its identity, and must once
-// istiod-lite is back) and a DENY policy is applied (it must take effect
+// controlPlaneOutage scales istiod-lite to zero for two minutes (45 s in
+// the short profile) while pods on both nodes send requests to the echo
+// Service. Meanwhile a pod is created (it must not get through without its
+// identity, and must once istiod-lite is back) and a DENY policy is applied (it must take effect
 // when istiod-lite is back). The root certificate must not change across
 // the restart, and ztunnel must keep the workload certificates it had.
 func controlPlaneOutage(t *testing.T) {
@@ -34,7 +31,8 @@ metadata: {name: denied, namespace: %[1]s}
 	root := e.k.Must("-n", e.ns, "get", "configmap", "istio-ca-root-cert", "-o", `jsonpath={.data.root-cert\.pem}`)
 	certsBefore := e.ztunnelSerials(e.nodes[1])
 
-	dur := outage + 150*time.Second
+	outage := profile.pick(2*time.Minute, 45*time.Second)
+	dur := outage + profile.pick(150*time.Second, 75*time.Second)
 	var loads []string
 	for i, node := range e.nodes[:2] {
 		name := fmt.Sprintf("load-%d", i+1)

@@ -36,3 +36,8 @@ func TestPodChurn(t *testing.T) { podChurn(t) }
 // The apiserver stopped for a minute: the data path carries on with the
 // last configuration, and everything resynchronises when it returns.
 func TestAPIServerUnavailable(t *testing.T) { apiserverUnavailable(t) }
+
+// A corrupt primary CNI configuration on a node: left untouched, new pods
+// there fail closed, an Event on the node says why, and fixing the file
+// recovers without a restart.
+func TestBadPrimaryCNIConfig(t *testing.T) { badPrimaryCNIConfig(t) }

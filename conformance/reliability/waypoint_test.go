@@ -45,7 +45,7 @@ spec:
 	e.k.Eventually(t, 90*time.Second, func(s string) bool { return strings.Contains(s, "header.X-Request-Id=") },
 		"-n", e.ns, "exec", "probe", "--", "echo-app", "get", "-timeout", "3s", url)
 
-	const dur = 120 * time.Second
+	dur := profile.pick(120*time.Second, 75*time.Second)
 	var loads []string
 	for i, node := range e.nodes[:2] {
 		name := fmt.Sprintf("http-%d", i+1)

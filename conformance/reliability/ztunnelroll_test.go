@@ -16,7 +16,7 @@ func ztunnelRoll(t *testing.T) {
 	e := newEnv(t, "zroll")
 	url := "http://" + e.echo(e.ns) + "/roll"
 
-	const dur = 150 * time.Second
+	dur := profile.pick(150*time.Second, 90*time.Second)
 	var loads []string
 	for i, node := range e.nodes[:2] {
 		name := fmt.Sprintf("new-%d", i+1)

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -133,8 +134,14 @@ func Run(ctx context.Context, cfg Config) error {
 				Timeout:           durationString(cfg.PluginTimeout),
 			},
 			Credentials: &installer.Credentials{Server: cfg.APIServer, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile},
-			Changed:     ag.ChainingChanged,
-			Log:         log.With("component", "installer"),
+			Changed: func(err error) {
+				// Name files as the node's administrator sees them.
+				if err != nil && cfg.HostCNIConfDir != "" && cfg.HostCNIConfDir != cfg.CNIConfDir {
+					err = errors.New(strings.ReplaceAll(err.Error(), cfg.CNIConfDir, cfg.HostCNIConfDir))
+				}
+				ag.ChainingChanged(err)
+			},
+			Log: log.With("component", "installer"),
 		})
 	}
 	if err := installMetrics(meter, inst); err != nil {
