@@ -25,10 +25,7 @@ import (
 // dies meanwhile.
 func apiserverUnavailable(t *testing.T) {
 	e := newEnv(t, "apiserver")
-	e.k.Apply(fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: denied, namespace: %[1]s}
-`, e.ns))
+	e.serviceAccounts("denied")
 	url := "http://" + e.echo(e.ns) + "/apiserver"
 	e.toolbox("denied", e.nodes[1], "denied")
 	if !eventually(90*time.Second, func() bool { return e.canReach("denied", url) }) {
@@ -37,12 +34,7 @@ metadata: {name: denied, namespace: %[1]s}
 
 	apiserverDown := profile.pick(time.Minute, 30*time.Second)
 	dur := apiserverDown + profile.pick(150*time.Second, 75*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	e.measuring(loads...)
 
 	b, err := os.ReadFile(filepath.Join(kubetest.StateDir(), "pids", "kube-apiserver"))

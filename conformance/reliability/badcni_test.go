@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
 )
 
 // badPrimaryCNIConfig corrupts the primary CNI configuration of the second
@@ -25,21 +27,12 @@ import (
 // policy, which only the mesh can do).
 func badPrimaryCNIConfig(t *testing.T) {
 	e := newEnv(t, "badcni")
-	e.k.Apply(fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: denied, namespace: %[1]s}
-`, e.ns))
+	e.serviceAccounts("denied")
 	e.k.Apply(e.denyPolicy())
 	url := "http://" + e.echo(e.ns) + "/badcni"
 	outside := "http://" + e.echo(e.out) + "/outside"
 	dur := profile.pick(150*time.Second, 90*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s",
-			"-duration", durationArg(dur), "-warmup", durationArg(profile.pick(90*time.Second, 20*time.Second)))
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	e.measuring(loads...)
 
 	node := e.nodes[1]
@@ -69,7 +62,7 @@ metadata: {name: denied, namespace: %[1]s}
 			"-o", "jsonpath={.items[*].status.containerStatuses[*].ready}")
 		return out == "false"
 	})
-	e.k.Apply(boundToolbox(e.ns, "late", node, "denied"))
+	e.k.Apply(kubetest.BoundToolbox(e.ns, "late", node, "denied"))
 	// It cannot start while the configuration is corrupt.
 	time.Sleep(profile.pick(30*time.Second, 15*time.Second)) // time for it to try, not a wait for something
 	phaseBroken := e.k.Must("-n", e.ns, "get", "pod", "late", "-o", "jsonpath={.status.phase}")
@@ -123,27 +116,6 @@ metadata: {name: denied, namespace: %[1]s}
 	if !annotated || !refused || !reachesOutside {
 		t.Errorf("the pod created while the configuration was corrupt: annotated %v, refused by the policy %v, reaches a listener outside the mesh %v; want all", annotated, refused, reachesOutside)
 	}
-}
-
-// boundToolbox is kubetest.Toolbox bound to node by name, past the
-// scheduler (which would not place it on a node that is not ready), so
-// that the node's runtime is what must refuse it.
-func boundToolbox(ns, name, node, sa string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  namespace: %s
-spec:
-  nodeName: %s
-  serviceAccountName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: toolbox
-    image: skiff.local/toolbox:dev
-    imagePullPolicy: IfNotPresent
-    command: [sleep, "3600"]
-`, name, ns, node, sa)
 }
 
 // nodeExec runs a command in node's mount and network namespaces.

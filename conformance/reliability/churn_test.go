@@ -36,12 +36,7 @@ spec:
 	url := "http://" + ip + "/churn"
 
 	dur := profile.pick(150*time.Second, 90*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	// The outside client (no identity) is refused from the start.
 	e.k.Apply(kubetest.LoadPod(e.out, "outside", e.nodes[1], "", url, "-mode", "new", "-rate", "10", "-conns", "1", "-timeout", "3s", "-duration", durationArg(dur)))
 	e.measuring(loads...)

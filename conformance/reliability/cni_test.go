@@ -19,21 +19,12 @@ import (
 // and refused by the policy, which only the mesh can do).
 func cniAgentRestart(t *testing.T) {
 	e := newEnv(t, "cni")
-	e.k.Apply(fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: denied, namespace: %[1]s}
-`, e.ns))
+	e.serviceAccounts("denied")
 	e.k.Apply(e.denyPolicy())
 	url := "http://" + e.echo(e.ns) + "/cni"
 	outside := "http://" + e.echo(e.out) + "/outside"
 	dur := profile.pick(150*time.Second, 90*time.Second)
-	args := []string{"-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s"}
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, args...)
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	// The denied pod's load is refused from the start: no warm-up.
 	e.load("denied", e.nodes[1], "denied", url, "-mode", "new", "-rate", "10", "-conns", "1", "-timeout", "3s", "-duration", durationArg(dur+60*time.Second))
 	e.measuring(append(loads, "denied")...)

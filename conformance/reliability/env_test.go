@@ -114,6 +114,37 @@ func (e *env) load(name, node, sa, url string, args ...string) {
 	e.k.Apply(kubetest.LoadPod(e.ns, name, node, sa, url, args...))
 }
 
+// loadOnNodes starts a load pod on each of the first two nodes, named
+// prefix-1 and prefix-2, against url; args go to echo load after it. It
+// returns their names.
+func (e *env) loadOnNodes(prefix, url string, args ...string) []string {
+	e.t.Helper()
+	var names []string
+	for i, node := range e.nodes[:2] {
+		name := fmt.Sprintf("%s-%d", prefix, i+1)
+		e.load(name, node, "", url, args...)
+		names = append(names, name)
+	}
+	return names
+}
+
+// newConns are the load arguments of most scenarios: a new connection per
+// request, 20 a second over 2 connections, for d, once a first answer came
+// (within 90 s).
+func newConns(d time.Duration) []string {
+	return []string{"-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(d), "-warmup", "90s"}
+}
+
+// serviceAccounts creates service accounts in the mesh namespace.
+func (e *env) serviceAccounts(names ...string) {
+	e.t.Helper()
+	var docs []string
+	for _, n := range names {
+		docs = append(docs, fmt.Sprintf("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: %s, namespace: %s}\n", n, e.ns))
+	}
+	e.k.Apply(strings.Join(docs, "---\n"))
+}
+
 // measuring waits until every named load pod is measuring.
 func (e *env) measuring(names ...string) {
 	e.t.Helper()

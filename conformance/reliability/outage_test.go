@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,14 +14,7 @@ import (
 // the restart, and ztunnel must keep the workload certificates it had.
 func controlPlaneOutage(t *testing.T) {
 	e := newEnv(t, "outage")
-	e.k.Apply(fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: late, namespace: %[1]s}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: denied, namespace: %[1]s}
-`, e.ns))
+	e.serviceAccounts("late", "denied")
 	url := "http://" + e.echo(e.ns) + "/outage"
 	e.toolbox("denied", e.nodes[1], "denied")
 	if !eventually(90*time.Second, func() bool { return e.canReach("denied", url) }) {
@@ -33,12 +25,7 @@ metadata: {name: denied, namespace: %[1]s}
 
 	outage := profile.pick(2*time.Minute, 45*time.Second)
 	dur := outage + profile.pick(150*time.Second, 75*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	e.measuring(loads...)
 
 	replicas := e.k.Must("-n", istioNS, "get", "deploy", "istiod", "-o", "jsonpath={.spec.replicas}")

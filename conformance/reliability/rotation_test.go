@@ -26,12 +26,7 @@ func certificateRotation(t *testing.T) {
 
 	const rotations = 3
 	dur := 150 * time.Second
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("load-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("load", url, newConns(dur)...)
 	e.measuring(loads...)
 	issuedBefore := metric(e.istiodMetrics(), "citadel_server_success_cert_issuance_count")
 

@@ -46,12 +46,7 @@ spec:
 		"-n", e.ns, "exec", "probe", "--", "echo-app", "get", "-timeout", "3s", url)
 
 	dur := profile.pick(120*time.Second, 75*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("http-%d", i+1)
-		e.load(name, node, "", url, "-mode", "reuse", "-rate", "25", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("http", url, "-mode", "reuse", "-rate", "25", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
 	e.measuring(loads...)
 
 	before := e.k.Must("-n", e.ns, "get", "pods", "-l", "gateway.networking.k8s.io/gateway-name=waypoint", "-o", "jsonpath={.items[*].metadata.name}")

@@ -17,12 +17,7 @@ func ztunnelRoll(t *testing.T) {
 	url := "http://" + e.echo(e.ns) + "/roll"
 
 	dur := profile.pick(150*time.Second, 90*time.Second)
-	var loads []string
-	for i, node := range e.nodes[:2] {
-		name := fmt.Sprintf("new-%d", i+1)
-		e.load(name, node, "", url, "-mode", "new", "-rate", "20", "-conns", "2", "-timeout", "5s", "-duration", durationArg(dur), "-warmup", "90s")
-		loads = append(loads, name)
-	}
+	loads := e.loadOnNodes("new", url, newConns(dur)...)
 	// A request a second on each of 8 connections; 15 s without an answer
 	// is a hang (the drain lasts 5 s).
 	e.load("long", e.nodes[0], "", url, "-mode", "long", "-conns", "8", "-rate", "8", "-timeout", "15s", "-duration", durationArg(dur), "-warmup", "90s")

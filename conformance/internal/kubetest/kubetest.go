@@ -190,6 +190,17 @@ func Client(ns, node, serviceAccount string) string {
 // Toolbox returns the manifest of a toolbox pod named name on node, idle
 // until exec'd into. serviceAccount may be empty.
 func Toolbox(ns, name, node, serviceAccount string) string {
+	return toolbox(ns, name, "nodeSelector: {kubernetes.io/hostname: "+node+"}", serviceAccount)
+}
+
+// BoundToolbox is Toolbox bound to node by name, past the scheduler (which
+// does not place pods on a node that is not ready): the node itself must
+// run or refuse it.
+func BoundToolbox(ns, name, node, serviceAccount string) string {
+	return toolbox(ns, name, "nodeName: "+node, serviceAccount)
+}
+
+func toolbox(ns, name, placement, serviceAccount string) string {
 	sa := ""
 	if serviceAccount != "" {
 		sa = "\n  serviceAccountName: " + serviceAccount
@@ -200,12 +211,12 @@ metadata:
   name: %s
   namespace: %s
 spec:%s
-  nodeSelector: {kubernetes.io/hostname: %s}
+  %s
   terminationGracePeriodSeconds: 1
   containers:
   - name: toolbox
     image: skiff.local/toolbox:dev
     imagePullPolicy: IfNotPresent
     command: [sleep, "3600"]
-`, name, ns, sa, node)
+`, name, ns, sa, placement)
 }
