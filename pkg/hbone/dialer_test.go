@@ -89,6 +89,23 @@ func (e *peerEnv) tryTunnel(ctx context.Context, d *TransportDialer) (Transport,
 	return TransportOf(c), nil
 }
 
+// tunnelResult is how a tunnel dialled in the background went.
+type tunnelResult struct {
+	tr  Transport
+	err error
+}
+
+// tunnelAsync dials a tunnel through d on another goroutine, for a test
+// that moves the clock meanwhile.
+func (e *peerEnv) tunnelAsync(t *testing.T, d *TransportDialer) <-chan tunnelResult {
+	done := make(chan tunnelResult, 1)
+	go func() {
+		tr, err := e.tryTunnel(testCtx(t), d)
+		done <- tunnelResult{tr, err}
+	}()
+	return done
+}
+
 func TestTransportDialer(t *testing.T) {
 	for _, tc := range []struct {
 		name                 string
@@ -151,15 +168,7 @@ func TestTransportDialerFallsBack(t *testing.T) {
 				}
 			}
 			// QUIC is tried and gets nowhere; TCP starts after the delay.
-			type result struct {
-				tr  Transport
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				tr, err := e.tryTunnel(testCtx(t), d)
-				done <- result{tr, err}
-			}()
+			done := e.tunnelAsync(t, d)
 			if got := <-clk.timerMade; got != DefaultFallbackDelay {
 				t.Fatalf("fallback timer of %v, want %v", got, DefaultFallbackDelay)
 			}
@@ -219,15 +228,7 @@ func TestTransportDialerSlowQUIC(t *testing.T) {
 	if got := e.tunnel(t, d); got != TransportTCP {
 		t.Fatalf("first tunnel over %v, want TCP (nothing advertised yet)", got)
 	}
-	type result struct {
-		tr  Transport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		tr, err := e.tryTunnel(testCtx(t), d)
-		done <- result{tr, err}
-	}()
+	done := e.tunnelAsync(t, d)
 	<-clk.timerMade
 	clk.Advance(DefaultFallbackDelay)
 	if r := <-done; r.err != nil || r.tr != TransportTCP {
