@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -17,6 +18,14 @@ const tmpSuffix = ".skiff-tmp"
 // writeAtomic replaces path with data, mode perm, so that readers see the
 // old or the new content and never a part.
 func writeAtomic(path string, data []byte, perm fs.FileMode) error {
+	return writeAtomicFrom(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeAtomicFrom is writeAtomic with the content written by write.
+func writeAtomicFrom(path string, perm fs.FileMode, write func(io.Writer) error) error {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+hex.EncodeToString(b)+tmpSuffix)
@@ -25,7 +34,7 @@ func writeAtomic(path string, data []byte, perm fs.FileMode) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer os.Remove(tmp) // no-op once renamed
-	if _, err := f.Write(data); err != nil {
+	if err := write(f); err != nil {
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -57,18 +66,85 @@ func syncDir(dir string) error {
 }
 
 // copyIfChanged copies src to dst (mode perm) unless dst already has the
-// same content; it reports whether it wrote.
+// same content; it reports whether it wrote. Both are streamed, never read
+// whole: the plugin binary is tens of megabytes, and the node agent's
+// memory is paid on every node.
 func copyIfChanged(src, dst string, perm fs.FileMode) (bool, error) {
-	want, err := os.ReadFile(src)
+	f, err := os.Open(src)
 	if err != nil {
 		return false, fmt.Errorf("reading plugin binary: %w", err)
 	}
-	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
-		if fi, err := os.Stat(dst); err == nil && fi.Mode().Perm() == perm {
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("reading plugin binary: %w", err)
+	}
+	return copyFileIfChanged(f, fi.Size(), dst, perm)
+}
+
+// copyFileIfChanged is copyIfChanged from an open file of size bytes when
+// it was opened. A file replaced by a rename meanwhile does not matter
+// (the open one is read whole); one truncated or grown in place is an
+// error, and dst is left as it was.
+func copyFileIfChanged(src *os.File, size int64, dst string, perm fs.FileMode) (bool, error) {
+	if same, err := sameContent(src, size, dst); err != nil {
+		return false, err
+	} else if same {
+		if di, err := os.Stat(dst); err == nil && di.Mode().Perm() == perm {
 			return false, nil
 		}
 	}
-	return true, writeAtomic(dst, want, perm)
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return false, fmt.Errorf("reading plugin binary: %w", err)
+	}
+	return true, writeAtomicFrom(dst, perm, func(w io.Writer) error {
+		// One byte more than expected tells a file that grew.
+		n, err := io.Copy(w, io.LimitReader(src, size+1))
+		if err != nil {
+			return err
+		}
+		if n != size {
+			return fmt.Errorf("plugin binary %s changed while being copied (%d bytes, then %d)", src.Name(), size, n)
+		}
+		return nil
+	})
+}
+
+// sameContent reports whether the file at path holds exactly the size
+// bytes of src, read from its start in chunks.
+func sameContent(src *os.File, size int64, path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+		return false, err
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return false, fmt.Errorf("reading plugin binary: %w", err)
+	}
+	const chunk = 64 << 10
+	a, b := make([]byte, chunk), make([]byte, chunk)
+	for {
+		na, ea := io.ReadFull(src, a)
+		nb, eb := io.ReadFull(f, b)
+		if na != nb || !bytes.Equal(a[:na], b[:nb]) {
+			return false, nil
+		}
+		if ea == io.EOF || ea == io.ErrUnexpectedEOF {
+			return eb == ea, nil
+		}
+		if ea != nil {
+			return false, fmt.Errorf("reading plugin binary: %w", ea)
+		}
+		if eb != nil {
+			return false, nil
+		}
+	}
 }
 
 // readLimited reads a configuration file, refusing absurd sizes.
