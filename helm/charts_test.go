@@ -196,6 +196,21 @@ var cases = []struct {
 		},
 	},
 	{
+		// A GOMEMLIMIT of the user's replaces the one from the limit.
+		name: "GOMEMLIMIT set by hand",
+		set:  []string{"ztunnel.env.GOMEMLIMIT=40MiB", "ztunnel.resources.limits.memory=128Mi"},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			c := find(t, objs, "DaemonSet", "ztunnel")
+			containers, _, _ := unstructured.NestedSlice(c.Object, "spec", "template", "spec", "containers")
+			env, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "env")
+			for _, e := range env {
+				if e := e.(map[string]any); e["name"] == "GOMEMLIMIT" && e["value"] != "40MiB" {
+					t.Errorf("GOMEMLIMIT %v, want the value set, 40MiB", e)
+				}
+			}
+		},
+	},
+	{
 		name: "highly available istiod",
 		set:  []string{"istiod.pilot.replicaCount=3"},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -252,6 +267,7 @@ func TestRender(t *testing.T) {
 			t.Parallel()
 			objs := render(t, helm, tc.set)
 			everyContainerIsBounded(t, objs)
+			nodeAgentsKnowTheirMemoryLimit(t, objs)
 			tc.check(t, objs)
 		})
 	}
@@ -278,6 +294,41 @@ func everyContainerIsBounded(t *testing.T, objs []*unstructured.Unstructured) {
 			}
 			if _, ok := c["securityContext"]; !ok {
 				t.Errorf("%s: no securityContext", where)
+			}
+		}
+	}
+}
+
+// nodeAgentsKnowTheirMemoryLimit checks that the per-node DaemonSets
+// (ztunnel, the CNI node agent) give the Go runtime their container's
+// memory limit as GOMEMLIMIT, once (a value in env replaces it).
+func nodeAgentsKnowTheirMemoryLimit(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			c := c.(map[string]any)
+			env, _, _ := unstructured.NestedSlice(c, "env")
+			n := 0
+			for _, e := range env {
+				e := e.(map[string]any)
+				if e["name"] != "GOMEMLIMIT" {
+					continue
+				}
+				n++
+				if _, ok := e["value"]; ok {
+					continue
+				}
+				ref, _, _ := unstructured.NestedStringMap(e, "valueFrom", "resourceFieldRef")
+				if ref["containerName"] != c["name"] || ref["resource"] != "limits.memory" {
+					t.Errorf("DaemonSet %s container %v: GOMEMLIMIT from %v, want its own limits.memory", o.GetName(), c["name"], ref)
+				}
+			}
+			if n != 1 {
+				t.Errorf("DaemonSet %s container %v: %d GOMEMLIMIT variables, want 1", o.GetName(), c["name"], n)
 			}
 		}
 	}
