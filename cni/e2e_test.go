@@ -1008,3 +1008,20 @@ func BenchmarkChainADD(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// The agent serves heap and CPU profiles only when asked (--profiling): its
+// HTTP address is reachable from the cluster.
+func TestProfilingOnlyWhenAsked(t *testing.T) {
+	e := newEnv(t)
+	if got := e.get("/debug/pprof/"); got != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ answered %d without --profiling, want 404", got)
+	}
+	e.stopAgent(t)
+	e.agentCfg.Profiling = true
+	e.startAgent(t)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1"} {
+		if got := e.get(path); got != http.StatusOK {
+			t.Errorf("%s answered %d with --profiling, want 200", path, got)
+		}
+	}
+}

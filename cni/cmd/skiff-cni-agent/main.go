@@ -90,6 +90,7 @@ func run(args []string) error {
 	str(&netnsDirs, "netns-dirs", "NETNS_DIRS", "/var/run/netns", "comma-separated directories of pinned pod network namespaces")
 	str(&cfg.ProcRoot, "proc-root", "PROC_ROOT", "/proc", "host /proc, to find pod namespaces by process (empty disables)")
 	str(&cfg.HTTPAddr, "http-addr", "HTTP_ADDR", ":15014", "serves /metrics, /healthz and /readyz (empty disables)")
+	boolean(&cfg.Profiling, "profiling", "PROFILING", false, "also serve /debug/pprof/ on the HTTP address (heap and CPU profiles)")
 	str(&logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -46,6 +47,8 @@ type Config struct {
 	// HostCNIConfDir is CNIConfDir as the host sees it (for the plugin's
 	// kubeconfig path in its entry).
 	HostCNIConfDir string
+	// Profiling serves net/http/pprof under /debug/pprof/ on HTTPAddr.
+	Profiling bool
 	// PluginBinary is the skiff-cni binary to copy.
 	PluginBinary string
 	// PluginTimeout bounds one ADD in the plugin.
@@ -183,7 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Ready != nil {
 			cfg.Ready(hl.Addr().String())
 		}
-		start("http", func() error { return serveHTTP(ctx, hl, prov.Handler(), ag, inst) })
+		start("http", func() error { return serveHTTP(ctx, hl, prov.Handler(), ag, inst, cfg.Profiling) })
 	}
 	runErr := drain(errc, running)
 	log.Info("node agent stopping")
@@ -247,8 +250,14 @@ func installMetrics(m metric.Meter, inst *installer.Installer) error {
 	return err
 }
 
-func serveHTTP(ctx context.Context, ln net.Listener, metrics http.Handler, ag *agent.Agent, inst *installer.Installer) error {
+func serveHTTP(ctx context.Context, ln net.Listener, metrics http.Handler, ag *agent.Agent, inst *installer.Installer, profiling bool) error {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
