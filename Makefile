@@ -26,8 +26,8 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./...
 
-## test: unit, integration and end-to-end tests (the race detector on), and the
-## Gateway API mesh conformance suite
+## test: unit, integration and end-to-end tests (the race detector on), the
+## Gateway API mesh conformance suite, and the reliability suite (short profile)
 test: test-unit test-interop test-e2e test-conformance test-reliability
 
 test-unit: k8s-bin ratelimit-bin h2spec-bin
