@@ -88,6 +88,11 @@ func (s *QUICServer) Serve(pc net.PacketConn) error {
 		return ErrServerClosed
 	}
 	tr := &quic.Transport{Conn: pc}
+	if s.cfg.QUICResetKey != nil {
+		var key quic.StatelessResetKey
+		copy(key[:], s.cfg.QUICResetKey)
+		tr.StatelessResetKey = &key
+	}
 	ln, err := tr.Listen(tlsConf, qconf)
 	if err != nil {
 		s.mu.Unlock()

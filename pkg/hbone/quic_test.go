@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -216,5 +217,88 @@ func TestQUICReuse(t *testing.T) {
 	}
 	if d := e.qclient.Stats().Dialed; d != 1 {
 		t.Fatalf("dialed %d QUIC connections, want 1", d)
+	}
+}
+
+// A QUIC server that comes back on the same port without its connections'
+// state (a crashed ztunnel's replacement) ends them at once with stateless
+// resets when it has its predecessor's key: the client's next tunnel goes
+// over a new connection instead of into one that waits for the idle
+// timeout. The dial's bound is far below that timeout and the CONNECT's.
+func TestQUICStatelessResetAfterRestart(t *testing.T) {
+	e := newTCPEnv(t, echo, envOpt{})
+	srvCert, _ := e.pki.cert(t, "ns1", "server", time.Hour)
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ServerConfig{
+		TrustDomain:    e.pki.td,
+		Bundles:        e.pki.bundles,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return srvCert, nil },
+		Handler:        echo,
+		QUICResetKey:   key,
+	}
+	serve := func(addr string) (net.PacketConn, *QUICServer) {
+		t.Helper()
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewQUICServer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(pc)
+		t.Cleanup(func() { s.Close() })
+		return pc, s
+	}
+	pc, _ := serve("127.0.0.1:0")
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	qc, err := NewQUICClient(ClientConfig{Bundles: e.pki.bundles, HandshakeTimeout: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc.idleTimeout = 10 * time.Minute
+	t.Cleanup(func() { qc.Close() })
+	tunnel := func(ctx context.Context) error {
+		c, err := qc.Dial(ctx, e.src, addr, testAuthority, []spiffeid.ID{e.srvID}, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "ping"); err != nil {
+			return err
+		}
+		c.(closeWriter).CloseWrite()
+		b, err := io.ReadAll(c)
+		if err == nil && string(b) != "ping" {
+			err = fmt.Errorf("echo %q", b)
+		}
+		return err
+	}
+	if err := tunnel(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	var first *quic.Conn
+	qc.pool.mu.Lock()
+	for _, pcs := range qc.pool.conns {
+		first = pcs[0].c.qc
+	}
+	qc.pool.mu.Unlock()
+	// The server crashes: its socket goes, and its connections' state
+	// with it, without a CONNECTION_CLOSE.
+	pc.Close()
+	serve(addr.String())
+	if err := tunnel(testCtx(t)); err != nil {
+		t.Fatalf("tunnel after the server's restart: %v", err)
+	}
+	<-first.Context().Done()
+	var reset *quic.StatelessResetError
+	if err := context.Cause(first.Context()); !errors.As(err, &reset) {
+		t.Errorf("the connection to the crashed server ended with %v, want a stateless reset", err)
+	}
+	if st := qc.Stats(); st.Dialed != 2 {
+		t.Errorf("%d QUIC connections dialed, want 2 (the old one reset, a new one)", st.Dialed)
 	}
 }

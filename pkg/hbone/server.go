@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
@@ -63,6 +64,12 @@ type ServerConfig struct {
 	// (the waypoint, on one thread), and costs a goroutine switch per
 	// send. A write's error then shows on a later write.
 	GatherWrites bool
+	// QUICResetKey, 32 bytes when set, keys QUIC's stateless resets
+	// (RFC 9000 §10.3). A server that kept no state of a connection (a
+	// replacement after a crash) answers its packets with a reset that
+	// ends it at once, rather than after the peer's idle timeout: for that
+	// it must use the key its predecessor used.
+	QUICResetKey []byte
 	Logger       *slog.Logger
 }
 
@@ -72,6 +79,8 @@ func (cfg *ServerConfig) check() error {
 		return errors.New("hbone: ServerConfig.TrustDomain is required")
 	case cfg.Bundles == nil:
 		return errors.New("hbone: ServerConfig.Bundles is required")
+	case cfg.QUICResetKey != nil && len(cfg.QUICResetKey) != len(quic.StatelessResetKey{}):
+		return fmt.Errorf("hbone: ServerConfig.QUICResetKey has %d bytes, want %d", len(cfg.QUICResetKey), len(quic.StatelessResetKey{}))
 	case cfg.GetCertificate == nil:
 		return errors.New("hbone: ServerConfig.GetCertificate is required")
 	case cfg.Handler == nil:

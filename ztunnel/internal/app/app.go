@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	accessLog := logger.With("scope", "access")
+	var resetKey []byte
+	if cfg.Mode == ModeInPod && cfg.ZDSPath != "" {
+		if resetKey, err = quicResetKey(filepath.Dir(cfg.ZDSPath)); err != nil {
+			logger.Warn("no QUIC stateless-reset key: after a crash, peers' QUIC connections end at their idle timeout", "err", err)
+		}
+	}
 	px, err := proxy.New(proxy.Config{
 		NodeName:       cfg.NodeName,
 		TrustDomain:    td,
@@ -143,6 +150,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		ConnectTimeout: cfg.ConnectTimeout,
 		Transport:      cfg.Transport,
 		ClusterID:      cfg.ClusterID,
+		QUICResetKey:   resetKey,
 	})
 	if err != nil {
 		return err

@@ -219,6 +219,7 @@ func (i *Instance) open() error {
 			Bundles:        i.p.cfg.Bundles,
 			GetCertificate: i.serverCertificate,
 			Handler:        hbone.HandlerFunc(i.serveHBONE),
+			QUICResetKey:   i.p.cfg.QUICResetKey,
 			Logger:         i.log,
 		}
 		var udp *net.UDPConn

@@ -66,6 +66,9 @@ type Config struct {
 	Transport hbone.TransportMode
 	// ClusterID labels metrics (default "Kubernetes").
 	ClusterID string
+	// QUICResetKey keys the stateless resets of pods' QUIC servers (see
+	// hbone.ServerConfig); nil sends none.
+	QUICResetKey []byte
 }
 
 // Proxy is shared by every Instance.
