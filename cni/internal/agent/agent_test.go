@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"github.com/skiffmesh/skiff/cni/internal/testenv"
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
+	"github.com/skiffmesh/skiff/pkg/leaktest"
 	"github.com/skiffmesh/skiff/pkg/zds"
 )
 
@@ -551,16 +551,6 @@ func TestChainingOutcomeIsANodeEvent(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // TestEnrolmentCyclesLeakNothing: pods enrolled and removed (CNI DEL, then
 // the object deleted) a hundred times leave the agent with the goroutines
 // and file descriptors it had, network-namespace handles included.
@@ -592,22 +582,10 @@ func TestEnrolmentCyclesLeakNothing(t *testing.T) {
 	for i := range warm {
 		cycle(i)
 	}
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	base := leaktest.Take(t)
 	for i := warm; i < warm+cycles; i++ {
 		cycle(i)
 	}
-	// Observes the agent letting go; it does not stand in for it.
-	var g, fds int
-	deadline := time.Now().Add(arrive)
-	for {
-		g, fds = runtime.NumGoroutine(), openFDs(t)
-		if g <= baseG && fds <= baseFD {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d enrol/remove cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, g, baseG, fds, baseFD)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("after %d cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, g, baseG, fds, baseFD)
+	now := leaktest.Settle(t, base, arrive)
+	t.Logf("after %d cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, now.Goroutines, base.Goroutines, now.Files, base.Files)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/inpod/inpodtest"
+	"github.com/skiffmesh/skiff/pkg/leaktest"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/zds"
 	"github.com/skiffmesh/skiff/ztunnel/internal/proxy"
@@ -27,15 +27,6 @@ func (noCerts) Get(context.Context, spiffeid.ID) (*identity.Certificate, error) 
 }
 func (noCerts) Acquire(context.Context, spiffeid.ID) {}
 func (noCerts) Release(spiffeid.ID)                  {}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
 
 // TestWorkloadCyclesLeakNothing: a pod added (its listeners opened in its
 // namespace, QUIC's socket included) and deleted a hundred times leaves
@@ -76,22 +67,10 @@ func TestWorkloadCyclesLeakNothing(t *testing.T) {
 	for i := range warm {
 		cycle(i)
 	}
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	base := leaktest.Take(t)
 	for i := warm; i < warm+cycles; i++ {
 		cycle(i)
 	}
-	// Observes ztunnel letting go; it does not stand in for it.
-	var g, fds int
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		g, fds = runtime.NumGoroutine(), openFDs(t)
-		if g <= baseG && fds <= baseFD {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d add/delete cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, g, baseG, fds, baseFD)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("after %d cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, g, baseG, fds, baseFD)
+	now := leaktest.Settle(t, base, 30*time.Second)
+	t.Logf("after %d cycles: %d goroutines (baseline %d), %d open files (baseline %d)", cycles, now.Goroutines, base.Goroutines, now.Files, base.Files)
 }
