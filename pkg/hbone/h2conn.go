@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,10 +112,6 @@ type h2Config struct {
 	// batch, if set, is the socket under the TLS conn: frame writes are
 	// sent through it in batches.
 	batch *batchConn
-	// gather, with batch, leaves the sending of frames to writeLoop,
-	// which sends once the goroutines runnable now have run
-	// (GatherWrites).
-	gather bool
 }
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
@@ -146,8 +141,6 @@ type h2Conn struct {
 	// tunnels answering at once then cost one system call, not one each.
 	writeWaiters atomic.Int32
 	batchHeld    bool
-	// flushWake asks writeLoop to send the gathered frames (gather).
-	flushWake chan struct{}
 	// wctx is held by a writer that takes wmu with lockWriteCtx, so that
 	// only one at a time waits for wmu on a goroutine of its own.
 	wctx chan struct{}
@@ -227,7 +220,6 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		bw:             bufio.NewWriterSize(nc, connBufSize),
 		log:            cfg.logger,
 		ctrlWake:       make(chan struct{}, 1),
-		flushWake:      make(chan struct{}, 1),
 		wctx:           make(chan struct{}, 1),
 		streams:        make(map[uint32]*h2Stream),
 		nextID:         1,
@@ -352,31 +344,13 @@ func (c *h2Conn) unlockWrite() error { return c.unlockWriteFlush(false) }
 
 // unlockWriteFlush is unlockWrite; with now, the frames are sent whoever
 // waits, for a writer that must know they left (a GOAWAY before closing).
-// With gather and not now, writeLoop sends them instead.
 func (c *h2Conn) unlockWriteFlush(now bool) error {
-	return c.unlockWriteSend(now, c.cfg.gather && !now)
-}
-
-// unlockWriteSend leaves wmu. The frames gathered are sent if now or if
-// no writer waits, by this goroutine or, if later, by writeLoop.
-func (c *h2Conn) unlockWriteSend(now, later bool) error {
 	var err error
-	wake := false
 	if c.batchHeld && (now || c.writeWaiters.Load() == 0) {
-		if later {
-			wake = true
-		} else {
-			c.batchHeld = false
-			err = c.cfg.batch.release()
-		}
+		c.batchHeld = false
+		err = c.cfg.batch.release()
 	}
 	c.wmu.Unlock()
-	if wake {
-		select {
-		case c.flushWake <- struct{}{}:
-		default:
-		}
-	}
 	if err != nil {
 		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 	}
@@ -399,29 +373,14 @@ func (c *h2Conn) writeAndFlush(fn func() error, now bool) error {
 	return err
 }
 
-// writeLoop writes the queued control frames and, with gather, sends
-// the frames other writers left gathered.
 func (c *h2Conn) writeLoop() {
 	for {
 		select {
 		case <-c.ctrlWake:
-		case <-c.flushWake:
 		case <-c.done:
 			return
 		}
-		if c.cfg.gather {
-			// Let the goroutines runnable now (say, the handlers of the
-			// tunnels one read woke) write first: their frames then
-			// leave in this one send. With one thread this sends once
-			// the process has nothing else to do, as an event loop does.
-			runtime.Gosched()
-		}
-		c.lockWrite()
-		err := c.writeFrames(c.writeQueued)
-		if e := c.unlockWriteSend(false, false); err == nil {
-			err = e
-		}
-		if err != nil {
+		if err := c.write(c.writeQueued); err != nil {
 			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 			return
 		}
@@ -1258,16 +1217,6 @@ func (c *h2Conn) closeAfter(err error, linger func()) {
 	c.onClose = nil
 	c.mu.Unlock()
 	close(c.done)
-	if linger == nil && c.cfg.gather && c.wmu.TryLock() {
-		// Frames written before the close may wait for writeLoop, which
-		// has stopped: send them. A writer holding wmu now races the
-		// close, and what it writes may be lost, as it would be anyway.
-		if c.batchHeld {
-			c.batchHeld = false
-			c.cfg.batch.release()
-		}
-		c.wmu.Unlock()
-	}
 	if linger != nil {
 		for _, st := range removed {
 			st.released()

@@ -212,9 +212,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	hc, err := hbone.NewTransportDialer(hbone.ClientConfig{
 		Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger,
 		StreamWindow: tunnelWindow,
-		// GatherWrites cut CPU per request by a quarter in the benchmark,
-		// but is left off until its latency under CPU contention is
-		// measured on a quiet machine.
 	}, hbone.TransportConfig{Mode: cfg.Transport})
 	if err != nil {
 		return err
