@@ -28,11 +28,7 @@ func Admin(level *slog.LevelVar, dump func(ctx context.Context) any) http.Handle
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	HandleProfiling(mux)
 	mux.HandleFunc("/logging", func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
 		case http.MethodGet:
@@ -52,6 +48,16 @@ func Admin(level *slog.LevelVar, dump func(ctx context.Context) any) http.Handle
 		fmt.Fprintf(w, "level=%s\n", strings.ToLower(level.Level().String()))
 	})
 	return localOnly(mux)
+}
+
+// HandleProfiling serves Go's profiles (net/http/pprof) under
+// /debug/pprof/ on mux.
+func HandleProfiling(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // localOnly refuses requests from anything but loopback, whatever address

@@ -10,11 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -27,6 +25,7 @@ import (
 	"github.com/skiffmesh/skiff/cni/internal/installer"
 	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
+	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/pkg/zds"
@@ -137,14 +136,9 @@ func Run(ctx context.Context, cfg Config) error {
 				Timeout:           durationString(cfg.PluginTimeout),
 			},
 			Credentials: &installer.Credentials{Server: cfg.APIServer, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile},
-			Changed: func(err error) {
-				// Name files as the node's administrator sees them.
-				if err != nil && cfg.HostCNIConfDir != "" && cfg.HostCNIConfDir != cfg.CNIConfDir {
-					err = errors.New(strings.ReplaceAll(err.Error(), cfg.CNIConfDir, cfg.HostCNIConfDir))
-				}
-				ag.ChainingChanged(err)
-			},
-			Log: log.With("component", "installer"),
+			HostConfDir: cfg.HostCNIConfDir,
+			Changed:     ag.ChainingChanged,
+			Log:         log.With("component", "installer"),
 		})
 	}
 	if err := installMetrics(meter, inst); err != nil {
@@ -253,10 +247,7 @@ func installMetrics(m metric.Meter, inst *installer.Installer) error {
 func serveHTTP(ctx context.Context, ln net.Listener, metrics http.Handler, ag *agent.Agent, inst *installer.Installer, profiling bool) error {
 	mux := http.NewServeMux()
 	if profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		admin.HandleProfiling(mux)
 	}
 	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +47,7 @@ import (
 	"github.com/skiffmesh/skiff/istiod-lite/internal/deployer"
 	"github.com/skiffmesh/skiff/istiod-lite/internal/index"
 	"github.com/skiffmesh/skiff/istiod-lite/internal/xdsserver"
+	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/apis"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient/caapi"
 )
@@ -299,10 +299,7 @@ func Run(ctx context.Context, cfg Config) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	if cfg.Profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		admin.HandleProfiling(mux)
 	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
