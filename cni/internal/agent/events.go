@@ -75,9 +75,9 @@ func (r *recorder) set(rec events.EventRecorder) {
 	}
 }
 
-// NodeEvent records an Event on the agent's node, or, before the agent
+// nodeEvent records an Event on the agent's node, or, before the agent
 // runs, the latest one to be recorded once it does.
-func (a *Agent) NodeEvent(eventType, reason, note string) {
+func (a *Agent) nodeEvent(eventType, reason, note string) {
 	if len(note) > maxNote {
 		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
 	}
@@ -103,10 +103,10 @@ func (a *Agent) NodeEvent(eventType, reason, note string) {
 // installer: err nil once skiff-cni is chained, or why it is not.
 func (a *Agent) ChainingChanged(err error) {
 	if err == nil {
-		a.NodeEvent(corev1.EventTypeNormal, ReasonChained, "skiff-cni is chained into the node's CNI configuration")
+		a.nodeEvent(corev1.EventTypeNormal, ReasonChained, "skiff-cni is chained into the node's CNI configuration")
 		return
 	}
-	a.NodeEvent(corev1.EventTypeWarning, ReasonChainingFailed,
+	a.nodeEvent(corev1.EventTypeWarning, ReasonChainingFailed,
 		"skiff-cni is not chained until the file is fixed: "+err.Error())
 }
 

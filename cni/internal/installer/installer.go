@@ -42,6 +42,10 @@ var ErrNoPrimary = errors.New("no primary CNI configuration yet")
 type Config struct {
 	// ConfDir is the host's CNI configuration directory.
 	ConfDir string
+	// HostConfDir is ConfDir as the host sees it, for the outcomes given
+	// to Changed (a node's administrator looks for the file there); ""
+	// means ConfDir.
+	HostConfDir string
 	// BinDir is the host's CNI binary directory.
 	BinDir string
 	// PluginBinary is the skiff-cni binary to copy into BinDir.
@@ -475,6 +479,9 @@ func (in *Installer) report(err error) {
 		return
 	}
 	in.reported = &outcome
+	if err != nil && in.cfg.HostConfDir != "" && in.cfg.HostConfDir != in.cfg.ConfDir {
+		err = errors.New(strings.ReplaceAll(outcome, in.cfg.ConfDir, in.cfg.HostConfDir))
+	}
 	in.cfg.Changed(err)
 }
 

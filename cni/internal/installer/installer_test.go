@@ -475,3 +475,13 @@ func TestCorruptPrimaryReportedAndRecovered(t *testing.T) {
 	default:
 	}
 }
+
+// Changed names files as the host sees them, not as the agent mounts them.
+func TestChangedNamesHostPaths(t *testing.T) {
+	var got error
+	in := New(Config{ConfDir: "/host/etc/cni/net.d", HostConfDir: "/etc/cni/net.d", Changed: func(err error) { got = err }})
+	in.report(&ConfigError{File: "/host/etc/cni/net.d/10-net.conflist", Reason: "not valid JSON"})
+	if got == nil || !strings.Contains(got.Error(), " /etc/cni/net.d/10-net.conflist ") || strings.Contains(got.Error(), "/host") {
+		t.Errorf("Changed got %v; want the file under /etc/cni/net.d", got)
+	}
+}
