@@ -212,3 +212,32 @@ func cmsgTOS(t *testing.T, oob []byte) (byte, bool) {
 }
 
 func concat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// FuzzSplitGRO: control messages are the kernel's, but a parser of them
+// must not read past what it was given, whatever the bytes. What it keeps
+// is whole control messages with no GRO among them.
+func FuzzSplitGRO(f *testing.F) {
+	tos := make([]byte, unix.CmsgSpace(1))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&tos[0]))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	h.SetLen(unix.CmsgLen(1))
+	gro := make([]byte, unix.CmsgSpace(4))
+	h = (*unix.Cmsghdr)(unsafe.Pointer(&gro[0]))
+	h.Level, h.Type = unix.IPPROTO_UDP, unix.UDP_GRO
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(gro[unix.CmsgLen(0):], 1350)
+	for _, seed := range [][]byte{nil, tos, gro, concat(tos, gro, tos), concat(tos, gro[:5]), gro[:unix.SizeofCmsghdr]} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		n := len(oob)
+		_, rest := splitGRO(bytes.Clone(oob))
+		if len(rest) > n {
+			t.Fatalf("kept %d bytes of %d", len(rest), n)
+		}
+		seg, again := splitGRO(bytes.Clone(rest))
+		if seg != 0 || !bytes.Equal(again, rest) {
+			t.Fatalf("what was kept holds a GRO message or a partial one: %x -> %d, %x", rest, seg, again)
+		}
+	})
+}
