@@ -109,20 +109,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("DENY policy refuses, deleting it restores", func(t *testing.T) {
-		c.kubectl.Apply(`apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: deny-client
-  namespace: ` + meshNS + `
-spec:
-  selector:
-    matchLabels: {app: echo}
-  action: DENY
-  rules:
-  - from:
-    - source:
-        principals: ["` + td + `/ns/` + meshNS + `/sa/client"]
-`)
+		c.kubectl.Apply(kubetest.DenyEcho(meshNS, "deny-client", td+"/ns/"+meshNS+"/sa/client"))
 		target := fmt.Sprintf("http://%s:8080/deny", echoPods[0].IP)
 		c.kubectl.Eventually(t, 60*time.Second, nil, "-n", meshNS, "exec", "client", "--",
 			"sh", "-c", "! echo-app get -timeout 3s "+target)

@@ -318,16 +318,5 @@ func eventually(d time.Duration, cond func() bool) bool {
 // denyPolicy is the AuthorizationPolicy the scenarios use to show policy
 // at work: echo refuses the service account "denied" of the namespace.
 func (e *env) denyPolicy() string {
-	return fmt.Sprintf(`apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-denied, namespace: %[1]s}
-spec:
-  selector:
-    matchLabels: {app: echo}
-  action: DENY
-  rules:
-  - from:
-    - source:
-        principals: ["%[2]s/ns/%[1]s/sa/denied"]
-`, e.ns, td)
+	return kubetest.DenyEcho(e.ns, "deny-denied", td+"/ns/"+e.ns+"/sa/denied")
 }

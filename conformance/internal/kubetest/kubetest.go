@@ -181,6 +181,24 @@ spec:
 `, ns, replicas, sa, grace, args)
 }
 
+// DenyEcho returns the manifest of an AuthorizationPolicy name in ns that
+// refuses the echo app's pods to the SPIFFE ID principal (trust domain
+// first, without "spiffe://", as Istio writes principals).
+func DenyEcho(ns, name, principal string) string {
+	return fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  selector:
+    matchLabels: {app: echo}
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: [%q]
+`, name, ns, principal)
+}
+
 // Client returns the manifest of a toolbox pod (busybox and the echo app's
 // client, echo-app) named client on node, idle until exec'd into.
 func Client(ns, node, serviceAccount string) string {
