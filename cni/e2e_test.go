@@ -825,7 +825,11 @@ func TestCNI(t *testing.T) {
 			t.Fatalf("DEL with the agent down: %v", err)
 		}
 		e.deletePod(t, p)
+		snaps := e.zt.snapshotCount()
 		e.startAgent(t)
+		// ztunnel still holds the pods it had; until it has resynced with
+		// the restarted agent, a DEL would not reach it.
+		e.eventually(t, "ztunnel to resync with the restarted agent", func() bool { return e.zt.snapshotCount() > snaps })
 	})
 
 	step("DEL removes the pod from ztunnel and the probe SNAT", func(t *testing.T) {
