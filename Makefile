@@ -223,6 +223,21 @@ bench-cni: k8s-bin
 	$(GO) test -run '^$$' -bench '^BenchmarkPodRules$$' -benchtime 500x ./pkg/inpod/
 	$(GO) test -run '^$$' -bench '^BenchmarkChainADD$$' -benchtime 100x ./cni/
 
+## bench-footprint: what Skiff costs on every node of the local cluster, with
+## Skiff installed from its charts: RSS, anonymous RSS, cgroup memory,
+## goroutines, fds and network-namespace handles of ztunnel, the CNI node agent
+## and istiod-lite at 0, 10 and 100 enrolled pods per node, and their growth over
+## FOOTPRINT_CHURN of pods replaced under traffic (issue 17's targets); the test
+## log goes to stderr, the report to stdout
+FOOTPRINT_CHURN ?= 10m
+FOOTPRINT_REPORT := $(or $(TMPDIR),/tmp)/skiff-footprint.txt
+.PHONY: bench-footprint
+bench-footprint:
+	@rm -f $(FOOTPRINT_REPORT)
+	@SKIFF_E2E=1 SKIFF_FOOTPRINT_CHURN=$(FOOTPRINT_CHURN) SKIFF_FOOTPRINT_REPORT=$(FOOTPRINT_REPORT) \
+	  $(GO) test -count=1 -v -timeout 90m ./conformance/footprint >&2; rc=$$?; \
+	  cat $(FOOTPRINT_REPORT) 2>/dev/null; exit $$rc
+
 ## bench-waypoint: the waypoint beside HAProxy and nginx, each on one core, the
 ## same nginx origin behind each, driven by h2load (HTTP/1.1 keep-alive and h2,
 ## 1 KB responses): req/s, CPU per request, p50/p99 at 1,000 req/s, RSS idle, at

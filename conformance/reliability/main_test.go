@@ -3,10 +3,10 @@ package reliability
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
 )
 
 // TestMain brings the local cluster up (or reuses it), loads this
@@ -29,19 +29,5 @@ func setUp() error {
 	if err != nil {
 		return err
 	}
-	for _, step := range [][]string{
-		{"conformance/cluster/up.sh"},
-		{"go", "run", "./conformance/cmd/skiff-images", "-only", "skiff.local/echo,skiff.local/toolbox"},
-		{"conformance/cluster/install-skiff.sh"},
-	} {
-		start := time.Now()
-		cmd := exec.Command(step[0], step[1:]...)
-		cmd.Dir = repo
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("%v: %w", step, err)
-		}
-		fmt.Fprintf(os.Stderr, "reliability: %s done (%.1fs)\n", step[len(step)-1], time.Since(start).Seconds())
-	}
-	return nil
+	return kubetest.SetUp("reliability", repo, "skiff.local/echo,skiff.local/toolbox")
 }

@@ -184,3 +184,26 @@ func (k *Kubectl) PortForward(t *testing.T, ns, pod string, port int) string {
 		return ""
 	}
 }
+
+// SetUp is the set-up of a suite's TestMain: it brings the local cluster
+// up (or reuses it), loads this checkout's test images (a comma-separated
+// list for skiff-images -only) and Skiff's images into its nodes, and
+// installs Skiff from its charts. repo is the repository's root; progress
+// goes to stderr, prefixed with suite.
+func SetUp(suite, repo, images string) error {
+	for _, step := range [][]string{
+		{"conformance/cluster/up.sh"},
+		{"go", "run", "./conformance/cmd/skiff-images", "-only", images},
+		{"conformance/cluster/install-skiff.sh"},
+	} {
+		start := time.Now()
+		cmd := exec.Command(step[0], step[1:]...)
+		cmd.Dir = repo
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%v: %w", step, err)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s done (%.1fs)\n", suite, step[len(step)-1], time.Since(start).Seconds())
+	}
+	return nil
+}

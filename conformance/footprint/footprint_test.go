@@ -1,0 +1,241 @@
+package footprint
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffmesh/skiff/conformance/internal/kubetest"
+)
+
+const ns = "skiff-footprint"
+
+// podCounts are the enrolled pause pods per node the figures are taken at.
+var podCounts = []int{0, 10, 100}
+
+// churnDuration is how long pods are replaced under traffic before the
+// last figures (SKIFF_FOOTPRINT_CHURN, default 10m).
+func churnDuration(t *testing.T) time.Duration {
+	v := os.Getenv("SKIFF_FOOTPRINT_CHURN")
+	if v == "" {
+		return 10 * time.Minute
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("SKIFF_FOOTPRINT_CHURN=%q: want a positive duration such as 10m", v)
+	}
+	return d
+}
+
+// churnEvery is how often one pause pod per node and one echo pod are
+// deleted (their Deployments replace them).
+const churnEvery = 5 * time.Second
+
+// TestFootprint measures what Skiff costs on every node: ztunnel, the CNI
+// node agent and istiod-lite, at 0, 10 and 100 enrolled pods per node and
+// again after pods were replaced under traffic for a while. The report
+// goes to SKIFF_FOOTPRINT_REPORT (make bench-footprint prints it). It
+// fails only on a handle leak: more network-namespace handles after the
+// churn than before it, with the same pods.
+func TestFootprint(t *testing.T) {
+	kubetest.RequireE2E(t)
+	k := kubetest.New(t)
+	nodes := strings.Fields(k.Must("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"))
+	sort.Strings(nodes)
+	k.Run("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=300s")
+	t.Cleanup(func() { k.DeleteNamespaces(ns) })
+	k.Apply(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n  labels: {istio.io/dataplane-mode: ambient}\n", ns))
+	for i, node := range nodes {
+		k.Apply(pauseDeployment(i+1, node))
+	}
+
+	r := &report{nodes: nodes}
+	for _, n := range podCounts {
+		scalePause(t, k, nodes, n)
+		r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods", n), figures: measure(t, k)})
+	}
+
+	d := churnDuration(t)
+	r.churn = churn(t, k, nodes, d)
+	// Back to the same pods as before the churn: 100 pause pods per node.
+	k.Must("-n", ns, "delete", "deployment", "echo", "--wait=true", "--timeout=300s")
+	k.Must("-n", ns, "delete", "pods", "-l", "app=load", "--wait=true", "--timeout=300s")
+	scalePause(t, k, nodes, podCounts[len(podCounts)-1])
+	r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods after %s churn", podCounts[len(podCounts)-1], d), figures: measure(t, k)})
+
+	out := r.String()
+	t.Log("\n" + out)
+	if path := os.Getenv("SKIFF_FOOTPRINT_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, after := r.phases[len(r.phases)-2], r.phases[len(r.phases)-1]
+	for key, a := range after.figures {
+		if b, ok := before.figures[key]; ok && a.NetNS > b.NetNS {
+			t.Errorf("%s holds %d network-namespace handles after the churn, %d before it, with the same pods", key, a.NetNS, b.NetNS)
+		}
+	}
+}
+
+func pauseDeployment(i int, node string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pause-%[1]d, namespace: %[2]s}
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {app: pause, node: "%[1]d"}
+  template:
+    metadata:
+      labels: {app: pause, node: "%[1]d"}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: %[3]s}
+      terminationGracePeriodSeconds: 1
+      automountServiceAccountToken: false
+      containers:
+      - name: pause
+        image: registry.k8s.io/pause:3.10
+        imagePullPolicy: IfNotPresent
+        resources:
+          requests: {cpu: 1m, memory: 1Mi}
+`, i, ns, node)
+}
+
+// scalePause sets every node's pause Deployment to n pods and waits until
+// the node agents report exactly the namespace's running pods as enrolled.
+func scalePause(t *testing.T, k *kubetest.Kubectl, nodes []string, n int) {
+	t.Helper()
+	start := time.Now()
+	for i := range nodes {
+		k.Must("-n", ns, "scale", fmt.Sprintf("deployment/pause-%d", i+1), "--replicas="+strconv.Itoa(n))
+	}
+	for i := range nodes {
+		k.Must("-n", ns, "rollout", "status", fmt.Sprintf("deployment/pause-%d", i+1), "--timeout=15m")
+	}
+	waitEnrolled(t, k, nodes, 10*time.Minute)
+	fmt.Fprintf(os.Stderr, "footprint: %d pause pods per node enrolled (%.0fs)\n", n, time.Since(start).Seconds())
+}
+
+// waitEnrolled waits until each node's agent counts as enrolled exactly
+// the pods of the namespace on that node, and no pod of it is terminating.
+func waitEnrolled(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		want := map[string]int{}
+		terminating := 0
+		out := k.Must("-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}`)
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) == 3:
+				terminating++
+			case len(f) == 2 && f[1] == "Running":
+				want[f[0]]++
+			}
+		}
+		var off []string
+		for _, node := range nodes {
+			if got := enrolled(t, k, node); got != want[node] {
+				off = append(off, fmt.Sprintf("%s: %d enrolled, %d running", node, got, want[node]))
+			}
+		}
+		if terminating > 0 {
+			off = append(off, fmt.Sprintf("%d pods terminating", terminating))
+		}
+		if len(off) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods not settled after %s: %s", d, strings.Join(off, "; "))
+		}
+		time.Sleep(2 * time.Second) // polling the apiserver
+	}
+}
+
+// enrolled is skiff_cni_pods_enrolled of the node agent on node.
+func enrolled(t *testing.T, k *kubetest.Kubectl, node string) int {
+	t.Helper()
+	pod := k.PodOn(t, "istio-system", "app=istio-cni-node", node)
+	out, err := k.Run("get", "--raw", "/api/v1/namespaces/istio-system/pods/"+pod+":15014/proxy/metrics")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "skiff_cni_pods_enrolled "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(n)
+		}
+	}
+	return -1
+}
+
+// measure takes every Skiff process's figures: the median of a few
+// samples, so that one GC cycle does not decide them. Keys are
+// "component node".
+func measure(t *testing.T, k *kubetest.Kubectl) map[string]usage {
+	t.Helper()
+	const samples, gap = 5, 4 * time.Second
+	type proc struct {
+		c   component
+		pod string
+		pid int
+	}
+	procs := map[string]proc{}
+	for _, c := range components {
+		for _, p := range k.Pods(c.ns, c.selector) {
+			procs[c.name+" "+p.Node] = proc{c, p.Name, podProcess(t, k, c.ns, p.Name)}
+		}
+	}
+	all := map[string][]usage{}
+	for i := range samples {
+		if i > 0 {
+			time.Sleep(gap) // spacing samples, not waiting for an event
+		}
+		for key, p := range procs {
+			u, err := readUsage(p.pid)
+			if err != nil {
+				t.Fatalf("%s (pod %s, pid %d): %v", key, p.pod, p.pid, err)
+			}
+			u.Goroutines = goroutines(k, p.c, p.pod)
+			all[key] = append(all[key], u)
+		}
+	}
+	out := map[string]usage{}
+	for key, us := range all {
+		out[key] = median(us)
+	}
+	return out
+}
+
+// median is the field-by-field median of us.
+func median(us []usage) usage {
+	m64 := func(f func(usage) int64) int64 {
+		v := make([]int64, len(us))
+		for i, u := range us {
+			v[i] = f(u)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	mi := func(f func(usage) int) int {
+		return int(m64(func(u usage) int64 { return int64(f(u)) }))
+	}
+	return usage{
+		RSS:        m64(func(u usage) int64 { return u.RSS }),
+		Anon:       m64(func(u usage) int64 { return u.Anon }),
+		File:       m64(func(u usage) int64 { return u.File }),
+		Cgroup:     m64(func(u usage) int64 { return u.Cgroup }),
+		Binary:     m64(func(u usage) int64 { return u.Binary }),
+		Goroutines: mi(func(u usage) int { return u.Goroutines }),
+		Threads:    mi(func(u usage) int { return u.Threads }),
+		FDs:        mi(func(u usage) int { return u.FDs }),
+		NetNS:      mi(func(u usage) int { return u.NetNS }),
+	}
+}
