@@ -14,16 +14,16 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
+	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
 // Resource is one named, versioned resource as last accepted.
@@ -57,8 +57,10 @@ type Subscription struct {
 type ClientOptions struct {
 	// Address is the server's host:port (istiod-lite: 15012).
 	Address string
-	// Node identifies the client (ID, metadata such as the waypoint name).
-	Node *corev3.Node
+	// NodeID and NodeMetadata identify the client to the server (Envoy's
+	// node.id and node.metadata, e.g. "ztunnel~<node>" and NODE_NAME).
+	NodeID       string
+	NodeMetadata map[string]string
 	// Subscriptions are the types to receive; at least one is required.
 	Subscriptions []Subscription
 
@@ -85,6 +87,7 @@ type ClientOptions struct {
 // Client is a delta ADS client. Run drives it; State reads what it accepted.
 type Client struct {
 	opts ClientOptions
+	node *discoveryv3.Node
 	conn *grpc.ClientConn
 	log  *slog.Logger
 
@@ -127,9 +130,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.Node == nil {
-		opts.Node = &corev3.Node{}
 	}
 	creds := opts.Transport
 	if creds == nil {
@@ -175,6 +175,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	c := &Client{
 		opts:    opts,
+		node:    node(opts.NodeID, opts.NodeMetadata),
 		conn:    conn,
 		log:     opts.Logger.With("xds_server", opts.Address),
 		state:   map[string]map[string]Resource{},
@@ -186,6 +187,18 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.state[s.TypeURL] = map[string]Resource{}
 	}
 	return c, nil
+}
+
+// node is the Node sent with a stream's first request.
+func node(id string, metadata map[string]string) *discoveryv3.Node {
+	n := &discoveryv3.Node{Id: id}
+	if len(metadata) > 0 {
+		n.Metadata = &structpb.Struct{Fields: make(map[string]*structpb.Value, len(metadata))}
+		for k, v := range metadata {
+			n.Metadata.Fields[k] = structpb.NewStringValue(v)
+		}
+	}
+	return n
 }
 
 // Ready is closed once every subscription holds a complete state: it
@@ -239,11 +252,18 @@ func backoff(minD, maxD time.Duration, failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// deltaADS is Envoy's AggregatedDiscoveryService.DeltaAggregatedResources,
+// declared by hand so that the client needs only the messages it sends and
+// receives (discoveryapi), not go-control-plane's generated service.
+var deltaADS = grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
+
+const deltaADSMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+
 // session runs one stream. progressed reports whether any response arrived.
 func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).DeltaAggregatedResources(ctx)
+	stream, err := c.conn.NewStream(ctx, &deltaADS, deltaADSMethod)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
@@ -262,15 +282,15 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			req.ResourceNamesSubscribe = []string{"*"}
 		}
 		if i == 0 {
-			req.Node = c.opts.Node
+			req.Node = c.node
 		}
-		if err := stream.Send(req); err != nil {
+		if err := stream.SendMsg(req); err != nil {
 			return false, fmt.Errorf("subscribe %s: %w", s.TypeURL, err)
 		}
 	}
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		resp := &discoveryv3.DeltaDiscoveryResponse{}
+		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("server closed the stream")
 			}
@@ -290,7 +310,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			c.track(resp, first[sub.TypeURL], err == nil)
 			delete(first, sub.TypeURL)
 		}
-		if err := stream.Send(ack); err != nil {
+		if err := stream.SendMsg(ack); err != nil {
 			return progressed, fmt.Errorf("ack: %w", err)
 		}
 	}

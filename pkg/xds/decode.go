@@ -3,11 +3,12 @@ package xds
 import (
 	"fmt"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
 // Field numbers of the messages the fast decoder reads.
@@ -24,14 +25,14 @@ const (
 	anyValue          = 2
 )
 
-// DecodeDeltaResponse decodes a DeltaDiscoveryResponse, reading only the
+// decodeDeltaResponse decodes a DeltaDiscoveryResponse, reading only the
 // fields a delta client uses (type, nonce, version, resources with name,
 // version and body, removed names) and skipping the rest. It allocates a
 // handful of blocks whatever the number of resources: bodies alias b (which
 // must not change afterwards) and strings share one copy of it, so a decoded
 // resource keeps its whole response alive. A full state of thousands of
 // resources decodes about twice as fast as with reflection.
-func DecodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
+func decodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
 	// Two passes: count the resources, so that they and their bodies are
 	// allocated in two slabs; then decode, taking every string as a
 	// substring of one copy of the message.
@@ -175,7 +176,7 @@ func nextField(b []byte, read func(protowire.Number) bool) (num protowire.Number
 	return 0, nil, b[m:], nil
 }
 
-// clientCodec is protobuf, with DecodeDeltaResponse for responses.
+// clientCodec is protobuf, with decodeDeltaResponse for responses.
 type clientCodec struct{}
 
 var protoCodec = encoding.GetCodecV2("proto")
@@ -186,7 +187,7 @@ func (clientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if resp, ok := v.(*discoveryv3.DeltaDiscoveryResponse); ok {
 		// Materialize copies out of gRPC's pooled buffers, which are
 		// reused after this returns; the resources may then alias the copy.
-		d, err := DecodeDeltaResponse(data.Materialize())
+		d, err := decodeDeltaResponse(data.Materialize())
 		if err != nil {
 			return err
 		}

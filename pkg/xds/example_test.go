@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
 )
@@ -30,7 +28,8 @@ func ExampleClient() {
 	}
 	c, err := xds.NewClient(xds.ClientOptions{
 		Address:       "istiod.istio-system.svc:15012",
-		Node:          &corev3.Node{Id: "ztunnel~10.0.0.1~node-a"},
+		NodeID:        "ztunnel~node-a",
+		NodeMetadata:  map[string]string{"NODE_NAME": "node-a"},
 		TokenFile:     "/var/run/secrets/tokens/istio-token",
 		RootCertFile:  "/var/run/secrets/istio/root-cert.pem",
 		Subscriptions: []xds.Subscription{{TypeURL: xds.AddressType, Apply: apply}},

@@ -17,10 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/hbone"
@@ -440,15 +438,9 @@ func newXDSSource(cfg Config, td spiffeid.TrustDomain, self spiffeid.ID, mesh *m
 		}
 	}
 	subs = append(subs, wp.Subscription())
-	node := &corev3.Node{
-		Id: "waypoint~" + cfg.Waypoint,
-		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"WAYPOINT":   structpb.NewStringValue(cfg.Waypoint),
-			"CLUSTER_ID": structpb.NewStringValue(cfg.ClusterID),
-		}},
-	}
 	client, err := xds.NewClient(xds.ClientOptions{
-		Address: cfg.XDS, Node: node, Subscriptions: subs,
+		Address: cfg.XDS, Subscriptions: subs,
+		NodeID: "waypoint~" + cfg.Waypoint, NodeMetadata: map[string]string{"WAYPOINT": cfg.Waypoint, "CLUSTER_ID": cfg.ClusterID},
 		TokenFile: cfg.TokenFile, Roots: pool, ServerName: cfg.XDSServerName, Logger: logger,
 	})
 	if err != nil {

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
@@ -72,16 +70,10 @@ func newXDSSource(ctx context.Context, cfg Config, td spiffeid.TrustDomain, stor
 		pool.AddCert(r)
 	}
 	src := xdssource.New(store)
-	node := &corev3.Node{
-		Id: "ztunnel~" + cfg.NodeName,
-		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"NODE_NAME":  structpb.NewStringValue(cfg.NodeName),
-			"CLUSTER_ID": structpb.NewStringValue(cfg.ClusterID),
-		}},
-	}
 	client, err := xds.NewClient(xds.ClientOptions{
 		Address:       cfg.XDS,
-		Node:          node,
+		NodeID:        "ztunnel~" + cfg.NodeName,
+		NodeMetadata:  map[string]string{"NODE_NAME": cfg.NodeName, "CLUSTER_ID": cfg.ClusterID},
 		Subscriptions: src.Subscriptions(),
 		TokenFile:     cfg.TokenFile,
 		Roots:         pool,
