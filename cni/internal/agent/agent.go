@@ -22,17 +22,14 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/skiffmesh/skiff/cni/internal/agentapi"
+	"github.com/skiffmesh/skiff/cni/internal/kube"
 	"github.com/skiffmesh/skiff/cni/internal/mesh"
 	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
@@ -44,7 +41,9 @@ import (
 type Config struct {
 	// NodeName is this node; only its pods are handled.
 	NodeName string
-	Kube     kubernetes.Interface
+	// Kube reads the node's pods and the namespaces, annotates pods and
+	// records Events.
+	Kube *kube.Client
 	// ZDS is the server ztunnel connects to; the Agent starts serving it
 	// once its state is rebuilt, so ztunnel's first snapshot is complete.
 	ZDS *zds.Server
@@ -238,33 +237,27 @@ func (a *Agent) Synced() bool { return a.synced.Load() }
 // enrols and un-enrols running pods as labels change, until ctx ends.
 func (a *Agent) Run(ctx context.Context, pluginLn net.Listener) error {
 	defer a.queue.ShutDown()
-	stopEvents, err := a.startEvents(ctx)
-	if err != nil {
-		return err
-	}
+	stopEvents := a.startEvents(ctx)
 	defer stopEvents()
-	podInf := informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
-		}))
-	nsInf := informers.NewSharedInformerFactory(a.cfg.Kube, 0)
-	pods := podInf.Core().V1().Pods()
-	nss := nsInf.Core().V1().Namespaces()
-	a.podLister, a.nsLister = pods.Lister(), nss.Lister()
+	pods := cache.NewSharedIndexInformer(a.cfg.Kube.PodsOnNode(a.cfg.NodeName), &corev1.Pod{}, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	nss := cache.NewSharedIndexInformer(a.cfg.Kube.Namespaces(), &corev1.Namespace{}, 0, cache.Indexers{})
+	a.podLister = listersv1.NewPodLister(pods.GetIndexer())
+	a.nsLister = listersv1.NewNamespaceLister(nss.GetIndexer())
 
 	enqueuePod := func(obj any) {
 		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			a.queue.Add(k)
 		}
 	}
-	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueuePod,
 		UpdateFunc: func(_, obj any) { enqueuePod(obj) },
 		DeleteFunc: enqueuePod,
 	}); err != nil {
 		return err
 	}
-	if _, err := nss.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := nss.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		UpdateFunc: func(old, obj any) {
 			o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
 			if o.Labels[mesh.DataplaneModeLabel] == n.Labels[mesh.DataplaneModeLabel] {
@@ -278,11 +271,14 @@ func (a *Agent) Run(ctx context.Context, pluginLn net.Listener) error {
 	}); err != nil {
 		return err
 	}
-	podInf.Start(ctx.Done())
-	nsInf.Start(ctx.Done())
-	defer podInf.Shutdown()
-	defer nsInf.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, nss.Informer().HasSynced) {
+	// The informers stop, and are waited for, whenever Run returns.
+	var informers sync.WaitGroup
+	defer informers.Wait()
+	ictx, stopInformers := context.WithCancel(ctx)
+	defer stopInformers()
+	informers.Go(func() { pods.RunWithContext(ictx) })
+	informers.Go(func() { nss.RunWithContext(ictx) })
+	if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nss.HasSynced) {
 		return ctx.Err()
 	}
 
@@ -746,8 +742,7 @@ func (a *Agent) setAnnotation(ctx context.Context, ns, name string, enabled bool
 		val = `"` + mesh.RedirectionEnabled + `"`
 	}
 	patch := []byte(`{"metadata":{"annotations":{"` + mesh.RedirectionAnnotation + `":` + val + `}}}`)
-	_, err := a.cfg.Kube.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	if err != nil {
+	if err := a.cfg.Kube.PatchPod(ctx, ns, name, types.MergePatchType, patch); err != nil {
 		return fmt.Errorf("annotating pod %s/%s: %w", ns, name, err)
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skiffmesh/skiff/cni/internal/agentapi"
+	"github.com/skiffmesh/skiff/cni/internal/kube"
 	"github.com/skiffmesh/skiff/cni/internal/mesh"
 	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
@@ -119,8 +120,12 @@ func startNodeAfter(t *testing.T, before func(*node)) *node {
 	n.metrics = sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(n.metrics))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	kc, err := kube.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n.agent, err = New(Config{
-		NodeName: testNode, Kube: cluster.Client, ZDS: zsrv, SNAT: n.snat,
+		NodeName: testNode, Kube: kc, ZDS: zsrv, SNAT: n.snat,
 		Finder:            &netnsfind.Finder{Dirs: []string{n.podDir}},
 		ExcludeNamespaces: []string{"kube-system"},
 		Meter:             mp.Meter("test"),

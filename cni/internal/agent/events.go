@@ -2,15 +2,14 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/events"
+
+	"github.com/skiffmesh/skiff/cni/internal/kube"
 )
 
 // Reasons of the Kubernetes Events the agent records on pods, so problems
@@ -53,20 +52,20 @@ const (
 
 const actionChain = "Chain"
 
-// recorder holds the agent's EventRecorder, set by Run once the
-// broadcaster records to the apiserver.
+// recorder holds the agent's Event recorder, set by Run once it writes to
+// the apiserver.
 type recorder struct {
-	p atomic.Pointer[events.EventRecorder]
+	p atomic.Pointer[kube.Recorder]
 
 	// node is the latest node Event given before the recorder was set:
 	// the installer's first outcome comes before the agent runs.
 	mu   sync.Mutex
-	node func(events.EventRecorder)
+	node func(*kube.Recorder)
 }
 
-func (r *recorder) set(rec events.EventRecorder) {
+func (r *recorder) set(rec *kube.Recorder) {
 	r.mu.Lock()
-	r.p.Store(&rec)
+	r.p.Store(rec)
 	pending := r.node
 	r.node = nil
 	r.mu.Unlock()
@@ -83,9 +82,9 @@ func (a *Agent) nodeEvent(eventType, reason, note string) {
 	}
 	// Nodes are cluster-scoped; kubelet uses the node's name as its UID in
 	// the Events it records.
-	ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
-	record := func(rec events.EventRecorder) {
-		rec.Eventf(ref, nil, eventType, reason, actionChain, "%s", note)
+	ref := corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
+	record := func(rec *kube.Recorder) {
+		rec.Event(ref, eventType, reason, actionChain, note)
 	}
 	r := &a.recorder
 	r.mu.Lock()
@@ -95,7 +94,7 @@ func (a *Agent) nodeEvent(eventType, reason, note string) {
 	}
 	r.mu.Unlock()
 	if rec != nil {
-		record(*rec)
+		record(rec)
 	}
 }
 
@@ -110,7 +109,7 @@ func (a *Agent) ChainingChanged(err error) {
 		"skiff-cni is not chained until the file is fixed: "+err.Error())
 }
 
-// podEvent records an Event on a pod. The broadcaster folds the same
+// podEvent records an Event on a pod. The recorder folds the same
 // reason and action on the same pod into one Event with a series count (the
 // first note stays), so an error retried every few seconds is one Event,
 // not one per retry.
@@ -122,8 +121,8 @@ func (a *Agent) podEvent(ns, name string, uid types.UID, eventType, reason, acti
 	if len(note) > maxNote {
 		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
 	}
-	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ns, Name: name, UID: uid}
-	(*rec).Eventf(ref, nil, eventType, reason, action, "%s", note)
+	ref := corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ns, Name: name, UID: uid}
+	rec.Event(ref, eventType, reason, action, note)
 }
 
 func (a *Agent) warnPod(st *podState, reason, action string, err error) {
@@ -136,13 +135,18 @@ func (a *Agent) redirected(st *podState) {
 }
 
 // startEvents records the agent's Events to the apiserver until ctx ends
-// or stop is called.
-func (a *Agent) startEvents(ctx context.Context) (stop func(), err error) {
-	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: a.cfg.Kube.EventsV1()})
-	if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
-		b.Shutdown()
-		return nil, fmt.Errorf("agent: recording events: %w", err)
+// or stop is called (which returns once the recorder has stopped).
+func (a *Agent) startEvents(ctx context.Context) (stop func()) {
+	rec := kube.NewRecorder(a.cfg.Kube, EventController, a.log.With("component", "events"))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rec.Run(ctx)
+	}()
+	a.recorder.set(rec)
+	return func() {
+		cancel()
+		<-done
 	}
-	a.recorder.set(b.NewRecorder(scheme.Scheme, EventController))
-	return b.Shutdown, nil
 }

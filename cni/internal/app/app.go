@@ -16,13 +16,13 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffmesh/skiff/cni/internal/agent"
 	"github.com/skiffmesh/skiff/cni/internal/agentapi"
 	"github.com/skiffmesh/skiff/cni/internal/installer"
+	"github.com/skiffmesh/skiff/cni/internal/kube"
 	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
 	"github.com/skiffmesh/skiff/pkg/admin"
@@ -215,7 +215,7 @@ func durationString(d time.Duration) string {
 	return d.String()
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (*kube.Client, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -227,7 +227,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	cfg.UserAgent = "skiff-cni-agent"
-	return kubernetes.NewForConfig(cfg)
+	return kube.NewForConfig(cfg)
 }
 
 func installMetrics(m metric.Meter, inst *installer.Installer) error {
