@@ -23,7 +23,9 @@ type churnResult struct {
 func churn(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Duration) churnResult {
 	t.Helper()
 	r := churnResult{d: d}
-	k.Apply(kubetest.Echo(ns, 2*len(nodes), ""))
+	// Echo pods serve on for a while after SIGTERM, as a preStop hook makes
+	// them: a request failing here is the mesh's failure, not the app's.
+	k.Apply(kubetest.EchoDraining(ns, 2*len(nodes), "", 3*time.Second))
 	k.Must("-n", ns, "rollout", "status", "deploy/echo", "--timeout=300s")
 	url := "http://" + k.Must("-n", ns, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}") + "/footprint"
 	var loads []string

@@ -203,7 +203,7 @@ func measure(t *testing.T, k *kubetest.Kubectl) map[string]usage {
 			if err != nil {
 				t.Fatalf("%s (pod %s, pid %d): %v", key, p.pod, p.pid, err)
 			}
-			u.Goroutines = goroutines(k, p.c, p.pod)
+			readMetrics(k, p.c, p.pod, &u)
 			all[key] = append(all[key], u)
 		}
 	}
@@ -233,6 +233,7 @@ func median(us []usage) usage {
 		File:       m64(func(u usage) int64 { return u.File }),
 		Cgroup:     m64(func(u usage) int64 { return u.Cgroup }),
 		Binary:     m64(func(u usage) int64 { return u.Binary }),
+		Heap:       m64(func(u usage) int64 { return u.Heap }),
 		Goroutines: mi(func(u usage) int { return u.Goroutines }),
 		Threads:    mi(func(u usage) int { return u.Threads }),
 		FDs:        mi(func(u usage) int { return u.FDs }),

@@ -58,15 +58,15 @@ func componentIndex(key string) int {
 func (r *report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Skiff's cost per node on the local cluster (%d nodes; MiB; pods = enrolled pause pods per node)\n\n", len(r.nodes))
-	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "gorout", "threads", "fds", "netns")
+	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
 			u, ok := p.figures[key]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(&b, "%-24s %-26s %7.1f %7.1f %7.1f %7.1f %6s %7d %5d %5d\n", key, p.name,
-				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
+			fmt.Fprintf(&b, "%-24s %-26s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
+				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), heap(u.Heap), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
 		}
 	}
 	if len(r.phases) < 2 {
@@ -82,8 +82,8 @@ func (r *report) String() string {
 			continue
 		}
 		worst := max(ratio(y.RSS, x.RSS), ratio(y.Cgroup, x.Cgroup))
-		fmt.Fprintf(&b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
-			ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup),
+		fmt.Fprintf(&b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  heap %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
+			ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup), ratio(y.Heap, x.Heap),
 			count(x.Goroutines), count(y.Goroutines), x.FDs, y.FDs, x.NetNS, y.NetNS, verdict(worst <= growthBar))
 	}
 	fmt.Fprintf(&b, "\nTargets at %d pods per node (RSS, worst node):\n", podCounts[len(podCounts)-1])
@@ -122,6 +122,13 @@ func ratio(a, b int64) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+func heap(b int64) string {
+	if b < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", mib(b))
 }
 
 func count(n int) string {

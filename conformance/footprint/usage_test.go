@@ -34,6 +34,7 @@ type usage struct {
 	RSS, Anon, File int64 // bytes resident: all, anonymous, file-backed (the binary's pages)
 	Cgroup          int64 // the container's cgroup memory (memory.current, or usage_in_bytes on cgroup v1)
 	Binary          int64 // size of the executable
+	Heap            int64 // Go heap in use (go_memstats_heap_inuse_bytes); -1 if not exported
 	Goroutines      int   // from go_goroutines; -1 if not exported
 	Threads         int
 	FDs             int
@@ -143,19 +144,29 @@ func cgroupMemory(proc string) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
 }
 
-// goroutines reads go_goroutines from the pod's /metrics through the
-// apiserver's pod proxy; -1 if it is not there.
-func goroutines(k *kubetest.Kubectl, c component, pod string) int {
+// readMetrics fills the figures the process exports itself (go_goroutines
+// and go_memstats_heap_inuse_bytes) from the pod's /metrics, read through
+// the apiserver's pod proxy; they stay -1 if it does not export them.
+func readMetrics(k *kubetest.Kubectl, c component, pod string, u *usage) {
+	u.Goroutines, u.Heap = -1, -1
 	out, err := k.Run("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", c.ns, pod, c.port))
 	if err != nil {
-		return -1
+		return
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(l, "go_goroutines "); ok {
-			if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				return int(n)
-			}
+		name, v, ok := strings.Cut(l, " ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "go_goroutines":
+			u.Goroutines = int(n)
+		case "go_memstats_heap_inuse_bytes":
+			u.Heap = int64(n)
 		}
 	}
-	return -1
 }
