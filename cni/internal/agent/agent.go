@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -242,6 +243,9 @@ func (a *Agent) Run(ctx context.Context, pluginLn net.Listener) error {
 	pods := cache.NewSharedIndexInformer(a.cfg.Kube.PodsOnNode(a.cfg.NodeName), &corev1.Pod{}, 0,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	nss := cache.NewSharedIndexInformer(a.cfg.Kube.Namespaces(), &corev1.Namespace{}, 0, cache.Indexers{})
+	if err := errors.Join(pods.SetTransform(trimPod), nss.SetTransform(trimNamespace)); err != nil {
+		return err
+	}
 	a.podLister = listersv1.NewPodLister(pods.GetIndexer())
 	a.nsLister = listersv1.NewNamespaceLister(nss.GetIndexer())
 
@@ -320,6 +324,50 @@ func (a *Agent) processNext(ctx context.Context) bool {
 	a.countEvent("success")
 	a.queue.Forget(key)
 	return true
+}
+
+// lastApplied is kubectl's copy of the object as applied, often its
+// largest annotation.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimPod keeps, of a pod the informer caches, only what the agent reads
+// (here and in mesh.Decide): specs, statuses and managed fields are most
+// of a pod and none of them is needed.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	p.ObjectMeta = trimMeta(p.ObjectMeta)
+	p.Spec = corev1.PodSpec{
+		NodeName:           p.Spec.NodeName,
+		HostNetwork:        p.Spec.HostNetwork,
+		ServiceAccountName: p.Spec.ServiceAccountName,
+	}
+	p.Status = corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs}
+	return p, nil
+}
+
+// trimNamespace keeps a namespace's name and labels.
+func trimNamespace(obj any) (any, error) {
+	n, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return obj, nil
+	}
+	*n = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels,
+	}}
+	return n, nil
+}
+
+// trimMeta keeps what identifies an object, its labels and annotations
+// (the informer hands over a fresh object, so they may be changed in place).
+func trimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
+	delete(m.Annotations, lastApplied)
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Labels: m.Labels, Annotations: m.Annotations, DeletionTimestamp: m.DeletionTimestamp,
+	}
 }
 
 func podIPs(p *corev1.Pod) []netip.Addr {
