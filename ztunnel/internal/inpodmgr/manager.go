@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -51,6 +52,8 @@ type Manager struct {
 	mu     sync.Mutex
 	pods   map[string]*pod
 	synced chan struct{}
+
+	migrateWarned atomic.Bool
 }
 
 type pod struct {
@@ -116,7 +119,11 @@ func (m *Manager) AddWorkload(ctx context.Context, w zds.Workload, netns *os.Fil
 	// to the other listener of the SO_REUSEPORT group (a replacement
 	// ztunnel) instead of resetting them.
 	if err := ns.Do(enableRequestMigration); err != nil {
-		m.log.Warn("cannot enable tcp_migrate_req; a ztunnel restart may reset pending connections", "pod", cfg.Name, "err", err)
+		level := slog.LevelDebug
+		if m.migrateWarned.CompareAndSwap(false, true) {
+			level = slog.LevelWarn // once: it is the same for every pod
+		}
+		m.log.Log(m.base, level, "cannot enable tcp_migrate_req; a ztunnel restart may reset pending connections", "pod", cfg.Name, "err", err)
 	}
 	inst, err := m.cfg.Proxy.Start(cfg)
 	if err != nil {
@@ -220,7 +227,13 @@ func (m *Manager) Dump() []PodDump {
 }
 
 // enableRequestMigration sets net.ipv4.tcp_migrate_req in the current
-// thread's network namespace.
+// thread's network namespace, unless it is set already: the node agent
+// sets it when it installs the pod's rules, and ztunnel's /proc/sys is
+// usually read-only.
 func enableRequestMigration() error {
-	return os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte("1"), 0o644)
+	const path = "/proc/sys/net/ipv4/tcp_migrate_req"
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	return os.WriteFile(path, []byte("1"), 0o644)
 }
