@@ -28,6 +28,9 @@ KUBE_SVC_IP=10.96.0.1
 DNS_SVC_IP=10.96.0.10
 CLUSTER_CIDR=10.244.0.0/16
 CLUSTER_DOMAIN=cluster.local
+# Pods a node runs: make bench-footprint keeps 100 of its own per node and
+# replaces them while others start; a node's /24 has room for 253.
+MAX_PODS=200
 
 node_ip() { echo "10.200.0.$((10 + $1))"; }
 node_cidr() { echo "10.244.$1.0/24"; }

@@ -53,7 +53,7 @@ step "skiff-images tool"
 
 # -------------------------------------------------------------- idempotency
 healthy() {
-	[[ -f "$SKIFF_STATE/shape" && "$(cat "$SKIFF_STATE/shape")" == "nodes=$SKIFF_NODES k8s=$K8S_VERSION" ]] || return 1
+	[[ -f "$SKIFF_STATE/shape" && "$(cat "$SKIFF_STATE/shape")" == "nodes=$SKIFF_NODES k8s=$K8S_VERSION maxpods=$MAX_PODS" ]] || return 1
 	local f
 	for f in "$SKIFF_STATE"/pids/*; do
 		[[ -f "$f" && -d "/proc/$(cat "$f")" ]] || return 1
@@ -77,7 +77,7 @@ if [[ -d "$SKIFF_STATE" ]]; then
 fi
 
 mkdir -p "$SKIFF_STATE"/{pids,logs,pki,bin,etcd}
-echo "nodes=$SKIFF_NODES k8s=$K8S_VERSION" >"$SKIFF_STATE/shape.pending"
+echo "nodes=$SKIFF_NODES k8s=$K8S_VERSION maxpods=$MAX_PODS" >"$SKIFF_STATE/shape.pending"
 ln -sf "$KUBECTL" "$SKIFF_STATE/bin/kubectl"
 
 # start NAME CMD...: run CMD as a daemon (own session), log to logs/NAME.log,
@@ -369,7 +369,7 @@ evictionHard:
   nodefs.available: "1%"
   nodefs.inodesFree: "1%"
   imagefs.available: "1%"
-maxPods: 110
+maxPods: $MAX_PODS
 EOF
 	cat >"$nd/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
