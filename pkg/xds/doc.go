@@ -20,6 +20,12 @@
 // server resends only what changed while it was away. Ready closes only
 // once every type holds a complete state: after a rejected response, not
 // before what it held has arrived in accepted ones.
+//
+// The client's own messages are a wire-compatible subset of Envoy's delta
+// xDS messages (proto/skiff/xds/discovery.proto, package
+// skiff.xds.discovery), on Envoy's method path, so that ztunnel and the
+// waypoint need not link go-control-plane and its envoy protos; the server
+// side may use go-control-plane's, as istiod-lite does.
 package xds
 
 // Type URLs of the resources istiod-lite serves.
