@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/meshstate/xdssource"
@@ -163,12 +163,20 @@ func (s sizes) HandleRPC(_ context.Context, st stats.RPCStats) {
 	if !ok {
 		return
 	}
-	resp, ok := in.Payload.(*discoveryv3.DeltaDiscoveryResponse)
+	// The client decodes into pkg/xds's own wire-compatible messages, not
+	// go-control-plane's: read the fields by name.
+	msg, ok := in.Payload.(proto.Message)
 	if !ok {
 		return
 	}
+	m := msg.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	typeURL, resources := fields.ByName("type_url"), fields.ByName("resources")
+	if m.Descriptor().Name() != "DeltaDiscoveryResponse" || typeURL == nil || resources == nil {
+		return
+	}
 	s.z.mu.Lock()
-	s.z.responses = append(s.z.responses, response{typeURL: resp.GetTypeUrl(), resources: len(resp.GetResources()), bytes: in.WireLength})
+	s.z.responses = append(s.z.responses, response{typeURL: m.Get(typeURL).String(), resources: m.Get(resources).List().Len(), bytes: in.WireLength})
 	s.z.mu.Unlock()
 }
 
