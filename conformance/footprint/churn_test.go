@@ -19,7 +19,8 @@ type churnResult struct {
 
 // churn runs the echo app in the mesh with a load pod on every node
 // sending it requests (a new connection each), and for d deletes, every
-// churnEvery, the oldest pause pod of each node and the oldest echo pod.
+// churnEvery, the oldest pause pod of each node and, when all echo pods
+// are ready, the oldest of them.
 func churn(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Duration) churnResult {
 	t.Helper()
 	r := churnResult{d: d}
@@ -44,7 +45,12 @@ func churn(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Duration) c
 	defer tick.Stop()
 	for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
 		victims := oldest(k, "app=pause", "{.metadata.labels.node}")
-		victims = append(victims, oldest(k, "app=echo", "echo")...)
+		// An echo pod goes only while all of them are ready: deleting
+		// faster than the node starts them would leave the Service without
+		// endpoints, and measure the node rather than the mesh.
+		if allReady(k, "app=echo", 2*len(nodes)) {
+			victims = append(victims, oldest(k, "app=echo", "echo")...)
+		}
 		if len(victims) == 0 {
 			continue
 		}
@@ -78,4 +84,24 @@ func oldest(k *kubetest.Kubectl, selector, group string) []string {
 		names = append(names, f[0])
 	}
 	return names
+}
+
+// allReady reports whether want pods of the namespace match selector, all
+// ready and none terminating.
+func allReady(k *kubetest.Kubectl, selector string, want int) bool {
+	out, err := k.Run("-n", ns, "get", "pods", "-l", selector, "-o",
+		`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}`)
+	if err != nil {
+		return false
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 1 && f[0] == "True" {
+			n++
+		} else if len(f) > 0 {
+			return false
+		}
+	}
+	return n == want
 }

@@ -54,7 +54,7 @@ func TestFootprint(t *testing.T) {
 		k.Apply(pauseDeployment(i+1, node))
 	}
 
-	r := &report{nodes: nodes}
+	r := &report{nodes: nodes, settle: settle(t)}
 	for _, n := range podCounts {
 		scalePause(t, k, nodes, n)
 		r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods", n), figures: measure(t, k)})
@@ -176,11 +176,28 @@ func enrolled(t *testing.T, k *kubetest.Kubectl, node string) int {
 	return -1
 }
 
-// measure takes every Skiff process's figures: the median of a few
-// samples, so that one GC cycle does not decide them. Keys are
-// "component node".
+// settle is how long measure lets the processes idle first: longer than
+// the Go runtime's forced GC period (2 minutes), so that memory freed by
+// the work just done has been collected and given back to the kernel, in
+// every phase alike (SKIFF_FOOTPRINT_SETTLE, default 2m10s).
+func settle(t *testing.T) time.Duration {
+	v := os.Getenv("SKIFF_FOOTPRINT_SETTLE")
+	if v == "" {
+		return 130 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		t.Fatalf("SKIFF_FOOTPRINT_SETTLE=%q: want a duration such as 2m10s", v)
+	}
+	return d
+}
+
+// measure takes every Skiff process's figures, after the settle time: the
+// median of a few samples, so that one GC cycle does not decide them. Keys
+// are "component node".
 func measure(t *testing.T, k *kubetest.Kubectl) map[string]usage {
 	t.Helper()
+	time.Sleep(settle(t)) // letting the runtime return memory, not waiting for an event
 	const samples, gap = 5, 4 * time.Second
 	type proc struct {
 		c   component

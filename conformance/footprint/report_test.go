@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // phase is one set of figures, keyed "component node".
@@ -15,6 +16,7 @@ type phase struct {
 // report is what make bench-footprint prints.
 type report struct {
 	nodes  []string
+	settle time.Duration
 	phases []phase
 	churn  churnResult
 }
@@ -57,7 +59,8 @@ func componentIndex(key string) int {
 
 func (r *report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Skiff's cost per node on the local cluster (%d nodes; MiB; pods = enrolled pause pods per node)\n\n", len(r.nodes))
+	fmt.Fprintf(&b, "Skiff's cost per node on the local cluster (%d nodes; MiB; pods = enrolled pause pods per node;\n", len(r.nodes))
+	fmt.Fprintf(&b, "each figure the median of 5 samples taken after %s idle)\n\n", r.settle)
 	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
