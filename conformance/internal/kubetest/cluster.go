@@ -185,12 +185,28 @@ func (k *Kubectl) PortForward(t *testing.T, ns, pod string, port int) string {
 	}
 }
 
-// SetUp is the set-up of a suite's TestMain: it brings the local cluster
-// up (or reuses it), loads this checkout's test images (a comma-separated
-// list for skiff-images -only) and Skiff's images into its nodes, and
-// installs Skiff from its charts. repo is the repository's root; progress
-// goes to stderr, prefixed with suite.
-func SetUp(suite, repo, images string) error {
+// Main is a suite's TestMain. With SKIFF_E2E=1, as root, it first brings
+// the local cluster up (or reuses it), loads this checkout's test images
+// (a comma-separated list for skiff-images -only) and Skiff's images into
+// its nodes, and installs Skiff from its charts, once for all the suite's
+// tests; SKIFF_REUSE_INSTALL=1 skips that and uses the cluster and Skiff
+// as they are. Progress goes to stderr, prefixed with suite. The suite's
+// package is two directories below the repository's root.
+func Main(m *testing.M, suite, images string) {
+	if os.Getenv("SKIFF_E2E") == "1" && os.Geteuid() == 0 && os.Getenv("SKIFF_REUSE_INSTALL") != "1" {
+		if err := setUp(suite, images); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: set-up: %v\n", suite, err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func setUp(suite, images string) error {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		return err
+	}
 	for _, step := range [][]string{
 		{"conformance/cluster/up.sh"},
 		{"go", "run", "./conformance/cmd/skiff-images", "-only", images},
