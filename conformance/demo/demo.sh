@@ -155,22 +155,27 @@ awk '{printf "  %s %-11s %d x %s -> %s  %s\n", $1, $2, $3, $4, $6, $7}' <<<"$ope
 read -r total mtls < <(awk '$2 == "destination" {all += $3; if ($7 == "mutual_tls") m += $3} END {print all + 0, m + 0}' <<<"$opened")
 row "Mutual TLS (ztunnel, SPIFFE)" "$mtls of $total connections of step 5 were mutual_tls"
 
-say "7. On the wire between the nodes: only TLS on port 15008"
-show "node-exec.sh 2 tcpdump -i eth0 -A 'tcp port 15008'   (while the client sends GET /secret-path)"
+say "7. On the wire between the nodes: only TLS on port 15008 (HBONE over TCP, or over QUIC on UDP)"
+show "node-exec.sh 2 tcpdump -i eth0 -A 'port 15008'   (while the client sends GET /secret-path)"
 cap="$(mktemp)" caplog="$(mktemp)"
-"$cluster/node-exec.sh" 2 timeout 5 tcpdump -i eth0 -nn -A -s0 'tcp port 15008' >"$cap" 2>"$caplog" &
+"$cluster/node-exec.sh" 2 timeout 5 tcpdump -i eth0 -nn -A -s0 'port 15008' >"$cap" 2>"$caplog" &
 tcpdump_pid=$!
 until_out 10 'listening on' cat "$caplog" >/dev/null
 echo2="$(k -n demo get pods -l app=echo -o jsonpath='{range .items[*]}{.status.podIP} {.spec.nodeName}{"\n"}{end}' | awk '$2=="skiff-node2"{print $1; exit}')"
 exec_client demo "http://$echo2:8080/secret-path" >/dev/null
 wait "$tcpdump_pid" || true
-packets="$(count ' IP ' <"$cap")"
+tcp="$(count ' IP .*: Flags ' <"$cap")"
+udp="$(count ' IP .*: UDP' <"$cap")"
+packets=$((tcp + udp))
 if grep -q 'secret-path' "$cap"; then
 	echo "  UNEXPECTED: the request was visible in clear text"
 	row "Encrypted wire (HBONE, 15008)" "UNEXPECTED: the request path was in clear text"
+elif [[ "$packets" -eq 0 ]]; then
+	echo "  UNEXPECTED: no packet on port 15008 between the nodes"
+	row "Encrypted wire (HBONE, 15008)" "UNEXPECTED: nothing captured on port 15008"
 else
-	echo "  $packets packets on port 15008, the request path nowhere in them: encrypted."
-	row "Encrypted wire (HBONE, 15008)" "$packets packets captured, the request path in none"
+	echo "  $packets packets on port 15008 ($tcp TCP, $udp UDP: QUIC), the request path nowhere in them: encrypted."
+	row "Encrypted wire (HBONE, 15008)" "$packets packets captured ($tcp TCP, $udp QUIC), the request path in none"
 fi
 rm -f "$cap" "$caplog"
 
