@@ -23,7 +23,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
-	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
+	"github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
 // Resource is one named, versioned resource as last accepted.
@@ -87,7 +87,7 @@ type ClientOptions struct {
 // Client is a delta ADS client. Run drives it; State reads what it accepted.
 type Client struct {
 	opts ClientOptions
-	node *discoveryv3.Node
+	node *discoveryapi.Node
 	conn *grpc.ClientConn
 	log  *slog.Logger
 
@@ -190,8 +190,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 }
 
 // node is the Node sent with a stream's first request.
-func node(id string, metadata map[string]string) *discoveryv3.Node {
-	n := &discoveryv3.Node{Id: id}
+func node(id string, metadata map[string]string) *discoveryapi.Node {
+	n := &discoveryapi.Node{Id: id}
 	if len(metadata) > 0 {
 		n.Metadata = &structpb.Struct{Fields: make(map[string]*structpb.Value, len(metadata))}
 		for k, v := range metadata {
@@ -273,7 +273,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	for i, s := range c.opts.Subscriptions {
 		subs[s.TypeURL] = s
 		first[s.TypeURL] = true
-		req := &discoveryv3.DeltaDiscoveryRequest{
+		req := &discoveryapi.DeltaDiscoveryRequest{
 			TypeUrl:                 s.TypeURL,
 			ResourceNamesSubscribe:  s.Names,
 			InitialResourceVersions: c.versions(s.TypeURL),
@@ -289,7 +289,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		}
 	}
 	for {
-		resp := &discoveryv3.DeltaDiscoveryResponse{}
+		resp := &discoveryapi.DeltaDiscoveryResponse{}
 		if err := stream.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("server closed the stream")
@@ -297,7 +297,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			return progressed, err
 		}
 		progressed = true
-		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		ack := &discoveryapi.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		sub, ok := subs[resp.GetTypeUrl()]
 		if !ok {
 			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: "type not subscribed: " + resp.GetTypeUrl()}
@@ -330,7 +330,7 @@ func (c *Client) versions(typeURL string) map[string]string {
 }
 
 // apply checks a response, hands it to the subscription, and records it.
-func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryResponse) error {
+func (c *Client) apply(sub Subscription, resp *discoveryapi.DeltaDiscoveryResponse) error {
 	d := Delta{TypeURL: resp.GetTypeUrl(), Removed: resp.GetRemovedResources(), Updated: make([]Resource, 0, len(resp.GetResources()))}
 	names := make(map[string]bool, len(resp.GetResources()))
 	for _, r := range resp.GetResources() {
@@ -374,7 +374,7 @@ func (c *Client) apply(sub Subscription, resp *discoveryv3.DeltaDiscoveryRespons
 // is rejected, the state lacks what the rejected response held until
 // accepted responses have carried each of those names again (updated or
 // removed).
-func (c *Client) track(resp *discoveryv3.DeltaDiscoveryResponse, first, accepted bool) {
+func (c *Client) track(resp *discoveryapi.DeltaDiscoveryResponse, first, accepted bool) {
 	typeURL := resp.GetTypeUrl()
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
+	"github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
 // Field numbers of the messages the fast decoder reads.
@@ -32,7 +32,7 @@ const (
 // must not change afterwards) and strings share one copy of it, so a decoded
 // resource keeps its whole response alive. A full state of thousands of
 // resources decodes about twice as fast as with reflection.
-func decodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
+func decodeDeltaResponse(b []byte) (*discoveryapi.DeltaDiscoveryResponse, error) {
 	// Two passes: count the resources, so that they and their bodies are
 	// allocated in two slabs; then decode, taking every string as a
 	// substring of one copy of the message.
@@ -47,10 +47,10 @@ func decodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) 
 		}
 		rest = r
 	}
-	d := &decoder{buf: b, str: string(b), res: make([]discoveryv3.Resource, n), anys: make([]anypb.Any, n)}
-	resp := &discoveryv3.DeltaDiscoveryResponse{}
+	d := &decoder{buf: b, str: string(b), res: make([]discoveryapi.Resource, n), anys: make([]anypb.Any, n)}
+	resp := &discoveryapi.DeltaDiscoveryResponse{}
 	if n > 0 {
-		resp.Resources = make([]*discoveryv3.Resource, 0, n)
+		resp.Resources = make([]*discoveryapi.Resource, 0, n)
 	}
 	for rest := b; len(rest) > 0; {
 		num, v, r, err := nextField(rest, func(n protowire.Number) bool {
@@ -86,7 +86,7 @@ func decodeDeltaResponse(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) 
 type decoder struct {
 	buf  []byte
 	str  string // buf as a string: names and versions are substrings of it
-	res  []discoveryv3.Resource
+	res  []discoveryapi.Resource
 	anys []anypb.Any
 }
 
@@ -94,7 +94,7 @@ type decoder struct {
 func (d *decoder) string(off int, v []byte) string { return d.str[off : off+len(v)] }
 
 // resource decodes the Resource v, which starts at off in the message.
-func (d *decoder) resource(off int, b []byte) (*discoveryv3.Resource, error) {
+func (d *decoder) resource(off int, b []byte) (*discoveryapi.Resource, error) {
 	r := &d.res[0]
 	d.res = d.res[1:]
 	for rest := b; len(rest) > 0; {
@@ -184,7 +184,7 @@ var protoCodec = encoding.GetCodecV2("proto")
 func (clientCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
 
 func (clientCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if resp, ok := v.(*discoveryv3.DeltaDiscoveryResponse); ok {
+	if resp, ok := v.(*discoveryapi.DeltaDiscoveryResponse); ok {
 		// Materialize copies out of gRPC's pooled buffers, which are
 		// reused after this returns; the resources may then alias the copy.
 		d, err := decodeDeltaResponse(data.Materialize())

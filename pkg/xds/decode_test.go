@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
+	"github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
 )
 
@@ -30,14 +30,14 @@ func sampleResponse(tb testing.TB, n int) []byte {
 
 // reference decodes with reflection (the codec's path for every other
 // message) and keeps only the fields the fast decoder reads.
-func reference(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
-	var full discoveryv3.DeltaDiscoveryResponse
+func reference(b []byte) (*discoveryapi.DeltaDiscoveryResponse, error) {
+	var full discoveryapi.DeltaDiscoveryResponse
 	if err := proto.Unmarshal(b, &full); err != nil {
 		return nil, err
 	}
-	out := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: full.TypeUrl, Nonce: full.Nonce, SystemVersionInfo: full.SystemVersionInfo, RemovedResources: full.RemovedResources}
+	out := &discoveryapi.DeltaDiscoveryResponse{TypeUrl: full.TypeUrl, Nonce: full.Nonce, SystemVersionInfo: full.SystemVersionInfo, RemovedResources: full.RemovedResources}
 	for _, r := range full.Resources {
-		rr := &discoveryv3.Resource{Name: r.Name, Version: r.Version}
+		rr := &discoveryapi.Resource{Name: r.Name, Version: r.Version}
 		if r.Resource != nil {
 			rr.Resource = &anypb.Any{TypeUrl: r.Resource.TypeUrl, Value: r.Resource.Value}
 		}
@@ -47,14 +47,14 @@ func reference(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
 }
 
 // referenceEnvoy is reference with go-control-plane's complete message.
-func referenceEnvoy(b []byte) (*discoveryv3.DeltaDiscoveryResponse, error) {
+func referenceEnvoy(b []byte) (*discoveryapi.DeltaDiscoveryResponse, error) {
 	var full envoydiscovery.DeltaDiscoveryResponse
 	if err := proto.Unmarshal(b, &full); err != nil {
 		return nil, err
 	}
-	out := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: full.TypeUrl, Nonce: full.Nonce, SystemVersionInfo: full.SystemVersionInfo, RemovedResources: full.RemovedResources}
+	out := &discoveryapi.DeltaDiscoveryResponse{TypeUrl: full.TypeUrl, Nonce: full.Nonce, SystemVersionInfo: full.SystemVersionInfo, RemovedResources: full.RemovedResources}
 	for _, r := range full.Resources {
-		rr := &discoveryv3.Resource{Name: r.Name, Version: r.Version}
+		rr := &discoveryapi.Resource{Name: r.Name, Version: r.Version}
 		if r.Resource != nil {
 			rr.Resource = &anypb.Any{TypeUrl: r.Resource.TypeUrl, Value: r.Resource.Value}
 		}
@@ -69,7 +69,7 @@ func TestDecodeMatchesReflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ref := range []func([]byte) (*discoveryv3.DeltaDiscoveryResponse, error){reference, referenceEnvoy} {
+	for _, ref := range []func([]byte) (*discoveryapi.DeltaDiscoveryResponse, error){reference, referenceEnvoy} {
 		want, err := ref(b)
 		if err != nil {
 			t.Fatal(err)
@@ -127,7 +127,7 @@ func BenchmarkDecode(b *testing.B) {
 	})
 	b.Run("reflection", func(b *testing.B) {
 		for b.Loop() {
-			var r discoveryv3.DeltaDiscoveryResponse
+			var r discoveryapi.DeltaDiscoveryResponse
 			if err := proto.Unmarshal(data, &r); err != nil {
 				b.Fatal(err)
 			}

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	discoveryv3 "github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
+	"github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
 // The client's own delta xDS messages (discoveryapi) must be Envoy's on the
@@ -40,10 +40,10 @@ func TestWireDescriptorsMatchEnvoy(t *testing.T) {
 	pairs := []struct {
 		mine, envoy protoreflect.MessageDescriptor
 	}{
-		{(&discoveryv3.Node{}).ProtoReflect().Descriptor(), (&corev3.Node{}).ProtoReflect().Descriptor()},
-		{(&discoveryv3.DeltaDiscoveryRequest{}).ProtoReflect().Descriptor(), (&envoydiscovery.DeltaDiscoveryRequest{}).ProtoReflect().Descriptor()},
-		{(&discoveryv3.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor(), (&envoydiscovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor()},
-		{(&discoveryv3.Resource{}).ProtoReflect().Descriptor(), (&envoydiscovery.Resource{}).ProtoReflect().Descriptor()},
+		{(&discoveryapi.Node{}).ProtoReflect().Descriptor(), (&corev3.Node{}).ProtoReflect().Descriptor()},
+		{(&discoveryapi.DeltaDiscoveryRequest{}).ProtoReflect().Descriptor(), (&envoydiscovery.DeltaDiscoveryRequest{}).ProtoReflect().Descriptor()},
+		{(&discoveryapi.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor(), (&envoydiscovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor()},
+		{(&discoveryapi.Resource{}).ProtoReflect().Descriptor(), (&envoydiscovery.Resource{}).ProtoReflect().Descriptor()},
 	}
 	if len(pairs) != len(envoyName) {
 		t.Fatal("a message of envoyName is not checked")
@@ -98,8 +98,8 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 func TestWireRequestIsEnvoys(t *testing.T) {
 	detail, _ := anypb.New(&structpb.Struct{})
 	meta := &structpb.Struct{Fields: map[string]*structpb.Value{"NODE_NAME": structpb.NewStringValue("n1"), "CLUSTER_ID": structpb.NewStringValue("Kubernetes")}}
-	mine := &discoveryv3.DeltaDiscoveryRequest{
-		Node:                    &discoveryv3.Node{Id: "ztunnel~n1", Metadata: meta},
+	mine := &discoveryapi.DeltaDiscoveryRequest{
+		Node:                    &discoveryapi.Node{Id: "ztunnel~n1", Metadata: meta},
 		TypeUrl:                 AddressType,
 		ResourceNamesSubscribe:  []string{"*", "ns/a"},
 		InitialResourceVersions: map[string]string{"a": "1", "b": "2"},
@@ -114,21 +114,21 @@ func TestWireRequestIsEnvoys(t *testing.T) {
 		ResponseNonce:           "7",
 		ErrorDetail:             &status.Status{Code: 3, Message: "bad", Details: []*anypb.Any{detail}},
 	}
-	sameWire(t, mine, envoy, &envoydiscovery.DeltaDiscoveryRequest{}, &discoveryv3.DeltaDiscoveryRequest{})
+	sameWire(t, mine, envoy, &envoydiscovery.DeltaDiscoveryRequest{}, &discoveryapi.DeltaDiscoveryRequest{})
 }
 
 // TestWireResponseIsEnvoys: the same for a response, both ways.
 func TestWireResponseIsEnvoys(t *testing.T) {
 	body := &anypb.Any{TypeUrl: AddressType, Value: []byte{0x0a, 0x00}}
-	mine := &discoveryv3.DeltaDiscoveryResponse{
+	mine := &discoveryapi.DeltaDiscoveryResponse{
 		SystemVersionInfo: "9", TypeUrl: AddressType, Nonce: "9-1", RemovedResources: []string{"gone", "too"},
-		Resources: []*discoveryv3.Resource{{Name: "a", Version: "1", Resource: body}, {Name: "b", Version: "2", Resource: body}},
+		Resources: []*discoveryapi.Resource{{Name: "a", Version: "1", Resource: body}, {Name: "b", Version: "2", Resource: body}},
 	}
 	envoy := &envoydiscovery.DeltaDiscoveryResponse{
 		SystemVersionInfo: "9", TypeUrl: AddressType, Nonce: "9-1", RemovedResources: []string{"gone", "too"},
 		Resources: []*envoydiscovery.Resource{{Name: "a", Version: "1", Resource: body}, {Name: "b", Version: "2", Resource: body}},
 	}
-	sameWire(t, mine, envoy, &envoydiscovery.DeltaDiscoveryResponse{}, &discoveryv3.DeltaDiscoveryResponse{})
+	sameWire(t, mine, envoy, &envoydiscovery.DeltaDiscoveryResponse{}, &discoveryapi.DeltaDiscoveryResponse{})
 }
 
 // sameWire checks that mine and envoy, the same message in the two sets of
@@ -176,8 +176,8 @@ func TestWireKeepsEnvoyOnlyFields(t *testing.T) {
 		ResourceNamesUnsubscribe: []string{"old"},
 	}
 	for _, c := range []struct{ envoy, mine, back proto.Message }{
-		{resp, &discoveryv3.DeltaDiscoveryResponse{}, &envoydiscovery.DeltaDiscoveryResponse{}},
-		{req, &discoveryv3.DeltaDiscoveryRequest{}, &envoydiscovery.DeltaDiscoveryRequest{}},
+		{resp, &discoveryapi.DeltaDiscoveryResponse{}, &envoydiscovery.DeltaDiscoveryResponse{}},
+		{req, &discoveryapi.DeltaDiscoveryRequest{}, &envoydiscovery.DeltaDiscoveryRequest{}},
 	} {
 		b, err := proto.Marshal(c.envoy)
 		if err != nil {
