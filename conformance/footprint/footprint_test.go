@@ -2,6 +2,7 @@ package footprint
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -54,9 +55,15 @@ func TestFootprint(t *testing.T) {
 		k.Apply(pauseDeployment(i+1, node))
 	}
 
-	r := &report{nodes: nodes, settle: settle(t)}
+	// Pods of other namespaces in the mesh (make demo's, say) stay as they
+	// are; they are counted once here and reported.
+	others := map[string]int{}
+	for _, node := range nodes {
+		others[node] = enrolled(t, k, node)
+	}
+	r := &report{nodes: nodes, settle: settle(t), others: others}
 	for _, n := range podCounts {
-		scalePause(t, k, nodes, n)
+		scalePause(t, k, nodes, others, n)
 		r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods", n), figures: measure(t, k)})
 	}
 
@@ -65,7 +72,7 @@ func TestFootprint(t *testing.T) {
 	// Back to the same pods as before the churn: 100 pause pods per node.
 	k.Must("-n", ns, "delete", "deployment", "echo", "--wait=true", "--timeout=300s")
 	k.Must("-n", ns, "delete", "pods", "-l", "app=load", "--wait=true", "--timeout=300s")
-	scalePause(t, k, nodes, podCounts[len(podCounts)-1])
+	scalePause(t, k, nodes, others, podCounts[len(podCounts)-1])
 	r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods after %s churn", podCounts[len(podCounts)-1], d), figures: measure(t, k)})
 
 	out := r.String()
@@ -108,8 +115,9 @@ spec:
 }
 
 // scalePause sets every node's pause Deployment to n pods and waits until
-// the node agents report exactly the namespace's running pods as enrolled.
-func scalePause(t *testing.T, k *kubetest.Kubectl, nodes []string, n int) {
+// the node agents report exactly the namespace's running pods as enrolled,
+// beside the others already there.
+func scalePause(t *testing.T, k *kubetest.Kubectl, nodes []string, others map[string]int, n int) {
 	t.Helper()
 	start := time.Now()
 	for i := range nodes {
@@ -118,17 +126,18 @@ func scalePause(t *testing.T, k *kubetest.Kubectl, nodes []string, n int) {
 	for i := range nodes {
 		k.Must("-n", ns, "rollout", "status", fmt.Sprintf("deployment/pause-%d", i+1), "--timeout=15m")
 	}
-	waitEnrolled(t, k, nodes, 10*time.Minute)
+	waitEnrolled(t, k, nodes, others, 10*time.Minute)
 	fmt.Fprintf(os.Stderr, "footprint: %d pause pods per node enrolled (%.0fs)\n", n, time.Since(start).Seconds())
 }
 
 // waitEnrolled waits until each node's agent counts as enrolled exactly
-// the pods of the namespace on that node, and no pod of it is terminating.
-func waitEnrolled(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Duration) {
+// the pods of the namespace running on that node plus others[node], and no
+// pod of the namespace is terminating.
+func waitEnrolled(t *testing.T, k *kubetest.Kubectl, nodes []string, others map[string]int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		want := map[string]int{}
+		want := maps.Clone(others)
 		terminating := 0
 		out := k.Must("-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}`)
 		for _, l := range strings.Split(out, "\n") {
@@ -143,7 +152,7 @@ func waitEnrolled(t *testing.T, k *kubetest.Kubectl, nodes []string, d time.Dura
 		var off []string
 		for _, node := range nodes {
 			if got := enrolled(t, k, node); got != want[node] {
-				off = append(off, fmt.Sprintf("%s: %d enrolled, %d running", node, got, want[node]))
+				off = append(off, fmt.Sprintf("%s: %d enrolled, want %d (%d of other namespaces)", node, got, want[node], others[node]))
 			}
 		}
 		if terminating > 0 {

@@ -17,6 +17,7 @@ type phase struct {
 type report struct {
 	nodes  []string
 	settle time.Duration
+	others map[string]int // pods of other namespaces enrolled throughout
 	phases []phase
 	churn  churnResult
 }
@@ -60,7 +61,13 @@ func componentIndex(key string) int {
 func (r *report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Skiff's cost per node on the local cluster (%d nodes; MiB; pods = enrolled pause pods per node;\n", len(r.nodes))
-	fmt.Fprintf(&b, "each figure the median of 5 samples taken after %s idle)\n\n", r.settle)
+	fmt.Fprintf(&b, "each figure the median of 5 samples taken after %s idle)\n", r.settle)
+	for _, node := range r.nodes {
+		if n := r.others[node]; n > 0 {
+			fmt.Fprintf(&b, "%s also had %d enrolled pods of other namespaces throughout\n", node, n)
+		}
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
