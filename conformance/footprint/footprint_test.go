@@ -41,8 +41,8 @@ const churnEvery = 5 * time.Second
 // node agent and istiod-lite, at 0, 10 and 100 enrolled pods per node and
 // again after pods were replaced under traffic for a while. The report
 // goes to SKIFF_FOOTPRINT_REPORT (make bench-footprint prints it). It
-// fails only on a handle leak: more network-namespace handles after the
-// churn than before it, with the same pods.
+// fails only on a leak: more file descriptors, network-namespace handles
+// or goroutines after the churn than before it, with the same pods.
 func TestFootprint(t *testing.T) {
 	kubetest.RequireE2E(t)
 	k := kubetest.New(t)
@@ -83,9 +83,22 @@ func TestFootprint(t *testing.T) {
 		}
 	}
 	before, after := r.phases[len(r.phases)-2], r.phases[len(r.phases)-1]
+	// Handles come back exactly; a goroutine or two may be in flight
+	// (a timer's, a scrape's) when a sample is taken.
+	const goroutineSlack = 2
 	for key, a := range after.figures {
-		if b, ok := before.figures[key]; ok && a.NetNS > b.NetNS {
+		b, ok := before.figures[key]
+		if !ok {
+			continue
+		}
+		if a.NetNS > b.NetNS {
 			t.Errorf("%s holds %d network-namespace handles after the churn, %d before it, with the same pods", key, a.NetNS, b.NetNS)
+		}
+		if a.FDs > b.FDs {
+			t.Errorf("%s holds %d file descriptors after the churn, %d before it, with the same pods", key, a.FDs, b.FDs)
+		}
+		if b.Goroutines >= 0 && a.Goroutines > b.Goroutines+goroutineSlack {
+			t.Errorf("%s runs %d goroutines after the churn, %d before it, with the same pods", key, a.Goroutines, b.Goroutines)
 		}
 	}
 }
@@ -171,18 +184,12 @@ func waitEnrolled(t *testing.T, k *kubetest.Kubectl, nodes []string, others map[
 // enrolled is skiff_cni_pods_enrolled of the node agent on node.
 func enrolled(t *testing.T, k *kubetest.Kubectl, node string) int {
 	t.Helper()
-	pod := k.PodOn(t, "istio-system", "app=istio-cni-node", node)
-	out, err := k.Run("get", "--raw", "/api/v1/namespaces/istio-system/pods/"+pod+":15014/proxy/metrics")
-	if err != nil {
+	c := cniAgent
+	v, ok := scrape(k, c.ns, k.PodOn(t, c.ns, c.selector, node), c.port)["skiff_cni_pods_enrolled"]
+	if !ok {
 		return -1
 	}
-	for _, l := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(l, "skiff_cni_pods_enrolled "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(n)
-		}
-	}
-	return -1
+	return int(v)
 }
 
 // settle is how long measure lets the processes idle first: longer than

@@ -22,11 +22,14 @@ type component struct {
 	port     int // its /metrics port, for go_goroutines
 }
 
-var components = []component{
-	{"ztunnel", "istio-system", "app=ztunnel", 15020},
-	{"cni-agent", "istio-system", "app=istio-cni-node", 15014},
-	{"istiod-lite", "istio-system", "app=istiod", 15014},
-}
+var (
+	cniAgent   = component{"cni-agent", "istio-system", "app=istio-cni-node", 15014}
+	components = []component{
+		{"ztunnel", "istio-system", "app=ztunnel", 15020},
+		cniAgent,
+		{"istiod-lite", "istio-system", "app=istiod", 15014},
+	}
+)
 
 // usage is what one container's process costs, read from the host: the
 // local cluster's nodes share its PID namespace.
@@ -144,29 +147,35 @@ func cgroupMemory(proc string) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
 }
 
-// readMetrics fills the figures the process exports itself (go_goroutines
-// and go_memstats_heap_inuse_bytes) from the pod's /metrics, read through
-// the apiserver's pod proxy; they stay -1 if it does not export them.
-func readMetrics(k *kubetest.Kubectl, c component, pod string, u *usage) {
-	u.Goroutines, u.Heap = -1, -1
-	out, err := k.Run("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", c.ns, pod, c.port))
+// scrape reads a pod's /metrics through the apiserver's pod proxy and
+// returns its samples without labels, by name; nil if it cannot.
+func scrape(k *kubetest.Kubectl, ns, pod string, port int) map[string]float64 {
+	out, err := k.Run("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", ns, pod, port))
 	if err != nil {
-		return
+		return nil
 	}
+	samples := map[string]float64{}
 	for _, l := range strings.Split(out, "\n") {
 		name, v, ok := strings.Cut(l, " ")
-		if !ok {
+		if !ok || strings.ContainsAny(name, "{#") {
 			continue
 		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			continue
+		if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			samples[name] = n
 		}
-		switch name {
-		case "go_goroutines":
-			u.Goroutines = int(n)
-		case "go_memstats_heap_inuse_bytes":
-			u.Heap = int64(n)
-		}
+	}
+	return samples
+}
+
+// readMetrics fills the figures the process exports itself (go_goroutines
+// and go_memstats_heap_inuse_bytes); they stay -1 if it does not export them.
+func readMetrics(k *kubetest.Kubectl, c component, pod string, u *usage) {
+	u.Goroutines, u.Heap = -1, -1
+	m := scrape(k, c.ns, pod, c.port)
+	if v, ok := m["go_goroutines"]; ok {
+		u.Goroutines = int(v)
+	}
+	if v, ok := m["go_memstats_heap_inuse_bytes"]; ok {
+		u.Heap = int64(v)
 	}
 }
