@@ -52,6 +52,7 @@ func run() error {
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":15020", "Prometheus /metrics")
 	fs.StringVar(&cfg.ReadinessAddr, "readiness-addr", "READINESS_ADDR", ":15021", "/healthz/ready")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", "DRAIN_DELAY", 5*time.Second, "after SIGTERM, keep accepting tunnels this long while connections drain, until every ztunnel has heard that this waypoint is going away (Istio's terminationDrainDuration)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", "DRAIN_TIMEOUT", 20*time.Second, "how long requests in flight may finish after SIGTERM")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", "CONNECT_TIMEOUT", 10*time.Second, "timeout to open a tunnel to an endpoint")
 	fs.DurationVar(&cfg.DetectTimeout, "protocol-detect-timeout", "PROTOCOL_DETECT_TIMEOUT", 200*time.Millisecond, "wait for a client's first bytes on ports without a declared protocol; silence means a server-first protocol, passed through as TCP")

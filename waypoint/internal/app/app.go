@@ -66,6 +66,12 @@ type Config struct {
 	// and dialed to endpoints that advertise it. Empty means auto.
 	Transport hbone.TransportMode
 
+	// DrainDelay is how long, after SIGTERM, the waypoint keeps
+	// accepting tunnels while its HTTP connections drain: the control
+	// plane takes a moment to tell every ztunnel that it is going away,
+	// and a tunnel refused meanwhile would fail a client's connection.
+	// DrainTimeout then bounds the wait for what is still in flight.
+	DrainDelay     time.Duration
 	DrainTimeout   time.Duration
 	ConnectTimeout time.Duration
 	DetectTimeout  time.Duration
@@ -332,7 +338,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	<-ctx.Done()
 	draining.Store(true)
-	logger.Info("draining", "timeout", cfg.DrainTimeout, "open", px.Open())
+	px.Drain()
+	logger.Info("draining", "delay", cfg.DrainDelay, "timeout", cfg.DrainTimeout, "open", px.Open())
+	if cfg.DrainDelay > 0 {
+		time.Sleep(cfg.DrainDelay)
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	if qs != nil {
 		go qs.Shutdown(dctx)

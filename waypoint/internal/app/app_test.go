@@ -66,7 +66,7 @@ func freeAddr(t *testing.T) string {
 
 // The waypoint in local mode: it starts from a file, serves a request over
 // HBONE, takes an edited file, keeps its configuration over a broken one,
-// and stops cleanly.
+// and drains and stops cleanly.
 func TestLocalMode(t *testing.T) {
 	dir := t.TempDir()
 	td := spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -92,7 +92,7 @@ func TestLocalMode(t *testing.T) {
 		Waypoint: "default/waypoint", TrustDomain: "cluster.local", RootNamespace: "istio-system",
 		LocalConfig: file, CACert: filepath.Join(dir, "ca-cert.pem"), CAKey: filepath.Join(dir, "ca-key.pem"),
 		CertTTL: time.Hour, HBONEAddr: freeAddr(t), ReadinessAddr: freeAddr(t), AdminAddr: freeAddr(t),
-		DrainTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, AccessLog: true,
+		DrainDelay: 5 * time.Second, DrainTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, AccessLog: true,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -187,6 +187,31 @@ func TestLocalMode(t *testing.T) {
 		}
 		return nil
 	})
+
+	// SIGTERM: the waypoint is not ready at once, yet it still serves
+	// new HBONE connections during the drain delay, since ztunnels learn
+	// a moment later that it is going away.
+	cancel()
+	eventually(t, func() error {
+		resp, err := http.Get("http://" + cfg.ReadinessAddr + "/healthz/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("readiness %d while draining, want 503", resp.StatusCode)
+		}
+		return nil
+	})
+	late := clientFor(t, ca, td, cfg.HBONEAddr)
+	resp, err := late.Get("http://10.96.0.10/")
+	if err != nil {
+		t.Fatalf("a new connection during the drain delay: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || !resp.Close {
+		t.Errorf("during the drain delay: status %d, close %v; want 429 (the limit) and Connection: close", resp.StatusCode, resp.Close)
+	}
 }
 
 // clientFor returns an HTTP client whose connections are HBONE tunnels to

@@ -136,17 +136,11 @@ func (cr *connReader) stop() {
 	}
 }
 
-// waitPending waits for a running background read to end, giving it a
-// deadline of d from now (none if d <= 0).
-func (cr *connReader) waitPending(d time.Duration) {
+// waitPending waits for a running background read to end; the caller
+// bounds it with the connection's read deadline.
+func (cr *connReader) waitPending() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if !cr.inRead {
-		return
-	}
-	if d > 0 {
-		cr.conn.SetReadDeadline(time.Now().Add(d))
-	}
 	for cr.inRead {
 		cr.cond.Wait()
 	}

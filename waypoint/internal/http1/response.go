@@ -235,6 +235,9 @@ func (w *response) commitLocked() {
 	default:
 		w.closeAfter = true // an HTTP/1.0 body of unknown length ends with the connection
 	}
+	if !w.switched && !w.closeAfter && sc.isDraining() {
+		w.closeAfter = true
+	}
 	switch {
 	case w.switched:
 	case w.closeAfter:

@@ -46,6 +46,11 @@ type ServerConfig struct {
 	// is seen to go away (including a client that half-closes after its
 	// request, as net/http has it).
 	BaseContext context.Context
+	// Drain, when it ends, starts a graceful close: the request in flight
+	// is answered with "Connection: close", and a connection waiting for
+	// its next request is closed. A server that is going away uses it so
+	// that keep-alive clients move to another before it stops.
+	Drain context.Context
 	// Logger receives debug records of rejected requests and error
 	// records of handler panics (nil: slog.Default()).
 	Logger *slog.Logger
@@ -100,6 +105,10 @@ func Serve(ctx context.Context, c net.Conn, cfg ServerConfig) error {
 		}
 	})
 	defer stop()
+	if cfg.Drain != nil {
+		stopDrain := context.AfterFunc(cfg.Drain, sc.drain)
+		defer stopDrain()
+	}
 	err := sc.serve()
 	sc.cancel()
 	sc.cr.stop()
@@ -133,6 +142,51 @@ type serverConn struct {
 	scratch    [24]byte
 	remoteAddr string
 	hijacked   atomic.Bool
+
+	// mu orders a drain with the wait for the next request: a drain that
+	// comes during the wait ends it, one that comes before prevents it.
+	mu   sync.Mutex
+	idle bool
+}
+
+// drain ends the wait for the next request, if it is under way
+// (ServerConfig.Drain).
+func (sc *serverConn) drain() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.idle {
+		sc.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// isDraining reports whether ServerConfig.Drain has ended: responses
+// then close the connection. It is read directly rather than set by
+// drain, which runs a moment after.
+func (sc *serverConn) isDraining() bool {
+	return sc.cfg.Drain != nil && sc.cfg.Drain.Err() != nil
+}
+
+// awaitNext waits up to IdleTimeout for the next request's first byte. It
+// reports false when there is none: the client closed, went quiet, or the
+// server is draining.
+func (sc *serverConn) awaitNext() bool {
+	sc.mu.Lock()
+	if sc.isDraining() {
+		sc.mu.Unlock()
+		return false
+	}
+	sc.idle = true
+	// The deadline is set here, under mu, so that a drain's deadline is
+	// never overwritten by this one; it also bounds the background read
+	// started during the last request, if any.
+	setReadDeadline(sc.conn, sc.cfg.IdleTimeout)
+	sc.mu.Unlock()
+	sc.cr.waitPending()
+	_, err := sc.br.Peek(1)
+	sc.mu.Lock()
+	sc.idle = false
+	sc.mu.Unlock()
+	return err == nil
 }
 
 // errDone ends serve without an error: the connection is finished.
@@ -168,14 +222,8 @@ type exchange struct {
 // response. It returns nil to go on with the next request.
 func (sc *serverConn) serveOne(first bool) error {
 	c := sc.conn
-	if !first && sc.br.Buffered() == 0 {
-		// The background read started during the last request, if any,
-		// is the wait for this one's first byte.
-		sc.cr.waitPending(sc.cfg.IdleTimeout)
-		setReadDeadline(c, sc.cfg.IdleTimeout)
-		if _, err := sc.br.Peek(1); err != nil {
-			return errDone // the client closed, went quiet, or ctx ended
-		}
+	if !first && sc.br.Buffered() == 0 && !sc.awaitNext() {
+		return errDone // the client closed, went quiet, ctx ended, or draining
 	}
 	setReadDeadline(c, sc.cfg.ReadHeaderTimeout)
 

@@ -732,3 +732,65 @@ func TestServeConfig(t *testing.T) {
 		t.Errorf("Serve without a Handler returned nil")
 	}
 }
+
+// TestDrain: once ServerConfig.Drain ends, the request in flight is
+// answered with "Connection: close" and a connection waiting for its next
+// request is closed, so that keep-alive clients move elsewhere.
+func TestDrain(t *testing.T) {
+	tests := []struct {
+		name string
+		// drainAt: "start" before any request, "idle" after one
+		// kept-alive exchange, "handler" while the handler runs.
+		drainAt string
+	}{
+		{"before the first request", "start"},
+		{"while waiting for the next request", "idle"},
+		{"while a request is served", "handler"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			drain, startDrain := context.WithCancel(context.Background())
+			defer startDrain()
+			inHandler, release := make(chan struct{}), make(chan struct{})
+			rec := newRecorder()
+			rec.then = func(w http.ResponseWriter, r *http.Request, _ []byte, _ error) {
+				if r.URL.Path == "/slow" {
+					close(inHandler)
+					<-release
+				}
+				io.WriteString(w, "ok")
+			}
+			sv := serve(t, ServerConfig{Handler: rec, Drain: drain})
+			switch tt.drainAt {
+			case "start":
+				startDrain()
+				sv.send(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			case "idle":
+				sv.send(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				if resp := sv.response(t, "GET"); body(t, resp) != "ok" || resp.Close {
+					t.Fatalf("before the drain: close %v, want keep-alive", resp.Close)
+				}
+				startDrain()
+				// Closed without a request: nothing to read.
+				sv.expectClosed(t)
+				if err := sv.serveResult(t); err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+				return
+			case "handler":
+				sv.send(t, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+				<-inHandler
+				startDrain()
+				close(release)
+			}
+			resp := sv.response(t, "GET")
+			if got := body(t, resp); got != "ok" || !resp.Close {
+				t.Errorf("body %q close %v, want ok and Connection: close", got, resp.Close)
+			}
+			sv.expectClosed(t)
+			if err := sv.serveResult(t); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // serveHTTP2 serves HTTP/2 with prior knowledge (and gRPC) on a tunnel,
@@ -36,22 +37,49 @@ func (p *Proxy) serveHTTP2(t *tunnel) {
 	ln := newOneConnListener(t.conn)
 	stop := context.AfterFunc(p.ctx, func() { srv.Close() })
 	defer stop()
+	// A drain sends a GOAWAY and closes the connection once its streams
+	// are done. It is armed once the server holds the connection: a
+	// Shutdown before that would drop the connection unserved. A
+	// connection that comes during the drain serves its first streams
+	// and gets its GOAWAY when they are done, so that a client is never
+	// sent away before one of its requests is served.
+	var shutdown sync.Once
+	goAway := func() { shutdown.Do(func() { go srv.Shutdown(p.ctx) }) }
+	var stopDrain atomic.Pointer[func() bool]
+	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch {
+		case s == http.StateNew && p.draining.Err() == nil:
+			f := context.AfterFunc(p.draining, goAway)
+			stopDrain.Store(&f)
+		case s == http.StateIdle && p.draining.Err() != nil:
+			goAway()
+		}
+	}
 	srv.Serve(ln)
+	if f := stopDrain.Load(); f != nil {
+		(*f)()
+	}
+	// Serve returns at a Shutdown while the connection may still carry
+	// streams: it is over when it is closed.
+	ln.wait()
 }
 
 // oneConnListener hands one connection to an http.Server, then blocks
-// Accept until that connection is closed, so that Serve returns with it.
+// Accept until that connection is closed or the listener is, so that
+// Serve returns with it.
 type oneConnListener struct {
-	conn   net.Conn
-	once   sync.Once
-	mu     sync.Mutex
-	taken  bool
-	closed chan struct{}
+	conn       net.Conn
+	mu         sync.Mutex
+	taken      bool
+	closeOnce  sync.Once
+	closed     chan struct{} // by Close
+	connOnce   sync.Once
+	connClosed chan struct{} // with the connection
 }
 
 func newOneConnListener(c net.Conn) *oneConnListener {
-	l := &oneConnListener{closed: make(chan struct{})}
-	l.conn = &notifyCloseConn{Conn: c, onClose: l.close}
+	l := &oneConnListener{closed: make(chan struct{}), connClosed: make(chan struct{})}
+	l.conn = &notifyCloseConn{Conn: c, onClose: func() { l.connOnce.Do(func() { close(l.connClosed) }) }}
 	return l
 }
 
@@ -65,14 +93,29 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 		return l.conn, nil
 	}
 	l.mu.Unlock()
-	<-l.closed
+	select {
+	case <-l.closed:
+	case <-l.connClosed:
+	}
 	return nil, errListenerDone
 }
 
-func (l *oneConnListener) close() { l.once.Do(func() { close(l.closed) }) }
-
 // Close ends Accept; the connection itself closes with the server.
-func (l *oneConnListener) Close() error { l.close(); return nil }
+func (l *oneConnListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+// wait returns once the connection Accept handed out is closed, at once
+// if it handed out none.
+func (l *oneConnListener) wait() {
+	l.mu.Lock()
+	taken := l.taken
+	l.mu.Unlock()
+	if taken {
+		<-l.connClosed
+	}
+}
 
 func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 

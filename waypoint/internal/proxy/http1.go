@@ -12,6 +12,7 @@ func (p *Proxy) serveHTTP1(t *tunnel) {
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ReadTimeout:       p.cfg.BodyTimeout,
 		WriteTimeout:      p.cfg.BodyTimeout,
+		Drain:             p.draining,
 		Logger:            p.log,
 	})
 	if err != nil {

@@ -90,6 +90,10 @@ type Proxy struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
+	// draining ends at Drain (or Close): HTTP connections then finish
+	// what is in flight and close.
+	draining context.Context
+	drain    context.CancelFunc
 
 	budgets  sync.Map // destination name → *retry.Budget
 	defaults sync.Map // *config.Service → its default *config.Rule
@@ -148,12 +152,21 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	p.draining, p.drain = context.WithCancel(ctx)
 	p.h2 = workers{p: p, fn: p.serveRequest, jobs: make(chan *h2Job)}
 	return p, nil
 }
 
 // Open counts the tunnels being served.
 func (p *Proxy) Open() int64 { return p.open.Load() }
+
+// Drain starts a graceful close of the HTTP connections being served, and
+// of those that come later: an HTTP/1 connection closes after the
+// response in flight (which says "Connection: close") or at once if it
+// waits for a request; an HTTP/2 connection gets a GOAWAY and closes once
+// its streams are done. Clients with keep-alive connections move to
+// another waypoint meanwhile. Opaque TCP tunnels are left until Close.
+func (p *Proxy) Drain() { p.drain() }
 
 // Close ends every tunnel and waits for their goroutines. Tunnels that
 // arrive meanwhile are refused.
