@@ -22,14 +22,14 @@ func TestTimeouts(t *testing.T) {
 		retry            *waypointapi.Retry
 		hits             int64
 	}{
-		{"request timeout", "http", 100, 0, nil, 1},
-		{"backend timeout", "http", 0, 100, nil, 1},
-		{"backend timeout within the request's", "http", 10_000, 100, nil, 1},
 		// Each attempt must reach the backend before its timeout for the
 		// hits to add up, even on a loaded machine: 500 ms, not less.
+		{"request timeout", "http", 500, 0, nil, 1},
+		{"backend timeout", "http", 0, 500, nil, 1},
+		{"backend timeout within the request's", "http", 10_000, 500, nil, 1},
 		{"backend timeout retried", "http", 0, 500, &waypointapi.Retry{Attempts: 2, BackoffMs: 1}, 3},
-		{"request timeout, h2", "http2", 100, 0, nil, 1},
-		{"backend timeout, h2", "http2", 0, 100, nil, 1},
+		{"request timeout, h2", "http2", 500, 0, nil, 1},
+		{"backend timeout, h2", "http2", 0, 500, nil, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := wpService("echo", echoVIP, 80, 8080, tc.appProtocol)
@@ -68,14 +68,16 @@ func TestTimeouts(t *testing.T) {
 
 // A request timeout that fires while the answer's body streams cuts the
 // answer short, visibly: the client's read fails rather than end as if
-// the body were whole.
+// the body were whole. The timeout must leave the answer's head time to
+// reach the client first, even on a loaded machine (the race detector,
+// other packages' tests): 2 s, not less.
 func TestTimeoutDuringResponseBody(t *testing.T) {
 	for i, proto := range []string{"http", "http2"} {
 		t.Run(proto, func(t *testing.T) {
 			svc := wpService("echo", echoVIP, 80, 8080, proto)
 			svc.HttpRoutes = []*waypointapi.HTTPRoute{{Name: "slow", Namespace: testNS, Rules: []*waypointapi.HTTPRouteRule{{
 				Backends:         []*waypointapi.BackendRef{backendRef("echo", 1)},
-				RequestTimeoutMs: 200,
+				RequestTimeoutMs: 2000,
 			}}}}
 			m, eps := oneService(t, svc, meshOptions{}, "127.77.16."+strconv.Itoa(10+i)+":8080")
 			release := make(chan struct{})
