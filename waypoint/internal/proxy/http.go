@@ -16,11 +16,13 @@ import (
 // abusive peers (rapid reset, CONTINUATION floods, the header list size
 // limit). One http.Server serves the one connection.
 func (p *Proxy) serveHTTP2(t *tunnel) {
+	var served atomic.Bool // a stream of this connection has been answered
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.h2.serve(t, w, r)
+			served.Store(true)
 		}),
 		Protocols:         &protos,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
@@ -40,9 +42,10 @@ func (p *Proxy) serveHTTP2(t *tunnel) {
 	// A drain sends a GOAWAY and closes the connection once its streams
 	// are done. It is armed once the server holds the connection: a
 	// Shutdown before that would drop the connection unserved. A
-	// connection that comes during the drain serves its first streams
-	// and gets its GOAWAY when they are done, so that a client is never
-	// sent away before one of its requests is served.
+	// connection that comes during the drain gets its GOAWAY when it is
+	// idle after serving a stream (it is also "idle" as it starts), so
+	// that a client is never sent away before one of its requests is
+	// answered.
 	var shutdown sync.Once
 	goAway := func() { shutdown.Do(func() { go srv.Shutdown(p.ctx) }) }
 	var stopDrain atomic.Pointer[func() bool]
@@ -51,7 +54,7 @@ func (p *Proxy) serveHTTP2(t *tunnel) {
 		case s == http.StateNew && p.draining.Err() == nil:
 			f := context.AfterFunc(p.draining, goAway)
 			stopDrain.Store(&f)
-		case s == http.StateIdle && p.draining.Err() != nil:
+		case s == http.StateIdle && served.Load() && p.draining.Err() != nil:
 			goAway()
 		}
 	}
