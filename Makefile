@@ -227,9 +227,8 @@ bench-cni: k8s-bin
 ## Skiff installed from its charts: RSS, anonymous RSS, cgroup memory,
 ## goroutines, fds and network-namespace handles of ztunnel, the CNI node agent
 ## and istiod-lite at 0, 10 and 100 enrolled pods per node, and their growth over
-## FOOTPRINT_CHURN of pods replaced under traffic, right after it and once the
-## connections it pooled have expired (issue 17's targets); the test log goes to
-## stderr, the report to stdout
+## FOOTPRINT_CHURN of pods replaced under traffic (issue 17's targets); the test
+## log goes to stderr, the report to stdout
 FOOTPRINT_CHURN ?= 10m
 FOOTPRINT_REPORT := $(or $(TMPDIR),/tmp)/skiff-footprint.txt
 .PHONY: bench-footprint

@@ -68,37 +68,33 @@ func (r *report) String() string {
 		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "%-24s %-31s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
+	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
 			u, ok := p.figures[key]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(&b, "%-24s %-31s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
+			fmt.Fprintf(&b, "%-24s %-26s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
 				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), heap(u.Heap), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
 		}
 	}
 	if len(r.phases) < 2 {
 		return b.String()
 	}
-	// The figures before the churn are the last phase without it; every
-	// phase after is compared with them.
-	before := r.phases[min(len(podCounts), len(r.phases))-1]
-	for _, after := range r.phases[min(len(podCounts), len(r.phases)):] {
-		fmt.Fprintf(&b, "\nGrowth, %s (figure after / figure before the churn, same pods; bar %.2fx):\n", after.name, growthBar)
-		for _, key := range r.keys() {
-			x, okx := before.figures[key]
-			y, oky := after.figures[key]
-			if !okx || !oky {
-				fmt.Fprintf(&b, "  %-24s not running in both phases (restarted?)\n", key)
-				continue
-			}
-			worst := max(ratio(y.RSS, x.RSS), ratio(y.Cgroup, x.Cgroup))
-			fmt.Fprintf(&b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  heap %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
-				ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup), ratio(y.Heap, x.Heap),
-				count(x.Goroutines), count(y.Goroutines), x.FDs, y.FDs, x.NetNS, y.NetNS, verdict(worst <= growthBar))
+	before, after := r.phases[len(r.phases)-2], r.phases[len(r.phases)-1]
+	fmt.Fprintf(&b, "\nGrowth over the churn (%s, figure after / figure before, same pods; bar %.2fx):\n", r.churn.d, growthBar)
+	for _, key := range r.keys() {
+		x, okx := before.figures[key]
+		y, oky := after.figures[key]
+		if !okx || !oky {
+			fmt.Fprintf(&b, "  %-24s not running in both phases (restarted?)\n", key)
+			continue
 		}
+		worst := max(ratio(y.RSS, x.RSS), ratio(y.Cgroup, x.Cgroup))
+		fmt.Fprintf(&b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  heap %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
+			ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup), ratio(y.Heap, x.Heap),
+			count(x.Goroutines), count(y.Goroutines), x.FDs, y.FDs, x.NetNS, y.NetNS, verdict(worst <= growthBar))
 	}
 	fmt.Fprintf(&b, "\nTargets at %d pods per node (RSS, worst node):\n", podCounts[len(podCounts)-1])
 	for _, c := range components {
