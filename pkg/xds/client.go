@@ -159,6 +159,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		caclient.ConnectParams(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize), grpc.ForceCodecV2(clientCodec{})),
 		// A full state arrives as one large message; a large fixed window
 		// lets it stream at once instead of waiting for window growth.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -45,6 +46,20 @@ type Options struct {
 	Impersonate bool
 	// DialOptions are appended to the client's own (for tests and dialers).
 	DialOptions []grpc.DialOption
+}
+
+// ConnectParams is how clients of the control plane (its CA, its xDS
+// server) connect: an attempt that gets no answer is given up after 5 s,
+// and a failed one is retried within 5 s. gRPC's defaults (20 s, and up to
+// 2 min) left proxies on stale configuration for 20 s after istiod-lite
+// was replaced: a SYN sent to a Service endpoint that has just gone is
+// never answered, and its conntrack entry sends the retransmissions there
+// too, so only a new connection reaches the new endpoint.
+func ConnectParams() grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	})
 }
 
 // Client requests certificates from a remote CA. It is safe for concurrent
@@ -86,7 +101,7 @@ func New(opts Options) (*Client, error) {
 		name = DefaultServerName
 	}
 	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12})
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds), ConnectParams()}
 	if opts.TokenFile != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(TokenFile(opts.TokenFile)))
 	}
