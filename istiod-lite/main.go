@@ -56,6 +56,7 @@ func run() error {
 	fs.DurationVar(&cfg.MaxCertTTL, "max-cert-ttl", 90*24*time.Hour, "maximum workload certificate lifetime")
 	fs.BoolVar(&cfg.GatewayAPI, "gateway-api", true, "watch Gateway API resources and deploy waypoints (CRDs must be installed)")
 	fs.BoolVar(&cfg.Policies, "policies", true, "watch AuthorizationPolicy and RateLimitPolicy (CRDs must be installed)")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 5*time.Second, "after SIGTERM, serve on this long, not ready, before closing xDS streams, so that clients reconnect to another replica once the Service has withdrawn this one")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "graceful shutdown deadline")
 	fs.DurationVar(&cfg.XDSSendTimeout, "xds-send-timeout", 30*time.Second, "close an xDS stream whose client takes no response for this long")
 	fs.IntVar(&cfg.XDSMaxStreamsPerCaller, "xds-max-streams-per-caller", 8, "xDS streams open at once per pod (or per service account for tokens not bound to a pod)")

@@ -85,6 +85,12 @@ type Config struct {
 	GatewayAPI bool
 	Policies   bool
 	Deployer   deployer.Options
+	// DrainDelay is how long istiod-lite serves on, not ready, once ctx is
+	// done, before it closes its clients' streams: by then the Service has
+	// withdrawn its endpoint, so the clients reconnect to another replica
+	// (not, in vain, to this one's address once it is gone) and keep
+	// receiving pushes meanwhile.
+	DrainDelay time.Duration
 	// ShutdownGrace bounds graceful shutdown of the servers.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
@@ -303,7 +309,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The controllers and servers run on through the drain delay.
+	stop := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -341,11 +349,18 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var runErr error
 	select {
-	case <-ctx.Done():
+	case <-stop.Done():
 	case runErr = <-errs:
 	}
-	logger.Info("shutting down")
 	ready.Store(false)
+	if runErr == nil && cfg.DrainDelay > 0 {
+		logger.Info("draining: not ready, serving on before closing streams", "delay", cfg.DrainDelay)
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case runErr = <-errs:
+		}
+	}
+	logger.Info("shutting down")
 	cancel()
 	xdsSrv.Shutdown()
 	stopped := make(chan struct{})

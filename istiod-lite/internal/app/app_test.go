@@ -433,6 +433,40 @@ func TestControlPlane(t *testing.T) {
 			return nil
 		})
 	})
+	t.Run("drain", func(t *testing.T) {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+		stopped = true
+		drainStop, drainHTTP := runIstiod(t, cl, grpcAddr, func(c *app.Config) { c.DrainDelay = 10 * time.Second })
+		done := make(chan error, 1)
+		go func() { done <- drainStop() }() // SIGTERM
+		eventually(t, "not ready once draining", func() error {
+			resp, err := http.Get("http://" + drainHTTP + "/readyz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return errors.New("/readyz answers 200")
+			}
+			return nil
+		})
+		// No other istiod-lite runs: a pod added now reaches the client only
+		// if the draining one still serves and pushes.
+		cl.pod(t, "app", "while-draining", "far", "node-b", "10.1.0.5", nil)
+		for {
+			d := next(t)
+			if got := names(d.Updated); len(got) == 1 && got[0] == uid("while-draining") {
+				break
+			} else if len(got) != 0 || len(d.Removed) != 0 {
+				t.Fatalf("while draining: updated %v, removed %v; want only %s", got, d.Removed, uid("while-draining"))
+			}
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // names returns the resources' names, sorted.
