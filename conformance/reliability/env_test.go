@@ -163,6 +163,53 @@ func (e *env) results(d time.Duration, names ...string) map[string]*kubetest.Loa
 	return out
 }
 
+// explainFailures says when the loads' requests failed, in seconds after
+// start, and what Skiff's components logged meanwhile that is not an access
+// log line: for a failed scenario's message, so that a run elsewhere (CI)
+// can be understood from it.
+func (e *env) explainFailures(rs map[string]*kubetest.LoadResult, loads []string, start time.Time) string {
+	e.t.Helper()
+	var b strings.Builder
+	for _, n := range loads {
+		fmt.Fprintf(&b, "failed runs of %s: %s; ", n, rs[n].FailedRuns(start.UnixMilli()))
+	}
+	var lines []string
+	for _, app := range []string{"ztunnel", "istio-cni-node", "istiod"} {
+		lines = append(lines, e.componentLog("app="+app, start)...)
+	}
+	const most = 60
+	if len(lines) > most {
+		lines = append(lines[:most], fmt.Sprintf("(%d more lines)", len(lines)-most))
+	}
+	b.WriteString("what Skiff's components logged since the start:\n" + strings.Join(lines, "\n"))
+	return b.String()
+}
+
+// componentLog returns what pods in istio-system matching selector logged
+// since since, prefixed with their pod: warnings and errors, and pods
+// added to or removed from the mesh, but no access log lines.
+func (e *env) componentLog(selector string, since time.Time) []string {
+	e.t.Helper()
+	out, err := e.k.Run("-n", istioNS, "logs", "-l", selector, "--prefix", "--tail=-1", "--max-log-requests=20",
+		"--since-time="+since.UTC().Format(time.RFC3339))
+	if err != nil {
+		return []string{fmt.Sprintf("logs of %s: %v", selector, err)}
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "scope=access") || strings.Contains(l, `"scope":"access"`) {
+			continue
+		}
+		for _, s := range []string{"level=WARN", "level=ERROR", `"level":"WARN"`, `"level":"ERROR"`, "pod added", "pod removed", "pod enrolled", "in sync"} {
+			if strings.Contains(l, s) {
+				lines = append(lines, l)
+				break
+			}
+		}
+	}
+	return lines
+}
+
 // figure logs the scenario's figure on the line make reliability prints.
 func (e *env) figure(format string, args ...any) {
 	e.t.Helper()
@@ -205,7 +252,8 @@ func (e *env) helmValue(release, path string) string {
 }
 
 // helmSet upgrades a release of this checkout's chart with its values and
-// these settings (--set-json path=json), and waits for it.
+// these settings (--set-json path=json), and waits for it and for the
+// cluster to be healthy again.
 func (e *env) helmSet(release, chart string, settings ...string) error {
 	args := []string{"upgrade", release, "helm/" + chart, "-n", istioNS, "--reuse-values", "--wait", "--timeout", "5m"}
 	for _, s := range settings {
@@ -215,6 +263,9 @@ func (e *env) helmSet(release, chart string, settings ...string) error {
 	if err != nil {
 		return fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
+	// A replaced istiod-lite's clients reconnect after its rollout: what
+	// comes next must find them connected.
+	e.k.Healthy(e.t, 5*time.Minute)
 	return nil
 }
 

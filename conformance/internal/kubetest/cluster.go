@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,7 +140,66 @@ func (k *Kubectl) Healthy(t *testing.T, d time.Duration) bool {
 			time.Sleep(time.Second)
 		}
 	}
+	// A replaced istiod-lite is rolled out before its clients reconnect:
+	// until they have, they carry on with the configuration they had.
+	for {
+		err := k.ztunnelsConnected()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("cluster not healthy after %v: %v", d, err)
+			return false
+		}
+		time.Sleep(time.Second)
+	}
 	return true
+}
+
+// ztunnelsConnected reports whether istiod-lite counts at least as many
+// xDS clients (its pilot_xds gauge, over its pods not being deleted) as
+// there are ztunnels. Waypoints are clients too, so one ztunnel missing
+// can hide behind one of them; the ztunnels cut off after a restart of
+// istiod-lite (all of them at once) cannot.
+func (k *Kubectl) ztunnelsConnected() error {
+	// Running pods that are not being deleted: a replaced istiod-lite
+	// serves on while it drains, and its clients must have left it.
+	names := func(selector string) ([]string, error) {
+		out, err := k.Run("-n", "istio-system", "get", "pods", "-l", selector, "--field-selector", "status.phase=Running",
+			"-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
+		var live []string
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 1 {
+				live = append(live, f[0])
+			}
+		}
+		return live, err
+	}
+	ztunnels, err := names("app=ztunnel")
+	if err != nil {
+		return fmt.Errorf("listing ztunnels: %w", err)
+	}
+	istiods, err := names("app=istiod")
+	if err != nil {
+		return fmt.Errorf("listing istiod-lite: %w", err)
+	}
+	clients := 0
+	for _, p := range istiods {
+		out, err := k.Run("get", "--raw", "/api/v1/namespaces/istio-system/pods/"+p+":15014/proxy/metrics")
+		if err != nil {
+			return fmt.Errorf("metrics of %s: %w", p, err)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "pilot_xds "); ok {
+				n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				clients += int(n)
+			}
+		}
+	}
+	if clients < len(ztunnels) {
+		return fmt.Errorf("istiod-lite has %d xDS clients, fewer than the %d ztunnels: not every ztunnel is connected to the control plane", clients, len(ztunnels))
+	}
+	return nil
 }
 
 // PortForward forwards a local port to port of a pod (which reaches the

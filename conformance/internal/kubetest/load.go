@@ -99,6 +99,22 @@ func (r *LoadResult) OKWithin(from, to int64) (ok, all int) {
 	return ok, all
 }
 
+// FailedRuns lists the runs of failed attempts as "N at +A-Bs", in
+// seconds after origin (unix milliseconds), for a test log that says when
+// a scenario's failures happened.
+func (r *LoadResult) FailedRuns(origin int64) string {
+	var out []string
+	for _, s := range r.Spans {
+		if !s.OK {
+			out = append(out, fmt.Sprintf("%d at %+.1f-%.1fs", s.N, float64(s.FromMS-origin)/1000, float64(s.ToMS-origin)/1000))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
 // LastOK reports whether the last run of attempts was answered: traffic
 // flowed again by the end.
 func (r *LoadResult) LastOK() bool {
