@@ -83,7 +83,7 @@ func apiserverUnavailable(t *testing.T) {
 	e.figure("requests failed %d of %d with the apiserver stopped for %v and after (%d failed in runs overlapping the stop; %s; %s); after its return: new pod served %v, new policy applied %v",
 		failed, total, apiserverDown, during, rs[loads[0]].Summary(), rs[loads[1]].Summary(), lateServed, policyApplied)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed", failed, total)
+		t.Errorf("%d of %d requests failed; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if !lateServed {
 		t.Error("a pod created after the apiserver returned got no answer: no resynchronisation")

@@ -94,7 +94,7 @@ func badPrimaryCNIConfig(t *testing.T) {
 		failed, total, node, rs[loads[0]].Summary(), rs[loads[1]].Summary(), untouched, notReady, warned,
 		phaseBroken, startedAfter, annotated, refused && reachesOutside, rechained, recovered)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed", failed, total)
+		t.Errorf("%d of %d requests failed; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if !untouched {
 		t.Errorf("the corrupt %s on %s was changed", primary, node)

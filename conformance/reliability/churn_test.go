@@ -75,7 +75,7 @@ spec:
 	e.figure("mesh requests failed %d of %d while echo was replaced %d times (%d pods answered: %v; %s; %s); requests from outside the mesh answered %d of %d",
 		failed, total, churnRounds, len(answeredBy), answeredBy, rs[loads[0]].Summary(), rs[loads[1]].Summary(), outsideOK, outsideAll)
 	if failed != 0 {
-		t.Errorf("%d of %d mesh requests failed", failed, total)
+		t.Errorf("%d of %d mesh requests failed; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if outsideOK != 0 || outsideAll == 0 {
 		t.Errorf("%d of %d requests from outside the mesh were answered despite the ALLOW policy", outsideOK, outsideAll)

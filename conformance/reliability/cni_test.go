@@ -89,7 +89,7 @@ func cniAgentRestart(t *testing.T) {
 	e.figure("requests failed %d of %d while the node agents restarted (%s; %s); requests the policy denies answered %d of %d; pods that lost their enrolment %d; pod created while the agent was away: %s then, enrolled after %v, refused by policy %v",
 		failed, total, rs[loads[0]].Summary(), rs[loads[1]].Summary(), deniedOK, deniedAll, lost, phaseAway, annotated, refused && reachesOutside)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed; %s", failed, total, e.explainFailures(rs, loads, start))
+		t.Errorf("%d of %d requests failed; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if deniedOK != 0 || deniedAll == 0 {
 		t.Errorf("%d of %d requests of a denied client were answered: a pod left the mesh", deniedOK, deniedAll)

@@ -164,24 +164,30 @@ func (e *env) results(d time.Duration, names ...string) map[string]*kubetest.Loa
 }
 
 // explainFailures says when the loads' requests failed, in seconds after
-// start, and what Skiff's components logged meanwhile that is not an access
-// log line: for a failed scenario's message, so that a run elsewhere (CI)
-// can be understood from it.
-func (e *env) explainFailures(rs map[string]*kubetest.LoadResult, loads []string, start time.Time) string {
+// their measurement began, and what Skiff's components logged since that
+// is not an access log line: for a failed scenario's message, so that a
+// run elsewhere (CI) can be understood from it.
+func (e *env) explainFailures(rs map[string]*kubetest.LoadResult, loads []string) string {
 	e.t.Helper()
+	var origin int64
+	for _, n := range loads {
+		if r := rs[n]; r != nil && (origin == 0 || r.StartMS < origin) {
+			origin = r.StartMS
+		}
+	}
 	var b strings.Builder
 	for _, n := range loads {
-		fmt.Fprintf(&b, "failed runs of %s: %s; ", n, rs[n].FailedRuns(start.UnixMilli()))
+		fmt.Fprintf(&b, "failed runs of %s: %s; ", n, rs[n].FailedRuns(origin))
 	}
 	var lines []string
 	for _, app := range []string{"ztunnel", "istio-cni-node", "istiod"} {
-		lines = append(lines, e.componentLog("app="+app, start)...)
+		lines = append(lines, e.componentLog("app="+app, time.UnixMilli(origin))...)
 	}
 	const most = 60
 	if len(lines) > most {
 		lines = append(lines[:most], fmt.Sprintf("(%d more lines)", len(lines)-most))
 	}
-	b.WriteString("what Skiff's components logged since the start:\n" + strings.Join(lines, "\n"))
+	b.WriteString("what Skiff's components logged since:\n" + strings.Join(lines, "\n"))
 	return b.String()
 }
 

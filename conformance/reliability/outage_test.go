@@ -66,7 +66,7 @@ func controlPlaneOutage(t *testing.T) {
 	e.figure("requests failed %d of %d across a %v outage of istiod-lite and its return (%s; %s); pod created during it: answered while down %v, after return %v; DENY applied during it: in force while down %v, after return %v; root unchanged %v; ztunnel kept %d of %d workload certificates",
 		failed, total, outage, rs[loads[0]].Summary(), rs[loads[1]].Summary(), lateDuringOK, lateServed, !deniedDuringOK, policyApplied, root == rootAfter, kept, len(certsBefore))
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed", failed, total)
+		t.Errorf("%d of %d requests failed; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if lateDuringOK {
 		t.Error("a pod created while istiod-lite was down got an answer before it had an identity")

@@ -64,7 +64,7 @@ func certificateRotation(t *testing.T) {
 	e.figure("requests failed %d of %d with %s certificates (%s; %s); rotations seen per node and service account (serials - 1, at least %d): %s; istiod-lite issued %.0f certificates meanwhile",
 		failed, total, certTTL, rs[loads[0]].Summary(), rs[loads[1]].Summary(), least, strings.Join(seen, ", "), issued)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed through the rotations", failed, total)
+		t.Errorf("%d of %d requests failed through the rotations; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	// echo and client on each of the two nodes.
 	if len(serials) < 4 {

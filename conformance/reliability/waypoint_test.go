@@ -75,7 +75,7 @@ spec:
 	failed, total := sum(rs, loads...)
 	e.figure("requests failed %d of %d while the 2-replica waypoint rolled (%s; %s)", failed, total, rs[loads[0]].Summary(), rs[loads[1]].Summary())
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed while the waypoint rolled", failed, total)
+		t.Errorf("%d of %d requests failed while the waypoint rolled; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	for _, n := range loads {
 		if rs[n].EndMS < start.Add(rolled).UnixMilli() {

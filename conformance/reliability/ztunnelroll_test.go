@@ -51,7 +51,7 @@ func ztunnelRoll(t *testing.T) {
 	e.figure("new connections failed %d of %d during the roll (%s; %s); long-lived connections: %d finished, %d closed cleanly, %d hung, %d failed of %d",
 		failed, total, rs[loads[0]].Summary(), rs[loads[1]].Summary(), c.Finished, c.Closed, c.Hung, c.Failed, c.Finished+c.Closed+c.Hung+c.Failed)
 	if failed != 0 {
-		t.Errorf("%d of %d new connections failed during the roll", failed, total)
+		t.Errorf("%d of %d new connections failed during the roll; %s", failed, total, e.explainFailures(rs, loads))
 	}
 	if c.Hung != 0 || c.Failed != 0 {
 		t.Errorf("long-lived connections: %d hung, %d failed (%s)", c.Hung, c.Failed, long.Summary())
