@@ -428,7 +428,21 @@ func (a *Agent) rebuild(ctx context.Context) error {
 		annotated := p.Annotations[mesh.RedirectionAnnotation] == mesh.RedirectionEnabled
 		netns, path, err := netnsfind.Open(idx, pips)
 		if err != nil {
-			if want {
+			if want && annotated && p.DeletionTimestamp == nil {
+				// Enrolled before the restart and not going away: ztunnel
+				// is told to keep the pod (its rules are in place, its
+				// listeners open), not to drop it for want of a namespace;
+				// the worker looks again.
+				a.log.Warn("pod's network namespace not found at start; ztunnel keeps serving it", "pod", p.Namespace+"/"+p.Name, "err", err)
+				st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p), ips: pips,
+					rulesStep: stepUnknown, snatStep: stepDone, ztunnelStep: stepUnknown} // SNAT: Reset below
+				if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), nil); err != nil {
+					a.log.Warn("registering pod with ZDS", "pod", st.key(), "err", err)
+				}
+				a.store(st)
+				ips = append(ips, pips...)
+				a.queue.Add(st.key())
+			} else if want {
 				// Retried by the worker once serving.
 				a.log.Warn("pod's network namespace not found at start", "pod", p.Namespace+"/"+p.Name, "err", err)
 				a.queue.Add(p.Namespace + "/" + p.Name)
@@ -607,7 +621,11 @@ func (a *Agent) finishEnrolment(ctx context.Context, st *podState) error {
 		return nil
 	}
 	a.log.Info("completing the enrolment of a pod", "pod", st.key(), "uid", st.uid)
-	if err := a.setUp(ctx, st); err != nil {
+	err := a.findNetns(st)
+	if err == nil {
+		err = a.setUp(ctx, st)
+	}
+	if err != nil {
 		// What is in place stays, recorded; the worker retries the rest.
 		a.countFailure("live_enrol")
 		a.warnPod(st, ReasonRedirectionFailed, actionEnrol, err)
@@ -615,6 +633,22 @@ func (a *Agent) finishEnrolment(ctx context.Context, st *podState) error {
 	}
 	a.log.Info("pod enrolled", "pod", st.key(), "uid", st.uid, "ips", st.ips)
 	a.redirected(st)
+	return nil
+}
+
+// findNetns opens st's network namespace if the agent has not got it (a
+// pod kept at start without one). The caller holds st's lock.
+func (a *Agent) findNetns(st *podState) error {
+	if st.netns != nil {
+		return nil
+	}
+	netns, path, err := a.cfg.Finder.Find(st.ips)
+	if err != nil {
+		return fmt.Errorf("finding the network namespace of %s (ztunnel keeps serving it meanwhile): %w", st.key(), err)
+	}
+	a.mu.Lock()
+	st.netns, st.netnsPath = netns, path
+	a.mu.Unlock()
 	return nil
 }
 
@@ -717,7 +751,10 @@ func (a *Agent) setUp(ctx context.Context, st *podState) error {
 func (a *Agent) tearDown(ctx context.Context, st *podState, removeRules, rollback bool) error {
 	var errs []error
 	if removeRules && st.rulesStep != stepAbsent {
-		if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
+		if err := a.findNetns(st); err != nil {
+			a.mark(&st.rulesStep, stepUnknown)
+			errs = append(errs, err)
+		} else if err := st.rules(a.cfg.Rules).Remove(st.netns); err != nil {
 			a.mark(&st.rulesStep, stepUnknown)
 			errs = append(errs, fmt.Errorf("removing redirect rules of %s: %w", st.key(), err))
 		} else {

@@ -43,6 +43,7 @@ const testNode = "node-1"
 type ztunnel struct {
 	mu   sync.Mutex
 	pods map[string]bool
+	kept map[string]bool // UIDs the node agent said to keep
 	dels int
 	// refuseDel makes DelWorkload fail (and keep the pod).
 	refuseDel bool
@@ -56,7 +57,24 @@ func (z *ztunnel) AddWorkload(_ context.Context, w zds.Workload, netns *os.File)
 	return nil
 }
 
-func (z *ztunnel) KeepWorkload(context.Context, string) error { return nil }
+func (z *ztunnel) KeepWorkload(_ context.Context, uid string) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.kept[uid] = true
+	return nil
+}
+
+func (z *ztunnel) wasKept(uid string) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.kept[uid]
+}
+
+func (z *ztunnel) delCount() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.dels
+}
 
 func (z *ztunnel) DelWorkload(_ context.Context, uid string) error {
 	z.mu.Lock()
@@ -100,7 +118,7 @@ func startNode(t *testing.T) *node { return startNodeAfter(t, nil) }
 func startNodeAfter(t *testing.T, before func(*node)) *node {
 	inpodtest.RequireRoot(t)
 	cluster := testenv.Start(t)
-	n := &node{kube: cluster, zt: &ztunnel{pods: map[string]bool{}}, podDir: t.TempDir()}
+	n := &node{kube: cluster, zt: &ztunnel{pods: map[string]bool{}, kept: map[string]bool{}}, podDir: t.TempDir()}
 	short, err := os.MkdirTemp("", "ska") // unix socket paths must be short
 	if err != nil {
 		t.Fatal(err)
@@ -467,6 +485,48 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 	eventually(t, "the pod left clean and unannotated", func() bool {
 		return rulesIn(t, netns).Absent() && n.annotation(t, "legacy", "old") == ""
 	})
+}
+
+// TestStartKeepsPodWithoutNamespace: at start the agent cannot find the
+// network namespace of a pod it had enrolled. It tells ztunnel to keep the
+// pod (dropping it would cut the pod off: its rules still redirect to
+// ztunnel), keeps its probe SNAT, and completes the enrolment once the
+// namespace is found, without ztunnel ever being told to delete it.
+func TestStartKeepsPodWithoutNamespace(t *testing.T) {
+	ip := netip.MustParseAddr("10.77.0.11")
+	var podUID types.UID
+	n := startNodeAfter(t, func(n *node) {
+		ctx := context.Background()
+		n.namespace(t, "app", true)
+		pod, err := n.kube.Client.CoreV1().Pods("app").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web",
+				Annotations: map[string]string{mesh.RedirectionAnnotation: mesh.RedirectionEnabled}},
+			Spec: corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podUID = pod.UID
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+		if _, err := n.kube.Client.CoreV1().Pods("app").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !n.zt.wasKept(string(podUID)) {
+		t.Fatal("ztunnel was not told to keep the pod whose namespace is missing")
+	}
+	if got := members(t, n.snat); !slices.Contains(got, ip) {
+		t.Errorf("probe SNAT members %v, want %v kept", got, ip)
+	}
+
+	netns := inpodtest.NewNetNSIn(t, n.podDir, "pod-")
+	inpodtest.AddAddr(t, netns, "lo", netip.PrefixFrom(ip, 32))
+	eventually(t, "the enrolment completed once the namespace is found", func() bool {
+		return n.zt.has(string(podUID)) && rulesIn(t, netns).Complete()
+	})
+	if d := n.zt.delCount(); d != 0 {
+		t.Errorf("ztunnel was told to delete %d pods, want none", d)
+	}
 }
 
 // TestLiveEnrolmentFailureIsAnEvent: a running pod whose namespace joins
