@@ -410,8 +410,9 @@ func serviceAccount(p *corev1.Pod) string {
 
 // rebuild restores the state after a (re)start, before ztunnel or the
 // plugin are served: every pod of the node that belongs in the mesh gets
-// complete rules and is remembered for ztunnel's snapshot; rules and
-// annotations on pods that no longer belong are removed.
+// complete rules and is remembered for ztunnel's snapshot (one enrolled
+// before whose namespace is not found is remembered as one for ztunnel to
+// keep); rules and annotations on pods that no longer belong are removed.
 func (a *Agent) rebuild(ctx context.Context) error {
 	list, err := a.podLister.List(labels.Everything())
 	if err != nil {
