@@ -164,9 +164,9 @@ func (e *env) results(d time.Duration, names ...string) map[string]*kubetest.Loa
 }
 
 // explainFailures says when the loads' requests failed, in seconds after
-// their measurement began, and what Skiff's components logged since that
-// is not an access log line: for a failed scenario's message, so that a
-// run elsewhere (CI) can be understood from it.
+// their measurement began, and what Skiff's components logged from 30 s
+// before that on, except access log lines: for a failed scenario's message,
+// so that a run elsewhere (CI) can be understood from it.
 func (e *env) explainFailures(rs map[string]*kubetest.LoadResult, loads []string) string {
 	e.t.Helper()
 	var origin int64
@@ -181,13 +181,13 @@ func (e *env) explainFailures(rs map[string]*kubetest.LoadResult, loads []string
 	}
 	var lines []string
 	for _, app := range []string{"ztunnel", "istio-cni-node", "istiod"} {
-		lines = append(lines, e.componentLog("app="+app, time.UnixMilli(origin))...)
+		lines = append(lines, e.componentLog("app="+app, time.UnixMilli(origin).Add(-30*time.Second))...)
 	}
 	const most = 60
 	if len(lines) > most {
 		lines = append(lines[:most], fmt.Sprintf("(%d more lines)", len(lines)-most))
 	}
-	b.WriteString("what Skiff's components logged since:\n" + strings.Join(lines, "\n"))
+	b.WriteString("what Skiff's components logged from 30 s before the measurement on:\n" + strings.Join(lines, "\n"))
 	return b.String()
 }
 
