@@ -301,6 +301,27 @@ func (n *node) enrolledPod(t *testing.T, ns, name string, ip netip.Addr) (*corev
 	return pod, netns
 }
 
+// annotatedPod creates a running pod of ns on the node with ip, annotated
+// as redirected: what an agent that enrolled it before a restart left.
+func (n *node) annotatedPod(t *testing.T, ns, name string, ip netip.Addr) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod, err := n.kube.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Annotations: map[string]string{mesh.RedirectionAnnotation: mesh.RedirectionEnabled}},
+		Spec: corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+	pod, err = n.kube.Client.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
 func rulesIn(t *testing.T, ns *inpodtest.NetNS) inpod.State {
 	t.Helper()
 	st, err := inpod.Rules{}.Inspect(ns.File)
@@ -448,21 +469,8 @@ func TestStartRetriesLeftoverRuleRemoval(t *testing.T) {
 	var release func()
 	var podUID types.UID
 	n := startNodeAfter(t, func(n *node) {
-		ctx := context.Background()
 		n.namespace(t, "legacy", false)
-		pod, err := n.kube.Client.CoreV1().Pods("legacy").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "legacy", Name: "old",
-				Annotations: map[string]string{mesh.RedirectionAnnotation: mesh.RedirectionEnabled}},
-			Spec: corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		podUID = pod.UID
-		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
-		if _, err := n.kube.Client.CoreV1().Pods("legacy").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		podUID = n.annotatedPod(t, "legacy", "old", ip).UID
 		netns = inpodtest.NewNetNSIn(t, n.podDir, "pod-")
 		inpodtest.AddAddr(t, netns, "lo", netip.PrefixFrom(ip, 32))
 		// What an earlier agent left, then a table the agent cannot remove.
@@ -496,21 +504,8 @@ func TestStartKeepsPodWithoutNamespace(t *testing.T) {
 	ip := netip.MustParseAddr("10.77.0.11")
 	var podUID types.UID
 	n := startNodeAfter(t, func(n *node) {
-		ctx := context.Background()
 		n.namespace(t, "app", true)
-		pod, err := n.kube.Client.CoreV1().Pods("app").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web",
-				Annotations: map[string]string{mesh.RedirectionAnnotation: mesh.RedirectionEnabled}},
-			Spec: corev1.PodSpec{NodeName: testNode, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		podUID = pod.UID
-		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
-		if _, err := n.kube.Client.CoreV1().Pods("app").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		podUID = n.annotatedPod(t, "app", "web", ip).UID
 	})
 	if !n.zt.wasKept(string(podUID)) {
 		t.Fatal("ztunnel was not told to keep the pod whose namespace is missing")
