@@ -87,10 +87,17 @@ func BenchmarkWaypoint(b *testing.B) {
 				continue
 			}
 			r := res[key{p.name, pr.name}]
+			if r == nil {
+				continue // filtered out by -bench
+			}
 			if !b.Run(fmt.Sprintf("%s/%s/1GiB", pr.name, p.name), func(b *testing.B) { w.measureBulk(b, p, pr, r) }) {
 				b.FailNow()
 			}
 		}
+	}
+	if len(res) < len(protocols)*len(w.paths) {
+		w.printPartial(res)
+		return
 	}
 	w.print(res)
 }
@@ -954,6 +961,21 @@ func (w *world) print(res map[key]*result) {
 	}
 	fmt.Fprintf(out, "  (differences of medians of separate runs: their noise is about a µs of CPU per request; the limiter alone:\n")
 	fmt.Fprintf(out, "  go test -run '^$' -bench . ./waypoint/internal/ratelimit)\n")
+}
+
+// printPartial prints the figures of a run that -bench narrowed to some
+// paths or protocols, without the ratios and targets that need them all.
+func (w *world) printPartial(res map[key]*result) {
+	out := os.Stdout
+	fmt.Fprintf(out, "\nA partial run (-bench chose the paths), medians of %d rounds; CPU %d runs the proxy.\n", rounds, w.proxyCPU)
+	fmt.Fprintf(out, "%-12s %-5s %7s %9s %7s %6s %6s\n", "path", "proto", "req/s", "µsCPU/req", "vCPU@1k", "p50µs", "p99µs")
+	for _, pr := range protocols {
+		for _, p := range w.paths {
+			if r := res[key{p.name, pr.name}]; r != nil {
+				fmt.Fprintf(out, "%-12s %-5s %7.0f %9.1f %7.3f %6.0f %6.0f\n", p.name, pr.name, r.rps, r.cpuPerReq, r.vcpu, us(r.p50), us(r.p99))
+			}
+		}
+	}
 }
 
 // path returns the path called name.
