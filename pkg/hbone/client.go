@@ -67,6 +67,9 @@ type ClientConfig struct {
 	// network namespace, with ztunnel's socket mark, say); nil means
 	// net.ListenUDP on any address.
 	ListenPacket func() (net.PacketConn, error)
+	// GatherWrites is ServerConfig.GatherWrites, for the connections the
+	// client dials.
+	GatherWrites bool
 	Logger       *slog.Logger
 }
 
@@ -267,6 +270,7 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		batch:            batch,
 		goAwayTimeout:    c.goAwayTimeout,
 		writeByteTimeout: c.cfg.WriteByteTimeout,
+		gather:           c.cfg.GatherWrites,
 	})
 	if err := h.start(); err != nil {
 		return nil, &DialError{Addr: addr, Err: err}

@@ -59,9 +59,9 @@ func TestGatherWritesSentBeforeClose(t *testing.T) {
 		got <- string(b)
 	}))
 	ctx := testCtx(t)
-	// On one thread the writer goroutine cannot send before the close
-	// below: the writes are still gathered when it happens, and the
-	// writer finds the connection done.
+	// On one thread the connection's writer goroutine cannot send before
+	// the close below: the frames are still gathered when it happens,
+	// and the close must wait for them to leave.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	for i := range 20 {
 		client, err := NewClient(ClientConfig{Bundles: e.pki.bundles, GatherWrites: true})

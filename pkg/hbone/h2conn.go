@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,6 +113,10 @@ type h2Config struct {
 	// batch, if set, is the socket under the TLS conn: frame writes are
 	// sent through it in batches.
 	batch *batchConn
+	// gather, with batch, leaves the sending of frames to writeLoop,
+	// which sends once the goroutines runnable now have run
+	// (GatherWrites).
+	gather bool
 }
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
@@ -141,6 +146,11 @@ type h2Conn struct {
 	// tunnels answering at once then cost one system call, not one each.
 	writeWaiters atomic.Int32
 	batchHeld    bool
+	// flushWake asks writeLoop to send the gathered frames (gather).
+	flushWake chan struct{}
+	// writeLoopDone is closed once writeLoop has stopped, after sending
+	// what writers left gathered.
+	writeLoopDone chan struct{}
 	// wctx is held by a writer that takes wmu with lockWriteCtx, so that
 	// only one at a time waits for wmu on a goroutine of its own.
 	wctx chan struct{}
@@ -220,6 +230,8 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		bw:             bufio.NewWriterSize(nc, connBufSize),
 		log:            cfg.logger,
 		ctrlWake:       make(chan struct{}, 1),
+		flushWake:      make(chan struct{}, 1),
+		writeLoopDone:  make(chan struct{}),
 		wctx:           make(chan struct{}, 1),
 		streams:        make(map[uint32]*h2Stream),
 		nextID:         1,
@@ -270,6 +282,7 @@ func (c *h2Conn) start() error {
 		return nil
 	})
 	if err != nil {
+		close(c.writeLoopDone) // it never runs
 		c.nc.Close()
 		return fmt.Errorf("hbone: writing HTTP/2 preface: %w", err)
 	}
@@ -344,13 +357,40 @@ func (c *h2Conn) unlockWrite() error { return c.unlockWriteFlush(false) }
 
 // unlockWriteFlush is unlockWrite; with now, the frames are sent whoever
 // waits, for a writer that must know they left (a GOAWAY before closing).
+// With gather and not now, writeLoop sends them instead.
 func (c *h2Conn) unlockWriteFlush(now bool) error {
+	return c.unlockWriteSend(now, c.cfg.gather && !now)
+}
+
+// unlockWriteSend leaves wmu. The frames gathered are sent if now or if
+// no writer waits, by this goroutine or, if later, by writeLoop.
+func (c *h2Conn) unlockWriteSend(now, later bool) error {
+	if later {
+		select {
+		case <-c.done:
+			// writeLoop has stopped, or stops after its last send: a
+			// writer that comes after that sends for itself.
+			later = false
+		default:
+		}
+	}
 	var err error
+	wake := false
 	if c.batchHeld && (now || c.writeWaiters.Load() == 0) {
-		c.batchHeld = false
-		err = c.cfg.batch.release()
+		if later {
+			wake = true
+		} else {
+			c.batchHeld = false
+			err = c.cfg.batch.release()
+		}
 	}
 	c.wmu.Unlock()
+	if wake {
+		select {
+		case c.flushWake <- struct{}{}:
+		default:
+		}
+	}
 	if err != nil {
 		go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 	}
@@ -373,15 +413,43 @@ func (c *h2Conn) writeAndFlush(fn func() error, now bool) error {
 	return err
 }
 
+// writeLoop writes the queued control frames and, with gather, sends
+// the frames other writers left gathered, the last time once the
+// connection is done.
 func (c *h2Conn) writeLoop() {
+	defer close(c.writeLoopDone)
 	for {
 		select {
 		case <-c.ctrlWake:
+		case <-c.flushWake:
 		case <-c.done:
+			if c.cfg.gather {
+				// The last frames of the streams that ended the
+				// connection (say, after a GOAWAY) may wait here.
+				c.lockWrite()
+				if c.batchHeld {
+					c.batchHeld = false
+					c.cfg.batch.release()
+				}
+				c.wmu.Unlock()
+			}
 			return
 		}
-		if err := c.write(c.writeQueued); err != nil {
-			c.closeWithError(fmt.Errorf("hbone: write: %w", err))
+		if c.cfg.gather {
+			// Let the goroutines runnable now (say, the handlers of the
+			// tunnels one read woke) write first: their frames then
+			// leave in this one send. With one thread this sends once
+			// the process has nothing else to do, as an event loop does.
+			runtime.Gosched()
+		}
+		c.lockWrite()
+		err := c.writeFrames(c.writeQueued)
+		if e := c.unlockWriteSend(false, false); err == nil {
+			err = e
+		}
+		if err != nil {
+			// Not here: closing waits for this loop to stop.
+			go c.closeWithError(fmt.Errorf("hbone: write: %w", err))
 			return
 		}
 	}
@@ -1217,6 +1285,17 @@ func (c *h2Conn) closeAfter(err error, linger func()) {
 	c.onClose = nil
 	c.mu.Unlock()
 	close(c.done)
+	if linger == nil && c.cfg.gather {
+		// writeLoop sends what writers left gathered before it stops;
+		// a peer that does not read gets goAwayTimeout for that, as for
+		// a GOAWAY.
+		t := time.NewTimer(c.cfg.goAwayTimeout)
+		select {
+		case <-c.writeLoopDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	if linger != nil {
 		for _, st := range removed {
 			st.released()
