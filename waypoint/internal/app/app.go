@@ -216,6 +216,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	hc, err := hbone.NewTransportDialer(hbone.ClientConfig{
 		Bundles: src.bundles, HandshakeTimeout: cfg.ConnectTimeout, Logger: logger,
 		StreamWindow: tunnelWindow,
+		// One thread serves many tunnels: their writes leave together.
+		GatherWrites: true,
 	}, hbone.TransportConfig{Mode: cfg.Transport})
 	if err != nil {
 		return err
@@ -267,6 +269,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Handler:      px,
 		Logger:       logger,
 		StreamWindow: tunnelWindow,
+		GatherWrites: true,
 	}
 	ln, err := net.Listen("tcp", cfg.HBONEAddr)
 	if err != nil {

@@ -219,7 +219,8 @@ func newMesh(t testing.TB, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 	m.self = self
 	m.clientCert, m.clientID = m.pki.cert(t, testNS, "sleep")
 
-	hc, err := hbone.NewClient(hbone.ClientConfig{Bundles: m.pki.bundles})
+	// The waypoint's HBONE client and server gather writes (app.Run).
+	hc, err := hbone.NewClient(hbone.ClientConfig{Bundles: m.pki.bundles, GatherWrites: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,6 +295,7 @@ func newMesh(t testing.TB, wp *waypointapi.Waypoint, st meshstate.Config, o mesh
 		Bundles:        m.pki.bundles,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return wpCert, nil },
 		Handler:        m.px,
+		GatherWrites:   true,
 	})
 	if err != nil {
 		t.Fatal(err)
