@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,4 +126,47 @@ func benchmarkProxyHTTP1(b *testing.B, lim Limiter) {
 	for b.Loop() {
 		get()
 	}
+}
+
+// BenchmarkProxyHTTP2 is h2c GETs answered with 1 KiB, from 8 concurrent
+// streams on one client connection, through the whole request path (as
+// BenchmarkProxyHTTP1) to an h2c endpoint. Time and allocations are the
+// whole process's: client, waypoint, tunnels and endpoint. Run it with
+// -cpu 1 to see the waypoint's one-thread case, where writes gather.
+func BenchmarkProxyHTTP2(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1024)
+	m, eps := oneService(b, wpService("echo", echoVIP, 80, 8080, "http2"), meshOptions{quiet: true}, "127.77.42.1:8080")
+	eps[0].handle(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})
+	client := m.http2Client()
+	get := func() error {
+		resp, err := client.Get("http://" + echoVIP + "/bench")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err == nil && (resp.StatusCode != 200 || n != int64(len(body))) {
+			err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n)
+		}
+		return err
+	}
+	for range 100 { // warm the pools
+		if err := get(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	b.SetParallelism(8) // streams per GOMAXPROCS
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := get(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
