@@ -220,6 +220,9 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	if cfg.goAwayTimeout <= 0 {
 		cfg.goAwayTimeout = defaultGoAwayTimeout
 	}
+	if cfg.batch == nil {
+		cfg.gather = false // it gathers in the batch
+	}
 	if cfg.batch != nil {
 		cfg.batch.setWriteByteTimeout(cfg.writeByteTimeout)
 	}
@@ -328,17 +331,31 @@ func (c *h2Conn) queue(fn func() error) {
 	}
 }
 
-// writeFrames runs fn, which writes frames, and passes them through the
-// framer's buffer and TLS into the batch; unlockWrite sends them. Caller
-// holds wmu.
+// writeFrames runs fn, which writes frames into the framer's buffer, and
+// passes them through TLS into the batch; unlockWrite sends them. With
+// gather they stay in the framer's buffer until sendLocked: one TLS
+// record then carries the frames of many writers, and they are encrypted
+// on the sending goroutine, not deep in each writer's stack (whose growth
+// cost more than the encryption). Caller holds wmu.
 func (c *h2Conn) writeFrames(fn func() error) error {
 	if c.cfg.batch != nil && !c.batchHeld {
 		c.cfg.batch.hold()
 		c.batchHeld = true
 	}
 	err := fn()
-	if err == nil {
+	if err == nil && !c.cfg.gather {
 		err = c.bw.Flush()
+	}
+	return err
+}
+
+// sendLocked sends what writers gathered: the framer's buffer through
+// TLS, then the batch. Caller holds wmu, with batchHeld set.
+func (c *h2Conn) sendLocked() error {
+	c.batchHeld = false
+	err := c.bw.Flush()
+	if e := c.cfg.batch.release(); err == nil {
+		err = e
 	}
 	return err
 }
@@ -380,8 +397,7 @@ func (c *h2Conn) unlockWriteSend(now, later bool) error {
 		if later {
 			wake = true
 		} else {
-			c.batchHeld = false
-			err = c.cfg.batch.release()
+			err = c.sendLocked()
 		}
 	}
 	c.wmu.Unlock()
@@ -428,8 +444,7 @@ func (c *h2Conn) writeLoop() {
 				// connection (say, after a GOAWAY) may wait here.
 				c.lockWrite()
 				if c.batchHeld {
-					c.batchHeld = false
-					c.cfg.batch.release()
+					c.sendLocked()
 				}
 				c.wmu.Unlock()
 			}
