@@ -56,13 +56,14 @@ type ServerConfig struct {
 	// a CONNECT: FormatAltSvc's value advertises HBONE over QUIC (see
 	// the package documentation).
 	AltSvc string
-	// GatherWrites lets a tunnel's write return once its frames are
-	// encrypted, leaving the system call to the connection's writer
-	// goroutine, which makes it after the goroutines runnable at the time
-	// have run: the frames of many busy tunnels then leave together. It
-	// saves system calls in a process with few threads and many tunnels
-	// (the waypoint, on one thread), and costs a goroutine switch per
-	// send. A write's error then shows on a later write.
+	// GatherWrites lets a tunnel's write return once its frames are in
+	// the connection's buffer, leaving their encryption and the system
+	// call to the connection's writer goroutine, which sends after the
+	// goroutines runnable at the time have run: the frames of many busy
+	// tunnels then leave in one TLS record and one system call. It saves
+	// CPU in a process with few threads and many tunnels (the waypoint,
+	// on one thread), and costs a goroutine switch per send. A write's
+	// error then shows on a later write.
 	GatherWrites bool
 	// QUICResetKey, 32 bytes when set, keys QUIC's stateless resets
 	// (RFC 9000 §10.3). A server that kept no state of a connection (a
