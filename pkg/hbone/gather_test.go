@@ -27,22 +27,7 @@ func TestGatherWritesEcho(t *testing.T) {
 	e := gatherEnv(t, echo)
 	ctx := testCtx(t)
 	const n = 300
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- echoOnce(ctx, e, i)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrently(t, n, func(i int) error { return echoOnce(ctx, e, i) })
 }
 
 // Frames a tunnel wrote before its connection was closed leave before

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,22 +68,7 @@ func TestQUICEcho(t *testing.T) {
 	e := newQUICEnv(t, echo)
 	ctx := testCtx(t)
 	const n = 200
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- quicEchoOnce(ctx, e, i)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrently(t, n, func(i int) error { return quicEchoOnce(ctx, e, i) })
 	if d := e.qclient.Stats().Dialed; d < 2 || d > 4 {
 		t.Errorf("dialed %d QUIC connections for %d streams at 100 per conn", d, n)
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,22 +22,7 @@ func TestEchoConcurrentStreams(t *testing.T) {
 	e := newTCPEnv(t, echo, envOpt{})
 	ctx := testCtx(t)
 	const n = 1000
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- echoOnce(ctx, e, i)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrently(t, n, func(i int) error { return echoOnce(ctx, e, i) })
 	st := e.client.Stats()
 	// 1000 concurrent streams at 100 per connection.
 	if st.Dialed < 10 || st.Dialed > 20 || e.ln.n.Load() != int64(st.Dialed) {
