@@ -54,7 +54,9 @@ import (
 // CPUs) that no request exceeds: the limiter's cost per request and the
 // global check's latency. Run it with `make bench-waypoint`; set
 // SKIFF_BENCH_PROFILE to a directory to get CPU profiles of the waypoint
-// at saturation, one per waypoint path and protocol.
+// at saturation, one per waypoint path and protocol. A -bench pattern
+// that picks some paths, say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/',
+// prints only their medians.
 func BenchmarkWaypoint(b *testing.B) {
 	w := newWorld(b)
 	samples := map[key][]sample{}

@@ -129,10 +129,10 @@ func benchmarkProxyHTTP1(b *testing.B, lim Limiter) {
 }
 
 // BenchmarkProxyHTTP2 is h2c GETs answered with 1 KiB, from 8 concurrent
-// streams on one client connection, through the whole request path (as
-// BenchmarkProxyHTTP1) to an h2c endpoint. Time and allocations are the
-// whole process's: client, waypoint, tunnels and endpoint. Run it with
-// -cpu 1 to see the waypoint's one-thread case, where writes gather.
+// streams per CPU on one client connection, through the whole request
+// path (as BenchmarkProxyHTTP1) to an h2c endpoint. Time and allocations
+// are the whole process's: client, waypoint, tunnels and endpoint. Run it
+// with -cpu 1 to see the waypoint's one-thread case, where writes gather.
 func BenchmarkProxyHTTP2(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1024)
 	m, eps := oneService(b, wpService("echo", echoVIP, 80, 8080, "http2"), meshOptions{quiet: true}, "127.77.42.1:8080")
