@@ -401,6 +401,11 @@ func (a *Agent) wants(p *corev1.Pod) bool {
 	return mesh.Decide(p, ns, a.cfg.ExcludeNamespaces).Enrol
 }
 
+// podStateOf is the state of pod p with addresses ips, with no step done.
+func podStateOf(p *corev1.Pod, ips []netip.Addr) *podState {
+	return &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p), ips: ips}
+}
+
 func serviceAccount(p *corev1.Pod) string {
 	if p.Spec.ServiceAccountName != "" {
 		return p.Spec.ServiceAccountName
@@ -435,8 +440,8 @@ func (a *Agent) rebuild(ctx context.Context) error {
 				// listeners open), not to drop it for want of a namespace;
 				// the worker looks again.
 				a.log.Warn("pod's network namespace not found at start; ztunnel keeps serving it", "pod", p.Namespace+"/"+p.Name, "err", err)
-				st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p), ips: pips,
-					rulesStep: stepUnknown, snatStep: stepDone, ztunnelStep: stepUnknown} // SNAT: Reset below
+				st := podStateOf(p, pips)
+				st.rulesStep, st.snatStep, st.ztunnelStep = stepUnknown, stepDone, stepUnknown // SNAT: Reset below
 				if err := a.cfg.ZDS.AddWorkload(ctx, st.workload(), nil); err != nil {
 					a.log.Warn("registering pod with ZDS", "pod", st.key(), "err", err)
 				}
@@ -459,8 +464,8 @@ func (a *Agent) rebuild(ctx context.Context) error {
 					// retries the removal (rate-limited) until it succeeds.
 					a.countFailure("restore")
 					a.log.Warn("removing rules from a pod outside the mesh; will retry", "pod", p.Namespace+"/"+p.Name, "err", err)
-					st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
-						netns: netns, netnsPath: path, ips: pips, rulesStep: stepUnknown}
+					st := podStateOf(p, pips)
+					st.netns, st.netnsPath, st.rulesStep = netns, path, stepUnknown
 					a.warnPod(st, ReasonUnenrolmentFailed, actionUnenrol, fmt.Errorf(
 						"removing redirect rules left from an earlier enrolment of %s: %w; its traffic may still go to ztunnel until the removal, which is retried, succeeds", st.key(), err))
 					a.store(st)
@@ -476,9 +481,9 @@ func (a *Agent) rebuild(ctx context.Context) error {
 			}
 			continue
 		}
-		st := &podState{uid: p.UID, name: p.Name, namespace: p.Namespace, sa: serviceAccount(p),
-			netns: netns, netnsPath: path, ips: pips,
-			rulesStep: stepDone, snatStep: stepDone, ztunnelStep: stepDone} // SNAT: Reset below
+		st := podStateOf(p, pips)
+		st.netns, st.netnsPath = netns, path
+		st.rulesStep, st.snatStep, st.ztunnelStep = stepDone, stepDone, stepDone // SNAT: Reset below
 		rules := st.rules(a.cfg.Rules)
 		found, err := rules.Inspect(netns)
 		if err != nil || !found.Complete() {
@@ -661,7 +666,7 @@ func (a *Agent) enrolRunning(ctx context.Context, pod *corev1.Pod, ips []netip.A
 		// Known meanwhile (enrolled by the plugin, or found at start).
 		return a.finishEnrolment(ctx, st)
 	}
-	st := &podState{uid: pod.UID, name: pod.Name, namespace: pod.Namespace, sa: serviceAccount(pod), ips: ips}
+	st := podStateOf(pod, ips)
 	netns, path, err := a.cfg.Finder.Find(ips)
 	if err != nil {
 		a.countFailure("live_enrol")
