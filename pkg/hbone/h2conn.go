@@ -220,11 +220,10 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	if cfg.goAwayTimeout <= 0 {
 		cfg.goAwayTimeout = defaultGoAwayTimeout
 	}
-	if cfg.batch == nil {
-		cfg.gather = false // it gathers in the batch
-	}
 	if cfg.batch != nil {
 		cfg.batch.setWriteByteTimeout(cfg.writeByteTimeout)
+	} else {
+		cfg.gather = false // it gathers in the batch
 	}
 	c := &h2Conn{
 		nc:             nc,
