@@ -97,7 +97,9 @@ func (l *Limiter) ask(ctx context.Context, r *proxy.LimitRequest, ap []applied) 
 		callCtx, cancel = context.WithTimeout(ctx, l.timeout)
 		defer cancel()
 	}
+	start := l.now()
 	resp, err := l.rls.ShouldRateLimit(callCtx, req)
+	l.calls.Record(ctx, l.now().Sub(start).Seconds())
 	if err != nil {
 		switch grpcstatus.Code(err) {
 		case codes.DeadlineExceeded:

@@ -183,6 +183,26 @@ func collectCounter(t *testing.T, r *sdkmetric.ManualReader, name, label string)
 	return out
 }
 
+// histogramCount returns how many values a histogram recorded.
+func histogramCount(t *testing.T, r *sdkmetric.ManualReader, name string) uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+					n += dp.Count
+				}
+			}
+		}
+	}
+	return n
+}
+
 func over(reset time.Duration, limit *rlsv3.RateLimitResponse_RateLimit) func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	return func(req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 		return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT,
@@ -269,6 +289,9 @@ func TestGlobalAnswers(t *testing.T) {
 			}
 			if wantLimited := tc.wantStatus == 429; wantLimited != (limited["ns/g"] == 1) {
 				t.Errorf("rate-limited counter = %v", limited)
+			}
+			if n := histogramCount(t, reader, MetricServiceDuration); n != 1 {
+				t.Errorf("%s counted %d calls, want 1", MetricServiceDuration, n)
 			}
 		})
 	}

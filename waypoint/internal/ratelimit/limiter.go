@@ -38,9 +38,19 @@ const (
 	// MetricServiceErrors counts calls to the rate-limit service that gave
 	// no usable answer, by reason (one of the Reason* values).
 	MetricServiceErrors = "skiff_rate_limit_service_errors"
-	LabelPolicy         = "policy"
-	LabelReason         = "reason"
+	// MetricServiceDuration is a histogram of the calls to the rate-limit
+	// service, answered or not, in seconds (the exporter adds "_seconds"):
+	// the latency a GLOBAL limit adds to a request.
+	MetricServiceDuration = "skiff_rate_limit_service_duration"
+	LabelPolicy           = "policy"
+	LabelReason           = "reason"
 )
+
+// serviceDurationBounds are the histogram's bucket bounds, in seconds:
+// fine below the default timeout, where the calls are.
+func serviceDurationBounds() []float64 {
+	return []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25}
+}
 
 // Values of LabelReason.
 const (
@@ -101,6 +111,7 @@ type Limiter struct {
 	rejected metric.Int64Counter
 	errs     metric.Int64Counter
 	errOpts  map[string][]metric.AddOption
+	calls    metric.Float64Histogram
 
 	conn *grpc.ClientConn
 	rls  rlsv3.RateLimitServiceClient
@@ -166,6 +177,11 @@ func New(opts Options) (*Limiter, error) {
 	if l.errs, err = m.Int64Counter(MetricServiceErrors,
 		metric.WithDescription("Calls to the rate-limit service that gave no usable answer, by reason")); err != nil {
 		return nil, fmt.Errorf("ratelimit: creating %s: %w", MetricServiceErrors, err)
+	}
+	if l.calls, err = m.Float64Histogram(MetricServiceDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time the calls to the rate-limit service took, answered or not"),
+		metric.WithExplicitBucketBoundaries(serviceDurationBounds()...)); err != nil {
+		return nil, fmt.Errorf("ratelimit: creating %s: %w", MetricServiceDuration, err)
 	}
 	l.errOpts = make(map[string][]metric.AddOption, len(reasons))
 	for _, r := range reasons {
