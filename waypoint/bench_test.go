@@ -52,7 +52,8 @@ import (
 // waypoint+rl and waypoint+grl, serving the same origin under one local
 // and one global rate limit (envoyproxy/ratelimit and Redis on the load
 // CPUs) that no request exceeds: the limiter's cost per request and the
-// global check's latency. Run it with `make bench-waypoint`; set
+// global check's latency, from end to end, from the waypoint's histogram
+// of its calls, and for the service alone (a plain gRPC client). Run it with `make bench-waypoint`; set
 // SKIFF_BENCH_PROFILE to a directory to get CPU profiles of the waypoint
 // at saturation, one per waypoint path and protocol. A -bench pattern
 // that picks some paths, say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/',
@@ -113,8 +114,10 @@ const (
 	ratePerClient = 100
 	rateFor       = 10 * time.Second
 	rateWarmUp    = time.Second
-	bulkSize      = 1 << 30
-	trustDomain   = "cluster.local"
+	// rlsAloneFor times the rate-limit service alone, at the fixed rate.
+	rlsAloneFor = 5 * time.Second
+	bulkSize    = 1 << 30
+	trustDomain = "cluster.local"
 	// endpointIP is the origin's address: the destination shim listens
 	// on its port 15008, as a destination ztunnel does.
 	endpointIP = "127.0.0.2"
@@ -176,6 +179,10 @@ type sample struct {
 	// at saturation and at the fixed rate: 0 on a quiet machine.
 	othersSat, othersRate float64
 	requestsDone          int64
+	// For waypoint+grl, the waypoint's calls to the rate-limit service
+	// at the fixed rate: their p99 in seconds, and the share done within
+	// 1 ms.
+	callP99, callsWithin1ms float64
 }
 
 // result is the median of a path's samples, and the 1 GiB figures.
@@ -198,16 +205,18 @@ func summarize(ss []sample) *result {
 		return v[len(v)/2]
 	}
 	return &result{sample: sample{
-		rps:         med(func(s sample) float64 { return s.rps }),
-		cpuPerReq:   med(func(s sample) float64 { return s.cpuPerReq }),
-		shimsPerReq: med(func(s sample) float64 { return s.shimsPerReq }),
-		satRSS:      int64(med(func(s sample) float64 { return float64(s.satRSS) })),
-		p50:         time.Duration(med(func(s sample) float64 { return float64(s.p50) })),
-		p99:         time.Duration(med(func(s sample) float64 { return float64(s.p99) })),
-		vcpu:        med(func(s sample) float64 { return s.vcpu }),
-		shimsVCPU:   med(func(s sample) float64 { return s.shimsVCPU }),
-		othersSat:   med(func(s sample) float64 { return s.othersSat }),
-		othersRate:  med(func(s sample) float64 { return s.othersRate }),
+		rps:            med(func(s sample) float64 { return s.rps }),
+		cpuPerReq:      med(func(s sample) float64 { return s.cpuPerReq }),
+		shimsPerReq:    med(func(s sample) float64 { return s.shimsPerReq }),
+		satRSS:         int64(med(func(s sample) float64 { return float64(s.satRSS) })),
+		p50:            time.Duration(med(func(s sample) float64 { return float64(s.p50) })),
+		p99:            time.Duration(med(func(s sample) float64 { return float64(s.p99) })),
+		vcpu:           med(func(s sample) float64 { return s.vcpu }),
+		shimsVCPU:      med(func(s sample) float64 { return s.shimsVCPU }),
+		othersSat:      med(func(s sample) float64 { return s.othersSat }),
+		othersRate:     med(func(s sample) float64 { return s.othersRate }),
+		callP99:        med(func(s sample) float64 { return s.callP99 }),
+		callsWithin1ms: med(func(s sample) float64 { return s.callsWithin1ms }),
 	}}
 }
 
@@ -221,7 +230,13 @@ type world struct {
 	paths      []path
 	profileDir string
 	adminAddr  string // the waypoint's, when profiling
-	loadStart  string // the load average when the run began
+	// metricsAddr serves the waypoint's metrics: the global limit's
+	// calls are timed from its histogram.
+	metricsAddr string
+	// rlsP50 and rlsP99 are the rate-limit service's own latency, asked
+	// from the load CPU at the fixed rate with nothing else running.
+	rlsP50, rlsP99 time.Duration
+	loadStart      string // the load average when the run began
 }
 
 func progress(format string, args ...any) {
@@ -294,6 +309,12 @@ func newWorld(b *testing.B) *world {
 		b.Fatalf("rate-limit service: %v", err)
 	}
 	b.Cleanup(func() { rls.Close() })
+	progress("the rate-limit service alone: %d calls/s for %v", rateClients*ratePerClient, rlsAloneFor)
+	lat, err := rls.Latencies(ctx, "skiff", rateClients*ratePerClient, rlsAloneFor)
+	if err != nil {
+		b.Fatalf("rate-limit service alone: %v", err)
+	}
+	w.rlsP50, w.rlsP99 = benchpeer.Percentile(lat, 50), benchpeer.Percentile(lat, 99)
 
 	progress("building and starting the waypoint")
 	wp := w.startWaypoint(b, origin, rls.Addr)
@@ -403,13 +424,14 @@ func (w *world) startWaypoint(b *testing.B, origin benchpeer.Origin, rateLimitSe
 		return "127.0.0.1:" + strconv.Itoa(p)
 	}
 	hboneAddr, readyAddr := free(), free()
+	w.metricsAddr = free()
 	if w.profileDir != "" {
 		w.adminAddr = free()
 	}
 	args := []string{
 		"--waypoint=default/waypoint", "--local-config=" + cfgPath,
 		"--ca-cert=" + filepath.Join(caDir, "ca-cert.pem"), "--ca-key=" + filepath.Join(caDir, "ca-key.pem"),
-		"--hbone-addr=" + hboneAddr, "--admin-addr=" + w.adminAddr, "--metrics-addr=", "--readiness-addr=" + readyAddr,
+		"--hbone-addr=" + hboneAddr, "--admin-addr=" + w.adminAddr, "--metrics-addr=" + w.metricsAddr, "--readiness-addr=" + readyAddr,
 		"--access-log=false", "--worker-threads=1", "--log-level=warn",
 		"--rate-limit-service=" + rateLimitService,
 	}
@@ -791,11 +813,26 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	// An open-loop Go client from this process (pinned to the load
 	// CPUs): h2load's --rps adds up to a timer tick to HTTP/2 latencies.
 	fr := benchpeer.FixedRate{URL: url, HTTP2: !pr.http1, Conns: rateClients, Rate: rateClients * ratePerClient, WarmUp: rateWarmUp, Duration: rateFor}
+	calls := w.rateLimitCalls
+	if !strings.HasSuffix(p.name, "+grl") {
+		calls = func(context.Context) (benchpeer.Histogram, error) { return benchpeer.Histogram{}, nil }
+	}
+	calls0, err := calls(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
 	cpu0, shims0, busy0 = benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
 	start = time.Now()
 	lat, err := fr.Run(ctx)
 	elapsed = time.Since(start)
 	cpu1, shims1, busy1 = benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
+	calls1, cerr := calls(ctx)
+	if cerr != nil {
+		b.Fatal(cerr)
+	}
+	if d := calls1.Sub(calls0); d.Count > 0 {
+		s.callP99, s.callsWithin1ms = d.Quantile(0.99), d.Within(0.001)
+	}
 	s.othersRate = max(0, (busy1-busy0-(cpu1-cpu0)).Seconds()/elapsed.Seconds())
 	if err != nil {
 		b.Fatalf("%s %s at a fixed rate: %v", pr.name, p.name, err)
@@ -805,6 +842,12 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	s.shimsVCPU = (shims1 - shims0).Seconds() / elapsed.Seconds()
 	s.p50, s.p99 = benchpeer.Percentile(lat, 50), benchpeer.Percentile(lat, 99)
 	return s
+}
+
+// rateLimitCalls scrapes the waypoint's histogram of its calls to the
+// rate-limit service.
+func (w *world) rateLimitCalls(ctx context.Context) (benchpeer.Histogram, error) {
+	return benchpeer.ScrapeHistogram(ctx, "http://"+w.metricsAddr+"/metrics", "skiff_rate_limit_service_duration_seconds")
 }
 
 // busy is the proxy CPU's busy time so far.
@@ -960,7 +1003,10 @@ func (w *world) print(res map[key]*result) {
 			pr.name, cost, wp.cpuPerReq, 100*cost/wp.cpuPerReq, verdict(cost < 0.02*wp.cpuPerReq))
 		fmt.Fprintf(out, "  %s  global limit adds < 1 ms at p99 at 1k req/s (service on this machine): %+.0f µs (p50 %+.0f µs)  %s\n",
 			pr.name, us(grl.p99-wp.p99), us(grl.p50-wp.p50), verdict(grl.p99-wp.p99 < time.Millisecond))
+		fmt.Fprintf(out, "  %s    the waypoint's own calls to the service (its histogram): p99 %.0f µs, %.1f %% within 1 ms  %s\n",
+			pr.name, grl.callP99*1e6, 100*grl.callsWithin1ms, verdict(grl.callP99 < 0.001))
 	}
+	fmt.Fprintf(out, "  the service alone (a plain gRPC client on the load CPU, nothing else running): p50 %.0f µs, p99 %.0f µs\n", us(w.rlsP50), us(w.rlsP99))
 	fmt.Fprintf(out, "  (differences of medians of separate runs: their noise is about a µs of CPU per request; the limiter alone:\n")
 	fmt.Fprintf(out, "  go test -run '^$' -bench . ./waypoint/internal/ratelimit)\n")
 }
@@ -975,6 +1021,10 @@ func (w *world) printPartial(res map[key]*result) {
 		for _, p := range w.paths {
 			if r := res[key{p.name, pr.name}]; r != nil {
 				fmt.Fprintf(out, "%-12s %-5s %7.0f %9.1f %7.3f %6.0f %6.0f\n", p.name, pr.name, r.rps, r.cpuPerReq, r.vcpu, us(r.p50), us(r.p99))
+				if strings.HasSuffix(p.name, "+grl") {
+					fmt.Fprintf(out, "  its calls to the rate-limit service: p99 %.0f µs, %.1f %% within 1 ms (the service alone: p50 %.0f µs, p99 %.0f µs)\n",
+						r.callP99*1e6, 100*r.callsWithin1ms, us(w.rlsP50), us(w.rlsP99))
+				}
 			}
 		}
 	}

@@ -4,13 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // RateLimitBinEnv names the environment variable holding the path of
@@ -147,4 +155,67 @@ func waitHealthy(ctx context.Context, p *Proc, url string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Latencies asks the service ShouldRateLimit rate times a second for d,
+// open loop, each call with one descriptor of domain under a limit it
+// never reaches, and returns how long each call took: the service's own
+// latency, to compare a proxy's calls with.
+func (p *RateLimitProc) Latencies(ctx context.Context, domain string, rate int, d time.Duration) ([]time.Duration, error) {
+	if rate <= 0 || d <= 0 {
+		return nil, errors.New("benchpeer: Latencies needs a rate and a duration")
+	}
+	cc, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("rate-limit service client: %w", err)
+	}
+	defer cc.Close()
+	client := rlsv3.NewRateLimitServiceClient(cc)
+	req := &rlsv3.RateLimitRequest{Domain: domain, Descriptors: []*ratelimitv3.RateLimitDescriptor{{
+		Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "benchpeer", Value: "latency"}},
+		Limit:   &ratelimitv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: math.MaxUint32, Unit: typev3.RateLimitUnit_SECOND},
+	}}}
+	if _, err := client.ShouldRateLimit(ctx, req); err != nil { // connects
+		return nil, fmt.Errorf("ShouldRateLimit: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n := int(d.Seconds() * float64(rate))
+	lat := make([]time.Duration, n)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		t := time.NewTimer(time.Until(start.Add(time.Second * time.Duration(i) / time.Duration(rate))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			begin := time.Now()
+			_, err := client.ShouldRateLimit(ctx, req)
+			lat[i] = time.Since(begin)
+			if err != nil {
+				select {
+				case errs <- fmt.Errorf("ShouldRateLimit: %w", err):
+				default:
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return nil, err
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return lat, nil
 }

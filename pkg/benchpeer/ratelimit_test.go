@@ -1,7 +1,9 @@
 package benchpeer
 
 import (
+	"slices"
 	"testing"
+	"time"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -42,5 +44,13 @@ func TestRateLimitService(t *testing.T) {
 	}
 	if codes[0] != rlsv3.RateLimitResponse_OK || codes[1] != rlsv3.RateLimitResponse_OK || codes[2] != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Errorf("answers %v, want OK OK OVER_LIMIT", codes)
+	}
+
+	lat, err := p.Latencies(t.Context(), "skiff", 100, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != 20 || slices.Contains(lat, 0) {
+		t.Errorf("latencies %v, want 20 calls timed", lat)
 	}
 }
