@@ -188,17 +188,26 @@ type Origin struct {
 func originConfig(o Origin) string {
 	var b strings.Builder
 	b.WriteString(nginxMain(o.Dir))
-	b.WriteString("  sendfile on;\n  tcp_nopush on;\n  server {\n")
-	if o.H1Listen != "" {
-		fmt.Fprintf(&b, "    listen %s;\n", o.H1Listen)
+	b.WriteString("  sendfile on;\n  tcp_nopush on;\n")
+	root := fmt.Sprintf("    root %s;\n  }\n", filepath.Join(o.Dir, "www"))
+	if o.H1Listen != "" || o.TLSListen != "" {
+		b.WriteString("  server {\n")
+		if o.H1Listen != "" {
+			fmt.Fprintf(&b, "    listen %s;\n", o.H1Listen)
+		}
+		if o.TLSListen != "" {
+			fmt.Fprintf(&b, "    listen %s ssl http2;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n", o.TLSListen, o.TLS.Cert, o.TLS.Key)
+		}
+		b.WriteString(root)
 	}
 	if o.H2Listen != "" {
-		fmt.Fprintf(&b, "    listen %s http2;\n", o.H2Listen)
+		// Plaintext HTTP/2 without sendfile: with it, nginx answered a
+		// 1 KiB request at 1,000 req/s with a p50 of 3-5 ms and a p99
+		// of 11 ms, against 0.7 and 1.4 ms without.
+		fmt.Fprintf(&b, "  server {\n    listen %s http2;\n    sendfile off;\n", o.H2Listen)
+		b.WriteString(root)
 	}
-	if o.TLSListen != "" {
-		fmt.Fprintf(&b, "    listen %s ssl http2;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n", o.TLSListen, o.TLS.Cert, o.TLS.Key)
-	}
-	fmt.Fprintf(&b, "    root %s;\n  }\n}\n", filepath.Join(o.Dir, "www"))
+	b.WriteString("}\n")
 	return b.String()
 }
 
