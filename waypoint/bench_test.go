@@ -53,11 +53,12 @@ import (
 // and one global rate limit (envoyproxy/ratelimit and Redis on the load
 // CPUs) that no request exceeds: the limiter's cost per request and the
 // global check's latency, from end to end, from the waypoint's histogram
-// of its calls, and for the service alone (a plain gRPC client). Run it with `make bench-waypoint`; set
-// SKIFF_BENCH_PROFILE to a directory to get CPU profiles of the waypoint
-// at saturation and at the fixed rate, per waypoint path and protocol. A -bench pattern
-// that picks some paths, say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/',
-// prints only their medians.
+// of its calls, and for the service alone (a plain gRPC client). Run it
+// with `make bench-waypoint`; set SKIFF_BENCH_PROFILE to a directory to
+// get CPU profiles of the waypoint at saturation and at the fixed rate,
+// per waypoint path and protocol. A -bench pattern that picks some paths,
+// say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/', prints only
+// their medians.
 func BenchmarkWaypoint(b *testing.B) {
 	w := newWorld(b)
 	samples := map[key][]sample{}
@@ -1023,8 +1024,9 @@ func (w *world) print(res map[key]*result) {
 			pr.name, grl.callP99*1e6, 100*grl.callsWithin1ms, verdict(grl.callP99 < 0.001))
 	}
 	fmt.Fprintf(out, "  the service alone (a plain gRPC client on the load CPU, nothing else running): p50 %.0f µs, p99 %.0f µs\n", us(w.rlsP50), us(w.rlsP99))
-	fmt.Fprintf(out, "  (differences of medians of separate runs: their noise is about a µs of CPU per request; the limiter alone:\n")
-	fmt.Fprintf(out, "  go test -run '^$' -bench . ./waypoint/internal/ratelimit)\n")
+	fmt.Fprintf(out, "  (differences of medians of separate runs: on a 2-vCPU machine they move by up to 10 µs of CPU per request\n")
+	fmt.Fprintf(out, "  from one run to the next; the limiter alone: go test -run '^$' -bench . ./waypoint/internal/ratelimit,\n")
+	fmt.Fprintf(out, "  and the proxy's share: go test -run '^$' -bench BenchmarkProxyHTTP1 ./waypoint/internal/proxy)\n")
 }
 
 // printPartial prints the figures of a run that -bench narrowed to some
