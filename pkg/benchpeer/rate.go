@@ -53,46 +53,70 @@ func (f FixedRate) Run(ctx context.Context) ([]time.Duration, error) {
 		failure error
 		wg      sync.WaitGroup
 	)
-	fail := func(err error) {
-		mu.Lock()
-		if failure == nil {
-			failure = err
-		}
-		mu.Unlock()
-		cancel()
-	}
 	for i := range f.Conns {
 		client, closeIdle := f.client()
 		defer closeIdle()
-		offset := interval * time.Duration(i) / time.Duration(f.Conns)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var reqs sync.WaitGroup
-			defer reqs.Wait()
-			for due := start.Add(offset); due.Before(end); due = due.Add(interval) {
-				t := time.NewTimer(time.Until(due))
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-t.C:
+		first := start.Add(interval * time.Duration(i) / time.Duration(f.Conns))
+		wg.Go(func() {
+			l, err := openLoop(ctx, first, measureFrom, end, interval, func(ctx context.Context) error {
+				return get(ctx, client, f.URL)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if failure == nil {
+					failure = err
+					cancel()
 				}
-				reqs.Add(1)
-				go func() {
-					defer reqs.Done()
-					if err := get(ctx, client, f.URL); err != nil {
-						fail(err)
-						return
-					}
-					if d := time.Since(due); !due.Before(measureFrom) {
-						mu.Lock()
-						lat = append(lat, d)
-						mu.Unlock()
-					}
-				}()
+				return
 			}
-		}()
+			lat = append(lat, l...)
+		})
+	}
+	wg.Wait()
+	if failure != nil {
+		return nil, failure
+	}
+	return lat, nil
+}
+
+// openLoop calls fn on a goroutine of its own at every due time from
+// first, each interval, before end, whether or not earlier calls have
+// returned. Once all have, it returns how long each call due at or after
+// measureFrom took from when it was due, or the first error, which
+// cancels the calls running and those to come.
+func openLoop(ctx context.Context, first, measureFrom, end time.Time, interval time.Duration, fn func(context.Context) error) ([]time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		lat     []time.Duration
+		failure error
+		wg      sync.WaitGroup
+	)
+	for due := first; due.Before(end) && ctx.Err() == nil; due = due.Add(interval) {
+		t := time.NewTimer(time.Until(due))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		wg.Go(func() {
+			err := fn(ctx)
+			d := time.Since(due)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				if failure == nil {
+					failure = err
+					cancel()
+				}
+			case !due.Before(measureFrom):
+				lat = append(lat, d)
+			}
+		})
 	}
 	wg.Wait()
 	if failure != nil {

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -158,9 +157,10 @@ func waitHealthy(ctx context.Context, p *Proc, url string) error {
 }
 
 // Latencies asks the service ShouldRateLimit rate times a second for d,
-// open loop, each call with one descriptor of domain under a limit it
-// never reaches, and returns how long each call took: the service's own
-// latency, to compare a proxy's calls with.
+// open loop (as FixedRate), each call with one descriptor of domain under
+// a limit it never reaches, and returns how long each call took from
+// when it was due: the service's own latency, to compare a proxy's calls
+// with.
 func (p *RateLimitProc) Latencies(ctx context.Context, domain string, rate int, d time.Duration) ([]time.Duration, error) {
 	if rate <= 0 || d <= 0 {
 		return nil, errors.New("benchpeer: Latencies needs a rate and a duration")
@@ -178,44 +178,11 @@ func (p *RateLimitProc) Latencies(ctx context.Context, domain string, rate int, 
 	if _, err := client.ShouldRateLimit(ctx, req); err != nil { // connects
 		return nil, fmt.Errorf("ShouldRateLimit: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	n := int(d.Seconds() * float64(rate))
-	lat := make([]time.Duration, n)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		t := time.NewTimer(time.Until(start.Add(time.Second * time.Duration(i) / time.Duration(rate))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
+	first := time.Now()
+	return openLoop(ctx, first, first, first.Add(d), time.Second/time.Duration(rate), func(ctx context.Context) error {
+		if _, err := client.ShouldRateLimit(ctx, req); err != nil {
+			return fmt.Errorf("ShouldRateLimit: %w", err)
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			begin := time.Now()
-			_, err := client.ShouldRateLimit(ctx, req)
-			lat[i] = time.Since(begin)
-			if err != nil {
-				select {
-				case errs <- fmt.Errorf("ShouldRateLimit: %w", err):
-				default:
-				}
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return nil, err
-	default:
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return lat, nil
+		return nil
+	})
 }
