@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 )
 
 // testPKI is a trust domain with its CA, from pkg/identity.
@@ -200,21 +201,12 @@ func statusOf(err error) int {
 // error any returns.
 func concurrently(t *testing.T, n int, fn func(i int) error) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	var g errgroup.Group
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- fn(i)
-		}()
+		g.Go(func() error { return fn(i) })
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 
