@@ -814,13 +814,10 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	// An open-loop Go client from this process (pinned to the load
 	// CPUs): h2load's --rps adds up to a timer tick to HTTP/2 latencies.
 	fr := benchpeer.FixedRate{URL: url, HTTP2: !pr.http1, Conns: rateClients, Rate: rateClients * ratePerClient, WarmUp: rateWarmUp, Duration: rateFor}
-	calls := w.rateLimitCalls
-	if !strings.HasSuffix(p.name, "+grl") {
-		calls = func(context.Context) (benchpeer.Histogram, error) { return benchpeer.Histogram{}, nil }
-	}
-	calls0, err := calls(ctx)
-	if err != nil {
-		b.Fatal(err)
+	global := strings.HasSuffix(p.name, "+grl")
+	var calls0 benchpeer.Histogram
+	if global {
+		calls0 = w.rateLimitCalls(b)
 	}
 	if first && strings.HasPrefix(p.name, "waypoint") && w.adminAddr != "" {
 		profile = w.profile(ctx, p.name+"-"+pr.name+"-1k", rateWarmUp+rateFor)
@@ -830,16 +827,13 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	lat, err := fr.Run(ctx)
 	elapsed = time.Since(start)
 	cpu1, shims1, busy1 = benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
-	calls1, cerr := calls(ctx)
-	if cerr != nil {
-		b.Fatal(cerr)
-	}
 	if profile != nil {
 		if err := <-profile; err != nil {
 			b.Logf("CPU profile: %v", err)
 		}
 	}
-	if d := calls1.Sub(calls0); d.Count > 0 {
+	if global {
+		d := w.rateLimitCalls(b).Sub(calls0)
 		s.callP99, s.callsWithin1ms = d.Quantile(0.99), d.Within(0.001)
 	}
 	s.othersRate = max(0, (busy1-busy0-(cpu1-cpu0)).Seconds()/elapsed.Seconds())
@@ -855,8 +849,12 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 
 // rateLimitCalls scrapes the waypoint's histogram of its calls to the
 // rate-limit service.
-func (w *world) rateLimitCalls(ctx context.Context) (benchpeer.Histogram, error) {
-	return benchpeer.ScrapeHistogram(ctx, "http://"+w.metricsAddr+"/metrics", "skiff_rate_limit_service_duration_seconds")
+func (w *world) rateLimitCalls(b *testing.B) benchpeer.Histogram {
+	h, err := benchpeer.ScrapeHistogram(b.Context(), "http://"+w.metricsAddr+"/metrics", "skiff_rate_limit_service_duration_seconds")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
 }
 
 // busy is the proxy CPU's busy time so far.

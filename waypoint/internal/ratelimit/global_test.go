@@ -161,24 +161,31 @@ func TestGlobalDescriptors(t *testing.T) {
 	}
 }
 
-// collectCounter returns a counter's values by the value of label.
-func collectCounter(t *testing.T, r *sdkmetric.ManualReader, name, label string) map[string]int64 {
+// collected returns the data of metric name, nil if it has none.
+func collected(t *testing.T, r *sdkmetric.ManualReader, name string) metricdata.Aggregation {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := r.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				v, _ := dp.Attributes.Value(attribute.Key(label))
-				out[v.AsString()] += dp.Value
+			if m.Name == name {
+				return m.Data
 			}
 		}
+	}
+	return nil
+}
+
+// collectCounter returns a counter's values by the value of label.
+func collectCounter(t *testing.T, r *sdkmetric.ManualReader, name, label string) map[string]int64 {
+	t.Helper()
+	sum, _ := collected(t, r, name).(metricdata.Sum[int64])
+	out := map[string]int64{}
+	for _, dp := range sum.DataPoints {
+		v, _ := dp.Attributes.Value(attribute.Key(label))
+		out[v.AsString()] += dp.Value
 	}
 	return out
 }
@@ -186,19 +193,10 @@ func collectCounter(t *testing.T, r *sdkmetric.ManualReader, name, label string)
 // histogramCount returns how many values a histogram recorded.
 func histogramCount(t *testing.T, r *sdkmetric.ManualReader, name string) uint64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
+	h, _ := collected(t, r, name).(metricdata.Histogram[float64])
 	var n uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == name {
-				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-					n += dp.Count
-				}
-			}
-		}
+	for _, dp := range h.DataPoints {
+		n += dp.Count
 	}
 	return n
 }
