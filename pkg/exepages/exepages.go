@@ -1,0 +1,110 @@
+// Package exepages gives back the memory that a long-running process's own
+// executable holds while that code is not running.
+//
+// The kernel maps a binary's code and read-only data into the process as it
+// touches them, and around each fault it maps the neighbouring pages that
+// are in the page cache too (fault-around, 64 KiB). Nothing unmaps them
+// later. A Go daemon touches much of its binary while it starts (package
+// initialisation, flags, the first configuration) and little of it
+// afterwards, so nearly all of the binary stays resident and counts in its
+// RSS: 17 of ztunnel's 19 MiB, more than its heap.
+//
+// Release unmaps those pages with madvise(MADV_DONTNEED). They stay in the
+// page cache, so the next touch of one is a minor fault, not a disk read,
+// and RSS comes back to the pages the process uses. Only read-only mappings
+// of the executable are released: a writable private mapping holds the
+// process's own data, which MADV_DONTNEED would discard.
+package exepages
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Result is the process's file-backed resident memory, in bytes, before
+// and after a release.
+type Result struct {
+	Before, After int64
+}
+
+// Release unmaps the executable's read-only pages from this process.
+func Release() (Result, error) {
+	var res Result
+	var err error
+	if res.Before, err = fileResident(); err != nil {
+		return res, err
+	}
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return res, fmt.Errorf("executable: %w", err)
+	}
+	maps, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return res, err
+	}
+	spans, err := readOnlySpans(maps, exe)
+	maps.Close()
+	if err != nil {
+		return res, err
+	}
+	if len(spans) == 0 {
+		return res, fmt.Errorf("no read-only mapping of %s in /proc/self/maps", exe)
+	}
+	for _, s := range spans {
+		// The raw system call takes the addresses as they are: these
+		// ranges are not Go memory, and no Go pointer to them is needed.
+		_, _, errno := unix.Syscall(unix.SYS_MADVISE, s.start, s.end-s.start, unix.MADV_DONTNEED)
+		if errno != 0 {
+			return res, fmt.Errorf("madvise %#x-%#x: %w", s.start, s.end, errno)
+		}
+	}
+	res.After, err = fileResident()
+	return res, err
+}
+
+// Run releases the executable's pages every interval until ctx is done.
+// The first release comes one interval after the start, when start-up is
+// over. A failure is logged once and ends Run: it would fail again.
+func Run(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for first := true; ; first = false {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := Release()
+		if err != nil {
+			logger.Warn("cannot release the binary's unused pages; they stay resident", "err", err)
+			return
+		}
+		level := slog.LevelDebug
+		if first {
+			level = slog.LevelInfo
+		}
+		logger.Log(ctx, level, "released the binary's unused pages",
+			"residentFileBefore", mib(res.Before), "residentFileAfter", mib(res.After), "every", interval.String())
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }
+
+// fileResident is the process's resident file-backed and shared memory
+// (the third field of /proc/self/statm, in pages).
+func fileResident() (int64, error) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	pages, err := parseStatmShared(b)
+	if err != nil {
+		return 0, err
+	}
+	return pages * int64(os.Getpagesize()), nil
+}
