@@ -67,7 +67,7 @@ func run(args []string) error {
 	}
 	self, _ := os.Executable()
 	var exclude, probe, probe6, kubeletUID, netnsDirs, logLevel string
-	var timeout string
+	var timeout, pageRelease string
 	str(&cfg.NodeName, "node-name", "NODE_NAME", "", "this node's name (required)")
 	str(&cfg.Kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig for the agent; in-cluster configuration when empty")
 	boolean(&cfg.Install, "install", "INSTALL", true, "chain the plugin into the node's CNI configuration and keep it there")
@@ -91,6 +91,7 @@ func run(args []string) error {
 	str(&cfg.ProcRoot, "proc-root", "PROC_ROOT", "/proc", "host /proc, to find pod namespaces by process (empty disables)")
 	str(&cfg.HTTPAddr, "http-addr", "HTTP_ADDR", ":15014", "serves /metrics, /healthz and /readyz (empty disables)")
 	boolean(&cfg.Profiling, "profiling", "PROFILING", false, "also serve /debug/pprof/ on the HTTP address (heap and CPU profiles)")
+	str(&pageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", "1m", "how often the pages of the agent's own binary that it is not using are unmapped, so that its RSS counts the code it runs; 0 never")
 	str(&logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -123,6 +124,9 @@ func run(args []string) error {
 	}
 	if cfg.PluginTimeout, err = time.ParseDuration(timeout); err != nil {
 		return fmt.Errorf("plugin timeout: %w", err)
+	}
+	if cfg.PageRelease, err = time.ParseDuration(pageRelease); err != nil || cfg.PageRelease < 0 {
+		return fmt.Errorf("binary page release %q: want a duration such as 1m, or 0", pageRelease)
 	}
 	cfg.ExcludeNamespaces = splitList(exclude)
 	cfg.NetnsDirs = splitList(netnsDirs)

@@ -26,6 +26,7 @@ import (
 	"github.com/skiffmesh/skiff/cni/internal/netnsfind"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
 	"github.com/skiffmesh/skiff/pkg/admin"
+	"github.com/skiffmesh/skiff/pkg/exepages"
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/telemetry"
 	"github.com/skiffmesh/skiff/pkg/zds"
@@ -48,6 +49,9 @@ type Config struct {
 	HostCNIConfDir string
 	// Profiling serves net/http/pprof under /debug/pprof/ on HTTPAddr.
 	Profiling bool
+	// PageRelease is how often the pages of the agent's binary it is not
+	// using are given back (pkg/exepages); 0 never.
+	PageRelease time.Duration
 	// PluginBinary is the skiff-cni binary to copy.
 	PluginBinary string
 	// PluginTimeout bounds one ADD in the plugin.
@@ -152,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	running := 0
 	start := func(name string, f func() error) {
 		running++
@@ -171,6 +175,12 @@ func Run(ctx context.Context, cfg Config) error {
 		start("installer", func() error { return inst.Run(ctx) })
 	}
 	start("agent", func() error { return ag.Run(ctx, ln) })
+	if cfg.PageRelease > 0 {
+		start("binary page release", func() error {
+			exepages.Run(ctx, cfg.PageRelease, log)
+			return nil
+		})
+	}
 	if cfg.HTTPAddr != "" {
 		hl, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {

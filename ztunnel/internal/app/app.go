@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/skiffmesh/skiff/pkg/admin"
+	"github.com/skiffmesh/skiff/pkg/exepages"
 	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/meshstate"
@@ -76,6 +77,10 @@ type Config struct {
 	// Transport is the hboneTransport setting (default auto).
 	Transport      hbone.TransportMode
 	ConnectTimeout time.Duration
+
+	// PageRelease is how often the pages of ztunnel's binary it is not
+	// using are given back (pkg/exepages); 0 never.
+	PageRelease time.Duration
 
 	// LogLevel is changed at run time by /logging.
 	LogLevel *slog.LevelVar
@@ -156,6 +161,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	goBG("policy re-evaluation", px.Run)
+	if cfg.PageRelease > 0 {
+		goBG("binary page release", func(ctx context.Context) error {
+			exepages.Run(ctx, cfg.PageRelease, logger)
+			return nil
+		})
+	}
 
 	var draining atomic.Bool
 	var mgr *inpodmgr.Manager
