@@ -74,3 +74,23 @@ func TestIstioNamesAndLabels(t *testing.T) {
 		t.Errorf("received bytes not 100:\n%s", out)
 	}
 }
+
+// TestScrapeUncompressed: a scraper that offers gzip (Prometheus does)
+// still gets plain text, so no gzip writer is kept between scrapes.
+func TestScrapeUncompressed(t *testing.T) {
+	p, err := NewProvider(ProviderOptions{ProcessMetrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	p.Handler().ServeHTTP(rec, req)
+	if enc := rec.Header().Get("Content-Encoding"); enc != "" {
+		t.Errorf("Content-Encoding %q, want none", enc)
+	}
+	if !strings.Contains(rec.Body.String(), "go_goroutines ") {
+		t.Errorf("body is not the text format:\n%.200s", rec.Body.String())
+	}
+}
