@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/skiffmesh/skiff/pkg/admin"
+	"github.com/skiffmesh/skiff/pkg/exepages"
 	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/identity"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient"
@@ -96,6 +97,10 @@ type Config struct {
 	RateLimitTimeout time.Duration
 	RateLimitMaxKeys int
 
+	// PageRelease is how often the pages of the waypoint's binary it is
+	// not using are given back (pkg/exepages); 0 never.
+	PageRelease time.Duration
+
 	AccessLog bool
 	LogLevel  *slog.LevelVar
 }
@@ -164,6 +169,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	bg.run("configuration source", src.run)
 	bg.run("certificate renewal", src.certs.Run)
+	if cfg.PageRelease > 0 {
+		bg.run("binary page release", func(ctx context.Context) error {
+			exepages.Run(ctx, cfg.PageRelease, logger)
+			return nil
+		})
+	}
 	var certReady atomic.Bool
 	getCert := func(ctx context.Context) (*tls.Certificate, error) {
 		c, err := src.certs.Get(ctx, self)
