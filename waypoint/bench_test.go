@@ -35,6 +35,7 @@ import (
 // keep-alive and for HTTP/2:
 //
 //	waypoint:     h2load → client shim ⇒ waypoint ⇒ destination shim → origin
+//	l4-mesh:      h2load → client shim ⇒ destination shim → origin
 //	haproxy-tls:  h2load ⇒ haproxy ⇒ origin       (and nginx-tls alike)
 //	haproxy:      h2load → haproxy → origin       (and nginx alike)
 //	direct:       h2load → origin
@@ -42,7 +43,9 @@ import (
 // (⇒ is mutual TLS and HBONE for the waypoint, TLS 1.3 for the peers.)
 // The shims stand in for the client's and the destination's ztunnels:
 // they run in a process of their own on the load CPU, so CPU 0 does only
-// the waypoint's work, and their CPU is reported apart. For each path it
+// the waypoint's work, and their CPU is reported apart. l4-mesh is the
+// same shims without the waypoint, the mesh at L4: the latency the
+// waypoint adds is its difference to that path, as well as to direct. For each path it
 // measures requests/s at saturation, the proxy's CPU per request, p50
 // and p99 at a fixed 1,000 requests/s (and the proxy's CPU then), and
 // RSS idle, at saturation and during a 1 GiB response; rounds take
@@ -320,7 +323,7 @@ func newWorld(b *testing.B) *world {
 	progress("building and starting the waypoint")
 	wp := w.startWaypoint(b, origin, rls.Addr)
 	progress("starting the HBONE shims")
-	shims := w.startShims(b, wp.hboneAddr)
+	shims := w.startShims(b, wp.hboneAddr, origin)
 	waypointPath := func(name, suffix, note string) path {
 		return path{
 			name: name, url: map[string]string{"h1": "http://" + shims.Listen["h1"+suffix], "h2": "http://" + shims.Listen["h2"+suffix]},
@@ -332,6 +335,10 @@ func newWorld(b *testing.B) *world {
 		waypointPath("waypoint", "", "HBONE (mTLS, HTTP/2 CONNECT) on both legs"),
 		waypointPath("waypoint+rl", "-rl", "the waypoint, every request under one local rate limit (a bucket per client identity)"),
 		waypointPath("waypoint+grl", "-grl", "the waypoint, every request under one global rate limit (envoyproxy/ratelimit and Redis on the load CPU)"),
+		path{
+			name: "l4-mesh", url: map[string]string{"h1": "http://" + shims.Listen["h1-l4"], "h2": "http://" + shims.Listen["h2-l4"]},
+			note: "the shims alone, HBONE from the client shim to the destination shim: the mesh without a waypoint",
+		},
 	)
 
 	progress("starting HAProxy and nginx")
@@ -544,6 +551,10 @@ type shimConfig struct {
 	// VIPs maps a name (protocol, and variant) to the service address
 	// its client shim asks the waypoint for.
 	VIPs map[string]string
+	// Direct maps a name to an origin address its client shim tunnels to
+	// through the destination shim alone, as ztunnel does for a service
+	// without a waypoint.
+	Direct map[string]string
 }
 
 // shimsProc is the running shims' process and its client listeners.
@@ -556,7 +567,7 @@ type shimsProc struct {
 // startShims runs this test binary again as the shims (see
 // TestWaypointBenchShims), pinned to the load CPUs, and reads the
 // addresses of its client listeners.
-func (w *world) startShims(b *testing.B, waypointAddr string) *shimsProc {
+func (w *world) startShims(b *testing.B, waypointAddr string, origin benchpeer.Origin) *shimsProc {
 	cfg := shimConfig{
 		CADir: filepath.Join(w.dir, "ca"), Waypoint: waypointAddr, Endpoint: endpointIP,
 		VIPs: map[string]string{
@@ -564,6 +575,7 @@ func (w *world) startShims(b *testing.B, waypointAddr string) *shimsProc {
 			"h1-rl": vipH1RL + ":80", "h2-rl": vipH2RL + ":80",
 			"h1-grl": vipH1GRL + ":80", "h2-grl": vipH2GRL + ":80",
 		},
+		Direct: map[string]string{"h1-l4": origin.H1Listen, "h2-l4": origin.H2Listen},
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
@@ -592,7 +604,7 @@ func (w *world) startShims(b *testing.B, waypointAddr string) *shimsProc {
 		b.Fatalf("shims did not start: %v (%v)", err, p.Err())
 	}
 	s := &shimsProc{pid: p.PID()}
-	if err := json.Unmarshal([]byte(line), &s.Listen); err != nil || len(s.Listen) != len(cfg.VIPs) {
+	if err := json.Unmarshal([]byte(line), &s.Listen); err != nil || len(s.Listen) != len(cfg.VIPs)+len(cfg.Direct) {
 		b.Fatalf("shims said %q: %v", line, err)
 	}
 	go io.Copy(io.Discard, stdout)
@@ -621,11 +633,14 @@ func TestWaypointBenchShims(t *testing.T) {
 
 // runShims serves both shims until stdin closes:
 //   - the client shim, a source ztunnel's outbound: plain TCP in on a
-//     loopback port per protocol, a tunnel out to the waypoint (HBONE,
-//     authority the service's address) presenting the client's identity;
+//     loopback port per protocol and variant, a tunnel out to the waypoint
+//     (HBONE, authority the service's address), or for cfg.Direct to the
+//     destination shim (authority the origin's address), presenting the
+//     client's identity;
 //   - the destination shim, the endpoint's ztunnel: HBONE in on
 //     <endpoint>:15008 presenting the origin's identity, from the
-//     waypoint's identity only, to the endpoint's own address only.
+//     waypoint's or the client's identity only, to the endpoint's own
+//     address only.
 func runShims(cfg shimConfig) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -636,11 +651,11 @@ func runShims(cfg shimConfig) error {
 		return fmt.Errorf("loading the CA: %w", err)
 	}
 	bundles := identity.NewBundles(ca.Bundle())
-	clientCert, _, err := issue(ca, "client")
+	clientCert, clientID, err := issue(ca, "client")
 	if err != nil {
 		return err
 	}
-	originCert, _, err := issue(ca, "backend")
+	originCert, originID, err := issue(ca, "backend")
 	if err != nil {
 		return err
 	}
@@ -661,7 +676,7 @@ func runShims(cfg shimConfig) error {
 		TrustDomain: td, Bundles: bundles, Logger: logger,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return originCert, nil },
 		Handler: hbone.HandlerFunc(func(ctx context.Context, w *hbone.Responder, r *hbone.Request) {
-			if r.Peer != waypointID || r.Authority.Addr() != endpoint {
+			if (r.Peer != waypointID && r.Peer != clientID) || r.Authority.Addr() != endpoint {
 				w.Refuse(http.StatusForbidden)
 				return
 			}
@@ -695,11 +710,25 @@ func runShims(cfg shimConfig) error {
 		return err
 	}
 	defer client.Close()
-	addrs := map[string]string{}
+	// Each client listener tunnels to a peer (the waypoint, or the
+	// destination shim) for an authority, and expects the peer's identity.
+	type route struct {
+		peer      netip.AddrPort
+		authority string
+		want      spiffeid.ID
+	}
+	routes := map[string]route{}
 	for name, vip := range cfg.VIPs {
-		authority, err := netip.ParseAddrPort(vip)
+		routes[name] = route{waypointAddr, vip, waypointID}
+	}
+	for name, addr := range cfg.Direct {
+		routes[name] = route{netip.AddrPortFrom(endpoint, 15008), addr, originID}
+	}
+	addrs := map[string]string{}
+	for name, rt := range routes {
+		authority, err := netip.ParseAddrPort(rt.authority)
 		if err != nil {
-			return fmt.Errorf("VIP %s: %w", name, err)
+			return fmt.Errorf("%s: authority: %w", name, err)
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -715,9 +744,9 @@ func runShims(cfg shimConfig) error {
 				}
 				go func() {
 					defer c.Close()
-					t, err := client.Dial(ctx, clientCert, waypointAddr, authority, []spiffeid.ID{waypointID}, nil)
+					t, err := client.Dial(ctx, clientCert, rt.peer, authority, []spiffeid.ID{rt.want}, nil)
 					if err != nil {
-						logger.Warn("client shim: tunnel to the waypoint", "err", err)
+						logger.Warn("client shim: tunnel", "to", rt.peer, "err", err)
 						return
 					}
 					defer t.Close()
@@ -997,15 +1026,23 @@ func (w *world) print(res map[key]*result) {
 			pr.name, wp.vcpu, wp.cpuPerReq*1000/1e6, verdict(wp.vcpu <= 0.1))
 		fmt.Fprintf(out, "  %s  req/s per core ≥ 0.8 × HAProxy's (TLS): %.2f × (%.0f vs %.0f)  %s\n",
 			pr.name, hp.cpuPerReq/wp.cpuPerReq, 1e6/wp.cpuPerReq, 1e6/hp.cpuPerReq, verdict(hp.cpuPerReq/wp.cpuPerReq >= 0.8))
-		added := wp.p99 - direct.p99
-		if added < 0 {
-			// The direct path is no baseline then: a negative figure would
-			// pass for any waypoint.
-			fmt.Fprintf(out, "  %s  added p99 at 1k req/s ≤ 1 ms: not measured (the direct path's own p99, %.0f µs, is above the waypoint's, %.0f µs)\n",
-				pr.name, us(direct.p99), us(wp.p99))
-			continue
+		// The waypoint's own share is its difference to the same shims
+		// without it; its difference to direct includes the shims'.
+		l4 := res[key{"l4-mesh", pr.name}]
+		for _, base := range []struct {
+			name string
+			r    *result
+		}{{"the mesh without a waypoint (l4-mesh)", l4}, {"direct, so with the shims' share", direct}} {
+			added := wp.p99 - base.r.p99
+			if added < 0 {
+				// That path is no baseline then: a negative figure would
+				// pass for any waypoint.
+				fmt.Fprintf(out, "  %s  added p99 at 1k req/s ≤ 1 ms, over %s: not measured (its own p99, %.0f µs, is above the waypoint's, %.0f µs)\n",
+					pr.name, base.name, us(base.r.p99), us(wp.p99))
+				continue
+			}
+			fmt.Fprintf(out, "  %s  added p99 at 1k req/s ≤ 1 ms, over %s: %.0f µs  %s\n", pr.name, base.name, us(added), verdict(added <= time.Millisecond))
 		}
-		fmt.Fprintf(out, "  %s  added p99 at 1k req/s ≤ 1 ms: %.0f µs  %s\n", pr.name, us(added), verdict(added <= time.Millisecond))
 	}
 	idle := w.path("waypoint").idleRSS
 	fmt.Fprintf(out, "  idle RSS ≤ 30 MB (Istio's waypoint: 60 MB): %.1f MB  %s\n", mb(idle), verdict(idle <= 30e6))
