@@ -241,7 +241,8 @@ bench-footprint:
 ## bench-waypoint: the waypoint beside HAProxy and nginx, each on one core, the
 ## same nginx origin behind each, driven by h2load (HTTP/1.1 keep-alive and h2,
 ## 1 KB responses): req/s, CPU per request, p50/p99 at 1,000 req/s, RSS idle, at
-## saturation and during a 1 GiB response, with ratios and issue 11's targets;
+## saturation and during a 1 GiB response, with ratios and issue 11's targets
+## (the latency the waypoint adds, over the mesh without it and over direct);
 ## and the waypoint again under one local and one global rate limit (issue 12)
 .PHONY: bench-waypoint
 bench: bench-waypoint
