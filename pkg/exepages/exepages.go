@@ -12,8 +12,9 @@
 // Release unmaps those pages with madvise(MADV_DONTNEED). They stay in the
 // page cache, so the next touch of one is a minor fault, not a disk read,
 // and RSS comes back to the pages the process uses. Only read-only mappings
-// of the executable are released: a writable private mapping holds the
-// process's own data, which MADV_DONTNEED would discard.
+// of the executable that hold no anonymous page are released: anything the
+// process or a loader wrote into a private mapping, MADV_DONTNEED would
+// discard.
 package exepages
 
 import (
@@ -43,17 +44,17 @@ func Release() (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("executable: %w", err)
 	}
-	maps, err := os.Open("/proc/self/maps")
+	smaps, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return res, err
 	}
-	spans, err := readOnlySpans(maps, exe)
-	maps.Close()
+	spans, err := releasable(smaps, exe)
+	smaps.Close()
 	if err != nil {
 		return res, err
 	}
 	if len(spans) == 0 {
-		return res, fmt.Errorf("no read-only mapping of %s in /proc/self/maps", exe)
+		return res, fmt.Errorf("no read-only mapping of %s without anonymous pages in /proc/self/smaps", exe)
 	}
 	for _, s := range spans {
 		// The raw system call takes the addresses as they are: these

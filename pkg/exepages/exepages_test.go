@@ -3,6 +3,9 @@ package exepages
 import (
 	"context"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,4 +44,25 @@ func TestRunStops(t *testing.T) {
 	}()
 	cancel()
 	<-done
+}
+
+// TestReleasePIE: in a position-independent binary, the loader writes
+// relocations into a mapping it then makes read-only; releasing that
+// mapping would throw them away and crash the process.
+func TestReleasePIE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	bin := filepath.Join(t.TempDir(), "pie")
+	build := exec.Command("go", "build", "-buildmode=pie", "-o", bin, "./testdata/pie")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "; relocated") {
+		t.Errorf("output %q", out)
+	}
 }

@@ -8,31 +8,47 @@ import (
 
 const exe = "/usr/local/bin/ztunnel"
 
-func TestReadOnlySpans(t *testing.T) {
+// mapping is one smaps entry: the header and its Anonymous line.
+func mapping(header, anon string) string {
+	return header + "\nSize:               1024 kB\nRss:                 512 kB\nAnonymous:          " + anon + " kB\nVmFlags: rd ex mr mw me dw\n"
+}
+
+func TestReleasable(t *testing.T) {
 	tests := []struct {
-		name string
-		path string
-		maps string
-		want []span
+		name  string
+		path  string
+		smaps string
+		want  []span
 	}{{
 		name: "code and constants, not data, heap or others",
-		maps: `00400000-0107e000 r-xp 00000000 00:2a 3141   /usr/local/bin/ztunnel
-0107e000-01d5e000 r--p 00c7e000 00:2a 3141   /usr/local/bin/ztunnel
-01d5e000-01dc2000 rw-p 0195e000 00:2a 3141   /usr/local/bin/ztunnel
-01dc2000-01e1a000 rw-p 00000000 00:00 0 
-c000000000-c000400000 rw-p 00000000 00:00 0 
-7f00a0000000-7f00a0021000 r--p 00000000 00:2a 99   /usr/local/bin/ztunnel-helper
-7ffd6e9ff000-7ffd6ea01000 r-xp 00000000 00:00 0                          [vdso]
-`,
+		smaps: mapping("00400000-0107e000 r-xp 00000000 00:2a 3141   /usr/local/bin/ztunnel", "0") +
+			mapping("0107e000-01d5e000 r--p 00c7e000 00:2a 3141   /usr/local/bin/ztunnel", "0") +
+			mapping("01d5e000-01dc2000 rw-p 0195e000 00:2a 3141   /usr/local/bin/ztunnel", "0") +
+			mapping("01dc2000-01e1a000 rw-p 00000000 00:00 0 ", "0") +
+			mapping("c000000000-c000400000 rw-p 00000000 00:00 0 ", "4096") +
+			mapping("7f00a0000000-7f00a0021000 r--p 00000000 00:2a 99   /usr/local/bin/ztunnel-helper", "0") +
+			mapping("7ffd6e9ff000-7ffd6ea01000 r-xp 00000000 00:00 0                          [vdso]", "0"),
 		want: []span{{0x400000, 0x107e000}, {0x107e000, 0x1d5e000}},
 	}, {
-		name: "a path with spaces",
-		path: "/opt/my tools/zt",
-		maps: "1000-2000 r-xp 00000000 00:2a 1 /opt/my tools/zt\n2000-3000 r-xp 00000000 00:2a 1 /opt/my\n",
-		want: []span{{0x1000, 0x2000}},
+		name:  "a read-only mapping with anonymous pages (RELRO) is left",
+		smaps: mapping("1000-2000 r--p 00000000 00:2a 1 "+exe, "4") + mapping("2000-3000 r-xp 00001000 00:2a 1 "+exe, "0"),
+		want:  []span{{0x2000, 0x3000}},
 	}, {
-		name: "writable-only and shared-writable mappings are left",
-		maps: "1000-2000 rw-s 00000000 00:2a 1 /usr/local/bin/ztunnel\n3000-4000 -w-p 00000000 00:2a 1 /usr/local/bin/ztunnel\n",
+		name:  "a mapping without an Anonymous line is left",
+		smaps: "1000-2000 r-xp 00000000 00:2a 1 " + exe + "\nRss: 4 kB\n" + mapping("2000-3000 r--p 00001000 00:2a 1 "+exe, "0"),
+		want:  []span{{0x2000, 0x3000}},
+	}, {
+		name:  "the last mapping counts",
+		smaps: "1000-2000 r-xp 00000000 00:2a 1 " + exe + "\nAnonymous: 0 kB",
+		want:  []span{{0x1000, 0x2000}},
+	}, {
+		name:  "a path with spaces",
+		path:  "/opt/my tools/zt",
+		smaps: mapping("1000-2000 r-xp 00000000 00:2a 1 /opt/my tools/zt", "0") + mapping("2000-3000 r-xp 00000000 00:2a 1 /opt/my", "0"),
+		want:  []span{{0x1000, 0x2000}},
+	}, {
+		name:  "writable mappings are left",
+		smaps: mapping("1000-2000 rw-s 00000000 00:2a 1 "+exe, "0") + mapping("3000-4000 -w-p 00000000 00:2a 1 "+exe, "0"),
 	}, {
 		name: "empty",
 	}}
@@ -42,7 +58,7 @@ c000000000-c000400000 rw-p 00000000 00:00 0
 			if path == "" {
 				path = exe
 			}
-			got, err := readOnlySpans(strings.NewReader(tt.maps), path)
+			got, err := releasable(strings.NewReader(tt.smaps), path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,8 +69,8 @@ c000000000-c000400000 rw-p 00000000 00:00 0
 	}
 }
 
-func TestReadOnlySpansRejects(t *testing.T) {
-	for _, maps := range []string{
+func TestReleasableRejects(t *testing.T) {
+	for _, smaps := range []string{
 		"1000-2000 r-xp 00000000\n",
 		"1000-2000 r-x 00000000 00:2a 1 " + exe + "\n",
 		"10002000 r-xp 00000000 00:2a 1 " + exe + "\n",
@@ -63,8 +79,8 @@ func TestReadOnlySpansRejects(t *testing.T) {
 		"x-2000 r-xp 00000000 00:2a 1 " + exe + "\n",
 		"1000-10000000000000000 r-xp 00000000 00:2a 1 " + exe + "\n",
 	} {
-		if got, err := readOnlySpans(strings.NewReader(maps), exe); err == nil {
-			t.Errorf("%q: got %x, want an error", maps, got)
+		if got, err := releasable(strings.NewReader(smaps), exe); err == nil {
+			t.Errorf("%q: got %x, want an error", smaps, got)
 		}
 	}
 }
@@ -90,14 +106,14 @@ func TestParseStatmShared(t *testing.T) {
 	}
 }
 
-// FuzzReadOnlySpans checks that any input gives spans that are non-empty
+// FuzzReleasable checks that any input gives spans that are non-empty
 // ranges, or an error, and never a panic.
-func FuzzReadOnlySpans(f *testing.F) {
-	f.Add("00400000-0107e000 r-xp 00000000 00:2a 3141   " + exe + "\n")
-	f.Add("1000-2000 rw-p 0 0 0 " + exe + "\n1-2 r--p 0 0 0 /x y\n")
-	f.Add("1 2 3 4 5 6 7\n")
-	f.Fuzz(func(t *testing.T, maps string) {
-		spans, err := readOnlySpans(strings.NewReader(maps), exe)
+func FuzzReleasable(f *testing.F) {
+	f.Add(mapping("00400000-0107e000 r-xp 00000000 00:2a 3141   "+exe, "0"))
+	f.Add(mapping("1000-2000 rw-p 0 0 0 "+exe, "0") + "1-2 r--p 0 0 0 /x y\nAnonymous: 0 kB\n")
+	f.Add("1 2 3 4 5 6 7\nAnonymous: 0\n")
+	f.Fuzz(func(t *testing.T, smaps string) {
+		spans, err := releasable(strings.NewReader(smaps), exe)
 		if err != nil {
 			return
 		}
