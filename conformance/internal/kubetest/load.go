@@ -102,10 +102,16 @@ func (r *LoadResult) OKWithin(from, to int64) (ok, all int) {
 // FailedRuns lists the runs of failed attempts as "N at +A-Bs", in
 // seconds after origin (unix milliseconds), for a test log that says when
 // a scenario's failures happened.
-func (r *LoadResult) FailedRuns(origin int64) string {
+func (r *LoadResult) FailedRuns(origin int64) string { return r.runs(origin, false) }
+
+// OKRuns lists the runs of answered attempts alike, for a scenario in
+// which no answer is the pass.
+func (r *LoadResult) OKRuns(origin int64) string { return r.runs(origin, true) }
+
+func (r *LoadResult) runs(origin int64, ok bool) string {
 	var out []string
 	for _, s := range r.Spans {
-		if !s.OK {
+		if s.OK == ok {
 			out = append(out, fmt.Sprintf("%d at %+.1f-%.1fs", s.N, float64(s.FromMS-origin)/1000, float64(s.ToMS-origin)/1000))
 		}
 	}
