@@ -45,11 +45,11 @@ import (
 // they run in a process of their own on the load CPU, so CPU 0 does only
 // the waypoint's work, and their CPU is reported apart. l4-mesh is the
 // same shims without the waypoint, the mesh at L4: the latency the
-// waypoint adds is its difference to that path, as well as to direct. For each path it
-// measures requests/s at saturation, the proxy's CPU per request, p50
-// and p99 at a fixed 1,000 requests/s (and the proxy's CPU then), and
-// RSS idle, at saturation and during a 1 GiB response; rounds take
-// turns and figures are medians. It prints a table, the waypoint's
+// waypoint adds is its difference to that path, as well as to direct.
+// For each path it measures requests/s at saturation, the proxy's CPU
+// per request, p50 and p99 at a fixed 1,000 requests/s (and the proxy's
+// CPU then), and RSS idle, at saturation and during a 1 GiB response;
+// rounds take turns and figures are medians. It prints a table, the waypoint's
 // ratios to HAProxy and nginx, and issue 11's targets (informational:
 // timings never fail it). The waypoint is also measured, as
 // waypoint+rl and waypoint+grl, serving the same origin under one local
