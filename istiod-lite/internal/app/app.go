@@ -49,6 +49,7 @@ import (
 	"github.com/skiffmesh/skiff/istiod-lite/internal/xdsserver"
 	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/apis"
+	"github.com/skiffmesh/skiff/pkg/exepages"
 	"github.com/skiffmesh/skiff/pkg/identity/caclient/caapi"
 )
 
@@ -102,6 +103,9 @@ type Config struct {
 
 	// Profiling serves net/http/pprof under /debug/pprof/ on HTTPAddr.
 	Profiling bool
+	// PageRelease is how often the pages of istiod-lite's binary it is
+	// not using are given back (pkg/exepages); 0 never.
+	PageRelease time.Duration
 
 	// Ready, if set, receives the gRPC listener's address once serving.
 	Ready func(grpcAddr, httpAddr string)
@@ -321,6 +325,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	wg.Go(func() { ix.Run(ctx) })
+	if cfg.PageRelease > 0 {
+		wg.Go(func() { exepages.Run(ctx, cfg.PageRelease, logger) })
+	}
 	wg.Go(func() {
 		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("http: %w", err)
