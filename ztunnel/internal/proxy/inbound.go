@@ -143,6 +143,7 @@ func (i *Instance) admit(ctx context.Context, rec *record, dst, local netip.Addr
 		return fail(ierr)
 	}
 	rec.dst.w, rec.dst.id = dw, dw.Identity()
+	rec.svc = inboundService(snap, dw, dst.Port())
 	t.setDestination(dw.UID)
 	if d := policy.Evaluate(snap.PoliciesFor(dw), pc); !d.Allowed {
 		rec.flags = telemetry.FlagDenied
@@ -184,4 +185,39 @@ func (i *Instance) dialApp(ctx context.Context, dst netip.AddrPort, src netip.Ad
 		from = src
 	}
 	return i.ns.Dial(ctx, dst, from, o)
+}
+
+// inboundService guesses, for metrics and the access log, which service a
+// connection to port of w came through: the first of w's services, by key,
+// with that target port, as Istio's ztunnel does. The tunnel names only the
+// workload's address, and the label must not be the address either: pods
+// come and go, and every address would stay a series of its own.
+func inboundService(snap *meshstate.Snapshot, w *meshstate.Workload, port uint16) *meshstate.Service {
+	var found *meshstate.Service
+	var foundKey string
+	for key, ports := range w.Services {
+		if found != nil && foundKey < key {
+			continue
+		}
+		if svc := snap.Service(key); svc != nil && servesPort(svc, ports, port) {
+			found, foundKey = svc, key
+		}
+	}
+	return found
+}
+
+// servesPort reports whether svc targets port on a workload whose ports
+// for it are ports (they resolve named target ports).
+func servesPort(svc *meshstate.Service, ports []meshstate.Port, port uint16) bool {
+	for _, p := range svc.Ports {
+		if p.TargetPort == port {
+			return true
+		}
+	}
+	for _, p := range ports {
+		if p.TargetPort == port {
+			return true
+		}
+	}
+	return false
 }

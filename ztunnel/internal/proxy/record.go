@@ -146,12 +146,11 @@ func (r *record) labels() telemetry.Labels {
 	if r.mtls {
 		l.SecurityPolicy = telemetry.MutualTLS
 	}
+	// Without a service the labels stay "unknown", never the address.
 	if r.svc != nil {
 		l.DestinationService = r.svc.Hostname
 		l.DestinationServiceName = r.svc.Name
 		l.DestinationServiceNamespace = r.svc.Namespace
-	} else if r.dst.w != nil {
-		l.DestinationService = r.dst.addr.Addr().String()
 	}
 	return l
 }
