@@ -21,6 +21,7 @@ import (
 	"go/token"
 	"io/fs"
 	"maps"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +33,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/otlptranslator"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -574,10 +577,16 @@ func scrapedTelemetry(t *testing.T) map[string]map[string]bool {
 		t.Fatal(err)
 	}
 	rm.Record(ctx, labels.Attributes(), telemetry.RequestSample{Duration: time.Millisecond, RequestBytes: 1, ResponseBytes: 1})
-	families, err := p.Gatherer().Gather()
+	// Scraped as Prometheus scrapes: Istio's families are written by the
+	// handler, not gathered from the registry.
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	parsed, err := parser.TextToMetricFamilies(rec.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("parsing the scrape: %v", err)
 	}
+	families := slices.Collect(maps.Values(parsed))
 	out := map[string]map[string]bool{}
 	for _, mf := range families {
 		names := map[string]bool{}

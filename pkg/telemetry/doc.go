@@ -18,10 +18,12 @@
 // with Labels.Set. Converting costs kilobytes, far more than recording, so
 // per request the waypoint looks its labels up in an AttributeCache, whose
 // Attributes RequestMetrics.Record takes without allocating. On a
-// Provider's Meter, RequestMetrics aggregates its series itself, exactly
-// as the SDK would, and the Provider's exporter collects them: the SDK's
-// synchronous instruments re-examine every attribute of a measurement,
-// microseconds per request with Istio's label sets. A waypoint
+// Provider's Meter, both aggregate their series themselves, exactly as the
+// SDK would, and the Provider's handler writes them to a scrape, text
+// rendered once per series: the SDK's synchronous instruments re-examine
+// every attribute of a measurement, microseconds per request with Istio's
+// label sets, and its Prometheus exporter rebuilds every series on every
+// scrape, tens of kilobytes of garbage each. A waypoint
 // reports reporter="waypoint" (ReporterWaypoint); request series carry
 // grpc_response_status, the gRPC status number or empty for other
 // requests, as Istio's do.

@@ -3,6 +3,9 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -47,23 +50,47 @@ func istioViews() []sdkmetric.View {
 
 // TCPMetrics records Istio's TCP metrics. Received bytes are those sent by
 // the client towards the server, sent bytes those going back, whichever
-// side reports.
+// side reports. On a Provider's Meter it counts them itself and the
+// Provider writes them to a scrape (see exposition.go); on any other Meter
+// it records through that Meter's instruments.
 type TCPMetrics struct {
+	store *tcpStore
+
 	opened, closed, received, sent metric.Int64Counter
+}
+
+// Descriptions of Istio's TCP metrics.
+const (
+	tcpClosedDescription   = "Total TCP connections closed"
+	tcpOpenedDescription   = "Total TCP connections opened"
+	tcpReceivedDescription = "Total bytes received, from client to server"
+	tcpSentDescription     = "Total bytes sent, from server to client"
+)
+
+// tcpFamilies are the TCP metrics as a scrape lists them, by name; a
+// tcpSeries' counts are in this order.
+var tcpFamilies = [...]struct{ name, descr string }{
+	{TCPConnectionsClosed, tcpClosedDescription},
+	{TCPConnectionsOpened, tcpOpenedDescription},
+	{TCPReceivedBytes, tcpReceivedDescription},
+	{TCPSentBytes, tcpSentDescription},
 }
 
 // NewTCPMetrics creates the instruments on m.
 func NewTCPMetrics(m metric.Meter) (*TCPMetrics, error) {
+	if pm, ok := m.(providerMeter); ok {
+		return &TCPMetrics{store: pm.p.istio.tcpStore(pm.name)}, nil
+	}
 	var t TCPMetrics
 	var err error
 	for _, c := range []struct {
 		dst         *metric.Int64Counter
 		name, descr string
 	}{
-		{&t.opened, TCPConnectionsOpened, "Total TCP connections opened"},
-		{&t.closed, TCPConnectionsClosed, "Total TCP connections closed"},
-		{&t.received, TCPReceivedBytes, "Total bytes received, from client to server"},
-		{&t.sent, TCPSentBytes, "Total bytes sent, from server to client"},
+		{&t.opened, TCPConnectionsOpened, tcpOpenedDescription},
+		{&t.closed, TCPConnectionsClosed, tcpClosedDescription},
+		{&t.received, TCPReceivedBytes, tcpReceivedDescription},
+		{&t.sent, TCPSentBytes, tcpSentDescription},
 	} {
 		if *c.dst, err = m.Int64Counter(c.name, metric.WithDescription(c.descr)); err != nil {
 			return nil, fmt.Errorf("telemetry: creating %s: %w", c.name, err)
@@ -74,22 +101,94 @@ func NewTCPMetrics(m metric.Meter) (*TCPMetrics, error) {
 
 // Opened counts a connection opened.
 func (t *TCPMetrics) Opened(ctx context.Context, attrs attribute.Set) {
+	if t.store != nil {
+		t.store.series.lookup(attrs).counts[tcpOpened].Add(1)
+		return
+	}
 	t.opened.Add(ctx, 1, metric.WithAttributeSet(attrs))
 }
 
 // Closed counts a connection closed.
 func (t *TCPMetrics) Closed(ctx context.Context, attrs attribute.Set) {
+	if t.store != nil {
+		t.store.series.lookup(attrs).counts[tcpClosed].Add(1)
+		return
+	}
 	t.closed.Add(ctx, 1, metric.WithAttributeSet(attrs))
 }
 
 // Bytes adds bytes transferred: received from the client, sent to it.
 func (t *TCPMetrics) Bytes(ctx context.Context, attrs attribute.Set, received, sent int64) {
+	if received <= 0 && sent <= 0 {
+		return
+	}
+	if t.store != nil {
+		s := t.store.series.lookup(attrs)
+		if received > 0 {
+			s.counts[tcpReceived].Add(received)
+		}
+		if sent > 0 {
+			s.counts[tcpSent].Add(sent)
+		}
+		return
+	}
 	opt := metric.WithAttributeSet(attrs)
 	if received > 0 {
 		t.received.Add(ctx, received, opt)
 	}
 	if sent > 0 {
 		t.sent.Add(ctx, sent, opt)
+	}
+}
+
+// The TCP counters of a tcpSeries, in tcpFamilies' order.
+const (
+	tcpClosed = iota
+	tcpOpened
+	tcpReceived
+	tcpSent
+)
+
+// tcpStore holds one meter's TCP series.
+type tcpStore struct {
+	series seriesMap[tcpSeries]
+}
+
+func newTCPStore() *tcpStore {
+	return &tcpStore{series: seriesMap[tcpSeries]{newSeries: func(attrs attribute.Set) *tcpSeries {
+		return &tcpSeries{labels: newSeriesLabels(attrs)}
+	}}}
+}
+
+// tcpSeries is one label set's counters. Every count added is positive,
+// so a counter at zero has had nothing added, and a scrape leaves it out,
+// as the SDK does.
+type tcpSeries struct {
+	labels seriesLabels
+	counts [4]atomic.Int64
+}
+
+// writeTCP writes the TCP families of stores, leaving out those without
+// series.
+func writeTCP(t *textWriter, stores []*tcpStore) {
+	var series []*tcpSeries
+	for _, st := range stores {
+		series = st.series.appendAll(series)
+	}
+	slices.SortFunc(series, func(a, b *tcpSeries) int { return compareSeries(&a.labels, &b.labels) })
+	for i, f := range tcpFamilies {
+		started := false
+		for _, s := range series {
+			v := s.counts[i].Load()
+			if v == 0 {
+				continue
+			}
+			if !started {
+				t.family(f.name+"_total", f.descr, "counter")
+				started = true
+			}
+			t.sample(f.name, "_total", &s.labels, math.NaN(), float64(v))
+		}
 	}
 }
 
@@ -104,8 +203,9 @@ const (
 // RequestMetrics records Istio's HTTP and gRPC request metrics:
 // istio_requests_total, istio_request_duration_milliseconds,
 // istio_request_bytes and istio_response_bytes. On a Provider's Meter it
-// aggregates them itself and the Provider exports them (see requests.go:
-// the SDK's instruments cost microseconds per request); on any other
+// aggregates them itself and the Provider writes them to a scrape (see
+// requests.go: the SDK's instruments cost microseconds per request); on
+// any other
 // Meter it records through that Meter's instruments.
 type RequestMetrics struct {
 	store *requestStore
@@ -118,7 +218,7 @@ type RequestMetrics struct {
 // NewRequestMetrics creates the instruments on m.
 func NewRequestMetrics(m metric.Meter) (*RequestMetrics, error) {
 	if pm, ok := m.(providerMeter); ok {
-		return &RequestMetrics{store: pm.p.requests.store(pm.name)}, nil
+		return &RequestMetrics{store: pm.p.istio.requestStore(pm.name)}, nil
 	}
 	var r RequestMetrics
 	var err error

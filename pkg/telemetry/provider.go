@@ -1,13 +1,17 @@
 package telemetry
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/otlptranslator"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -20,9 +24,9 @@ import (
 type Provider struct {
 	registry *prometheus.Registry
 	mp       *sdkmetric.MeterProvider
-	// requests holds the request metrics its meters' RequestMetrics
-	// aggregate, for the exporter.
-	requests *requestProducer
+	// istio holds the Istio metrics its meters' TCPMetrics and
+	// RequestMetrics aggregate; Handler writes them.
+	istio *istioStores
 }
 
 // ProviderOptions configures NewProvider.
@@ -46,10 +50,8 @@ func NewProvider(opts ProviderOptions) (*Provider, error) {
 			return nil, fmt.Errorf("telemetry: registering process collector: %w", err)
 		}
 	}
-	requests := &requestProducer{}
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
-		otelprom.WithProducer(requests),
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
 		otelprom.WithoutScopeInfo(),
 		otelprom.WithoutTargetInfo(),
@@ -61,12 +63,12 @@ func NewProvider(opts ProviderOptions) (*Provider, error) {
 		sdkmetric.WithReader(exp),
 		sdkmetric.WithView(istioViews()...),
 	)
-	return &Provider{registry: reg, mp: mp, requests: requests}, nil
+	return &Provider{registry: reg, mp: mp, istio: &istioStores{}}, nil
 }
 
-// Meter returns a named Meter. NewRequestMetrics recognizes it, and
-// records Istio's request metrics on it without the SDK's per-measurement
-// cost.
+// Meter returns a named Meter. NewTCPMetrics and NewRequestMetrics
+// recognize it, and record Istio's metrics on it without the SDK's
+// per-measurement and per-scrape costs.
 func (p *Provider) Meter(name string) metric.Meter {
 	return providerMeter{Meter: p.mp.Meter(name), p: p, name: name}
 }
@@ -78,15 +80,80 @@ type providerMeter struct {
 	name string
 }
 
-// Handler serves the metrics (for /metrics), uncompressed: scrapes stay
-// inside the cluster and are a few kilobytes, and a gzip writer costs
-// about a megabyte of heap, kept between scrapes, in every process.
+// Handler serves the metrics (for /metrics) in the text format, Istio's
+// first, uncompressed: scrapes stay inside the cluster and are a few
+// kilobytes, and a gzip writer costs about a megabyte of heap, kept
+// between scrapes, in every process.
 func (p *Provider) Handler() http.Handler {
-	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{DisableCompression: true})
+	format := expfmt.NewFormat(expfmt.TypeTextPlain)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Gathered first, so that a failure is a 500, not half a scrape.
+		mfs, err := p.registry.Gather()
+		if err != nil {
+			http.Error(w, "gathering metrics: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", string(format))
+		bw := bufio.NewWriter(w)
+		p.istio.write(&textWriter{w: bw})
+		enc := expfmt.NewEncoder(bw, format)
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				return // the scraper went away
+			}
+		}
+		bw.Flush()
+	})
 }
-
-// Gatherer exposes the registry, for tests and for adding collectors.
-func (p *Provider) Gatherer() prometheus.Gatherer { return p.registry }
 
 // Shutdown flushes and stops the MeterProvider.
 func (p *Provider) Shutdown(ctx context.Context) error { return p.mp.Shutdown(ctx) }
+
+// istioStores holds a Provider's Istio series, one store per meter name and
+// kind: instruments of one name on one meter are one instrument for the
+// SDK, and so they are here. A scrape lists each family's series of all
+// meters together.
+type istioStores struct {
+	mu       sync.Mutex
+	tcp      map[string]*tcpStore
+	requests map[string]*requestStore
+}
+
+func (s *istioStores) tcpStore(meter string) *tcpStore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.tcp[meter]; ok {
+		return st
+	}
+	if s.tcp == nil {
+		s.tcp = make(map[string]*tcpStore)
+	}
+	st := newTCPStore()
+	s.tcp[meter] = st
+	return st
+}
+
+func (s *istioStores) requestStore(meter string) *requestStore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.requests[meter]; ok {
+		return st
+	}
+	if s.requests == nil {
+		s.requests = make(map[string]*requestStore)
+	}
+	st := newRequestStore()
+	s.requests[meter] = st
+	return st
+}
+
+// write writes every Istio family with series, in name order.
+func (s *istioStores) write(t *textWriter) {
+	s.mu.Lock()
+	tcp := slices.Collect(maps.Values(s.tcp))
+	requests := slices.Collect(maps.Values(s.requests))
+	s.mu.Unlock()
+	// istio_request*, istio_response_bytes, then istio_tcp_*.
+	writeRequests(t, requests)
+	writeTCP(t, tcp)
+}
