@@ -49,7 +49,7 @@ func run() error {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "xDS and CA gRPC (TLS) listen address")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "/metrics, /readyz and /healthz listen address")
 	fs.BoolVar(&cfg.Profiling, "profiling", false, "serve /debug/pprof/ on the HTTP address")
-	fs.DurationVar(&cfg.PageRelease, "binary-page-release", time.Minute, "how often the pages of istiod-lite's own binary that it is not using are unmapped, so that its RSS counts the code it runs; 0 never")
+	fs.DurationVar(&cfg.PageRelease, "binary-page-release", time.Minute, "how often the pages of istiod-lite's own binary that it is not using are unmapped, and its free heap returned, so that its RSS counts what it uses; 0 never")
 	fs.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect a leader for status and deployment writes")
 	fs.DurationVar(&cfg.Debounce, "debounce", 20*time.Millisecond, "quiet period after a change before a push")
 	fs.DurationVar(&cfg.MaxDelay, "debounce-max", 100*time.Millisecond, "longest a push waits under constant change")

@@ -70,7 +70,7 @@ func run() error {
 	fs.StringVar(&cfg.RateLimitDomain, "rate-limit-domain", "RATE_LIMIT_DOMAIN", "skiff", "domain of the descriptors sent to the rate-limit service")
 	fs.DurationVar(&cfg.RateLimitTimeout, "rate-limit-timeout", "RATE_LIMIT_TIMEOUT", 20*time.Millisecond, "how long a request waits for the rate-limit service before its policy's failureMode decides")
 	fs.IntVar(&cfg.RateLimitMaxKeys, "rate-limit-max-keys", "RATE_LIMIT_MAX_KEYS", 10000, "buckets kept per local rate limit; the least recently used is dropped beyond")
-	fs.DurationVar(&cfg.PageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", time.Minute, "how often the pages of the waypoint's own binary that it is not using are unmapped, so that its RSS counts the code it runs; 0 never")
+	fs.DurationVar(&cfg.PageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", time.Minute, "how often the pages of the waypoint's own binary that it is not using are unmapped, and its free heap returned, so that its RSS counts what it uses; 0 never")
 	var workers int
 	fs.IntVar(&workers, "worker-threads", "WAYPOINT_WORKER_THREADS", 0, "OS threads running Go code at once (GOMAXPROCS); 0 leaves the Go default")
 	var logLevel string

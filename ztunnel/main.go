@@ -58,7 +58,7 @@ func run() error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", "DRAIN_TIMEOUT", 5*time.Second, "how long open connections may finish after SIGTERM")
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", "CERT_TTL", 24*time.Hour, "workload certificate lifetime")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", "CONNECT_TIMEOUT", 10*time.Second, "upstream connect timeout")
-	fs.DurationVar(&cfg.PageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", time.Minute, "how often the pages of ztunnel's own binary that it is not using are unmapped, so that its RSS counts the code it runs; 0 never")
+	fs.DurationVar(&cfg.PageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", time.Minute, "how often the pages of ztunnel's own binary that it is not using are unmapped, and its free heap returned, so that its RSS counts what it uses; 0 never")
 	var transport string
 	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP 15008) beside TCP and advertise it, dial QUIC to peers that advertise it; tcp: TCP only; quic: also try QUIC toward peers that advertise nothing. QUIC always falls back to TCP")
 	var logLevel string

@@ -91,7 +91,7 @@ func run(args []string) error {
 	str(&cfg.ProcRoot, "proc-root", "PROC_ROOT", "/proc", "host /proc, to find pod namespaces by process (empty disables)")
 	str(&cfg.HTTPAddr, "http-addr", "HTTP_ADDR", ":15014", "serves /metrics, /healthz and /readyz (empty disables)")
 	boolean(&cfg.Profiling, "profiling", "PROFILING", false, "also serve /debug/pprof/ on the HTTP address (heap and CPU profiles)")
-	str(&pageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", "1m", "how often the pages of the agent's own binary that it is not using are unmapped, so that its RSS counts the code it runs; 0 never")
+	str(&pageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", "1m", "how often the pages of the agent's own binary that it is not using are unmapped, and its free heap returned, so that its RSS counts what it uses; 0 never")
 	str(&logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
