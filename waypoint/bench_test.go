@@ -139,6 +139,9 @@ const (
 	shimsEnv = "SKIFF_WAYPOINT_BENCH_SHIMS"
 	// profileEnv names a directory for CPU profiles of the waypoint.
 	profileEnv = "SKIFF_BENCH_PROFILE"
+	// traceEnv, set to 1 with profileEnv, takes a runtime trace (go tool
+	// trace) of the waypoint at the fixed rate instead of a CPU profile.
+	traceEnv = "SKIFF_BENCH_TRACE"
 )
 
 // protocol is how h2load talks to a path.
@@ -815,7 +818,7 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 	proxy, shims := pidsOf(p.proxy), pidsOf(p.shims)
 	var profile chan error
 	if first && strings.HasPrefix(p.name, "waypoint") && w.adminAddr != "" {
-		profile = w.profile(ctx, p.name+"-"+pr.name, saturateFor)
+		profile = w.profile(ctx, "profile", p.name+"-"+pr.name, saturateFor)
 	}
 	sampler := benchpeer.SampleRSS(func() []int { return pidsOf(p.proxy) }, 100*time.Millisecond)
 	cpu0, shims0, busy0 := benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
@@ -849,7 +852,11 @@ func (w *world) measure(b *testing.B, p path, pr protocol, first bool) sample {
 		calls0 = w.rateLimitCalls(b)
 	}
 	if first && strings.HasPrefix(p.name, "waypoint") && w.adminAddr != "" {
-		profile = w.profile(ctx, p.name+"-"+pr.name+"-1k", rateWarmUp+rateFor)
+		kind := "profile"
+		if os.Getenv(traceEnv) == "1" {
+			kind = "trace"
+		}
+		profile = w.profile(ctx, kind, p.name+"-"+pr.name+"-1k", rateWarmUp+rateFor)
 	}
 	cpu0, shims0, busy0 = benchpeer.CPUTime(proxy), benchpeer.CPUTime(shims), w.busy(b)
 	start = time.Now()
@@ -895,13 +902,14 @@ func (w *world) busy(b *testing.B) time.Duration {
 	return d
 }
 
-// profile fetches a CPU profile of the waypoint for a phase that starts
-// now and lasts phase, into name.pprof.
-func (w *world) profile(ctx context.Context, name string, phase time.Duration) chan error {
+// profile fetches a profile of the waypoint of the kind ("profile" for
+// CPU, "trace" for a runtime trace) for a phase that starts now and lasts
+// phase, into name.pprof or name.trace.
+func (w *world) profile(ctx context.Context, kind, name string, phase time.Duration) chan error {
 	done := make(chan error, 1)
 	secs := int(phase/time.Second) - 1
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.adminAddr, secs), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", w.adminAddr, kind, secs), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			done <- err
@@ -909,14 +917,18 @@ func (w *world) profile(ctx context.Context, name string, phase time.Duration) c
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			done <- fmt.Errorf("profile: %s", resp.Status)
+			done <- fmt.Errorf("%s: %s", kind, resp.Status)
 			return
 		}
 		if err := os.MkdirAll(w.profileDir, 0o755); err != nil {
 			done <- err
 			return
 		}
-		path := filepath.Join(w.profileDir, name+".pprof")
+		ext := ".pprof"
+		if kind == "trace" {
+			ext = ".trace"
+		}
+		path := filepath.Join(w.profileDir, name+ext)
 		f, err := os.Create(path)
 		if err != nil {
 			done <- err
@@ -927,7 +939,7 @@ func (w *world) profile(ctx context.Context, name string, phase time.Duration) c
 			err = cerr
 		}
 		if err == nil {
-			progress("CPU profile of the waypoint: %s", path)
+			progress("%s of the waypoint: %s", kind, path)
 		}
 		done <- err
 	}()
