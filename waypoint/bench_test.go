@@ -59,7 +59,8 @@ import (
 // of its calls, and for the service alone (a plain gRPC client). Run it
 // with `make bench-waypoint`; set SKIFF_BENCH_PROFILE to a directory to
 // get CPU profiles of the waypoint at saturation and at the fixed rate,
-// per waypoint path and protocol. A -bench pattern that picks some paths,
+// per waypoint path and protocol (with SKIFF_BENCH_TRACE=1, a runtime
+// trace at the fixed rate instead of its CPU profile). A -bench pattern that picks some paths,
 // say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/', prints only
 // their medians.
 func BenchmarkWaypoint(b *testing.B) {
