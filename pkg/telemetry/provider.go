@@ -122,28 +122,26 @@ type istioStores struct {
 func (s *istioStores) tcpStore(meter string) *tcpStore {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st, ok := s.tcp[meter]; ok {
-		return st
-	}
-	if s.tcp == nil {
-		s.tcp = make(map[string]*tcpStore)
-	}
-	st := newTCPStore()
-	s.tcp[meter] = st
-	return st
+	return storeFor(&s.tcp, meter, newTCPStore)
 }
 
 func (s *istioStores) requestStore(meter string) *requestStore {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st, ok := s.requests[meter]; ok {
+	return storeFor(&s.requests, meter, newRequestStore)
+}
+
+// storeFor returns the meter's store in *stores, adding one from newStore
+// if it has none.
+func storeFor[S any](stores *map[string]*S, meter string, newStore func() *S) *S {
+	if st, ok := (*stores)[meter]; ok {
 		return st
 	}
-	if s.requests == nil {
-		s.requests = make(map[string]*requestStore)
+	if *stores == nil {
+		*stores = make(map[string]*S)
 	}
-	st := newRequestStore()
-	s.requests[meter] = st
+	st := newStore()
+	(*stores)[meter] = st
 	return st
 }
 

@@ -9,19 +9,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/metric"
 )
-
-// requestFamilies is the part of a scrape that RequestMetrics writes.
-func requestFamilies(t *testing.T, p *Provider) string {
-	t.Helper()
-	var b strings.Builder
-	for line := range strings.Lines(scrape(t, p)) {
-		if strings.Contains(line, "istio_request") {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
 
 // TestRequestStoreMatchesSDK holds the Provider's own aggregation to what
 // the SDK's instruments report for the same measurements: the same
@@ -73,16 +62,7 @@ func TestRequestStoreMatchesSDK(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got [2]string
-			for i, sdk := range []bool{false, true} {
-				p, err := NewProvider(ProviderOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer p.Shutdown(context.Background())
-				m := p.Meter("test")
-				if sdk {
-					m = p.mp.Meter("test") // not recognized: the SDK's instruments
-				}
+			got[0], got[1] = sideBySide(t, "istio_request", func(m metric.Meter, sdk bool) {
 				req, err := NewRequestMetrics(m)
 				if err != nil {
 					t.Fatal(err)
@@ -98,8 +78,7 @@ func TestRequestStoreMatchesSDK(t *testing.T) {
 						req.Record(context.Background(), cache.Get(c.labels), c.sample)
 					}
 				}
-				got[i] = requestFamilies(t, p)
-			}
+			})
 			if got[0] != got[1] {
 				t.Errorf("the Provider's aggregation scrapes\n%s\nthe SDK's\n%s", got[0], got[1])
 			}

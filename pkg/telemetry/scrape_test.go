@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // families scrapes p's handler, as Prometheus would, and parses the text.
@@ -25,6 +26,34 @@ func families(t *testing.T, p *Provider) map[string]*dto.MetricFamily {
 		t.Fatalf("parsing the scrape: %v\n%s", err, rec.Body.String())
 	}
 	return mfs
+}
+
+// sideBySide records the same measurements through record twice, on a
+// Provider's Meter (sdk false) and on the SDK's own instruments (sdk true),
+// and returns the lines of each scrape that contain family.
+func sideBySide(t *testing.T, family string, record func(m metric.Meter, sdk bool)) (provider, sdk string) {
+	t.Helper()
+	var got [2]string
+	for i, useSDK := range []bool{false, true} {
+		p, err := NewProvider(ProviderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Shutdown(context.Background())
+		m := p.Meter("test")
+		if useSDK {
+			m = p.mp.Meter("test") // not recognized: the SDK's instruments
+		}
+		record(m, useSDK)
+		var b strings.Builder
+		for line := range strings.Lines(scrape(t, p)) {
+			if strings.Contains(line, family) {
+				b.WriteString(line)
+			}
+		}
+		got[i] = b.String()
+	}
+	return got[0], got[1]
 }
 
 // labelsOf returns m's labels as name → value.

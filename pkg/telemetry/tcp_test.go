@@ -3,21 +3,10 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
-)
 
-// tcpFamilyLines is the part of a scrape that TCPMetrics writes.
-func tcpFamilyLines(t *testing.T, p *Provider) string {
-	t.Helper()
-	var b strings.Builder
-	for line := range strings.Lines(scrape(t, p)) {
-		if strings.Contains(line, "istio_tcp") {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
+	"go.opentelemetry.io/otel/metric"
+)
 
 // TestTCPStoreMatchesSDK holds the Provider's own TCP counters to what the
 // SDK's instruments and the Prometheus exporter write for the same
@@ -64,16 +53,7 @@ func TestTCPStoreMatchesSDK(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got [2]string
-			for i, sdk := range []bool{false, true} {
-				p, err := NewProvider(ProviderOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer p.Shutdown(context.Background())
-				m := p.Meter("test")
-				if sdk {
-					m = p.mp.Meter("test") // not recognized: the SDK's instruments
-				}
+			got[0], got[1] = sideBySide(t, "istio_tcp", func(m metric.Meter, sdk bool) {
 				tcp, err := NewTCPMetrics(m)
 				if err != nil {
 					t.Fatal(err)
@@ -92,8 +72,7 @@ func TestTCPStoreMatchesSDK(t *testing.T) {
 						tcp.Closed(ctx, set)
 					}
 				}
-				got[i] = tcpFamilyLines(t, p)
-			}
+			})
 			if got[0] != got[1] {
 				t.Errorf("the Provider's counters scrape\n%s\nthe SDK's\n%s", got[0], got[1])
 			}
