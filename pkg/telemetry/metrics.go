@@ -205,8 +205,7 @@ const (
 // istio_request_bytes and istio_response_bytes. On a Provider's Meter it
 // aggregates them itself and the Provider writes them to a scrape (see
 // requests.go: the SDK's instruments cost microseconds per request); on
-// any other
-// Meter it records through that Meter's instruments.
+// any other Meter it records through that Meter's instruments.
 type RequestMetrics struct {
 	store *requestStore
 
