@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel/attribute"
 )
 
@@ -19,7 +20,7 @@ import (
 // change by a few integers. Here each label set is rendered once, when its
 // series is created, and a scrape writes numbers. The text is the
 // exporter's, byte for byte (the tests hold the two side by side): the
-// same names and suffixes, label names sanitized as it does, series in
+// same names and suffixes, label names built by its label namer, series in
 // the order Prometheus's registry sorts them, numbers formatted as its
 // text encoder formats them.
 
@@ -35,9 +36,18 @@ type seriesLabels struct {
 func newSeriesLabels(set attribute.Set) seriesLabels {
 	type pair struct{ name, value string }
 	pairs := make([]pair, 0, set.Len())
+	// The exporter's label namer (UTF-8 escaped to underscores, as the
+	// Provider's translation strategy has it). The label sets here are
+	// Skiff's own: no two keys come out alike, and none is empty, the one
+	// key Build refuses.
+	var namer otlptranslator.LabelNamer
 	for it := set.Iter(); it.Next(); {
 		kv := it.Attribute()
-		pairs = append(pairs, pair{sanitizeLabelName(string(kv.Key)), kv.Value.String()})
+		name, err := namer.Build(string(kv.Key))
+		if err != nil {
+			continue
+		}
+		pairs = append(pairs, pair{name, kv.Value.String()})
 	}
 	slices.SortFunc(pairs, func(a, b pair) int { return strings.Compare(a.name, b.name) })
 	l := seriesLabels{values: make([]string, len(pairs))}
@@ -63,34 +73,6 @@ func compareSeries(a, b *seriesLabels) int {
 		return c
 	}
 	return slices.Compare(a.values, b.values)
-}
-
-// sanitizeLabelName makes name a Prometheus label name, as the exporter
-// does: every character outside [a-zA-Z0-9_] becomes '_', and a leading
-// digit gets "key_" before it.
-func sanitizeLabelName(name string) string {
-	valid := func(i int, c byte) bool {
-		return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9'
-	}
-	ok := name != ""
-	for i := 0; i < len(name) && ok; i++ {
-		ok = valid(i, name[i])
-	}
-	if ok {
-		return name
-	}
-	var b strings.Builder
-	if name != "" && '0' <= name[0] && name[0] <= '9' {
-		b.WriteString("key_")
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; valid(1, c) {
-			b.WriteByte(c)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
 }
 
 var (
