@@ -49,9 +49,9 @@ import (
 // For each path it measures requests/s at saturation, the proxy's CPU
 // per request, p50 and p99 at a fixed 1,000 requests/s (and the proxy's
 // CPU then), and RSS idle, at saturation and during a 1 GiB response;
-// rounds take turns and figures are medians. It prints a table, the waypoint's
-// ratios to HAProxy and nginx, and issue 11's targets (informational:
-// timings never fail it). The waypoint is also measured, as
+// rounds take turns and figures are medians. It prints a table, the
+// waypoint's ratios to HAProxy and nginx, and issue 11's targets
+// (informational: timings never fail it). The waypoint is also measured, as
 // waypoint+rl and waypoint+grl, serving the same origin under one local
 // and one global rate limit (envoyproxy/ratelimit and Redis on the load
 // CPUs) that no request exceeds: the limiter's cost per request and the
@@ -60,9 +60,10 @@ import (
 // with `make bench-waypoint`; set SKIFF_BENCH_PROFILE to a directory to
 // get CPU profiles of the waypoint at saturation and at the fixed rate,
 // per waypoint path and protocol (with SKIFF_BENCH_TRACE=1, a runtime
-// trace at the fixed rate instead of its CPU profile). A -bench pattern that picks some paths,
-// say '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/', prints only
-// their medians.
+// trace at the fixed rate instead of its CPU profile). A -bench pattern
+// that picks some paths, say
+// '^BenchmarkWaypoint$/h2/(waypoint|haproxy-tls)$/', prints only their
+// medians.
 func BenchmarkWaypoint(b *testing.B) {
 	w := newWorld(b)
 	samples := map[key][]sample{}
