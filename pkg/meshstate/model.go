@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"unique"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -164,6 +165,41 @@ func (w *Workload) normalize(defaultTD string) error {
 		}
 	}
 	return nil
+}
+
+// intern makes w's strings that repeat across workloads (namespace, node,
+// service account, app names, service keys) share one copy each, and
+// gives w maps and slices of its own. A ztunnel holds every workload of
+// the cluster, replaced one by one as pods change: fewer and smaller
+// objects per workload, and fewer of them scattered through the heap
+// between the garbage of the traffic around each update.
+func (w *Workload) intern() {
+	for _, s := range []*string{&w.Namespace, &w.Node, &w.TrustDomain, &w.ServiceAccount,
+		&w.CanonicalName, &w.CanonicalRevision, &w.WorkloadName, &w.ClusterID} {
+		*s = intern(*s)
+	}
+	if len(w.AuthorizationPolicies) > 0 {
+		ps := make([]string, len(w.AuthorizationPolicies))
+		for i, p := range w.AuthorizationPolicies {
+			ps[i] = intern(p)
+		}
+		w.AuthorizationPolicies = ps
+	}
+	if len(w.Services) > 0 {
+		svcs := make(map[string][]Port, len(w.Services))
+		for k, ports := range w.Services {
+			svcs[intern(k)] = ports
+		}
+		w.Services = svcs
+	}
+}
+
+// intern returns the canonical copy of s.
+func intern(s string) string {
+	if s == "" {
+		return s
+	}
+	return unique.Make(s).Value()
 }
 
 // Service is a set of workloads behind virtual IPs.

@@ -179,6 +179,7 @@ func (tx *Tx) AddWorkload(w *Workload) error {
 	if err := cp.normalize(tx.trustDomain); err != nil {
 		return err
 	}
+	cp.intern()
 	tx.workloads[w.UID] = &cp
 	return nil
 }

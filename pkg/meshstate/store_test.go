@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/skiffmesh/skiff/pkg/policy"
 )
@@ -143,4 +144,63 @@ func TestAddressConflictsAreResolved(t *testing.T) {
 			t.Fatalf("Replace with host network pods on one node: %v", err)
 		}
 	})
+}
+
+// Workloads added separately share the strings they have in common, and
+// the store owns its maps and slices: the caller's stay as they were.
+func TestAddWorkloadInterns(t *testing.T) {
+	st := NewStore("istio-system", "cluster.local")
+	mk := func(uid string) *Workload {
+		// Built at run time, as a decoder builds them: separate copies.
+		ns := strings.Clone("shop")
+		return &Workload{
+			UID: uid, Name: uid, Namespace: ns, Node: strings.Clone("node-1"), ServiceAccount: strings.Clone("cart"),
+			Services:              map[string][]Port{ns + "/cart.shop.svc.cluster.local": {{ServicePort: 80, TargetPort: 8080}}},
+			AuthorizationPolicies: []string{ns + "/allow-web"},
+		}
+	}
+	a, b := mk("a"), mk("b")
+	if err := st.Update(func(tx *Tx) error {
+		if err := tx.AddWorkload(a); err != nil {
+			return err
+		}
+		return tx.AddWorkload(b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	snap := st.Snapshot()
+	ga, gb := snap.Workload("a"), snap.Workload("b")
+	if ga == nil || gb == nil {
+		t.Fatal("workloads not stored")
+	}
+	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
+	key := func(w *Workload) string {
+		for k := range w.Services {
+			return k
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		field string
+		x, y  string
+	}{
+		{"namespace", ga.Namespace, gb.Namespace},
+		{"node", ga.Node, gb.Node},
+		{"service account", ga.ServiceAccount, gb.ServiceAccount},
+		{"service key", key(ga), key(gb)},
+		{"policy", ga.AuthorizationPolicies[0], gb.AuthorizationPolicies[0]},
+	} {
+		if c.x != c.y || !same(c.x, c.y) {
+			t.Errorf("%s: %q and %q are separate copies", c.field, c.x, c.y)
+		}
+	}
+	if same(a.Namespace, ga.Namespace) && same(b.Namespace, gb.Namespace) {
+		t.Error("the namespace was not interned")
+	}
+	// The caller's map and slice are untouched, and not the store's.
+	ga.AuthorizationPolicies[0] = "changed"
+	delete(ga.Services, key(ga))
+	if a.AuthorizationPolicies[0] != "shop/allow-web" || len(a.Services) != 1 {
+		t.Errorf("the store shares the caller's policies or services: %v %v", a.AuthorizationPolicies, a.Services)
+	}
 }
