@@ -227,14 +227,15 @@ bench-cni: k8s-bin
 ## Skiff installed from its charts: RSS, anonymous RSS, cgroup memory,
 ## goroutines, fds and network-namespace handles of ztunnel, the CNI node agent
 ## and istiod-lite at 0, 10 and 100 enrolled pods per node, and their growth over
-## FOOTPRINT_CHURN of pods replaced under traffic (issue 17's targets); the test
-## log goes to stderr, the report to stdout
+## FOOTPRINT_CHURN of pods replaced under traffic, repeated FOOTPRINT_ROUNDS
+## times (issue 17's targets); the test log goes to stderr, the report to stdout
 FOOTPRINT_CHURN ?= 10m
+FOOTPRINT_ROUNDS ?= 1
 FOOTPRINT_REPORT := $(or $(TMPDIR),/tmp)/skiff-footprint.txt
 .PHONY: bench-footprint
 bench-footprint:
 	@rm -f $(FOOTPRINT_REPORT)
-	@SKIFF_E2E=1 SKIFF_FOOTPRINT_CHURN=$(FOOTPRINT_CHURN) SKIFF_FOOTPRINT_REPORT=$(FOOTPRINT_REPORT) \
+	@SKIFF_E2E=1 SKIFF_FOOTPRINT_CHURN=$(FOOTPRINT_CHURN) SKIFF_FOOTPRINT_ROUNDS=$(FOOTPRINT_ROUNDS) SKIFF_FOOTPRINT_REPORT=$(FOOTPRINT_REPORT) \
 	  $(GO) test -count=1 -v -timeout 90m ./conformance/footprint >&2; rc=$$?; \
 	  cat $(FOOTPRINT_REPORT) 2>/dev/null; exit $$rc
 

@@ -33,6 +33,22 @@ func churnDuration(t *testing.T) time.Duration {
 	return d
 }
 
+// churnRounds is how many times the churn and the figures after it are
+// repeated (SKIFF_FOOTPRINT_ROUNDS, default 1). Memory that settles after
+// the first round and stays there is fragmentation of a heap that is
+// reused; memory that rises round after round is a leak.
+func churnRounds(t *testing.T) int {
+	v := os.Getenv("SKIFF_FOOTPRINT_ROUNDS")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("SKIFF_FOOTPRINT_ROUNDS=%q: want a positive number of rounds", v)
+	}
+	return n
+}
+
 // churnEvery is how often one pause pod per node and one echo pod are
 // deleted (their Deployments replace them).
 const churnEvery = 5 * time.Second
@@ -67,13 +83,19 @@ func TestFootprint(t *testing.T) {
 		r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods", n), figures: measure(t, k)})
 	}
 
-	d := churnDuration(t)
-	r.churn = churn(t, k, nodes, d)
-	// Back to the same pods as before the churn: 100 pause pods per node.
-	k.Must("-n", ns, "delete", "deployment", "echo", "--wait=true", "--timeout=300s")
-	k.Must("-n", ns, "delete", "pods", "-l", "app=load", "--wait=true", "--timeout=300s")
-	scalePause(t, k, nodes, others, podCounts[len(podCounts)-1])
-	r.phases = append(r.phases, phase{name: fmt.Sprintf("%d pods after %s churn", podCounts[len(podCounts)-1], d), figures: measure(t, k)})
+	d, rounds := churnDuration(t), churnRounds(t)
+	for i := range rounds {
+		r.churn = append(r.churn, churn(t, k, nodes, d))
+		// Back to the same pods as before the churn: 100 pause pods per node.
+		k.Must("-n", ns, "delete", "deployment", "echo", "--wait=true", "--timeout=300s")
+		k.Must("-n", ns, "delete", "pods", "-l", "app=load", "--wait=true", "--timeout=300s")
+		scalePause(t, k, nodes, others, podCounts[len(podCounts)-1])
+		name := fmt.Sprintf("%d pods after %s churn", podCounts[len(podCounts)-1], d)
+		if rounds > 1 {
+			name = fmt.Sprintf("%d pods after %d x %s churn", podCounts[len(podCounts)-1], i+1, d)
+		}
+		r.phases = append(r.phases, phase{name: name, figures: measure(t, k)})
+	}
 
 	out := r.String()
 	t.Log("\n" + out)
@@ -82,7 +104,7 @@ func TestFootprint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before, after := r.phases[len(r.phases)-2], r.phases[len(r.phases)-1]
+	before, after := r.before(), r.phases[len(r.phases)-1]
 	// Handles come back exactly; a goroutine or two may be in flight
 	// (a timer's, a scrape's) when a sample is taken.
 	const goroutineSlack = 2
@@ -208,13 +230,23 @@ func settle(t *testing.T) time.Duration {
 	return d
 }
 
+// Samples of a phase: their median is its figure. They span a minute, the
+// period at which the processes return the pages of their binary they are
+// not using (--binary-page-release): between two releases the file-backed
+// RSS climbs from what was just released back to what runs (from 7 MiB to
+// 14 MiB for ztunnel), so a few seconds of samples would report where in
+// that cycle the phase happened to fall.
+const (
+	samples   = 13
+	sampleGap = 5 * time.Second
+)
+
 // measure takes every Skiff process's figures, after the settle time: the
-// median of a few samples, so that one GC cycle does not decide them. Keys
-// are "component node".
+// median of samples over a minute, so that neither one GC cycle nor one
+// page release decides them. Keys are "component node".
 func measure(t *testing.T, k *kubetest.Kubectl) map[string]usage {
 	t.Helper()
 	time.Sleep(settle(t)) // letting the runtime return memory, not waiting for an event
-	const samples, gap = 5, 4 * time.Second
 	type proc struct {
 		c   component
 		pod string
@@ -229,7 +261,7 @@ func measure(t *testing.T, k *kubetest.Kubectl) map[string]usage {
 	all := map[string][]usage{}
 	for i := range samples {
 		if i > 0 {
-			time.Sleep(gap) // spacing samples, not waiting for an event
+			time.Sleep(sampleGap) // spacing samples, not waiting for an event
 		}
 		for key, p := range procs {
 			u, err := readUsage(p.pid)

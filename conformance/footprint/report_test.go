@@ -18,9 +18,12 @@ type report struct {
 	nodes  []string
 	settle time.Duration
 	others map[string]int // pods of other namespaces enrolled throughout
-	phases []phase
-	churn  churnResult
+	phases []phase        // one per pod count, then one per round of churn
+	churn  []churnResult
 }
+
+// before is the phase the churn starts from: the largest pod count.
+func (r *report) before() phase { return r.phases[len(podCounts)-1] }
 
 // targets are issue 17's per-node targets at 100 enrolled pods, in MiB of RSS.
 var targets = map[string]float64{"cni-agent": 30, "ztunnel": 20}
@@ -61,40 +64,30 @@ func componentIndex(key string) int {
 func (r *report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Skiff's cost per node on the local cluster (%d nodes; MiB; pods = enrolled pause pods per node;\n", len(r.nodes))
-	fmt.Fprintf(&b, "each figure the median of 5 samples taken after %s idle)\n", r.settle)
+	fmt.Fprintf(&b, "each figure the median of %d samples over %s, taken after %s idle)\n", samples, (samples-1)*sampleGap, r.settle)
 	for _, node := range r.nodes {
 		if n := r.others[node]; n > 0 {
 			fmt.Fprintf(&b, "%s also had %d enrolled pods of other namespaces throughout\n", node, n)
 		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "%-24s %-26s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
+	fmt.Fprintf(&b, "%-24s %-30s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
 			u, ok := p.figures[key]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(&b, "%-24s %-26s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
+			fmt.Fprintf(&b, "%-24s %-30s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
 				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), heap(u.Heap), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
 		}
 	}
-	if len(r.phases) < 2 {
+	if len(r.phases) <= len(podCounts) {
 		return b.String()
 	}
-	before, after := r.phases[len(r.phases)-2], r.phases[len(r.phases)-1]
-	fmt.Fprintf(&b, "\nGrowth over the churn (%s, figure after / figure before, same pods; bar %.2fx):\n", r.churn.d, growthBar)
-	for _, key := range r.keys() {
-		x, okx := before.figures[key]
-		y, oky := after.figures[key]
-		if !okx || !oky {
-			fmt.Fprintf(&b, "  %-24s not running in both phases (restarted?)\n", key)
-			continue
-		}
-		worst := max(ratio(y.RSS, x.RSS), ratio(y.Cgroup, x.Cgroup))
-		fmt.Fprintf(&b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  heap %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
-			ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup), ratio(y.Heap, x.Heap),
-			count(x.Goroutines), count(y.Goroutines), x.FDs, y.FDs, x.NetNS, y.NetNS, verdict(worst <= growthBar))
+	before := r.before()
+	for i, after := range r.phases[len(podCounts):] {
+		r.growth(&b, i+1, before, after)
 	}
 	fmt.Fprintf(&b, "\nTargets at %d pods per node (RSS, worst node):\n", podCounts[len(podCounts)-1])
 	for _, c := range components {
@@ -119,12 +112,37 @@ func (r *report) String() string {
 			fmt.Fprintf(&b, "  %s %.1f MiB", name, mib(u.Binary))
 		}
 	}
-	fmt.Fprintf(&b, "\n\nChurn: %d pods deleted and replaced in %s under traffic;", r.churn.deleted, r.churn.d)
-	for i, l := range r.churn.loads {
-		fmt.Fprintf(&b, " load-%d: %s;", i+1, l.Summary())
+	b.WriteString("\n\n")
+	for _, c := range r.churn {
+		fmt.Fprintf(&b, "Churn: %d pods deleted and replaced in %s under traffic;", c.deleted, c.d)
+		for i, l := range c.loads {
+			fmt.Fprintf(&b, " load-%d: %s;", i+1, l.Summary())
+		}
+		b.WriteString("\n")
 	}
-	b.WriteString("\n")
 	return b.String()
+}
+
+// growth writes each process's growth from before to after, the figures
+// after the round-th round of churn.
+func (r *report) growth(b *strings.Builder, round int, before, after phase) {
+	over := fmt.Sprintf("the churn (%s, ", r.churn[0].d)
+	if len(r.churn) > 1 {
+		over = fmt.Sprintf("%d x %s of churn (", round, r.churn[0].d)
+	}
+	fmt.Fprintf(b, "\nGrowth over %sfigure after / figure before, same pods; bar %.2fx):\n", over, growthBar)
+	for _, key := range r.keys() {
+		x, okx := before.figures[key]
+		y, oky := after.figures[key]
+		if !okx || !oky {
+			fmt.Fprintf(b, "  %-24s not running in both phases (restarted?)\n", key)
+			continue
+		}
+		worst := max(ratio(y.RSS, x.RSS), ratio(y.Cgroup, x.Cgroup))
+		fmt.Fprintf(b, "  %-24s RSS %.2fx  anon %.2fx  cgroup %.2fx  heap %.2fx  goroutines %s->%s  fds %d->%d  netns %d->%d  %s\n", key,
+			ratio(y.RSS, x.RSS), ratio(y.Anon, x.Anon), ratio(y.Cgroup, x.Cgroup), ratio(y.Heap, x.Heap),
+			count(x.Goroutines), count(y.Goroutines), x.FDs, y.FDs, x.NetNS, y.NetNS, verdict(worst <= growthBar))
+	}
 }
 
 func ratio(a, b int64) float64 {
