@@ -2,6 +2,7 @@ package meshstate
 
 import (
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -160,13 +161,13 @@ func TestAddWorkloadInterns(t *testing.T) {
 		}
 	}
 	a, b := mk("a"), mk("b")
-	if err := st.Update(func(tx *Tx) error {
-		if err := tx.AddWorkload(a); err != nil {
-			return err
+	for _, w := range []*Workload{a, b} {
+		if err := st.Update(func(tx *Tx) error { return tx.AddWorkload(w) }); err != nil {
+			t.Fatal(err)
 		}
-		return tx.AddWorkload(b)
-	}); err != nil {
-		t.Fatal(err)
+		// Sharing must outlive a collection: the runtime drops a
+		// canonical copy that no handle refers to.
+		runtime.GC()
 	}
 	snap := st.Snapshot()
 	ga, gb := snap.Workload("a"), snap.Workload("b")
