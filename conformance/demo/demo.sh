@@ -144,14 +144,15 @@ row "Callers' addresses kept" "$(count "remote=$client_ip:" <<<"$answers") of 4 
 
 say "6. Every connection is mutual TLS between SPIFFE identities (ztunnel's Istio metrics)"
 # The series that grew during step 5: node, reporter, count, source, "->",
-# destination, security policy.
+# destination, security policy, transport (a node's connections over QUIC
+# and over TCP are two series).
 opened="$(awk 'NR == FNR {before[$1 " " $2] = $3; next} $3 > before[$1 " " $2] {
-	split("reporter source_principal destination_principal connection_security_policy", want, " ")
-	for (i = 1; i <= 4; i++) { v[i] = $2; sub(".*[{,]" want[i] "=\"", "", v[i]); sub("\".*", "", v[i]) }
-	printf "%s %s %d %s -> %s %s\n", $1, v[1], $3 - before[$1 " " $2], v[2], v[3], v[4]
+	split("reporter source_principal destination_principal connection_security_policy transport", want, " ")
+	for (i = 1; i <= 5; i++) { v[i] = "-"; if (match($2, "[{,]" want[i] "=\"[^\"]*")) v[i] = substr($2, RSTART + length(want[i]) + 3, RLENGTH - length(want[i]) - 3) }
+	printf "%s %s %d %s -> %s %s %s\n", $1, v[1], $3 - before[$1 " " $2], v[2], v[3], v[4], v[5]
 }' <(printf '%s\n' "$connections_before") <(ztunnel_connections))"
-echo "Connections opened in step 5 (istio_tcp_connections_opened_total), by node and reporter:"
-awk '{printf "  %s %-11s %d x %s -> %s  %s\n", $1, $2, $3, $4, $6, $7}' <<<"$opened"
+echo "Connections opened in step 5 (istio_tcp_connections_opened_total), by node, reporter and transport:"
+awk '{printf "  %s %-11s %-4s %d x %s -> %s  %s\n", $1, $2, $8, $3, $4, $6, $7}' <<<"$opened"
 read -r total mtls < <(awk '$2 == "destination" {all += $3; if ($7 == "mutual_tls") m += $3} END {print all + 0, m + 0}' <<<"$opened")
 row "Mutual TLS (ztunnel, SPIFFE)" "$mtls of $total connections of step 5 were mutual_tls"
 
