@@ -22,15 +22,8 @@ var podCounts = []int{0, 10, 100}
 // churnDuration is how long pods are replaced under traffic before the
 // last figures (SKIFF_FOOTPRINT_CHURN, default 10m).
 func churnDuration(t *testing.T) time.Duration {
-	v := os.Getenv("SKIFF_FOOTPRINT_CHURN")
-	if v == "" {
-		return 10 * time.Minute
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		t.Fatalf("SKIFF_FOOTPRINT_CHURN=%q: want a positive duration such as 10m", v)
-	}
-	return d
+	return fromEnv(t, "SKIFF_FOOTPRINT_CHURN", 10*time.Minute, "a positive duration such as 10m",
+		func(v string) (time.Duration, bool) { d, err := time.ParseDuration(v); return d, err == nil && d > 0 })
 }
 
 // churnRounds is how many times the churn and the figures after it are
@@ -38,15 +31,23 @@ func churnDuration(t *testing.T) time.Duration {
 // the first round and stays there is fragmentation of a heap that is
 // reused; memory that rises round after round is a leak.
 func churnRounds(t *testing.T) int {
-	v := os.Getenv("SKIFF_FOOTPRINT_ROUNDS")
+	return fromEnv(t, "SKIFF_FOOTPRINT_ROUNDS", 1, "a positive number of rounds",
+		func(v string) (int, bool) { n, err := strconv.Atoi(v); return n, err == nil && n > 0 })
+}
+
+// fromEnv is the setting in the environment variable name, parsed by
+// parse, or def if it is unset; a value parse refuses fails the test.
+func fromEnv[T any](t *testing.T, name string, def T, want string, parse func(string) (T, bool)) T {
+	t.Helper()
+	v := os.Getenv(name)
 	if v == "" {
-		return 1
+		return def
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		t.Fatalf("SKIFF_FOOTPRINT_ROUNDS=%q: want a positive number of rounds", v)
+	x, ok := parse(v)
+	if !ok {
+		t.Fatalf("%s=%q: want %s", name, v, want)
 	}
-	return n
+	return x
 }
 
 // churnEvery is how often one pause pod per node and one echo pod are
@@ -219,15 +220,8 @@ func enrolled(t *testing.T, k *kubetest.Kubectl, node string) int {
 // the work just done has been collected and given back to the kernel, in
 // every phase alike (SKIFF_FOOTPRINT_SETTLE, default 2m10s).
 func settle(t *testing.T) time.Duration {
-	v := os.Getenv("SKIFF_FOOTPRINT_SETTLE")
-	if v == "" {
-		return 130 * time.Second
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		t.Fatalf("SKIFF_FOOTPRINT_SETTLE=%q: want a duration such as 2m10s", v)
-	}
-	return d
+	return fromEnv(t, "SKIFF_FOOTPRINT_SETTLE", 130*time.Second, "a duration such as 2m10s",
+		func(v string) (time.Duration, bool) { d, err := time.ParseDuration(v); return d, err == nil && d >= 0 })
 }
 
 // Samples of a phase: their median is its figure. They span a minute, the
