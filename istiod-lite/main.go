@@ -23,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/skiffmesh/skiff/istiod-lite/internal/app"
+	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/envflag"
 )
 
@@ -85,6 +86,7 @@ func run() error {
 		return err
 	}
 
+	admin.SampleHeapWhenServed(cfg.Profiling)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("log level: %w", err)

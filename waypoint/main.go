@@ -50,6 +50,8 @@ func run() error {
 	var transport string
 	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP, the HBONE port) beside TCP and advertise it, dial QUIC to endpoints that advertise it; tcp: TCP only; quic: also try QUIC toward endpoints that advertise nothing. QUIC always falls back to TCP")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
+	var heapRate int
+	fs.IntVar(&heapRate, "heap-profile-rate", "HEAP_PROFILE_RATE", 0, "bytes allocated between samples of /debug/pprof/heap, on average (Go's default is 524288); 0, the default, samples nothing: each sampled call stack stays resident")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":15020", "Prometheus /metrics")
 	fs.StringVar(&cfg.ReadinessAddr, "readiness-addr", "READINESS_ADDR", ":15021", "/healthz/ready")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", "DRAIN_DELAY", 5*time.Second, "after SIGTERM, keep accepting tunnels this long while connections drain, until every ztunnel has heard that this waypoint is going away (Istio's terminationDrainDuration)")
@@ -78,6 +80,9 @@ func run() error {
 	fs.StringVar(&logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", "LOG_JSON", false, "log as JSON")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	if err := admin.SetHeapProfileRate(heapRate); err != nil {
 		return err
 	}
 	mode, err := hbone.ParseTransportMode(transport)

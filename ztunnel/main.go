@@ -50,6 +50,8 @@ func run() error {
 	fs.StringVar(&cfg.HBONE, "hbone-addr", "HBONE_ADDR", fmt.Sprintf("0.0.0.0:%d", inpod.InboundHBONEPort), "shared mode: inbound HBONE listener")
 	fs.StringVar(&cfg.SOCKS5, "socks5-addr", "SOCKS5_ADDR", "127.0.0.1:15080", "shared mode: SOCKS5 listener (empty disables)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
+	var heapRate int
+	fs.IntVar(&heapRate, "heap-profile-rate", "HEAP_PROFILE_RATE", 0, "bytes allocated between samples of /debug/pprof/heap, on average (Go's default is 524288); 0, the default, samples nothing: each sampled call stack stays resident")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":15020", "Prometheus /metrics")
 	fs.StringVar(&cfg.ReadinessAddr, "readiness-addr", "READINESS_ADDR", ":15021", "/healthz/ready")
 	fs.IntVar(&cfg.SOCKS5Port, "socks5-port", "SOCKS5_PORT", 0, "in-pod mode: SOCKS5 port (15080) on each pod's loopback; 0, the default, disables it")
@@ -67,6 +69,9 @@ func run() error {
 	fs.BoolVar(&logJSON, "log-json", "LOG_JSON", false, "log as JSON")
 	err := fs.Parse(os.Args[1:])
 	if err != nil {
+		return err
+	}
+	if err := admin.SetHeapProfileRate(heapRate); err != nil {
 		return err
 	}
 	if cfg.Transport, err = hbone.ParseTransportMode(transport); err != nil {

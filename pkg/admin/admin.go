@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"runtime"
 	"strings"
 )
 
@@ -58,6 +59,36 @@ func HandleProfiling(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
+// GoHeapProfileRate is the Go runtime's own heap-profile sampling rate:
+// one sample per 512 KiB allocated, on average.
+const GoHeapProfileRate = 512 << 10
+
+// SetHeapProfileRate sets how many bytes are allocated, on average, between
+// two samples of the heap profile (/debug/pprof/heap, /debug/pprof/allocs);
+// 0 samples nothing. Every call stack sampled once keeps a record for the
+// life of the process, in a hash table of up to 1.4 MiB whose pages become
+// resident as records land in them, so a long-running proxy that nobody
+// profiles should sample nothing. Call it first thing in main, before
+// the allocations it should see.
+func SetHeapProfileRate(bytes int) error {
+	if bytes < 0 {
+		return fmt.Errorf("heap profile rate %d: want 0 (off) or more bytes", bytes)
+	}
+	runtime.MemProfileRate = bytes
+	return nil
+}
+
+// SampleHeapWhenServed samples the heap at Go's own rate when profiles are
+// served (served), and not at all otherwise: for components whose
+// profiles are behind a flag.
+func SampleHeapWhenServed(served bool) {
+	rate := 0
+	if served {
+		rate = GoHeapProfileRate
+	}
+	SetHeapProfileRate(rate)
 }
 
 // localOnly refuses requests from anything but loopback, whatever address

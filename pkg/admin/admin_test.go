@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,38 @@ func TestReadiness(t *testing.T) {
 	err = nil
 	if code, _ := do(t, h, "GET", "/healthz/ready", "10.0.0.1:1"); code != 200 {
 		t.Fatalf("%d", code)
+	}
+}
+
+func TestSetHeapProfileRate(t *testing.T) {
+	saved := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = saved })
+	for _, tc := range []struct {
+		rate    int
+		wantErr bool
+	}{
+		{rate: 0},
+		{rate: 1},
+		{rate: GoHeapProfileRate},
+		{rate: -1, wantErr: true},
+	} {
+		runtime.MemProfileRate = saved
+		err := SetHeapProfileRate(tc.rate)
+		switch {
+		case tc.wantErr && err == nil:
+			t.Errorf("rate %d: no error", tc.rate)
+		case tc.wantErr && runtime.MemProfileRate != saved:
+			t.Errorf("rate %d: refused, but the rate changed to %d", tc.rate, runtime.MemProfileRate)
+		case !tc.wantErr && err != nil:
+			t.Errorf("rate %d: %v", tc.rate, err)
+		case !tc.wantErr && runtime.MemProfileRate != tc.rate:
+			t.Errorf("rate %d: runtime samples every %d bytes", tc.rate, runtime.MemProfileRate)
+		}
+	}
+	for _, served := range []bool{false, true} {
+		SampleHeapWhenServed(served)
+		if want := map[bool]int{false: 0, true: GoHeapProfileRate}[served]; runtime.MemProfileRate != want {
+			t.Errorf("served %v: runtime samples every %d bytes, want %d", served, runtime.MemProfileRate, want)
+		}
 	}
 }

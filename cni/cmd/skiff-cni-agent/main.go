@@ -25,6 +25,7 @@ import (
 	"github.com/skiffmesh/skiff/cni/internal/app"
 	"github.com/skiffmesh/skiff/cni/internal/installer"
 	"github.com/skiffmesh/skiff/cni/internal/probesnat"
+	"github.com/skiffmesh/skiff/pkg/admin"
 	"github.com/skiffmesh/skiff/pkg/inpod"
 	"github.com/skiffmesh/skiff/pkg/zds"
 )
@@ -102,6 +103,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	admin.SampleHeapWhenServed(cfg.Profiling)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("log level %q: %w", logLevel, err)
