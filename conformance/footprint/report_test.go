@@ -86,8 +86,18 @@ func (r *report) String() string {
 		return b.String()
 	}
 	before := r.before()
-	for i, after := range r.phases[len(podCounts):] {
-		r.growth(&b, i+1, before, after)
+	churned := r.phases[len(podCounts):]
+	for i, after := range churned {
+		over := fmt.Sprintf("the churn (%s, ", r.churn[0].d)
+		if len(churned) > 1 {
+			over = fmt.Sprintf("%d x %s of churn (", i+1, r.churn[0].d)
+		}
+		r.growth(&b, over, before, after)
+	}
+	// A process that only warmed up in the first round stays level in
+	// the next ones; one that leaks grows in each.
+	for i := 1; i < len(churned); i++ {
+		r.growth(&b, fmt.Sprintf("round %d of churn alone, against the figures after round %d (", i+1, i), churned[i-1], churned[i])
 	}
 	fmt.Fprintf(&b, "\nTargets at %d pods per node (RSS, worst node):\n", podCounts[len(podCounts)-1])
 	for _, c := range components {
@@ -123,13 +133,9 @@ func (r *report) String() string {
 	return b.String()
 }
 
-// growth writes each process's growth from before to after, the figures
-// after the round-th round of churn.
-func (r *report) growth(b *strings.Builder, round int, before, after phase) {
-	over := fmt.Sprintf("the churn (%s, ", r.churn[0].d)
-	if len(r.churn) > 1 {
-		over = fmt.Sprintf("%d x %s of churn (", round, r.churn[0].d)
-	}
+// growth writes each process's growth from before to after; over says
+// over what, and opens the parenthesis the ratio's definition closes.
+func (r *report) growth(b *strings.Builder, over string, before, after phase) {
 	fmt.Fprintf(b, "\nGrowth over %sfigure after / figure before, same pods; bar %.2fx):\n", over, growthBar)
 	for _, key := range r.keys() {
 		x, okx := before.figures[key]
