@@ -47,6 +47,8 @@ func writeAtomicFrom(path string, perm fs.FileMode, write func(io.Writer) error)
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	// Written back, the pages are clean and can go.
+	dropCache(f)
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -65,6 +67,60 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// pluginCopy keeps dst a copy of src (mode perm). A pass compares their
+// content only when stat says that either changed since a pass last left
+// them equal, or after forget. Compared every resync, the two files (tens
+// of MiB) would be read from disk each time, or kept in the page cache and
+// charged to the agent's memory.
+type pluginCopy struct {
+	src, dst string
+	perm     fs.FileMode
+	// equal are src's and dst's stamps when a pass last left them equal;
+	// known says whether they hold.
+	equal [2]fileStamp
+	known bool
+	// compares counts the passes that compared content.
+	compares int
+}
+
+// fileStamp is what stat tells of a file's content and mode: writing it
+// changes its size or change time (which no one can set back, though two
+// writes within a clock tick may share it), replacing it the inode.
+type fileStamp struct {
+	dev, ino     uint64
+	mode         uint32
+	size         int64
+	mtime, ctime int64
+}
+
+// sync copies src to dst unless dst holds it already, and reports
+// whether it wrote.
+func (c *pluginCopy) sync() (bool, error) {
+	if c.known && c.stamps() == c.equal {
+		return false, nil
+	}
+	c.known = false
+	c.compares++
+	wrote, err := copyIfChanged(c.src, c.dst, c.perm)
+	if err != nil {
+		return false, err
+	}
+	// A change after the pass and before these stats shows as an event
+	// on dst's directory, which calls forget.
+	c.equal = c.stamps()
+	c.known = c.equal[0] != (fileStamp{}) && c.equal[1] != (fileStamp{})
+	return wrote, nil
+}
+
+// forget makes the next pass compare content.
+func (c *pluginCopy) forget() { c.known = false }
+
+func (c *pluginCopy) stamps() [2]fileStamp {
+	s, _ := statStamp(c.src)
+	d, _ := statStamp(c.dst)
+	return [2]fileStamp{s, d}
+}
+
 // copyIfChanged copies src to dst (mode perm) unless dst already has the
 // same content; it reports whether it wrote. Both are streamed, never read
 // whole: the plugin binary is tens of megabytes, and the node agent's
@@ -75,6 +131,7 @@ func copyIfChanged(src, dst string, perm fs.FileMode) (bool, error) {
 		return false, fmt.Errorf("reading plugin binary: %w", err)
 	}
 	defer f.Close()
+	defer dropCache(f)
 	fi, err := f.Stat()
 	if err != nil {
 		return false, fmt.Errorf("reading plugin binary: %w", err)
@@ -121,6 +178,7 @@ func sameContent(src *os.File, size int64, path string) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
+	defer dropCache(f)
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 		return false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // randomBytes returns n random bytes: more than one compare chunk for
@@ -124,4 +125,53 @@ func TestCopyIfChangedSourceReplacedWhileRead(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPluginCopyComparesOnlyOnChange: a resync with both files as the
+// last pass left them costs two stats, not a read of both; any change to
+// either, or an event on dst (forget), brings the comparison back.
+func TestPluginCopyComparesOnlyOnChange(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	bin, other := randomBytes(t, 200<<10), randomBytes(t, 200<<10)
+	write(t, src, string(bin), 0o755)
+	c := &pluginCopy{src: src, dst: dst, perm: 0o755}
+	for _, step := range []struct {
+		name     string
+		change   func()
+		compares bool
+		wrote    bool
+	}{
+		{"first pass", func() {}, true, true},
+		{"nothing changed", func() {}, false, false},
+		{"nothing changed, again", func() {}, false, false},
+		{"dst rewritten in place, same size", func() {
+			// Within one clock tick of the last pass the change time
+			// may not move; this writer sets the modification time.
+			write(t, dst, string(other), 0o755)
+			os.Chtimes(dst, time.Unix(1e9, 0), time.Unix(1e9, 0))
+		}, true, true},
+		{"dst's mode changed", func() { os.Chmod(dst, 0o700) }, true, true},
+		{"an event on dst", c.forget, true, false},
+		{"src replaced", func() {
+			write(t, src+".new", string(other), 0o755)
+			os.Rename(src+".new", src)
+		}, true, true},
+		{"dst removed", func() { os.Remove(dst) }, true, true},
+		{"settled", func() {}, false, false},
+	} {
+		step.change()
+		before := c.compares
+		wrote, err := c.sync()
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if compared := c.compares > before; compared != step.compares || wrote != step.wrote {
+			t.Errorf("%s: compared %v, wrote %v; want %v, %v", step.name, compared, wrote, step.compares, step.wrote)
+		}
+		src, _ := os.ReadFile(src)
+		if got := []byte(read(t, dst)); !bytes.Equal(got, src) {
+			t.Fatalf("%s: dst holds %d bytes, not src's %d", step.name, len(got), len(src))
+		}
+	}
 }

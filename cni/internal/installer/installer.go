@@ -76,6 +76,8 @@ type Installer struct {
 	// reported is the outcome last given to cfg.Changed ("" for
 	// chained); only Run's goroutine uses it.
 	reported *string
+	// plugin copies the plugin binary (nil without one); Install's.
+	plugin *pluginCopy
 }
 
 // New returns an Installer for cfg, with defaults filled in.
@@ -89,7 +91,11 @@ func New(cfg Config) *Installer {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Installer{cfg: cfg, log: cfg.Log}
+	in := &Installer{cfg: cfg, log: cfg.Log}
+	if cfg.PluginBinary != "" {
+		in.plugin = &pluginCopy{src: cfg.PluginBinary, dst: filepath.Join(cfg.BinDir, plugin.TypeName), perm: 0o755}
+	}
+	return in
 }
 
 // Installed reports whether the last installation pass left skiff-cni
@@ -163,12 +169,11 @@ func (in *Installer) Primary() (string, error) {
 // joined. A *ConfigError explains a configuration left untouched.
 func (in *Installer) Install() error {
 	var errs []error
-	if in.cfg.PluginBinary != "" {
-		dst := filepath.Join(in.cfg.BinDir, plugin.TypeName)
-		if wrote, err := copyIfChanged(in.cfg.PluginBinary, dst, 0o755); err != nil {
+	if in.plugin != nil {
+		if wrote, err := in.plugin.sync(); err != nil {
 			errs = append(errs, err)
 		} else if wrote {
-			in.log.Info("installed CNI plugin binary", "path", dst)
+			in.log.Info("installed CNI plugin binary", "path", in.plugin.dst)
 		}
 	}
 	if in.cfg.Credentials != nil {
@@ -432,6 +437,9 @@ func (in *Installer) Run(ctx context.Context) error {
 				return errors.New("CNI directory watch closed")
 			}
 			if in.relevant(ev) {
+				if in.plugin != nil && filepath.Clean(ev.Name) == in.plugin.dst {
+					in.plugin.forget()
+				}
 				pending = time.After(debounce)
 			}
 		case err, ok := <-w.Errors:
