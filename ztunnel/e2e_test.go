@@ -65,7 +65,7 @@ type world struct {
 	wp              *pod
 }
 
-func twoNodes(t *testing.T, policies string, flags ...string) *world {
+func twoNodes(t testing.TB, policies string, flags ...string) *world {
 	m := newMesh(t)
 	m.writeConfig(baseConfig + policies)
 	w := &world{m: m, n1: m.newNode("n1"), n2: m.newNode("n2")}

@@ -76,9 +76,8 @@ type pluginCopy struct {
 	src, dst string
 	perm     fs.FileMode
 	// equal are src's and dst's stamps when a pass last left them equal;
-	// known says whether they hold.
+	// zero when they are not known.
 	equal [2]fileStamp
-	known bool
 	// compares counts the passes that compared content.
 	compares int
 }
@@ -96,10 +95,10 @@ type fileStamp struct {
 // sync copies src to dst unless dst holds it already, and reports
 // whether it wrote.
 func (c *pluginCopy) sync() (bool, error) {
-	if c.known && c.stamps() == c.equal {
+	if c.equal[0] != (fileStamp{}) && c.equal[1] != (fileStamp{}) && c.stamps() == c.equal {
 		return false, nil
 	}
-	c.known = false
+	c.forget()
 	c.compares++
 	wrote, err := copyIfChanged(c.src, c.dst, c.perm)
 	if err != nil {
@@ -108,12 +107,11 @@ func (c *pluginCopy) sync() (bool, error) {
 	// A change after the pass and before these stats shows as an event
 	// on dst's directory, which calls forget.
 	c.equal = c.stamps()
-	c.known = c.equal[0] != (fileStamp{}) && c.equal[1] != (fileStamp{})
 	return wrote, nil
 }
 
 // forget makes the next pass compare content.
-func (c *pluginCopy) forget() { c.known = false }
+func (c *pluginCopy) forget() { c.equal = [2]fileStamp{} }
 
 func (c *pluginCopy) stamps() [2]fileStamp {
 	s, _ := statStamp(c.src)
