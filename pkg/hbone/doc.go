@@ -56,6 +56,15 @@
 // for streams the peer reset, with 4x that waiting; beyond either, the
 // peer is sent GOAWAY ENHANCE_YOUR_CALM and dropped.
 //
+// The same engine serves plain HTTP/2 (h2c) for what travels inside a
+// tunnel: ServeH2C hands a proxy such as the waypoint every request, with
+// net/http's Request and ResponseWriter, its body checked against its
+// content-length and trailers kept both ways. It passes h2spec whole,
+// and it is cheaper than net/http's HTTP/2 server: no goroutine of its
+// own per connection to serialise frame writes, handler goroutines kept
+// from one request to the next, and a small response leaving in one
+// write, HEADERS, DATA and END_STREAM together.
+//
 // A peer that stops reading stalls the frame being written to it, and
 // with it every writer on the connection. As x/net/http2's
 // WriteByteTimeout does, a write to which the peer takes no byte for

@@ -117,6 +117,17 @@ type h2Config struct {
 	// which sends once the goroutines runnable now have run
 	// (GatherWrites).
 	gather bool
+	// http serves any request, not only CONNECT (ServeH2C): handlers get
+	// requests of every method, their bodies checked against their
+	// content-length and their trailers kept.
+	http bool
+	// maxHeaderList is the header list size advertised and enforced; 0
+	// means maxHeaderListSize.
+	maxHeaderList uint32
+	// spareHandlers bounds the handler goroutines kept waiting for the
+	// connection's next stream (http): a goroutine that served one request
+	// has grown its stack, and a new one would grow its own again.
+	spareHandlers int32
 }
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
@@ -176,6 +187,10 @@ type h2Conn struct {
 	goAwaySent     bool
 	goAwayDone     bool // our graceful GOAWAY is written
 	goAwayRecv     bool
+	// goAwayWhenIdle sends GOAWAY once a stream has ended and none is
+	// left (server): a connection that came while its server drains
+	// serves at least one request.
+	goAwayWhenIdle bool
 	err            error
 	done           chan struct{}
 	settingsSeen   chan struct{}
@@ -186,6 +201,10 @@ type h2Conn struct {
 	// the streams beyond wait in unstarted.
 	handlers  uint32
 	unstarted []unstartedStream
+	// spare hands a new stream to a handler goroutine waiting for one;
+	// spareCount counts those waiting (cfg.spareHandlers).
+	spare      chan unstartedStream
+	spareCount atomic.Int32
 
 	// sentResets holds the last streams we reset: frames the peer sent
 	// on them before it saw our RST_STREAM are ignored (RFC 9113 §5.1),
@@ -220,6 +239,9 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 	if cfg.goAwayTimeout <= 0 {
 		cfg.goAwayTimeout = defaultGoAwayTimeout
 	}
+	if cfg.maxHeaderList == 0 {
+		cfg.maxHeaderList = maxHeaderListSize
+	}
 	if cfg.batch != nil {
 		cfg.batch.setWriteByteTimeout(cfg.writeByteTimeout)
 	} else {
@@ -244,13 +266,14 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		recvWindow:     int64(cfg.connWindow),
 		done:           make(chan struct{}),
 		settingsSeen:   make(chan struct{}),
+		spare:          make(chan unstartedStream),
 	}
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, connBufSize))
 	c.fr.SetMaxReadFrameSize(defaultMaxFrameSize)
 	// DATA frames are consumed before the next read: reuse one.
 	c.fr.SetReuseFrames()
-	c.fr.MaxHeaderListSize = maxHeaderListSize
+	c.fr.MaxHeaderListSize = cfg.maxHeaderList
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	return c
@@ -262,7 +285,7 @@ func (c *h2Conn) start() error {
 	settings := []http2.Setting{
 		{ID: http2.SettingInitialWindowSize, Val: c.cfg.streamWindow},
 		{ID: http2.SettingMaxFrameSize, Val: defaultMaxFrameSize},
-		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.maxHeaderList},
 	}
 	if c.client {
 		settings = append(settings, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
@@ -719,6 +742,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 			// Trailers: only their END_STREAM matters to a tunnel.
 			removed := false
 			if f.StreamEnded() {
+				st.trailer = headerOf(f)
 				removed = st.remoteEndLocked()
 			} else {
 				removed = c.resetStreamLocked(st, http2.ErrCodeProtocol)
@@ -765,7 +789,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		case st.remoteEnded:
 			// Half-closed (remote): RFC 9113 §5.1.
 			removed = c.resetStreamLocked(st, http2.ErrCodeStreamClosed)
-		case st.answer != 0:
+		case st.answer != 0 || c.cfg.http:
 			removed = c.handleTrailersLocked(st, f)
 		default:
 			// A CONNECT stream carries DATA only (RFC 9113 §8.5).
@@ -801,7 +825,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.log.Debug("hbone: malformed request", "remote", c.nc.RemoteAddr(), "stream", id, "err", err)
 		return nil
 	}
-	if !connect || f.Truncated {
+	if f.Truncated || !connect && !c.cfg.http {
 		// Not a tunnel: the engine answers it without a handler.
 		st = c.newStreamLocked(id)
 		removed := c.answerLocked(st, f)
@@ -816,7 +840,19 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return errResetFlood
 	}
+	wantLen := int64(-1)
+	if c.cfg.http {
+		n, err := contentLength(f.RegularFields())
+		if err != nil || f.StreamEnded() && n > 0 {
+			// Malformed (RFC 9113 §8.1.1).
+			c.queueResetLocked(id, http2.ErrCodeProtocol)
+			c.mu.Unlock()
+			return nil
+		}
+		wantLen = n
+	}
 	st = c.newStreamLocked(id)
+	st.wantLen = wantLen
 	if f.StreamEnded() {
 		st.remoteEnded = true
 	}
@@ -829,15 +865,44 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.handlers++
 	c.mu.Unlock()
-	go c.runHandlers(st, f)
+	c.startHandler(st, f)
 	return nil
 }
 
-// runHandlers serves st, then streams that waited for a handler slot.
+// startHandler serves st on a spare handler goroutine if one waits, else
+// on a new one.
+func (c *h2Conn) startHandler(st *h2Stream, f *http2.MetaHeadersFrame) {
+	if c.spareCount.Load() > 0 {
+		select {
+		case c.spare <- unstartedStream{st, f}:
+			return
+		default:
+		}
+	}
+	go c.runHandlers(st, f)
+}
+
+// runHandlers serves st, then streams that waited for a handler slot;
+// then, as one of at most cfg.spareHandlers, it waits for the next
+// stream until the connection closes.
 func (c *h2Conn) runHandlers(st *h2Stream, f *http2.MetaHeadersFrame) {
-	for st != nil {
-		c.onStream(st, f)
-		st, f = c.nextUnstarted()
+	for {
+		for st != nil {
+			c.onStream(st, f)
+			st, f = c.nextUnstarted()
+		}
+		if c.spareCount.Add(1) > c.cfg.spareHandlers {
+			c.spareCount.Add(-1)
+			return
+		}
+		select {
+		case u := <-c.spare:
+			c.spareCount.Add(-1)
+			st, f = u.st, u.f
+		case <-c.done:
+			c.spareCount.Add(-1)
+			return
+		}
 	}
 }
 
@@ -911,12 +976,26 @@ func (c *h2Conn) handleData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	if pad > 0 && !st.closed {
+	if st.wantLen >= 0 {
+		// A request body is checked against its content-length (RFC
+		// 9113 §8.1.1).
+		st.gotLen += int64(len(data))
+		if st.gotLen > st.wantLen || f.StreamEnded() && st.gotLen != st.wantLen {
+			removed := c.resetStreamLocked(st, http2.ErrCodeProtocol)
+			c.creditConnLocked(n)
+			c.mu.Unlock()
+			if removed {
+				st.released()
+			}
+			return nil
+		}
+	}
+	if pad > 0 && !st.closed && !st.readClosed {
 		c.creditConnLocked(pad)
 		st.creditLocked(pad)
 	}
 	switch {
-	case st.closed:
+	case st.closed || st.readClosed:
 		c.creditConnLocked(n)
 	case len(data) == 0:
 	case st.deliverLocked(data):
@@ -953,7 +1032,12 @@ func (c *h2Conn) handleGoAway(f *http2.GoAwayFrame) {
 	for _, st := range removed {
 		st.released()
 	}
-	if idle {
+	switch {
+	case idle && c.cfg.http:
+		// Answer ours, and let the client read what is in flight (a
+		// PING's answer, say) before the connection ends.
+		c.goAway(time.Time{})
+	case idle:
 		c.closeWithError(errConnClosed)
 	}
 }
@@ -1017,6 +1101,7 @@ func (c *h2Conn) newStreamLocked(id uint32) *h2Stream {
 	st := &h2Stream{
 		c:          c,
 		id:         id,
+		wantLen:    -1,
 		sendWindow: c.peerInitWindow,
 		recvWindow: int64(c.cfg.streamWindow),
 		respCh:     make(chan struct{}),
@@ -1224,18 +1309,41 @@ func (c *h2Conn) goAway(deadline time.Time) {
 		idle := len(c.streams) == 0
 		c.mu.Unlock()
 		if idle {
-			c.closeWithError(errConnClosed)
+			c.endIdle()
 		}
 	}()
+}
+
+// endIdle closes a connection whose streams have all ended after a
+// GOAWAY. Served inside a tunnel (http), it half-closes the tunnel
+// first, and the read loop closes the connection once the client has
+// closed its side too (or after goAwayTimeout): closing the tunnel at
+// once would reset it, and the reset can overtake the last response on
+// its way to the client, which then loses it.
+func (c *h2Conn) endIdle() {
+	if cw, ok := c.nc.(closeWriter); ok && c.cfg.http {
+		c.lockWrite()
+		err := cw.CloseWrite()
+		c.wmu.Unlock()
+		if err == nil {
+			time.AfterFunc(c.cfg.goAwayTimeout, c.close)
+			return
+		}
+	}
+	c.closeWithError(errConnClosed)
 }
 
 // streamGone is called after a stream left the map.
 func (c *h2Conn) streamGone() {
 	c.mu.Lock()
 	idle := len(c.streams) == 0 && (c.goAwayDone || c.goAwayRecv)
+	drain := c.goAwayWhenIdle && len(c.streams) == 0 && !c.goAwaySent
 	c.mu.Unlock()
 	if idle {
-		c.closeWithError(errConnClosed)
+		c.endIdle()
+	}
+	if drain {
+		c.goAway(time.Time{})
 	}
 }
 
@@ -1527,13 +1635,17 @@ func (c *h2Conn) answerDataLocked(st *h2Stream, n, payload int64, end bool) bool
 }
 
 // handleTrailersLocked takes a second HEADERS on a stream the engine
-// answers: trailers, which end the request and carry no pseudo-header
-// field (RFC 9113 §8.1). It reports whether the stream left the
-// connection.
+// answers, or on a request (http): trailers, which end the request and
+// carry no pseudo-header field (RFC 9113 §8.1). It reports whether the
+// stream left the connection.
 func (c *h2Conn) handleTrailersLocked(st *h2Stream, f *http2.MetaHeadersFrame) bool {
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 || checkFields(f.RegularFields()) != nil ||
 		st.wantLen >= 0 && st.gotLen != st.wantLen {
 		return c.resetStreamLocked(st, http2.ErrCodeProtocol)
+	}
+	if st.answer == 0 {
+		st.trailer = headerOf(f)
+		return st.remoteEndLocked()
 	}
 	st.remoteEnded = true
 	return c.sendAnswerLocked(st)

@@ -36,9 +36,14 @@ type h2Stream struct {
 	// connection (server side: it cancels the handler's context).
 	gone context.CancelFunc
 
-	reset   error // set once the stream is aborted
-	closed  bool  // Close was called
-	removed bool  // left c.streams
+	reset  error // set once the stream is aborted
+	closed bool  // Close was called
+	// readClosed: the reader is gone (a request body closed, http); data
+	// that comes is dropped, its credit given back.
+	readClosed bool
+	// trailer holds the trailers received (http).
+	trailer http.Header
+	removed bool // left c.streams
 	release func()
 
 	// Sink mode (spliceTo): received data goes to sink without a reader
@@ -182,7 +187,7 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	for {
 		switch {
-		case st.closed:
+		case st.closed || st.readClosed:
 			return 0, net.ErrClosed
 		case st.buf.Len() > 0:
 			if len(p) == 0 {
@@ -334,6 +339,20 @@ func (st *h2Stream) abort(code http2.ErrCode) {
 	if removed {
 		st.released()
 	}
+}
+
+// closeRead drops what was received and what is still to come: the
+// reader is gone, but the stream may still send.
+func (st *h2Stream) closeRead() {
+	c := st.c
+	c.mu.Lock()
+	st.readClosed = true
+	if n := int64(st.buf.Len()); n > 0 {
+		st.buf.Reset()
+		c.creditConnLocked(n)
+	}
+	st.cond.Broadcast()
+	c.mu.Unlock()
 }
 
 // respond sends the response HEADERS (server side), extra after :status.

@@ -99,7 +99,6 @@ type Proxy struct {
 	defaults sync.Map // *config.Service → its default *config.Rule
 	mirrors  atomic.Int64
 	eps      endpointCache
-	h2       workers
 
 	// wg counts the goroutines Close waits for (tunnels, mirrors); mu
 	// orders their start with Close, as a WaitGroup requires.
@@ -153,7 +152,6 @@ func New(cfg Config) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
 	p.draining, p.drain = context.WithCancel(ctx)
-	p.h2 = workers{p: p, fn: p.serveRequest, jobs: make(chan *h2Job)}
 	return p, nil
 }
 

@@ -358,9 +358,9 @@ func (t *Telemetry) mirrorDropped(why string) {
 	}
 }
 
-func (t *Telemetry) h2Error(kind string) {
+func (t *Telemetry) h2Error(err error) {
 	if t.Logger != nil {
-		t.Logger.Debug("HTTP/2 client error", "kind", kind)
+		t.Logger.Debug("HTTP/2 connection ended", "err", err)
 	}
 }
 
