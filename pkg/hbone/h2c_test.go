@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -16,6 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // h2cEnv serves ServeH2C on a loopback listener, a connection per
@@ -331,4 +335,67 @@ func TestH2CSpec(t *testing.T) {
 	if len(failed) > 0 {
 		t.Errorf("%d h2spec cases failed:\n%s", len(failed), strings.Join(failed, "\n"))
 	}
+}
+
+// FuzzH2CServer feeds arbitrary frames after the preface to ServeH2C with
+// a handler that reads bodies and answers with trailers: the connection
+// must end, never crash or hang.
+func FuzzH2CServer(f *testing.F) {
+	seed := func(write func(p *rawPeer)) []byte {
+		var buf bytes.Buffer
+		p := &rawPeer{bw: bufio.NewWriter(&buf), nextID: 1}
+		p.fr = http2.NewFramer(p.bw, nil)
+		p.fr.AllowIllegalWrites = true
+		p.enc = hpack.NewEncoder(&p.hbuf)
+		p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+		write(p)
+		p.bw.Flush()
+		return buf.Bytes()
+	}
+	req := []string{":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/p"}
+	f.Add(seed(func(p *rawPeer) {
+		p.writeHeaders(1, false, append(req, "content-length", "3", "trailer", "x-t")...)
+		p.fr.WriteData(1, false, []byte("abc"))
+		p.writeHeaders(1, true, "x-t", "v")
+	}))
+	f.Add(seed(func(p *rawPeer) {
+		p.writeHeaders(1, false, append(req, "content-length", "2")...)
+		p.fr.WriteData(1, true, []byte("abc"))
+		p.writeHeaders(3, true, ":method", "GET", ":scheme", "http", ":path", "*")
+		p.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	}))
+	f.Add(seed(func(p *rawPeer) {
+		p.writeHeaders(1, true, ":method", "OPTIONS", ":scheme", "http", ":authority", "a", ":path", "*")
+		p.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
+		p.fr.WritePing(false, [8]byte{})
+	}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		srv, peer := net.Pipe()
+		go io.Copy(io.Discard, peer)
+		go func() {
+			io.WriteString(peer, http2.ClientPreface)
+			peer.Write(in)
+			peer.Close()
+		}()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ServeH2C(context.Background(), srv, H2CConfig{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					w.Header().Set(http.TrailerPrefix+"X-Got", r.Trailer.Get("X-T"))
+					w.Write([]byte("answer"))
+				}),
+				MaxConcurrentStreams: 4,
+				StreamWindow:         1 << 16,
+				ConnWindow:           1 << 17,
+				Logger:               slog.New(slog.DiscardHandler),
+			})
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("the connection did not end after its input")
+		}
+	})
 }

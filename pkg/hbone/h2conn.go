@@ -755,7 +755,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		status := f.PseudoValue("status")
 		code, ok := parseStatus(status)
-		if !ok {
+		if !ok || f.Truncated {
 			removed := c.resetStreamLocked(st, http2.ErrCodeProtocol)
 			c.mu.Unlock()
 			if removed {
@@ -773,6 +773,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		close(st.respCh)
 		removed := false
 		if f.StreamEnded() {
+			st.noBody = true
 			removed = st.remoteEndLocked()
 		}
 		c.mu.Unlock()
@@ -1187,10 +1188,18 @@ func (c *h2Conn) openStream(ctx context.Context, authority string, hdr http.Head
 		{Name: ":authority", Value: authority},
 	}
 	fields = appendHeaderFields(fields, hdr)
+	return c.openStreamFields(ctx, "CONNECT", fields, false, release)
+}
 
+// openStreamFields opens a stream with a request of the given header
+// fields, what names it in errors; end sends END_STREAM with them.
+func (c *h2Conn) openStreamFields(ctx context.Context, what string, fields []hpack.HeaderField, end bool, release func()) (*h2Stream, error) {
+	if release == nil {
+		release = func() {}
+	}
 	if err := c.lockWriteCtx(ctx); err != nil {
 		release()
-		return nil, fmt.Errorf("hbone: waiting to send CONNECT: %w", err)
+		return nil, fmt.Errorf("hbone: waiting to send %s: %w", what, err)
 	}
 	defer c.unlockWriteCtx()
 	c.mu.Lock()
@@ -1211,15 +1220,21 @@ func (c *h2Conn) openStream(ctx context.Context, authority string, hdr http.Head
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() {
-			c.closeHard(fmt.Errorf("hbone: CONNECT abandoned while being sent: %w", ctx.Err()))
+			c.closeHard(fmt.Errorf("hbone: %s abandoned while being sent: %w", what, ctx.Err()))
 		})
 	}
+	if end {
+		// Before the write: the answer may come before it returns.
+		c.mu.Lock()
+		st.localEnded = true
+		c.mu.Unlock()
+	}
 	// IDs must hit the wire in order, hence wmu held since allocation.
-	err := c.writeHeadersLocked(id, fields, false)
+	err := c.writeHeadersLocked(id, fields, end)
 	if !stop() {
-		err = fmt.Errorf("hbone: sending CONNECT: %w", ctx.Err())
+		err = fmt.Errorf("hbone: sending %s: %w", what, ctx.Err())
 	} else if err != nil {
-		err = retryableError{fmt.Errorf("hbone: sending CONNECT: %w", err)}
+		err = retryableError{fmt.Errorf("hbone: sending %s: %w", what, err)}
 	}
 	if err != nil {
 		c.mu.Lock()

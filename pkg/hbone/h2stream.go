@@ -62,7 +62,7 @@ type h2Stream struct {
 	// of the answer's, and blocked says the stream waits in c.blocked.
 	answer     int
 	answered   bool
-	noBody     bool // HEAD
+	noBody     bool // HEAD; client: the response ended on its HEADERS
 	blocked    bool
 	wantLen    int64
 	gotLen     int64

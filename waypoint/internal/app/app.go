@@ -238,7 +238,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Tunnels:    &upstream.HBONE{Client: hc, Cert: getCert},
 		NewH1:      func(c net.Conn) upstream.H1Conn { return http1.NewClientConn(c, http1.ClientConfig{}) },
 		NoResponse: func(err error) bool { return errors.Is(err, http1.ErrNoResponse) },
-		H2:         &http.HTTP2Config{SendPingTimeout: 30 * time.Second, WriteByteTimeout: 30 * time.Second},
+		H2:         hbone.H2CClientConfig{WriteByteTimeout: 30 * time.Second},
 		Logger:     logger,
 	})
 	bg.run("upstream pool", pool.Run)

@@ -3,11 +3,11 @@ package upstream
 import (
 	"context"
 	"errors"
+	"github.com/skiffmesh/skiff/pkg/hbone"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 )
@@ -53,11 +53,9 @@ type Config struct {
 	// NoResponse reports whether an HTTP/1.1 round trip failed before any
 	// byte of a response arrived.
 	NoResponse func(error) bool
-	// H2 tunes the HTTP/2 client connections (pings, write timeout,
-	// windows); nil means net/http's defaults, but for the stream window,
-	// which is DefaultH2StreamWindow unless set, and the HPACK table for
-	// requests, which is off unless MaxEncoderHeaderTableSize is set.
-	H2 *http.HTTP2Config
+	// H2 tunes the HTTP/2 client connections (write timeout, windows);
+	// a zero StreamWindow means DefaultH2StreamWindow.
+	H2 hbone.H2CClientConfig
 	// IdleTimeout closes connections idle this long (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// MaxIdlePerEndpoint bounds idle HTTP/1.1 connections per endpoint
@@ -73,10 +71,16 @@ type Pool struct {
 
 	mu     sync.Mutex
 	idle   map[Endpoint][]idleConn // HTTP/1.1, most recent last
-	h2t    *http.Transport
-	h2     map[Endpoint][]*http.ClientConn
+	h2     map[Endpoint][]*h2Entry
 	h2dial map[Endpoint]*h2Dial
 	closed bool
+}
+
+// h2Entry is a pooled HTTP/2 connection; idleSweeps counts the sweeps
+// in a row that found it without a stream.
+type h2Entry struct {
+	cc         *hbone.H2CClientConn
+	idleSweeps int
 }
 
 type idleConn struct {
@@ -88,7 +92,7 @@ type idleConn struct {
 // endpoint wait for it instead of dialing their own.
 type h2Dial struct {
 	done chan struct{}
-	cc   *http.ClientConn
+	cc   *hbone.H2CClientConn
 	err  error
 }
 
@@ -103,49 +107,13 @@ func New(cfg Config) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h2 := http.HTTP2Config{}
-	if cfg.H2 != nil {
-		h2 = *cfg.H2
+	if cfg.H2.StreamWindow == 0 {
+		cfg.H2.StreamWindow = DefaultH2StreamWindow
 	}
-	if h2.MaxReceiveBufferPerStream <= 0 {
-		h2.MaxReceiveBufferPerStream = DefaultH2StreamWindow
+	if cfg.H2.Logger == nil {
+		cfg.H2.Logger = cfg.Logger
 	}
-	if h2.MaxEncoderHeaderTableSize == 0 {
-		// No HPACK dynamic table for requests. Every request carries a
-		// new x-request-id, so with a table every request evicts an
-		// entry, and that is where net/http's goroutine per request
-		// outgrows its first stack: copying it cost a tenth of the
-		// waypoint's CPU at HTTP/2 saturation. Literal fields cost
-		// about 120 bytes more per request on the upstream leg.
-		h2.MaxEncoderHeaderTableSize = 1
-	}
-	cfg.H2 = &h2
-	p := &Pool{cfg: cfg, idle: map[Endpoint][]idleConn{}, h2: map[Endpoint][]*http.ClientConn{}, h2dial: map[Endpoint]*h2Dial{}}
-	var protos http.Protocols
-	protos.SetUnencryptedHTTP2(true)
-	p.h2t = &http.Transport{
-		Protocols:          &protos,
-		HTTP2:              cfg.H2,
-		DisableCompression: true,
-		IdleConnTimeout:    cfg.IdleTimeout,
-		// The tunnel to dial travels in the context: NewClientConn's
-		// address is only the endpoint's name.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			d, ok := ctx.Value(h2DialKey{}).(h2DialInfo)
-			if !ok {
-				return nil, errors.New("upstream: HTTP/2 dial without an endpoint")
-			}
-			return p.cfg.Tunnels.Tunnel(ctx, d.ep, d.hdr)
-		},
-	}
-	return p
-}
-
-type h2DialKey struct{}
-
-type h2DialInfo struct {
-	ep  Endpoint
-	hdr http.Header
+	return &Pool{cfg: cfg, idle: map[Endpoint][]idleConn{}, h2: map[Endpoint][]*h2Entry{}, h2dial: map[Endpoint]*h2Dial{}}
 }
 
 // RoundTrip sends req to ep over proto. req.Host and req.URL's path and
@@ -298,26 +266,17 @@ func (p *Pool) roundTripH2(ctx context.Context, ep Endpoint, req *http.Request, 
 		out.URL = &u
 	}
 	resp, err := cc.RoundTrip(out)
-	if err != nil && h2Refused(err) {
+	if err != nil && hbone.IsRefused(err) {
+		// Not processed by the endpoint: REFUSED_STREAM, or a GOAWAY or
+		// connection failure before the stream was sent.
 		return nil, errors.Join(ErrRefused, err)
 	}
 	return resp, err
 }
 
-// h2Refused reports whether an HTTP/2 request failed without the server
-// processing it: REFUSED_STREAM, or a graceful GOAWAY or connection
-// failure before the stream was sent. net/http's errors for these are
-// unexported; their text is stable (it is x/net's).
-func h2Refused(err error) bool {
-	msg := err.Error()
-	return strings.HasSuffix(msg, "REFUSED_STREAM") ||
-		strings.Contains(msg, "received Server's graceful shutdown GOAWAY") ||
-		strings.Contains(msg, "client conn not usable")
-}
-
 // h2Conn returns a connection to ep with a stream reserved for one
 // request, dialing one if none has room.
-func (p *Pool) h2Conn(ctx context.Context, ep Endpoint, hdr http.Header) (*http.ClientConn, error) {
+func (p *Pool) h2Conn(ctx context.Context, ep Endpoint, hdr http.Header) (*hbone.H2CClientConn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -325,16 +284,18 @@ func (p *Pool) h2Conn(ctx context.Context, ep Endpoint, hdr http.Header) (*http.
 			return nil, errors.New("upstream: pool closed")
 		}
 		live := p.h2[ep][:0]
-		var found *http.ClientConn
-		for _, cc := range p.h2[ep] {
-			if cc.Err() != nil {
+		var found *hbone.H2CClientConn
+		for _, e := range p.h2[ep] {
+			if e.cc.Err() != nil {
 				continue
 			}
-			live = append(live, cc)
-			if found == nil && cc.Reserve() == nil {
-				found = cc
+			live = append(live, e)
+			if found == nil && e.cc.Reserve() == nil {
+				found = e.cc
+				e.idleSweeps = 0
 			}
 		}
+		clear(p.h2[ep][len(live):])
 		if len(live) == 0 {
 			delete(p.h2, ep)
 		} else {
@@ -367,8 +328,11 @@ func (p *Pool) h2Conn(ctx context.Context, ep Endpoint, hdr http.Header) (*http.
 // handshake timeout.
 func (p *Pool) dialH2(ep Endpoint, hdr http.Header, d *h2Dial) {
 	defer close(d.done)
-	ctx := context.WithValue(context.Background(), h2DialKey{}, h2DialInfo{ep: ep, hdr: hdr})
-	cc, err := p.h2t.NewClientConn(ctx, "http", ep.Addr.String())
+	var cc *hbone.H2CClientConn
+	nc, err := p.cfg.Tunnels.Tunnel(context.Background(), ep, hdr)
+	if err == nil {
+		cc, err = hbone.NewH2CClientConn(nc, p.cfg.H2)
+	}
 	if err != nil {
 		var ce *ConnectError
 		if !errors.As(err, &ce) {
@@ -379,7 +343,7 @@ func (p *Pool) dialH2(ep Endpoint, hdr http.Header, d *h2Dial) {
 	p.mu.Lock()
 	delete(p.h2dial, ep)
 	if err == nil && !p.closed {
-		p.h2[ep] = append(p.h2[ep], cc)
+		p.h2[ep] = append(p.h2[ep], &h2Entry{cc: cc})
 	} else if err == nil {
 		cc.Close()
 		d.err = errors.New("upstream: pool closed")
@@ -409,16 +373,23 @@ func (p *Pool) Sweep() {
 		clear(list[len(keep):]) // drop the references to closed connections
 		p.idle[ep] = keep
 	}
-	var idleH2 []*http.ClientConn
+	var idleH2 []*hbone.H2CClientConn
 	for ep, list := range p.h2 {
 		keep := list[:0]
-		for _, cc := range list {
-			if cc.Err() != nil {
-				idleH2 = append(idleH2, cc)
+		for _, e := range list {
+			// Idle at two sweeps in a row: for IdleTimeout/2 at least.
+			if e.cc.Idle() {
+				e.idleSweeps++
+			} else {
+				e.idleSweeps = 0
+			}
+			if e.cc.Err() != nil || e.idleSweeps >= 2 {
+				idleH2 = append(idleH2, e.cc)
 				continue
 			}
-			keep = append(keep, cc)
+			keep = append(keep, e)
 		}
+		clear(list[len(keep):])
 		if len(keep) == 0 {
 			delete(p.h2, ep)
 		} else {
@@ -454,7 +425,7 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	idle, h2 := p.idle, p.h2
-	p.idle, p.h2 = map[Endpoint][]idleConn{}, map[Endpoint][]*http.ClientConn{}
+	p.idle, p.h2 = map[Endpoint][]idleConn{}, map[Endpoint][]*h2Entry{}
 	p.mu.Unlock()
 	for _, list := range idle {
 		for _, ic := range list {
@@ -462,8 +433,8 @@ func (p *Pool) Close() {
 		}
 	}
 	for _, list := range h2 {
-		for _, cc := range list {
-			cc.Close()
+		for _, e := range list {
+			e.cc.Close()
 		}
 	}
 }

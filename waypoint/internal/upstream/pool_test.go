@@ -383,25 +383,6 @@ func TestH1Upgrade(t *testing.T) {
 	}
 }
 
-// h2Refused tells the errors of requests an HTTP/2 server never
-// processed from the others.
-func TestH2Refused(t *testing.T) {
-	for _, tc := range []struct {
-		msg  string
-		want bool
-	}{
-		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=NO_ERROR, debug=\"\"; stream error: stream ID 3; REFUSED_STREAM", true},
-		{"http2: Transport received Server's graceful shutdown GOAWAY", true},
-		{"http2: client conn not usable", true},
-		{"stream error: stream ID 1; INTERNAL_ERROR", false},
-		{"unexpected EOF", false},
-	} {
-		if got := h2Refused(errors.New(tc.msg)); got != tc.want {
-			t.Errorf("h2Refused(%q) = %v, want %v", tc.msg, got, tc.want)
-		}
-	}
-}
-
 // trackedBody records whether it was read and closed (by whichever
 // goroutine of the transport's).
 type trackedBody struct {
