@@ -112,34 +112,47 @@ func ServeH2C(ctx context.Context, nc net.Conn, cfg H2CConfig) error {
 	}
 	stopCtx := context.AfterFunc(ctx, func() { c.closeHard(ctx.Err()) })
 	defer stopCtx()
+	drain := cfg.Drain
 	select {
-	case <-cfg.Drain:
+	case <-drain:
 		c.mu.Lock()
 		c.goAwayWhenIdle = true
 		c.mu.Unlock()
-		cfg.Drain = nil
+		drain = nil
 	default:
 	}
-	if cfg.Drain != nil {
-		go func() {
-			select {
-			case <-cfg.Drain:
-				c.goAway(time.Time{})
-			case <-c.done:
-			}
-		}()
-	}
+	var idle <-chan time.Time
 	if cfg.IdleTimeout > 0 {
-		go c.closeWhenIdle(cfg.IdleTimeout)
+		t := time.NewTicker(cfg.IdleTimeout)
+		defer t.Stop()
+		idle = t.C
 	}
-	<-c.done
-	c.mu.Lock()
-	err := c.err
-	c.mu.Unlock()
-	if errors.Is(err, errConnClosed) {
-		return nil
+	var lastID uint32
+	for {
+		select {
+		case <-drain:
+			c.goAway(time.Time{})
+			drain = nil
+		case <-idle:
+			// Idle: no stream now, and none opened since the last tick.
+			c.mu.Lock()
+			quiet := len(c.streams) == 0 && c.handlers == 0 && c.maxPeerID == lastID
+			lastID = c.maxPeerID
+			c.mu.Unlock()
+			if quiet {
+				c.goAway(time.Time{})
+				idle = nil
+			}
+		case <-c.done:
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			if errors.Is(err, errConnClosed) {
+				return nil
+			}
+			return err
+		}
 	}
-	return err
 }
 
 // refusePreface ends a connection whose preface was not HTTP/2's with a
@@ -155,29 +168,6 @@ func refusePreface(nc net.Conn) {
 		}
 	}
 	nc.Close()
-}
-
-// closeWhenIdle sends GOAWAY once a whole period passed without a stream
-// (server side).
-func (c *h2Conn) closeWhenIdle(period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	var last uint32
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-t.C:
-		}
-		c.mu.Lock()
-		idle := len(c.streams) == 0 && c.handlers == 0 && c.maxPeerID == last
-		last = c.maxPeerID
-		c.mu.Unlock()
-		if idle {
-			c.goAway(time.Time{})
-			return
-		}
-	}
 }
 
 // writerConn is a net.Conn whose writes go through w.
@@ -230,7 +220,7 @@ func serveH2CStream(base context.Context, st *h2Stream, f *http2.MetaHeadersFram
 	if b, ok := r.Body.(*h2cBody); ok {
 		b.r = r // its trailers go to the request the handler has
 	}
-	w := &h2cResponseWriter{st: st, header: make(http.Header), status: 0, declared: -1, head: r.Method == http.MethodHead}
+	w := &h2cResponseWriter{st: st, header: make(http.Header), declared: -1, head: r.Method == http.MethodHead}
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -398,4 +399,47 @@ func FuzzH2CServer(f *testing.F) {
 			t.Fatal("the connection did not end after its input")
 		}
 	})
+}
+
+// TestH2CSparesEnd: the handler goroutines a burst of concurrent
+// requests leaves waiting on a connection end once it carries no stream.
+func TestH2CSparesEnd(t *testing.T) {
+	release := make(chan struct{})
+	e := newH2CEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			<-release
+		}
+	}), nil)
+	c, d := e.client(t)
+	get := func(path string) error {
+		resp, err := c.Get("http://" + e.ln.Addr().String() + path)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get("/"); err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- get("/wait") }()
+	}
+	close(release)
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := d.count(); n != 1 {
+		t.Fatalf("%d connections, want the burst on one", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after the burst, %d before", runtime.NumGoroutine(), base)
+		}
+		runtime.Gosched()
+	}
 }

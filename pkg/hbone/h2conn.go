@@ -885,7 +885,8 @@ func (c *h2Conn) startHandler(st *h2Stream, f *http2.MetaHeadersFrame) {
 
 // runHandlers serves st, then streams that waited for a handler slot;
 // then, as one of at most cfg.spareHandlers, it waits for the next
-// stream until the connection closes.
+// stream while the connection carries others: once it carries none
+// (streamGone), its spare goroutines end.
 func (c *h2Conn) runHandlers(st *h2Stream, f *http2.MetaHeadersFrame) {
 	for {
 		for st != nil {
@@ -899,9 +900,23 @@ func (c *h2Conn) runHandlers(st *h2Stream, f *http2.MetaHeadersFrame) {
 		select {
 		case u := <-c.spare:
 			c.spareCount.Add(-1)
+			if u.st == nil {
+				return // the connection is idle
+			}
 			st, f = u.st, u.f
 		case <-c.done:
 			c.spareCount.Add(-1)
+			return
+		}
+	}
+}
+
+// endSpares ends the spare handler goroutines waiting for a stream.
+func (c *h2Conn) endSpares() {
+	for c.spareCount.Load() > 0 {
+		select {
+		case c.spare <- unstartedStream{}:
+		default:
 			return
 		}
 	}
@@ -1353,7 +1368,11 @@ func (c *h2Conn) streamGone() {
 	c.mu.Lock()
 	idle := len(c.streams) == 0 && (c.goAwayDone || c.goAwayRecv)
 	drain := c.goAwayWhenIdle && len(c.streams) == 0 && !c.goAwaySent
+	quiet := len(c.streams) == 0
 	c.mu.Unlock()
+	if quiet && c.spareCount.Load() > 0 {
+		c.endSpares()
+	}
 	if idle {
 		c.endIdle()
 	}

@@ -3,13 +3,14 @@ package upstream
 import (
 	"context"
 	"errors"
-	"github.com/skiffmesh/skiff/pkg/hbone"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/skiffmesh/skiff/pkg/hbone"
 )
 
 // Protocol is the HTTP version spoken to an endpoint.
@@ -253,10 +254,10 @@ func (p *Pool) roundTripH2(ctx context.Context, ep Endpoint, req *http.Request, 
 	}
 	out := req.WithContext(ctx)
 	if req.ContentLength == 0 && req.Body != nil && req.Body != http.NoBody {
-		// net/http takes a Body with a zero length for one of unknown
-		// length: it would send the HEADERS open, read the body, and then
-		// send an empty DATA frame to end the stream, a second write for
-		// every GET that came over HTTP/2.
+		// A Body with a zero length would be taken for one of unknown
+		// length: the HEADERS would go open, and an empty DATA frame
+		// would end the stream, a second write for every GET that came
+		// over HTTP/2.
 		req.Body.Close()
 		out.Body = http.NoBody
 	}
