@@ -449,36 +449,39 @@ func TestStreamGuardsSpareNormalClients(t *testing.T) {
 	}
 }
 
+// frameSeed is a fuzz seed: a SETTINGS frame of settings, then the
+// frames write writes.
+func frameSeed(settings []http2.Setting, write func(p *rawPeer)) []byte {
+	var buf bytes.Buffer
+	p := &rawPeer{bw: bufio.NewWriter(&buf), nextID: 1}
+	p.fr = http2.NewFramer(p.bw, nil)
+	p.fr.AllowIllegalWrites = true
+	p.enc = hpack.NewEncoder(&p.hbuf)
+	p.fr.WriteSettings(settings...)
+	write(p)
+	p.bw.Flush()
+	return buf.Bytes()
+}
+
 // FuzzServerFrames feeds arbitrary frames to a server connection: it must
 // end the connection cleanly, never crash or hang.
 func FuzzServerFrames(f *testing.F) {
-	seed := func(write func(p *rawPeer)) []byte {
-		var buf bytes.Buffer
-		p := &rawPeer{bw: bufio.NewWriter(&buf), nextID: 1}
-		p.fr = http2.NewFramer(p.bw, nil)
-		p.fr.AllowIllegalWrites = true
-		p.enc = hpack.NewEncoder(&p.hbuf)
-		p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-		write(p)
-		p.bw.Flush()
-		return buf.Bytes()
-	}
-	f.Add(seed(func(p *rawPeer) { p.fr.WritePing(false, [8]byte{1}) }))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) { p.fr.WritePing(false, [8]byte{1}) }))
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		for range 8 {
 			id, _ := p.open()
 			p.fr.WriteData(id, false, []byte("hello"))
 			p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		}
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		id, _ := p.open()
 		p.fr.WriteWindowUpdate(id, 0)
 		p.fr.WriteWindowUpdate(0, 1<<31-1)
 		p.fr.WriteData(id, true, nil)
 		p.fr.WriteGoAway(id, http2.ErrCodeNo, nil)
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		id, _ := p.open()
 		p.fr.WriteContinuation(id, true, []byte{0x82})
 		p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})

@@ -500,21 +500,7 @@ func (w *h2cResponseWriter) finish() {
 	if err := w.send(p, true, w.trailerFields()); err != nil {
 		return
 	}
-	st := w.st
-	c := st.c
-	c.mu.Lock()
-	st.localEnded = true
-	removed := st.maybeRemoveLocked()
-	ended := st.remoteEnded
-	c.mu.Unlock()
-	if removed {
-		st.released()
-	}
-	if !ended {
-		// The response is whole; the rest of the request is not wanted
-		// (RFC 9113 §8.1).
-		st.abort(http2.ErrCodeNo)
-	}
+	w.st.responded()
 }
 
 func (w *h2cResponseWriter) release() {

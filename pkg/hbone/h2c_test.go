@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // h2cEnv serves ServeH2C on a loopback listener, a connection per
@@ -342,30 +340,19 @@ func TestH2CSpec(t *testing.T) {
 // a handler that reads bodies and answers with trailers: the connection
 // must end, never crash or hang.
 func FuzzH2CServer(f *testing.F) {
-	seed := func(write func(p *rawPeer)) []byte {
-		var buf bytes.Buffer
-		p := &rawPeer{bw: bufio.NewWriter(&buf), nextID: 1}
-		p.fr = http2.NewFramer(p.bw, nil)
-		p.fr.AllowIllegalWrites = true
-		p.enc = hpack.NewEncoder(&p.hbuf)
-		p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-		write(p)
-		p.bw.Flush()
-		return buf.Bytes()
-	}
 	req := []string{":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/p"}
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		p.writeHeaders(1, false, append(req, "content-length", "3", "trailer", "x-t")...)
 		p.fr.WriteData(1, false, []byte("abc"))
 		p.writeHeaders(1, true, "x-t", "v")
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		p.writeHeaders(1, false, append(req, "content-length", "2")...)
 		p.fr.WriteData(1, true, []byte("abc"))
 		p.writeHeaders(3, true, ":method", "GET", ":scheme", "http", ":path", "*")
 		p.fr.WriteRSTStream(3, http2.ErrCodeCancel)
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed([]http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 20}}, func(p *rawPeer) {
 		p.writeHeaders(1, true, ":method", "OPTIONS", ":scheme", "http", ":authority", "a", ":path", "*")
 		p.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
 		p.fr.WritePing(false, [8]byte{})

@@ -288,38 +288,6 @@ func sendRequestBody(st *h2Stream, req *http.Request) {
 	st.closeWriteWith(trailers)
 }
 
-// closeWriteWith ends the stream's sending side with trailers, or with
-// an empty DATA frame if there are none.
-func (st *h2Stream) closeWriteWith(trailers []hpack.HeaderField) error {
-	if len(trailers) == 0 {
-		return st.CloseWrite()
-	}
-	st.wlock.Lock()
-	defer st.wlock.Unlock()
-	c := st.c
-	c.mu.Lock()
-	switch {
-	case st.reset != nil:
-		c.mu.Unlock()
-		return st.reset
-	case st.localEnded:
-		c.mu.Unlock()
-		return nil
-	}
-	c.mu.Unlock()
-	if err := c.writeHeaders(st.id, trailers, true); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	st.localEnded = true
-	removed := st.maybeRemoveLocked()
-	c.mu.Unlock()
-	if removed {
-		st.released()
-	}
-	return nil
-}
-
 // h2cRespBody is a response's body: the stream's data, checked against
 // the content-length, then the trailers into the response's Trailer. One
 // goroutine reads it; Close may come from another.

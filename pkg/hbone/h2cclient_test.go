@@ -304,28 +304,17 @@ func TestH2CClientBadResponses(t *testing.T) {
 // request in flight: the round trip and its body must end, never crash
 // or hang.
 func FuzzH2CClientResponses(f *testing.F) {
-	seed := func(write func(p *rawPeer)) []byte {
-		var buf bytes.Buffer
-		p := &rawPeer{bw: bufio.NewWriter(&buf)}
-		p.fr = http2.NewFramer(p.bw, nil)
-		p.fr.AllowIllegalWrites = true
-		p.enc = hpack.NewEncoder(&p.hbuf)
-		p.fr.WriteSettings()
-		write(p)
-		p.bw.Flush()
-		return buf.Bytes()
-	}
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed(nil, func(p *rawPeer) {
 		p.writeHeaders(1, false, ":status", "200", "content-length", "3")
 		p.fr.WriteData(1, false, []byte("abc"))
 		p.writeHeaders(1, true, "grpc-status", "0")
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed(nil, func(p *rawPeer) {
 		p.writeHeaders(1, false, ":status", "103")
 		p.writeHeaders(1, true, ":status", "204")
 		p.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
 	}))
-	f.Add(seed(func(p *rawPeer) {
+	f.Add(frameSeed(nil, func(p *rawPeer) {
 		p.fr.WriteWindowUpdate(1, 1<<31-1)
 		p.fr.WriteRSTStream(1, http2.ErrCodeRefusedStream)
 	}))

@@ -260,11 +260,19 @@ func (st *h2Stream) Write(p []byte) (int, error) {
 func (st *h2Stream) CloseWrite() error {
 	st.wlock.Lock()
 	defer st.wlock.Unlock()
-	return st.endLocalLocked()
+	return st.endLocalLocked(nil)
 }
 
-// endLocalLocked sends END_STREAM; caller holds wlock.
-func (st *h2Stream) endLocalLocked() error {
+// closeWriteWith is CloseWrite, with trailers if there are any.
+func (st *h2Stream) closeWriteWith(trailers []hpack.HeaderField) error {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	return st.endLocalLocked(trailers)
+}
+
+// endLocalLocked sends END_STREAM, on trailers if there are any, else on
+// an empty DATA frame; caller holds wlock.
+func (st *h2Stream) endLocalLocked(trailers []hpack.HeaderField) error {
 	c := st.c
 	c.mu.Lock()
 	switch {
@@ -276,7 +284,12 @@ func (st *h2Stream) endLocalLocked() error {
 		return nil
 	}
 	c.mu.Unlock()
-	err := c.write(func() error { return c.fr.WriteData(st.id, true, nil) })
+	var err error
+	if len(trailers) > 0 {
+		err = c.writeHeaders(st.id, trailers, true)
+	} else {
+		err = c.write(func() error { return c.fr.WriteData(st.id, true, nil) })
+	}
 	if err != nil {
 		c.closeWithError(err)
 		return err
@@ -319,7 +332,7 @@ func (st *h2Stream) Close() error {
 		st.abort(http2.ErrCodeCancel)
 	case !localDone:
 		st.wlock.Lock()
-		err := st.endLocalLocked()
+		err := st.endLocalLocked(nil)
 		st.wlock.Unlock()
 		return err
 	}
@@ -363,9 +376,16 @@ func (st *h2Stream) respond(status int, end bool, extra ...hpack.HeaderField) er
 	if err := st.c.writeHeaders(st.id, fields, end); err != nil {
 		return err
 	}
-	if !end {
-		return nil
+	if end {
+		st.responded()
 	}
+	return nil
+}
+
+// responded records that the last frame of a response is out (server
+// side). A request still open is then reset with NO_ERROR: the response
+// is complete, and the client may stop sending (RFC 9113 §8.1).
+func (st *h2Stream) responded() {
 	c := st.c
 	c.mu.Lock()
 	st.localEnded = true
@@ -376,11 +396,8 @@ func (st *h2Stream) respond(status int, end bool, extra ...hpack.HeaderField) er
 		st.released()
 	}
 	if !ended {
-		// The response is complete; ask the client to stop sending
-		// (RFC 9113 §8.1).
 		st.abort(http2.ErrCodeNo)
 	}
-	return nil
 }
 
 func itoa3(n int) string {
