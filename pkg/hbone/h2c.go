@@ -497,10 +497,7 @@ func (w *h2cResponseWriter) finish() {
 	if w.buf != nil {
 		p = *w.buf
 	}
-	if err := w.send(p, true, w.trailerFields()); err != nil {
-		return
-	}
-	w.st.responded()
+	w.send(p, true, w.trailerFields())
 }
 
 func (w *h2cResponseWriter) release() {
@@ -599,11 +596,22 @@ func (w *h2cResponseWriter) send(p []byte, end bool, trailers []hpack.HeaderFiel
 		chunk := p[:n]
 		p = p[n:]
 		last := len(p) == 0
+		removed := false
 		err := c.write(func() error {
 			// Control frames queued first: a SETTINGS whose window let
 			// this DATA out is acknowledged before it, as peers expect.
 			if err := c.writeQueued(); err != nil {
 				return err
+			}
+			if last && end {
+				// The stream leaves before its last frame is sent: a
+				// client that has read that frame and sends on the
+				// stream finds it closed (RFC 9113 §5.1), not still
+				// half-closed.
+				c.mu.Lock()
+				st.localEnded = true
+				removed = st.maybeRemoveLocked()
+				c.mu.Unlock()
 			}
 			if head != nil {
 				// END_STREAM on HEADERS: nothing else follows.
@@ -622,12 +630,18 @@ func (w *h2cResponseWriter) send(p []byte, end bool, trailers []hpack.HeaderFiel
 			return nil
 		})
 		head = nil
+		if removed {
+			st.released()
+		}
 		if err != nil {
 			c.closeWithError(err)
 			w.err = err
 			return err
 		}
 		if last {
+			if end {
+				st.askToStopSending()
+			}
 			return nil
 		}
 	}

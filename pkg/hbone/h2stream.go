@@ -390,11 +390,20 @@ func (st *h2Stream) responded() {
 	c.mu.Lock()
 	st.localEnded = true
 	removed := st.maybeRemoveLocked()
-	ended := st.remoteEnded
 	c.mu.Unlock()
 	if removed {
 		st.released()
 	}
+	st.askToStopSending()
+}
+
+// askToStopSending resets a request still open once its response is
+// complete (RFC 9113 §8.1).
+func (st *h2Stream) askToStopSending() {
+	c := st.c
+	c.mu.Lock()
+	ended := st.remoteEnded
+	c.mu.Unlock()
 	if !ended {
 		st.abort(http2.ErrCodeNo)
 	}
