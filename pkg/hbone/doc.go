@@ -62,8 +62,10 @@
 // content-length and trailers kept both ways. It passes h2spec whole,
 // and it is cheaper than net/http's HTTP/2 server: no goroutine of its
 // own per connection to serialise frame writes, handler goroutines kept
-// from one request to the next, and a small response leaving in one
-// write, HEADERS, DATA and END_STREAM together.
+// from one request to the next while the connection carries streams, and
+// a small response leaving in one write, HEADERS, DATA and END_STREAM
+// together. H2CClientConn sends requests on it the same way (the
+// waypoint's requests to endpoints).
 //
 // A peer that stops reading stalls the frame being written to it, and
 // with it every writer on the connection. As x/net/http2's
