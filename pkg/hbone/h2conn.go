@@ -975,8 +975,14 @@ func (c *h2Conn) handleData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvWindow -= n
-	if st.recvWindow < 0 {
-		removed := c.resetStreamLocked(st, http2.ErrCodeFlowControl)
+	if c.client && !st.respReceived || st.recvWindow < 0 {
+		// Beyond the window, or DATA before a response's HEADERS (RFC
+		// 9113 §8.1).
+		code := http2.ErrCodeFlowControl
+		if st.recvWindow >= 0 {
+			code = http2.ErrCodeProtocol
+		}
+		removed := c.resetStreamLocked(st, code)
 		c.creditConnLocked(n)
 		c.mu.Unlock()
 		if removed {

@@ -134,6 +134,11 @@ func (st *h2Stream) maybeRemoveLocked() bool {
 	}
 	st.removed = true
 	delete(st.c.streams, st.id)
+	if !st.respReceived {
+		// Gone without a response (client): its waiter must not wait on.
+		close(st.respCh)
+		st.respReceived = true
+	}
 	if st.blocked {
 		st.c.unblockLocked(st)
 	}
