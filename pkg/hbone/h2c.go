@@ -283,15 +283,10 @@ func newH2CRequest(st *h2Stream, f *http2.MetaHeadersFrame) (*http.Request, erro
 		Host:       authority,
 		RequestURI: path,
 	}
-	if v := hdr["Trailer"]; len(v) > 0 {
-		r.Trailer = make(http.Header)
-		for _, line := range v {
-			for _, k := range strings.Split(line, ",") {
-				k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-				if k != "" && httpguts.ValidTrailerHeader(k) {
-					r.Trailer[k] = nil
-				}
-			}
+	if names := trailerNames(hdr["Trailer"]); len(names) > 0 {
+		r.Trailer = make(http.Header, len(names))
+		for _, k := range names {
+			r.Trailer[k] = nil
 		}
 	}
 	if f.StreamEnded() {
@@ -403,13 +398,22 @@ func (w *h2cResponseWriter) WriteHeader(code int) {
 			w.declared = n
 		}
 	}
-	for _, line := range w.header["Trailer"] {
+	w.trailers = trailerNames(w.header["Trailer"])
+}
+
+// trailerNames are the field names a Trailer field declares, those a
+// trailer may carry.
+func trailerNames(values []string) []string {
+	var names []string
+	for _, line := range values {
 		for _, k := range strings.Split(line, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				w.trailers = append(w.trailers, k)
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if k != "" && httpguts.ValidTrailerHeader(k) {
+				names = append(names, k)
 			}
 		}
 	}
+	return names
 }
 
 func (w *h2cResponseWriter) bodyAllowed() bool {

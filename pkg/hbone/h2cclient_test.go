@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -209,7 +210,7 @@ func TestH2CClientRefused(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("Reserve keeps taking streams past the server's limit of 1")
 		}
-		time.Sleep(time.Millisecond)
+		runtime.Gosched()
 	}
 	if err := cc.Reserve(); !IsRefused(err) {
 		t.Errorf("Reserve at the limit: %v, not refused", err)

@@ -1595,20 +1595,10 @@ func contentLength(fields []hpack.HeaderField) (int64, error) {
 }
 
 // appendHeaderFields adds hdr, lower-cased, minus connection-specific
-// fields that HTTP/2 forbids (RFC 9113 §8.2.2).
+// fields that HTTP/2 forbids (RFC 9113 §8.2.2) and values it cannot carry.
 func appendHeaderFields(fields []hpack.HeaderField, hdr http.Header) []hpack.HeaderField {
 	for k, vs := range hdr {
-		lk := strings.ToLower(k)
-		switch lk {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host":
-			continue
-		}
-		if !validHeaderName(lk) {
-			continue
-		}
-		for _, v := range vs {
-			fields = append(fields, hpack.HeaderField{Name: lk, Value: v})
-		}
+		fields = appendFieldValues(fields, k, vs)
 	}
 	return fields
 }
