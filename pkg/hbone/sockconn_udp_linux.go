@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -54,7 +57,9 @@ func tuneUDP(pc net.PacketConn, log *slog.Logger) net.PacketConn {
 		log.Debug("hbone: UDP GRO unavailable", "err", errors.Join(err, serr))
 		return pc
 	}
-	return &groConn{UDPConn: uc}
+	c := &groConn{UDPConn: uc, rc: rc}
+	c.readFn = c.recv
+	return c
 }
 
 // setUDPBuffers sets both socket buffers to size, with SO_RCVBUFFORCE and
@@ -91,12 +96,17 @@ func setUDPBuffers(rc syscall.RawConn, size int) (rcv, snd int, err error) {
 // datagrams. quic-go sends with GSO but reads datagram by datagram; on
 // loopback and veth this saves the kernel segmenting each send and
 // delivering each datagram on its own: a third of QUIC's CPU per byte.
+//
+// A train needs a 64 KiB buffer. It is taken from a pool once a datagram
+// is there and given back once the train is dealt out, so a socket waiting
+// for datagrams, as most pods' are, holds none.
 type groConn struct {
 	*net.UDPConn
+	rc     syscall.RawConn
+	readFn func(uintptr) bool // c.recv, made once: a method value per read would escape
 
-	mu  sync.Mutex // quic-go reads from one goroutine; this is for safety
-	buf []byte
-	oob []byte
+	mu sync.Mutex // quic-go reads from one goroutine; this is for safety
+	bp *[]byte    // the buffer of the train being dealt out; nil between trains
 	// What of the last read is left to deal out: the datagrams, their
 	// size (the last may be shorter), the control messages each gets (ECN,
 	// packet info), and the sender, reused while it does not change.
@@ -105,7 +115,22 @@ type groConn struct {
 	cmsgs  []byte
 	from   *net.UDPAddr
 	fromAP netip.AddrPort
+
+	// One recvmsg's arguments and results, kept here so that a read
+	// allocates nothing.
+	msg   unix.Msghdr
+	iov   unix.Iovec
+	sa    unix.RawSockaddrInet6 // large enough for either family
+	oob   [256]byte
+	n     int
+	errno syscall.Errno
 }
+
+// groBufs holds the buffers of trains being dealt out.
+var groBufs = sync.Pool{New: func() any {
+	b := make([]byte, groBufSize)
+	return &b
+}}
 
 // ReadBatch fills ms with datagrams: those left from the last read, else
 // those of one new read, which it waits for. It implements quic-go's
@@ -135,33 +160,107 @@ func (c *groConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		m.Addr = c.from
 		n++
 	}
+	if len(c.rest) == 0 {
+		c.release()
+	}
 	return n, nil
 }
 
-func (c *groConn) read() error {
-	if c.buf == nil {
-		c.buf = make([]byte, groBufSize)
-		c.oob = make([]byte, 256)
+// release gives the train's buffer back.
+func (c *groConn) release() {
+	if c.bp != nil {
+		groBufs.Put(c.bp)
+		c.bp, c.rest = nil, nil
 	}
+}
+
+// read waits for the next datagram, or train, and makes it c.rest.
+func (c *groConn) read() error {
 	for {
-		n, oobn, _, ap, err := c.ReadMsgUDPAddrPort(c.buf, c.oob)
-		if err != nil {
-			return err
+		err := c.rc.Read(c.readFn)
+		if err == nil && c.errno != 0 {
+			err = os.NewSyscallError("recvmsg", c.errno)
 		}
-		if n == 0 {
+		if err != nil {
+			c.release()
+			return udpReadError(err, c.LocalAddr())
+		}
+		if c.n == 0 {
 			// An empty datagram is no QUIC packet.
 			continue
 		}
-		seg, cmsgs := splitGRO(c.oob[:oobn])
+		seg, cmsgs := splitGRO(c.oob[:c.msg.Controllen])
 		if seg <= 0 {
-			seg = n
+			seg = c.n
 		}
-		if c.from == nil || ap != c.fromAP {
+		if ap := sockaddrAddrPort(&c.sa); c.from == nil || ap != c.fromAP {
 			c.from, c.fromAP = net.UDPAddrFromAddrPort(ap), ap
 		}
-		c.rest, c.seg, c.cmsgs = c.buf[:n], seg, cmsgs
+		c.rest, c.seg, c.cmsgs = (*c.bp)[:c.n], seg, cmsgs
 		return nil
 	}
+}
+
+// recv is called by the raw conn, at first and whenever the socket is
+// readable; it reports whether the read is done. It takes a buffer only
+// when it has a datagram to put in it.
+func (c *groConn) recv(fd uintptr) bool {
+	if c.bp == nil {
+		c.bp = groBufs.Get().(*[]byte)
+	}
+	buf := *c.bp
+	c.iov.Base = &buf[0]
+	c.iov.SetLen(len(buf))
+	c.msg = unix.Msghdr{
+		Name:    (*byte)(unsafe.Pointer(&c.sa)),
+		Namelen: uint32(unsafe.Sizeof(c.sa)),
+		Iov:     &c.iov,
+		Control: &c.oob[0],
+	}
+	c.msg.SetIovlen(1)
+	c.msg.SetControllen(len(c.oob))
+	for {
+		// As sockConn's reads: the socket never blocks, so the call need
+		// not tell the scheduler.
+		n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			groBufs.Put(c.bp)
+			c.bp = nil
+			return false
+		}
+		c.n, c.errno = int(n), e
+		return true
+	}
+}
+
+// sockaddrAddrPort is the address in sa, as ReadMsgUDPAddrPort returns
+// it: an IPv4 sender on an IPv6 socket stays IPv4-mapped.
+func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	if sa.Family == unix.AF_INET {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
+	}
+	ip := netip.AddrFrom16(sa.Addr)
+	if sa.Scope_id != 0 {
+		ip = ip.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+	}
+	return netip.AddrPortFrom(ip, port)
+}
+
+// udpReadError shapes err like *net.UDPConn's read errors (the raw conn
+// reports closing and deadlines as "raw-read").
+func udpReadError(err error, local net.Addr) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		e := *oe
+		e.Op = "read"
+		return &e
+	}
+	return &net.OpError{Op: "read", Net: "udp", Source: local, Err: err}
 }
 
 // splitGRO returns the datagram size a UDP_GRO control message gives (0

@@ -29,9 +29,14 @@ func udpSegmentCmsg(size uint16) []byte {
 
 func newGROConn(t *testing.T) *groConn {
 	t.Helper()
-	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return newGROConnOn(t, "udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+}
+
+func newGROConnOn(t *testing.T, network string, laddr *net.UDPAddr) *groConn {
+	t.Helper()
+	uc, err := net.ListenUDP(network, laddr)
 	if err != nil {
-		t.Fatal(err)
+		t.Skipf("no %s socket on %v: %v", network, laddr, err)
 	}
 	t.Cleanup(func() { uc.Close() })
 	gc, ok := tuneUDP(uc, slog.New(slog.DiscardHandler)).(*groConn)
@@ -124,6 +129,87 @@ func TestGROConnDealsOutATrain(t *testing.T) {
 		if !bytes.Equal(d, want) {
 			t.Errorf("datagram %d: %d bytes starting %x, want %d bytes starting %x", i, len(d), d[:1], len(want), want[:1])
 		}
+	}
+}
+
+// TestGROConnHoldsNoBufferBetweenTrains checks that a socket holds its
+// 64 KiB read buffer only while a train is dealt out: not while it waits,
+// not after a deadline, not once every datagram is handed over.
+func TestGROConnHoldsNoBufferBetweenTrains(t *testing.T) {
+	gc := newGROConn(t)
+	gc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := gc.ReadBatch(newBatch(8, 1452), 0); err == nil {
+		t.Fatal("ReadBatch with nothing sent returned no error")
+	}
+	if gc.bp != nil {
+		t.Fatal("a read that timed out kept its buffer")
+	}
+	gc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	tx, err := net.DialUDP("udp4", nil, gc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	for i := range 3 {
+		if _, err := tx.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		ms := newBatch(1, 1452)
+		if n, err := gc.ReadBatch(ms, 0); n != 1 || err != nil || ms[0].N != 1 || ms[0].Buffers[0][0] != byte(i) {
+			t.Fatalf("datagram %d: %d, %v, %x", i, n, err, ms[0].Buffers[0][:ms[0].N])
+		}
+		if gc.bp != nil {
+			t.Fatalf("datagram %d dealt out, buffer kept", i)
+		}
+	}
+}
+
+// TestGROConnSender checks that each datagram carries its sender's
+// address as *net.UDPConn reports it, for both families.
+func TestGROConnSender(t *testing.T) {
+	for _, tc := range []struct {
+		name, network string
+		laddr         *net.UDPAddr
+		from          string // the sender's network
+		to            net.IP
+	}{
+		{"IPv4", "udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, "udp4", net.IPv4(127, 0, 0, 1)},
+		{"IPv6", "udp6", &net.UDPAddr{IP: net.IPv6loopback}, "udp6", net.IPv6loopback},
+		{"IPv4 to a dual-stack socket", "udp", &net.UDPAddr{}, "udp4", net.IPv4(127, 0, 0, 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gc := newGROConnOn(t, tc.network, tc.laddr)
+			plain, err := net.ListenUDP(tc.network, tc.laddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Close()
+			plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+			tx, err := net.ListenUDP(tc.from, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Close()
+			for _, c := range []*net.UDPConn{gc.UDPConn, plain} {
+				to := &net.UDPAddr{IP: tc.to, Port: c.LocalAddr().(*net.UDPAddr).Port}
+				if _, err := tx.WriteToUDP([]byte("x"), to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, _, want, err := plain.ReadMsgUDPAddrPort(make([]byte, 8), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms := newBatch(1, 1452)
+			if n, err := gc.ReadBatch(ms, 0); n != 1 || err != nil {
+				t.Fatalf("ReadBatch: %d, %v", n, err)
+			}
+			if got := ms[0].Addr.(*net.UDPAddr).AddrPort(); got != want {
+				t.Errorf("sender %v, want %v", got, want)
+			}
+		})
 	}
 }
 
