@@ -60,6 +60,12 @@ type ClientConfig struct {
 	// DefaultWriteByteTimeout, negative never. QUIC connections are not
 	// affected.
 	WriteByteTimeout time.Duration
+	// PingInterval sends a PING on an HTTP/2 connection that has read
+	// nothing for this long, and PingTimeout closes it, failing its
+	// tunnels with ErrPeerSilent, if nothing at all comes in that time
+	// after the PING; 0 means DefaultPingInterval and DefaultPingTimeout,
+	// negative never. QUIC connections have their idle timeout instead.
+	PingInterval, PingTimeout time.Duration
 	// DialContext opens TCP connections (to set socket marks, say); nil
 	// means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -95,6 +101,7 @@ func (cfg *ClientConfig) check() error {
 	if cfg.WriteByteTimeout == 0 {
 		cfg.WriteByteTimeout = DefaultWriteByteTimeout
 	}
+	cfg.PingInterval, cfg.PingTimeout = pingDefaults(cfg.PingInterval, cfg.PingTimeout)
 	if cfg.DialContext == nil {
 		cfg.DialContext = (&net.Dialer{}).DialContext
 	}
@@ -271,6 +278,8 @@ func (c *Client) dialConn(ctx context.Context, src *tls.Certificate, dst netip.A
 		goAwayTimeout:    c.goAwayTimeout,
 		writeByteTimeout: c.cfg.WriteByteTimeout,
 		gather:           c.cfg.GatherWrites,
+		pingInterval:     c.cfg.PingInterval,
+		pingTimeout:      c.cfg.PingTimeout,
 	})
 	if err := h.start(); err != nil {
 		return nil, &DialError{Addr: addr, Err: err}

@@ -80,6 +80,15 @@
 // broke), and a graceful Shutdown's GOAWAY at Shutdown's deadline, or
 // after a second without one (the connection is then closed hard).
 //
+// A peer that vanished without closing its connection (a node that lost
+// power, a path that drops everything) sends nothing at all. A connection
+// that has read nothing for PingInterval (10s by default) sends a PING;
+// if nothing comes PingTimeout (5s) after it, the connection closes and
+// its tunnels fail with ErrPeerSilent, and the client's pool dials anew.
+// Any frame counts, not only the PING's answer, which may queue behind
+// data. Both sides check, so a server also frees the tunnels of a client
+// that vanished. QUIC connections have their idle timeout for this.
+//
 // Data path, tuned for a proxy that runs on one OS thread (ztunnel with
 // --worker-threads 1): TCP sockets are read and written with raw system
 // calls (sockconn_linux.go), so an idle process does not wake the

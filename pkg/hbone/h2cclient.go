@@ -28,7 +28,11 @@ type H2CClientConfig struct {
 	// WriteByteTimeout fails the connection once a write to it has made
 	// no progress for that long; 0, never.
 	WriteByteTimeout time.Duration
-	Logger           *slog.Logger
+	// PingInterval and PingTimeout are ClientConfig's: a PING once the
+	// connection has read nothing for PingInterval, and ErrPeerSilent if
+	// nothing comes PingTimeout after it; 0, never.
+	PingInterval, PingTimeout time.Duration
+	Logger                    *slog.Logger
 }
 
 // H2CClientConn is one HTTP/2 connection with prior knowledge (h2c) to a
@@ -58,6 +62,8 @@ func NewH2CClientConn(nc net.Conn, cfg H2CClientConfig) (*H2CClientConn, error) 
 		connWindow:   cfg.ConnWindow,
 		logger:       cfg.Logger,
 		http:         true,
+		pingInterval: cfg.PingInterval,
+		pingTimeout:  cfg.PingTimeout,
 	})
 	if err := c.start(); err != nil {
 		return nil, err

@@ -128,6 +128,9 @@ type h2Config struct {
 	// connection's next stream (http): a goroutine that served one request
 	// has grown its stack, and a new one would grow its own again.
 	spareHandlers int32
+	// pingInterval and pingTimeout set the health check (healthCheck);
+	// 0, none.
+	pingInterval, pingTimeout time.Duration
 }
 
 // h2Conn is one HTTP/2 connection carrying CONNECT tunnels, for either
@@ -172,6 +175,8 @@ type h2Conn struct {
 	// flooded is set once ctrl overflowed: later control frames are
 	// dropped and the read loop ends the connection.
 	flooded atomic.Bool
+	// framesRead counts the frames read, for the health check.
+	framesRead atomic.Uint64
 
 	mu             sync.Mutex
 	sendCond       *sync.Cond // waits for send window, on any stream
@@ -313,6 +318,7 @@ func (c *h2Conn) start() error {
 	}
 	go c.readLoop()
 	go c.writeLoop()
+	c.startHealthCheck()
 	return nil
 }
 
@@ -575,6 +581,7 @@ func (c *h2Conn) readFrames() error {
 			}
 			return err
 		}
+		c.framesRead.Add(1)
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			err = c.handleSettings(f)

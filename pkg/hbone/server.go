@@ -52,6 +52,10 @@ type ServerConfig struct {
 	// DefaultWriteByteTimeout, negative never. QUIC connections are not
 	// affected.
 	WriteByteTimeout time.Duration
+	// PingInterval and PingTimeout are ClientConfig's, for the clients'
+	// connections: a client that vanished leaves its tunnels open, and
+	// the connections they carry to local workloads, until they fail.
+	PingInterval, PingTimeout time.Duration
 	// AltSvc, when set, is sent as the Alt-Svc field of every answer to
 	// a CONNECT: FormatAltSvc's value advertises HBONE over QUIC (see
 	// the package documentation).
@@ -102,6 +106,7 @@ func (cfg *ServerConfig) check() error {
 	if cfg.WriteByteTimeout == 0 {
 		cfg.WriteByteTimeout = DefaultWriteByteTimeout
 	}
+	cfg.PingInterval, cfg.PingTimeout = pingDefaults(cfg.PingInterval, cfg.PingTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -245,6 +250,8 @@ func (s *Server) serveConn(nc net.Conn) {
 		goAwayTimeout:    s.goAwayTimeout,
 		writeByteTimeout: s.cfg.WriteByteTimeout,
 		gather:           s.cfg.GatherWrites,
+		pingInterval:     s.cfg.PingInterval,
+		pingTimeout:      s.cfg.PingTimeout,
 	})
 	c.onStream = func(st *h2Stream, f *http2.MetaHeadersFrame) { s.serveStream(c, st, f, peer) }
 	c.addCloseHook(func() { s.untrack(nc) })

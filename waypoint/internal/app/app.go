@@ -238,8 +238,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Tunnels:    &upstream.HBONE{Client: hc, Cert: getCert},
 		NewH1:      func(c net.Conn) upstream.H1Conn { return http1.NewClientConn(c, http1.ClientConfig{}) },
 		NoResponse: func(err error) bool { return errors.Is(err, http1.ErrNoResponse) },
-		H2:         hbone.H2CClientConfig{WriteByteTimeout: 30 * time.Second},
-		Logger:     logger,
+		// The tunnels' own connections have health checks; these find an
+		// endpoint whose HTTP/2 server hangs behind a live tunnel.
+		H2:     hbone.H2CClientConfig{WriteByteTimeout: 30 * time.Second, PingInterval: 30 * time.Second, PingTimeout: 15 * time.Second},
+		Logger: logger,
 	})
 	bg.run("upstream pool", pool.Run)
 

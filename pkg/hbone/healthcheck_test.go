@@ -1,0 +1,98 @@
+package hbone
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// A server that stops sending anything (it vanished: its answers to PING
+// never come) fails the client's connection and its tunnels with
+// ErrPeerSilent, after a PING.
+func TestHealthCheckFailsSilentServer(t *testing.T) {
+	ctx := testCtx(t)
+	s := newStallServer(t, func(c *ClientConfig) {
+		c.PingInterval, c.PingTimeout = 20*time.Millisecond, 100*time.Millisecond
+	})
+	res := s.dial(ctx, nil)
+	p := s.accept(ctx)
+	var pinged atomic.Bool
+	go p.readUntilHeader(func(fh http2.FrameHeader) bool {
+		if fh.Type == http2.FramePing && !fh.Flags.Has(http2.FlagPingAck) {
+			pinged.Store(true)
+		}
+		return false
+	}, p.answerConnects) // answers the CONNECT, then nothing
+	r := awaitDial(t, ctx, res)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.c.Close()
+	_, err := io.ReadAll(r.c)
+	if !errors.Is(err, ErrPeerSilent) {
+		t.Fatalf("tunnel read: %v; want ErrPeerSilent", err)
+	}
+	if !pinged.Load() {
+		t.Error("the connection failed without sending a PING")
+	}
+}
+
+// A client that stops sending anything fails its connection on the
+// server, after a PING: the tunnels it held end.
+func TestHealthCheckFailsSilentClient(t *testing.T) {
+	ctx := testCtx(t)
+	e := newTCPEnv(t, echo, envOpt{serverCfg: func(c *ServerConfig) {
+		c.PingInterval, c.PingTimeout = 20*time.Millisecond, 100*time.Millisecond
+	}})
+	p := dialRawPeer(t, e) // sends its preface and SETTINGS, then nothing
+	pinged := false
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			break // the server closed the connection
+		}
+		if pf, ok := f.(*http2.PingFrame); ok && !pf.IsAck() {
+			pinged = true
+		}
+	}
+	if !pinged {
+		t.Error("the server closed the connection without sending a PING")
+	}
+	e.awaitConnClosed(t, ctx)
+}
+
+// A live peer answers the PINGs: an idle connection outlives many ping
+// intervals on both sides, and carries the next tunnel.
+func TestHealthCheckKeepsLivePeer(t *testing.T) {
+	ctx := testCtx(t)
+	// The intervals are short and the timeouts long: a loaded machine
+	// answers a PING within a second.
+	e := newTCPEnv(t, echo, envOpt{
+		serverCfg: func(c *ServerConfig) { c.PingInterval, c.PingTimeout = 5*time.Millisecond, 2*time.Second },
+		clientCfg: func(c *ClientConfig) { c.PingInterval, c.PingTimeout = 5*time.Millisecond, 2*time.Second },
+	})
+	for i := range 2 {
+		c, err := e.dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+		c.Close()
+		// Time passing is what is tested: 40 intervals without a frame
+		// of the tunnels' own.
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := e.client.Stats().Dialed; n != 1 {
+		t.Errorf("%d connections dialed; want 1, kept alive by its PINGs", n)
+	}
+}
