@@ -76,6 +76,7 @@ func BenchmarkWaypoint(b *testing.B) {
 					b.ReportMetric(s.rps, "req/s")
 					b.ReportMetric(s.cpuPerReq, "µs-CPU/req")
 					b.ReportMetric(float64(s.p99.Microseconds()), "p99-µs@1k")
+					b.ReportMetric(s.vcpu, "vCPU@1k")
 				})
 				if !ok {
 					b.FailNow() // the table needs every path
