@@ -85,6 +85,8 @@ func (h *healthCheck) run() {
 		h.last, h.pinged = n, false
 		h.t.Reset(h.interval)
 	case h.pinged:
+		c.log.Warn("hbone: closing a connection whose peer went silent", "remote", c.nc.RemoteAddr(),
+			"silentAtLeast", (h.interval + h.timeout).String())
 		c.closeHard(fmt.Errorf("%w for %v after %v of silence", ErrPeerSilent, h.timeout, h.interval))
 	default:
 		h.payload++
