@@ -286,7 +286,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			req.Node = c.node
 		}
 		if err := stream.SendMsg(req); err != nil {
-			return false, fmt.Errorf("subscribe %s: %w", s.TypeURL, err)
+			return false, fmt.Errorf("subscribe %s: %w", s.TypeURL, sendError(stream, err))
 		}
 	}
 	for {
@@ -312,9 +312,22 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			delete(first, sub.TypeURL)
 		}
 		if err := stream.SendMsg(ack); err != nil {
-			return progressed, fmt.Errorf("ack: %w", err)
+			return progressed, fmt.Errorf("ack: %w", sendError(stream, err))
 		}
 	}
+}
+
+// sendError is the reason a send on stream failed. A stream the server
+// ended (a refusal, say: too many streams, permission denied) fails sends
+// with io.EOF, and its status comes with the next receive.
+func sendError(stream grpc.ClientStream, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := stream.RecvMsg(&discoveryapi.DeltaDiscoveryResponse{}); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return errors.New("server closed the stream")
 }
 
 func (c *Client) versions(typeURL string) map[string]string {

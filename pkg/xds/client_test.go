@@ -5,12 +5,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -267,5 +270,43 @@ func TestReadyOnlyWithACompleteState(t *testing.T) {
 				t.Fatalf("state %v, want a and c", st)
 			}
 		})
+	}
+}
+
+// refuser refuses every stream before reading it, as a server over its
+// per-caller stream limit does.
+type refuser struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+}
+
+func (refuser) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return status.Error(codes.ResourceExhausted, "stream limit 2 reached")
+}
+
+// A refused stream reports the server's reason, whether the refusal
+// reaches the client before or after it sends its subscription.
+func TestSessionReportsRefusal(t *testing.T) {
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, refuser{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	c, err := NewClient(ClientOptions{
+		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		Logger:        slog.New(slog.DiscardHandler),
+		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(Delta) error { return nil }}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	for range 20 {
+		_, err := c.session(t.Context())
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "stream limit 2") {
+			t.Fatalf("session: %v; want the server's ResourceExhausted and its reason", err)
+		}
 	}
 }
