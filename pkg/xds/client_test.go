@@ -57,10 +57,9 @@ func res(name, version, typeURL string) *discoveryv3.Resource {
 	return &discoveryv3.Resource{Name: name, Version: version, Resource: &anypb.Any{TypeUrl: typeURL, Value: []byte{}}}
 }
 
-// runClient serves srv on a loopback port and runs, until the test ends, a
-// client subscribed to every address that rejects any delta updating the
-// resource named reject.
-func runClient(t *testing.T, srv discoveryv3.AggregatedDiscoveryServiceServer, reject string) *Client {
+// serveADS serves srv on a loopback port until the test ends and returns
+// its address.
+func serveADS(t *testing.T, srv discoveryv3.AggregatedDiscoveryServiceServer) string {
 	t.Helper()
 	g := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
@@ -70,8 +69,16 @@ func runClient(t *testing.T, srv discoveryv3.AggregatedDiscoveryServiceServer, r
 	}
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// runClient serves srv on a loopback port and runs, until the test ends, a
+// client subscribed to every address that rejects any delta updating the
+// resource named reject.
+func runClient(t *testing.T, srv discoveryv3.AggregatedDiscoveryServiceServer, reject string) *Client {
+	t.Helper()
 	c, err := NewClient(ClientOptions{
-		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		Address: serveADS(t, srv), Transport: insecure.NewCredentials(),
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(d Delta) error {
@@ -286,16 +293,8 @@ func (refuser) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService_D
 // A refused stream reports the server's reason, whether the refusal
 // reaches the client before or after it sends its subscription.
 func TestSessionReportsRefusal(t *testing.T) {
-	g := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, refuser{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
 	c, err := NewClient(ClientOptions{
-		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		Address: serveADS(t, refuser{}), Transport: insecure.NewCredentials(),
 		Logger:        slog.New(slog.DiscardHandler),
 		Subscriptions: []Subscription{{TypeURL: AddressType, Apply: func(Delta) error { return nil }}},
 	})

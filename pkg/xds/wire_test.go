@@ -4,14 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	envoydiscovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -228,16 +226,8 @@ func (s *nodeServer) DeltaAggregatedResources(stream envoydiscovery.AggregatedDi
 // that the server reads the node the client was given.
 func TestClientNodeReachesEnvoyServer(t *testing.T) {
 	srv := &nodeServer{first: make(chan *envoydiscovery.DeltaDiscoveryRequest, 1)}
-	g := grpc.NewServer()
-	envoydiscovery.RegisterAggregatedDiscoveryServiceServer(g, srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
 	c, err := NewClient(ClientOptions{
-		Address: lis.Addr().String(), Transport: insecure.NewCredentials(),
+		Address: serveADS(t, srv), Transport: insecure.NewCredentials(),
 		NodeID: "waypoint~shop/wp", NodeMetadata: map[string]string{"WAYPOINT": "shop/wp", "CLUSTER_ID": "Kubernetes"},
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Subscriptions: []Subscription{{TypeURL: WaypointType, Names: []string{"shop/wp"}, Apply: func(Delta) error { return nil }}},
