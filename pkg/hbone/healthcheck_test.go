@@ -3,6 +3,7 @@ package hbone
 import (
 	"errors"
 	"io"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,12 +22,16 @@ func TestHealthCheckFailsSilentServer(t *testing.T) {
 	res := s.dial(ctx, nil)
 	p := s.accept(ctx)
 	var pinged atomic.Bool
-	go p.readUntilHeader(func(fh http2.FrameHeader) bool {
-		if fh.Type == http2.FramePing && !fh.Flags.Has(http2.FlagPingAck) {
-			pinged.Store(true)
-		}
-		return false
-	}, p.answerConnects) // answers the CONNECT, then nothing
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		p.readUntilHeader(func(fh http2.FrameHeader) bool {
+			if fh.Type == http2.FramePing && !fh.Flags.Has(http2.FlagPingAck) {
+				pinged.Store(true)
+			}
+			return false
+		}, p.answerConnects) // answers the CONNECT, then nothing, until the client closes
+	}()
 	r := awaitDial(t, ctx, res)
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -36,6 +41,7 @@ func TestHealthCheckFailsSilentServer(t *testing.T) {
 	if !errors.Is(err, ErrPeerSilent) {
 		t.Fatalf("tunnel read: %v; want ErrPeerSilent", err)
 	}
+	<-served
 	if !pinged.Load() {
 		t.Error("the connection failed without sending a PING")
 	}
@@ -94,5 +100,44 @@ func TestHealthCheckKeepsLivePeer(t *testing.T) {
 	}
 	if n := e.client.Stats().Dialed; n != 1 {
 		t.Errorf("%d connections dialed; want 1, kept alive by its PINGs", n)
+	}
+}
+
+// An endpoint's HTTP/2 server that hangs (H2CClientConn, the waypoint's
+// connections to endpoints) fails a request waiting on it with
+// ErrPeerSilent once a PING goes unanswered.
+func TestHealthCheckH2CClient(t *testing.T) {
+	cli, srv := tcpPair(t)
+	cc, err := NewH2CClientConn(cli, H2CClientConfig{PingInterval: 20 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var pinged atomic.Bool
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		fr := http2.NewFramer(srv, srv)
+		if err := readClientPreface(srv); err != nil {
+			return
+		}
+		fr.WriteSettings() // then nothing: no response, no PING answer
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if pf, ok := f.(*http2.PingFrame); ok && !pf.IsAck() {
+				pinged.Store(true)
+			}
+		}
+	}()
+	req, _ := http.NewRequestWithContext(testCtx(t), "GET", "http://x/", nil)
+	if _, err := cc.RoundTrip(req); !errors.Is(err, ErrPeerSilent) {
+		t.Fatalf("round trip: %v; want ErrPeerSilent", err)
+	}
+	<-served // it reads until the client closes
+	if !pinged.Load() {
+		t.Error("the connection failed without sending a PING")
 	}
 }
