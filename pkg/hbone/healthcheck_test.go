@@ -16,8 +16,10 @@ import (
 // ErrPeerSilent, after a PING.
 func TestHealthCheckFailsSilentServer(t *testing.T) {
 	ctx := testCtx(t)
+	// The server is silent only once it has answered the CONNECT; a
+	// loaded machine must not make it look silent before that.
 	s := newStallServer(t, func(c *ClientConfig) {
-		c.PingInterval, c.PingTimeout = 20*time.Millisecond, 100*time.Millisecond
+		c.PingInterval, c.PingTimeout = 50*time.Millisecond, 500*time.Millisecond
 	})
 	res := s.dial(ctx, nil)
 	p := s.accept(ctx)
