@@ -608,14 +608,7 @@ func (w *h2cResponseWriter) send(p []byte, end bool, trailers []hpack.HeaderFiel
 				return err
 			}
 			if last && end {
-				// The stream leaves before its last frame is sent: a
-				// client that has read that frame and sends on the
-				// stream finds it closed (RFC 9113 §5.1), not still
-				// half-closed.
-				c.mu.Lock()
-				st.localEnded = true
-				removed = st.maybeRemoveLocked()
-				c.mu.Unlock()
+				removed = st.endSendingLocked()
 			}
 			if head != nil {
 				// END_STREAM on HEADERS: nothing else follows.

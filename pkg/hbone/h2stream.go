@@ -289,22 +289,23 @@ func (st *h2Stream) endLocalLocked(trailers []hpack.HeaderField) error {
 		return nil
 	}
 	c.mu.Unlock()
-	var err error
-	if len(trailers) > 0 {
-		err = c.writeHeaders(st.id, trailers, true)
-	} else {
-		err = c.write(func() error { return c.fr.WriteData(st.id, true, nil) })
+	removed := false
+	err := c.write(func() error {
+		removed = st.endSendingLocked()
+		if len(trailers) > 0 {
+			if err := c.writeQueued(); err != nil {
+				return err
+			}
+			return c.writeHeaderFrames(st.id, trailers, true)
+		}
+		return c.fr.WriteData(st.id, true, nil)
+	})
+	if removed {
+		st.released()
 	}
 	if err != nil {
 		c.closeWithError(err)
 		return err
-	}
-	c.mu.Lock()
-	st.localEnded = true
-	removed := st.maybeRemoveLocked()
-	c.mu.Unlock()
-	if removed {
-		st.released()
 	}
 	return nil
 }
@@ -378,32 +379,41 @@ func (st *h2Stream) respond(status int, end bool, extra ...hpack.HeaderField) er
 	fields := append([]hpack.HeaderField{{Name: ":status", Value: itoa3(status)}}, extra...)
 	st.wlock.Lock()
 	defer st.wlock.Unlock()
-	if err := st.c.writeHeaders(st.id, fields, end); err != nil {
+	c := st.c
+	c.lockWrite()
+	removed := end && st.endSendingLocked()
+	err := c.writeHeadersLocked(st.id, fields, end)
+	if e := c.unlockWrite(); err == nil {
+		err = e
+	}
+	if removed {
+		st.released()
+	}
+	if err != nil {
 		return err
 	}
 	if end {
-		st.responded()
+		st.askToStopSending()
 	}
 	return nil
 }
 
-// responded records that the last frame of a response is out (server
-// side). A request still open is then reset with NO_ERROR: the response
-// is complete, and the client may stop sending (RFC 9113 §8.1).
-func (st *h2Stream) responded() {
+// endSendingLocked records that the stream sends no more and reports
+// whether it thereby left the connection. The caller holds wmu and writes
+// the frame that carries END_STREAM next: a peer that has read that frame
+// and sends on the stream must find it in its new state, closed or
+// half-closed (RFC 9113 §5.1), which marking it after the write would
+// race.
+func (st *h2Stream) endSendingLocked() bool {
 	c := st.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	st.localEnded = true
-	removed := st.maybeRemoveLocked()
-	c.mu.Unlock()
-	if removed {
-		st.released()
-	}
-	st.askToStopSending()
+	return st.maybeRemoveLocked()
 }
 
 // askToStopSending resets a request still open once its response is
-// complete (RFC 9113 §8.1).
+// complete (server side): the client may stop sending (RFC 9113 §8.1).
 func (st *h2Stream) askToStopSending() {
 	c := st.c
 	c.mu.Lock()
