@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -51,11 +50,10 @@ type healthCheck struct {
 	c                 *h2Conn
 	interval, timeout time.Duration
 
-	mu      sync.Mutex // orders the timer's runs after its creation
-	t       *time.Timer
-	last    uint64 // frames read at the last run
-	pinged  bool   // a PING went out at the last run
-	payload uint64
+	mu     sync.Mutex // orders the timer's runs after its creation
+	t      *time.Timer
+	last   uint64 // frames read at the last run
+	pinged bool   // a PING went out at the last run
 }
 
 // startHealthCheck arms c's health check, if its config asks for one.
@@ -89,10 +87,8 @@ func (h *healthCheck) run() {
 			"silentAtLeast", (h.interval + h.timeout).String())
 		c.closeHard(fmt.Errorf("%w for %v after %v of silence", ErrPeerSilent, h.timeout, h.interval))
 	default:
-		h.payload++
-		var data [8]byte
-		binary.BigEndian.PutUint64(data[:], h.payload)
-		c.queue(func() error { return c.fr.WritePing(false, data) })
+		// Any frame answers, so the PING's payload is not matched.
+		c.queue(func() error { return c.fr.WritePing(false, [8]byte{}) })
 		h.pinged = true
 		h.t.Reset(h.timeout)
 	}

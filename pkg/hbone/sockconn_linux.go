@@ -201,14 +201,20 @@ func (c *sockConn) Write(p []byte) (int, error) { return c.write(p, false) }
 // a short count with a nil error means the socket buffer is full.
 func (c *sockConn) tryWrite(p []byte) (int, error) { return c.write(p, true) }
 
-// opError shapes err like net.TCPConn's errors (the raw conn reports
-// closing and deadlines as "raw-read"/"raw-write").
+// opError shapes err like net.TCPConn's errors.
 func (c *sockConn) opError(op string, err error) error {
+	return rawOpError(err, op, "tcp", c.tc.LocalAddr(), c.tc.RemoteAddr())
+}
+
+// rawOpError shapes an error of a raw conn's Read or Write, or of the
+// system call made through it, like the net package's own conns': the
+// raw conn reports closing and deadlines as "raw-read"/"raw-write".
+func rawOpError(err error, op, network string, local, remote net.Addr) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		e := *oe
 		e.Op = op
 		return &e
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: c.tc.LocalAddr(), Addr: c.tc.RemoteAddr(), Err: err}
+	return &net.OpError{Op: op, Net: network, Source: local, Addr: remote, Err: err}
 }

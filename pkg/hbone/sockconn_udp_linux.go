@@ -183,7 +183,7 @@ func (c *groConn) read() error {
 		}
 		if err != nil {
 			c.release()
-			return udpReadError(err, c.LocalAddr())
+			return rawOpError(err, "read", "udp", c.LocalAddr(), nil)
 		}
 		if c.n == 0 {
 			// An empty datagram is no QUIC packet.
@@ -249,18 +249,6 @@ func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 		ip = ip.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
 	}
 	return netip.AddrPortFrom(ip, port)
-}
-
-// udpReadError shapes err like *net.UDPConn's read errors (the raw conn
-// reports closing and deadlines as "raw-read").
-func udpReadError(err error, local net.Addr) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		e := *oe
-		e.Op = "read"
-		return &e
-	}
-	return &net.OpError{Op: "read", Net: "udp", Source: local, Err: err}
 }
 
 // splitGRO returns the datagram size a UDP_GRO control message gives (0
