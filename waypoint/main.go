@@ -49,6 +49,9 @@ func run() error {
 	fs.StringVar(&cfg.HBONEAddr, "hbone-addr", "HBONE_ADDR", ":15008", "HBONE listener")
 	var transport string
 	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP, the HBONE port) beside TCP and advertise it, dial QUIC to endpoints that advertise it; tcp: TCP only; quic: also try QUIC toward endpoints that advertise nothing. QUIC always falls back to TCP")
+	var pingInterval, pingTimeout time.Duration
+	fs.DurationVar(&pingInterval, "hbone-ping-interval", "HBONE_PING_INTERVAL", hbone.DefaultPingInterval, "an HBONE connection over TCP that has read nothing for this long sends an HTTP/2 PING; 0 never (a peer that vanished without closing then holds it until TCP gives up, about 15 minutes)")
+	fs.DurationVar(&pingTimeout, "hbone-ping-timeout", "HBONE_PING_TIMEOUT", hbone.DefaultPingTimeout, "after the PING, how long the connection waits for any frame before it closes, failing its tunnels")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "ADMIN_ADDR", "127.0.0.1:15000", "admin endpoint (/config_dump, /debug/pprof, /logging)")
 	var heapRate int
 	fs.IntVar(&heapRate, "heap-profile-rate", "HEAP_PROFILE_RATE", 0, "bytes allocated between samples of /debug/pprof/heap, on average (Go's default is 524288); 0, the default, samples nothing: each sampled call stack stays resident")
@@ -90,6 +93,9 @@ func run() error {
 		return err
 	}
 	cfg.Transport = mode
+	if cfg.PingInterval, cfg.PingTimeout, err = hbone.PingFlags(pingInterval, pingTimeout); err != nil {
+		return err
+	}
 	if cfg.Waypoint == "" {
 		return fmt.Errorf("--waypoint=<namespace>/<name> is required")
 	}

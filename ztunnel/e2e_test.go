@@ -708,3 +708,48 @@ func TestInboundAnswers(t *testing.T) {
 		t.Fatalf("dial expecting the wrong identity: %v", err)
 	}
 }
+
+// A node whose ztunnel freezes (SIGSTOP: its kernel still acknowledges
+// TCP, so nothing below HTTP/2 notices) fails its peers' connections at
+// the HBONE health check set by the flags, not after TCP's quarter of an
+// hour of retransmits; once it runs again, new connections get through.
+func TestFrozenPeerFailsConnectionsAtHealthCheck(t *testing.T) {
+	w := twoNodes(t, "", "--hbone-transport", "tcp", "--hbone-ping-interval", "500ms", "--hbone-ping-timeout", "500ms")
+	c, err := w.a.dial(t, "10.2.1.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "b ") {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+
+	z2 := w.n2.z.cmd.Process
+	if err := z2.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			z2.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume) // before the ztunnel's own cleanup stops it
+
+	// The bound is for a broken health check; it ends the connection
+	// about a second after the freeze.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := r.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection to the frozen node is still open 20s later (read: %v)", err)
+	}
+	// The flags' interval and timeout, not the defaults (10s and 5s).
+	w.n1.z.waitLog(t, "closing a connection whose peer went silent", "remote=10.2.1.2:15008", "silentAtLeast=1s")
+
+	resume()
+	if got, err := w.a.greet(t, "10.2.1.2:8080"); err != nil || got != "b 10.1.1.2" {
+		t.Fatalf("after the node resumed: greeting %q, %v", got, err)
+	}
+}

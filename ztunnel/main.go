@@ -61,6 +61,9 @@ func run() error {
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", "CERT_TTL", 24*time.Hour, "workload certificate lifetime")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", "CONNECT_TIMEOUT", 10*time.Second, "upstream connect timeout")
 	fs.DurationVar(&cfg.PageRelease, "binary-page-release", "BINARY_PAGE_RELEASE", time.Minute, "how often the pages of ztunnel's own binary that it is not using are unmapped, and its free heap returned, so that its RSS counts what it uses; 0 never")
+	var pingInterval, pingTimeout time.Duration
+	fs.DurationVar(&pingInterval, "hbone-ping-interval", "HBONE_PING_INTERVAL", hbone.DefaultPingInterval, "an HBONE connection over TCP that has read nothing for this long sends an HTTP/2 PING; 0 never (a peer that vanished without closing then holds it until TCP gives up, about 15 minutes)")
+	fs.DurationVar(&pingTimeout, "hbone-ping-timeout", "HBONE_PING_TIMEOUT", hbone.DefaultPingTimeout, "after the PING, how long the connection waits for any frame before it closes, failing its tunnels")
 	var transport string
 	fs.StringVar(&transport, "hbone-transport", "HBONE_TRANSPORT", string(hbone.TransportAuto), "auto: serve HBONE over QUIC (UDP 15008) beside TCP and advertise it, dial QUIC to peers that advertise it; tcp: TCP only; quic: also try QUIC toward peers that advertise nothing. QUIC always falls back to TCP")
 	var logLevel string
@@ -75,6 +78,9 @@ func run() error {
 		return err
 	}
 	if cfg.Transport, err = hbone.ParseTransportMode(transport); err != nil {
+		return err
+	}
+	if cfg.PingInterval, cfg.PingTimeout, err = hbone.PingFlags(pingInterval, pingTimeout); err != nil {
 		return err
 	}
 	if cfg.PageRelease < 0 {

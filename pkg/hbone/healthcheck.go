@@ -27,6 +27,21 @@ const (
 // timeout after a PING.
 var ErrPeerSilent = errors.New("hbone: peer sent nothing, not even a PING answer")
 
+// PingFlags turns command-line settings, where an interval of 0 turns
+// health checks off, into ClientConfig's and ServerConfig's PingInterval
+// and PingTimeout, where 0 means the default and a negative value off.
+func PingFlags(interval, timeout time.Duration) (time.Duration, time.Duration, error) {
+	switch {
+	case interval < 0:
+		return 0, 0, fmt.Errorf("HBONE ping interval %s: want a positive duration, or 0 for no health checks", interval)
+	case interval == 0:
+		return -1, -1, nil
+	case timeout <= 0:
+		return 0, 0, fmt.Errorf("HBONE ping timeout %s: want a positive duration", timeout)
+	}
+	return interval, timeout, nil
+}
+
 // pingDefaults applies the defaults of PingInterval and PingTimeout: 0
 // means the default, negative never (both 0 in h2Config).
 func pingDefaults(interval, timeout time.Duration) (time.Duration, time.Duration) {

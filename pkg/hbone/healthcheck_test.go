@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,5 +142,44 @@ func TestHealthCheckH2CClient(t *testing.T) {
 	<-served // it reads until the client closes
 	if !pinged.Load() {
 		t.Error("the connection failed without sending a PING")
+	}
+}
+
+func TestPingFlags(t *testing.T) {
+	tests := []struct {
+		name                  string
+		interval, timeout     time.Duration
+		wantInterval, wantTTL time.Duration
+		wantErr               string
+	}{
+		{"defaults", DefaultPingInterval, DefaultPingTimeout, DefaultPingInterval, DefaultPingTimeout, ""},
+		{"set", time.Minute, 20 * time.Second, time.Minute, 20 * time.Second, ""},
+		{"0 turns them off", 0, DefaultPingTimeout, -1, -1, ""},
+		{"off whatever the timeout", 0, -time.Second, -1, -1, ""},
+		{"negative interval", -time.Second, time.Second, 0, 0, "want a positive duration, or 0"},
+		{"no timeout", time.Second, 0, 0, 0, "ping timeout 0s: want a positive duration"},
+		{"negative timeout", time.Second, -time.Second, 0, 0, "ping timeout -1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			interval, timeout, err := PingFlags(tt.interval, tt.timeout)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if interval != tt.wantInterval || timeout != tt.wantTTL {
+				t.Fatalf("PingFlags = %v, %v; want %v, %v", interval, timeout, tt.wantInterval, tt.wantTTL)
+			}
+			// What a config does with them: off is off.
+			gi, gt := pingDefaults(interval, timeout)
+			if off := tt.interval == 0; off != (gi == 0 && gt == 0) {
+				t.Fatalf("pingDefaults(%v, %v) = %v, %v; off %v", interval, timeout, gi, gt, off)
+			}
+		})
 	}
 }

@@ -76,6 +76,10 @@ type Config struct {
 	DrainTimeout   time.Duration
 	ConnectTimeout time.Duration
 	DetectTimeout  time.Duration
+	// PingInterval and PingTimeout are the HTTP/2 health checks of HBONE
+	// connections over TCP, to endpoints and from ztunnels
+	// (hbone.ClientConfig's: 0 default, negative off).
+	PingInterval, PingTimeout time.Duration
 
 	// Retry budget: retries may add at most RetryBudgetRatio of the
 	// requests, plus RetryBudgetMinPerSecond.
@@ -229,6 +233,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		StreamWindow: tunnelWindow,
 		// One thread serves many tunnels: their writes leave together.
 		GatherWrites: true,
+		PingInterval: cfg.PingInterval,
+		PingTimeout:  cfg.PingTimeout,
 	}, hbone.TransportConfig{Mode: cfg.Transport})
 	if err != nil {
 		return err
@@ -283,6 +289,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Logger:       logger,
 		StreamWindow: tunnelWindow,
 		GatherWrites: true,
+		PingInterval: cfg.PingInterval,
+		PingTimeout:  cfg.PingTimeout,
 	}
 	ln, err := net.Listen("tcp", cfg.HBONEAddr)
 	if err != nil {

@@ -77,6 +77,9 @@ type Config struct {
 	// Transport is the hboneTransport setting (default auto).
 	Transport      hbone.TransportMode
 	ConnectTimeout time.Duration
+	// PingInterval and PingTimeout are the HTTP/2 health checks of HBONE
+	// connections over TCP (hbone.ClientConfig's: 0 default, negative off).
+	PingInterval, PingTimeout time.Duration
 
 	// PageRelease is how often the pages of ztunnel's binary it is not
 	// using are given back (pkg/exepages); 0 never.
@@ -153,6 +156,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Logger:         logger,
 		AccessLog:      accessLog,
 		ConnectTimeout: cfg.ConnectTimeout,
+		PingInterval:   cfg.PingInterval,
+		PingTimeout:    cfg.PingTimeout,
 		Transport:      cfg.Transport,
 		ClusterID:      cfg.ClusterID,
 		QUICResetKey:   resetKey,

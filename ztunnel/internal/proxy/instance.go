@@ -173,7 +173,9 @@ func (i *Instance) open() error {
 		ListenPacket: func() (net.PacketConn, error) {
 			return i.ns.ListenPacket(context.Background(), ":0", mark)
 		},
-		Logger: i.log,
+		Logger:       i.log,
+		PingInterval: i.p.cfg.PingInterval,
+		PingTimeout:  i.p.cfg.PingTimeout,
 	}
 	d, err := hbone.NewTransportDialer(clientCfg, hbone.TransportConfig{Mode: i.p.cfg.Transport})
 	if err != nil {
@@ -221,6 +223,8 @@ func (i *Instance) open() error {
 			Handler:        hbone.HandlerFunc(i.serveHBONE),
 			QUICResetKey:   i.p.cfg.QUICResetKey,
 			Logger:         i.log,
+			PingInterval:   i.p.cfg.PingInterval,
+			PingTimeout:    i.p.cfg.PingTimeout,
 		}
 		var udp *net.UDPConn
 		if quic {

@@ -60,6 +60,10 @@ type Config struct {
 	AccessLog *slog.Logger
 	// ConnectTimeout bounds connecting upstream (default 10s).
 	ConnectTimeout time.Duration
+	// PingInterval and PingTimeout are the health checks of every HBONE
+	// connection over TCP, both ways (hbone.ClientConfig's: 0 default,
+	// negative off).
+	PingInterval, PingTimeout time.Duration
 	// Transport is the hboneTransport setting: unless tcp, HBONE over
 	// QUIC is served on UDP 15008 and advertised, and dialed to peers
 	// that advertise it, falling back to TCP. Empty means auto.
