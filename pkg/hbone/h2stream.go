@@ -289,17 +289,17 @@ func (st *h2Stream) endLocalLocked(trailers []hpack.HeaderField) error {
 		return nil
 	}
 	c.mu.Unlock()
-	removed := false
-	err := c.write(func() error {
-		removed = st.endSendingLocked()
-		if len(trailers) > 0 {
-			if err := c.writeQueued(); err != nil {
-				return err
-			}
-			return c.writeHeaderFrames(st.id, trailers, true)
-		}
-		return c.fr.WriteData(st.id, true, nil)
-	})
+	c.lockWrite()
+	removed := st.endSendingLocked()
+	var err error
+	if len(trailers) > 0 {
+		err = c.writeHeadersLocked(st.id, trailers, true)
+	} else {
+		err = c.writeFrames(func() error { return c.fr.WriteData(st.id, true, nil) })
+	}
+	if e := c.unlockWrite(); err == nil {
+		err = e
+	}
 	if removed {
 		st.released()
 	}
