@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,12 @@ func TestHandlerLeavesBodyReader(t *testing.T) {
 			io.Copy(io.Discard, r.Body) // stalls: the client sends no more
 		}()
 		<-reading
+		// Return only once the goroutine is inside its second Read, as
+		// the server then sees it: before that, the server would rightly
+		// wait to drop the rest of the body itself.
+		for rb := r.Body.(*requestBody); rb.mu.TryLock(); runtime.Gosched() {
+			rb.mu.Unlock()
+		}
 		io.WriteString(w, "early")
 	})})
 	sv.send(t, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
