@@ -291,6 +291,7 @@ func median(us []usage) usage {
 		Anon:       m64(func(u usage) int64 { return u.Anon }),
 		File:       m64(func(u usage) int64 { return u.File }),
 		Cgroup:     m64(func(u usage) int64 { return u.Cgroup }),
+		CgroupFile: m64(func(u usage) int64 { return u.CgroupFile }),
 		Binary:     m64(func(u usage) int64 { return u.Binary }),
 		Heap:       m64(func(u usage) int64 { return u.Heap }),
 		Goroutines: mi(func(u usage) int { return u.Goroutines }),

@@ -71,15 +71,15 @@ func (r *report) String() string {
 		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "%-24s %-30s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "heap", "gorout", "threads", "fds", "netns")
+	fmt.Fprintf(&b, "%-24s %-30s %7s %7s %7s %7s %7s %7s %6s %7s %5s %5s\n", "component node", "phase", "RSS", "anon", "file", "cgroup", "cg-file", "heap", "gorout", "threads", "fds", "netns")
 	for _, key := range r.keys() {
 		for _, p := range r.phases {
 			u, ok := p.figures[key]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(&b, "%-24s %-30s %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
-				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), heap(u.Heap), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
+			fmt.Fprintf(&b, "%-24s %-30s %7.1f %7.1f %7.1f %7.1f %7.1f %7s %6s %7d %5d %5d\n", key, p.name,
+				mib(u.RSS), mib(u.Anon), mib(u.File), mib(u.Cgroup), mib(u.CgroupFile), heap(u.Heap), count(u.Goroutines), u.Threads, u.FDs, u.NetNS)
 		}
 	}
 	if len(r.phases) <= len(podCounts) {

@@ -36,6 +36,7 @@ var (
 type usage struct {
 	RSS, Anon, File int64 // bytes resident: all, anonymous, file-backed (the binary's pages)
 	Cgroup          int64 // the container's cgroup memory (memory.current, or usage_in_bytes on cgroup v1)
+	CgroupFile      int64 // of it, page cache (memory.stat's file, or cache on v1): pages of files the container read, the binary's among them
 	Binary          int64 // size of the executable
 	Heap            int64 // Go heap in use (go_memstats_heap_inuse_bytes); -1 if not exported
 	Goroutines      int   // from go_goroutines; -1 if not exported
@@ -113,18 +114,21 @@ func readUsage(pid int) (usage, error) {
 	if fi, err := os.Stat(proc + "/exe"); err == nil {
 		u.Binary = fi.Size()
 	}
-	u.Cgroup, err = cgroupMemory(proc)
+	u.Cgroup, u.CgroupFile, err = cgroupMemory(proc)
 	return u, err
 }
 
-// cgroupMemory is the memory charged to the cgroup of the process at proc:
-// memory.current on cgroup v2, memory.usage_in_bytes on v1.
-func cgroupMemory(proc string) (int64, error) {
+// cgroupMemory is the memory charged to the cgroup of the process at proc
+// (memory.current on cgroup v2, memory.usage_in_bytes on v1), and the page
+// cache among it. A page of a file is charged to the cgroup that reads it
+// into the cache, so this part grows when the kernel reclaims pages of the
+// binary that the process then touches again.
+func cgroupMemory(proc string) (total, file int64, err error) {
 	b, err := os.ReadFile(proc + "/cgroup")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var file string
+	var dir, current, cacheKey string
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.SplitN(l, ":", 3)
 		if len(f) != 3 {
@@ -132,19 +136,33 @@ func cgroupMemory(proc string) (int64, error) {
 		}
 		switch {
 		case strings.Contains(","+f[1]+",", ",memory,"):
-			file = "/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes"
-		case f[0] == "0" && f[1] == "" && file == "":
-			file = "/sys/fs/cgroup" + f[2] + "/memory.current"
+			dir, current, cacheKey = "/sys/fs/cgroup/memory"+f[2], "memory.usage_in_bytes", "cache"
+		case f[0] == "0" && f[1] == "" && dir == "":
+			dir, current, cacheKey = "/sys/fs/cgroup"+f[2], "memory.current", "file"
 		}
 	}
-	if file == "" {
-		return 0, fmt.Errorf("%s/cgroup names no memory cgroup", proc)
+	if dir == "" {
+		return 0, 0, fmt.Errorf("%s/cgroup names no memory cgroup", proc)
 	}
-	v, err := os.ReadFile(file)
+	v, err := os.ReadFile(filepath.Join(dir, current))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+	if total, err = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", filepath.Join(dir, current), err)
+	}
+	stat, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(stat), "\n") {
+		if k, v, ok := strings.Cut(l, " "); ok && k == cacheKey {
+			if file, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return 0, 0, fmt.Errorf("%s: %q: %w", filepath.Join(dir, "memory.stat"), l, err)
+			}
+		}
+	}
+	return total, file, nil
 }
 
 // scrape reads a pod's /metrics through the apiserver's pod proxy and
