@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,14 +124,16 @@ func (r *recorder) SnapshotSent(ctx context.Context) error {
 	return nil
 }
 
-// next returns the next event, failing the test if the test context ends.
+// next returns the next event, failing the test if none comes within 20s.
 func (r *recorder) next(t *testing.T) event {
 	t.Helper()
+	timeout := time.NewTimer(20 * time.Second)
+	defer timeout.Stop()
 	select {
 	case e := <-r.events:
 		return e
-	case <-t.Context().Done():
-		t.Fatal("no handler event")
+	case <-timeout.C:
+		t.Fatal("no handler event within 20s")
 	}
 	return event{}
 }

@@ -33,7 +33,12 @@ const (
 // At most one ztunnel is active. A newly connecting ztunnel replaces the
 // active one: it gets the snapshot replay and all later requests, while the
 // old connection is left open but idle, so the old ztunnel can drain its
-// connections without being told to tear its pods down.
+// connections without being told to tear its pods down. When the active
+// ztunnel goes away, the idle connections are closed: their ztunnels
+// reconnect, and the newest of them gets a replay and becomes active. (A
+// ztunnel that is being replaced can reconnect after its successor, when
+// the node agent restarted at the same time; it then leaves its successor
+// idle when it exits.)
 //
 // Calls for the same UID must not run concurrently. A Server is otherwise
 // safe for concurrent use.
@@ -50,9 +55,10 @@ type Server struct {
 	mu        sync.Mutex
 	pods      map[string]*knownPod
 	seq       uint64
-	current   *serverConn   // newest ztunnel, maybe still replaying
-	active    *serverConn   // current, once its replay was acked
-	connected chan struct{} // closed while active != nil
+	open      map[*serverConn]struct{} // every ztunnel past its hello
+	current   *serverConn              // newest ztunnel, maybe still replaying
+	active    *serverConn              // current, once its replay was acked
+	connected chan struct{}            // closed while active != nil
 	closed    bool
 }
 
@@ -95,6 +101,7 @@ func NewServer(path string, logger *slog.Logger) (*Server, error) {
 		ln:        ln,
 		reqLock:   make(chan struct{}, 1),
 		pods:      map[string]*knownPod{},
+		open:      map[*serverConn]struct{}{},
 		connected: make(chan struct{}),
 	}, nil
 }
@@ -157,9 +164,12 @@ func (s *Server) Close() error {
 
 func (s *Server) dropConnections() {
 	s.mu.Lock()
-	c := s.current
+	conns := make([]*serverConn, 0, len(s.open))
+	for c := range s.open {
+		conns = append(conns, c)
+	}
 	s.mu.Unlock()
-	if c != nil {
+	for _, c := range conns {
 		c.close()
 	}
 }
@@ -313,6 +323,7 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) {
 	}
 	prev := s.current
 	s.current = c
+	s.open[c] = struct{}{}
 	s.mu.Unlock()
 	// A replaced ztunnel still replaying will never become active: cut it
 	// off so its replay releases the request lock. An active one stays
@@ -325,22 +336,36 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) {
 	if err := s.replay(ctx, c, log); err != nil {
 		log.Warn("zds: snapshot replay failed; disconnecting ztunnel", "err", err)
 		c.close()
-		return
 	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
-	if s.active == c {
-		s.active = nil
-		s.connected = make(chan struct{})
-	}
+	delete(s.open, c)
 	if s.current == c {
 		s.current = nil
 	}
+	var idle []*serverConn
+	if s.active == c {
+		s.active = nil
+		s.connected = make(chan struct{})
+		// The other connections were replaced and get nothing; a newer
+		// one still replaying becomes active by itself.
+		for o := range s.open {
+			if o != s.current {
+				idle = append(idle, o)
+			}
+		}
+	}
 	s.mu.Unlock()
 	log.Info("zds: ztunnel disconnected", "err", c.err())
+	if len(idle) > 0 {
+		log.Info("zds: the active ztunnel left; disconnecting the idle ones so that they reconnect", "idle", len(idle))
+		for _, o := range idle {
+			o.close()
+		}
+	}
 }
 
 func (s *Server) replay(ctx context.Context, c *serverConn, log *slog.Logger) error {

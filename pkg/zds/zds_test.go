@@ -189,6 +189,66 @@ func TestNewZtunnelReplacesTheOld(t *testing.T) {
 	}
 }
 
+// TestIdleZtunnelTakesOverWhenTheActiveLeaves covers a node agent that
+// restarts during a ztunnel upgrade: the new ztunnel connects first, the
+// old one reconnects after it and becomes active, then exits. The new one,
+// idle until then, must be asked to reconnect rather than left without
+// pods while the agent reports that no ztunnel is connected.
+func TestIdleZtunnelTakesOverWhenTheActiveLeaves(t *testing.T) {
+	path := socketPath(t)
+	s := startServer(t, path)
+	if err := s.AddWorkload(t.Context(), podA, newNetns(t)); !errors.Is(err, ErrNotConnected) {
+		t.Fatal(err)
+	}
+	newZ := newRecorder()
+	startClient(t, path, newZ)
+	for _, want := range []string{"add", "snapshot"} {
+		if e := newZ.next(t); e.op != want {
+			t.Fatalf("new ztunnel got %+v, want %s", e, want)
+		}
+	}
+	if err := s.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	oldZ := newRecorder()
+	stopOld := startClient(t, path, oldZ)
+	for _, want := range []string{"add", "snapshot"} {
+		if e := oldZ.next(t); e.op != want {
+			t.Fatalf("reconnecting old ztunnel got %+v, want %s", e, want)
+		}
+	}
+	// Once the old ztunnel gets new pods, it is the active one.
+	if err := s.AddWorkload(t.Context(), podB, newNetns(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e := oldZ.next(t); e.op != "add" || e.uid != podB.UID {
+		t.Fatalf("old ztunnel got %+v, want add %s", e, podB.UID)
+	}
+	stopOld()
+
+	// The new ztunnel reconnects and gets the whole state again.
+	got := map[string]bool{}
+	for range 2 {
+		if e := newZ.next(t); e.op == "add" {
+			got[e.uid] = true
+		} else {
+			t.Fatalf("new ztunnel got %+v, want the replay of both pods", e)
+		}
+	}
+	if !got[podA.UID] || !got[podB.UID] {
+		t.Fatalf("new ztunnel's replay had %v", got)
+	}
+	if e := newZ.next(t); e.op != "snapshot" {
+		t.Fatalf("new ztunnel got %+v, want snapshot", e)
+	}
+	if err := s.AddWorkload(t.Context(), podC, newNetns(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e := newZ.next(t); e.op != "add" || e.uid != podC.UID {
+		t.Fatalf("new ztunnel got %+v, want add %s", e, podC.UID)
+	}
+}
+
 // rawZtunnel is a hand-driven ztunnel connection.
 func rawZtunnel(t *testing.T, path string, hello []byte) packetConn {
 	t.Helper()
