@@ -111,15 +111,7 @@ func TestQUIC(t *testing.T) {
 		// (one open before the drop would be cut, not refused).
 		k.Apply(kubetest.Echo(quicNS, 2, "echo-blocked"))
 		k.Must("-n", quicNS, "rollout", "status", "deploy/echo", "--timeout=180s")
-		var fresh kubetest.Pod
-		for _, p := range k.Pods(quicNS, "app=echo") {
-			if p.Node != clientNode && p.Name != remote.Name {
-				fresh = p
-			}
-		}
-		if fresh.Name == "" {
-			t.Fatalf("no new echo pod off %s", clientNode)
-		}
+		fresh := newPodOffNode(t, k, clientNode, remote.Name)
 		dst := "spiffe://" + td + "/ns/" + quicNS + "/sa/echo-blocked"
 		url := fmt.Sprintf("http://%s:8080/blocked", fresh.IP)
 		for i := range 8 {
@@ -156,6 +148,46 @@ func podOffNode(t *testing.T, pods []kubetest.Pod, node string) kubetest.Pod {
 		}
 	}
 	t.Fatalf("no pod off %s among %v", node, pods)
+	return kubetest.Pod{}
+}
+
+// newPodOffNode returns a ready echo pod of the current rollout that runs
+// off node and is not old. The spread constraint counts the old pods while
+// they terminate, so a rollout can leave both new pods on node; then one
+// of them is deleted, and its replacement can only go to the other node.
+func newPodOffNode(t *testing.T, k *kubetest.Kubectl, node, old string) kubetest.Pod {
+	t.Helper()
+	pods := k.Pods(quicNS, "app=echo")
+	for _, p := range pods {
+		if p.Node != node && p.Name != old {
+			return p
+		}
+	}
+	for _, p := range pods {
+		if p.Node == node {
+			k.Must("-n", quicNS, "delete", "pod", p.Name, "--wait=false")
+			break
+		}
+	}
+	var name string
+	k.Eventually(t, 3*time.Minute, func(out string) bool {
+		for _, l := range strings.Split(out, "\n") {
+			// name, then the deletion timestamp of a pod that terminates
+			if f := strings.Fields(l); len(f) == 1 && f[0] != old {
+				name = f[0]
+				return true
+			}
+		}
+		return false
+	}, "-n", quicNS, "get", "pods", "-l", "app=echo", "--field-selector", "spec.nodeName!="+node,
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
+	k.Must("-n", quicNS, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=180s")
+	for _, p := range k.Pods(quicNS, "app=echo") {
+		if p.Name == name && p.Node != node {
+			return p
+		}
+	}
+	t.Fatalf("echo pod %s is gone or runs on %s", name, node)
 	return kubetest.Pod{}
 }
 
