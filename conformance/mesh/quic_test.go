@@ -142,13 +142,21 @@ func TestQUIC(t *testing.T) {
 // podOffNode returns a pod not on node.
 func podOffNode(t *testing.T, pods []kubetest.Pod, node string) kubetest.Pod {
 	t.Helper()
+	p, ok := findOffNode(pods, node, "")
+	if !ok {
+		t.Fatalf("no pod off %s among %v", node, pods)
+	}
+	return p
+}
+
+// findOffNode returns a pod not on node and not named except.
+func findOffNode(pods []kubetest.Pod, node, except string) (kubetest.Pod, bool) {
 	for _, p := range pods {
-		if p.Node != node {
-			return p
+		if p.Node != node && p.Name != except {
+			return p, true
 		}
 	}
-	t.Fatalf("no pod off %s among %v", node, pods)
-	return kubetest.Pod{}
+	return kubetest.Pod{}, false
 }
 
 // newPodOffNode returns a ready echo pod of the current rollout that runs
@@ -158,10 +166,8 @@ func podOffNode(t *testing.T, pods []kubetest.Pod, node string) kubetest.Pod {
 func newPodOffNode(t *testing.T, k *kubetest.Kubectl, node, old string) kubetest.Pod {
 	t.Helper()
 	pods := k.Pods(quicNS, "app=echo")
-	for _, p := range pods {
-		if p.Node != node && p.Name != old {
-			return p
-		}
+	if p, ok := findOffNode(pods, node, old); ok {
+		return p
 	}
 	for _, p := range pods {
 		if p.Node == node {

@@ -138,6 +138,17 @@ func (r *recorder) next(t *testing.T) event {
 	return event{}
 }
 
+// expect takes len(want) events and fails unless they are want, each
+// written "op uid" ("snapshot " for SnapshotSent); who names the ztunnel.
+func (r *recorder) expect(t *testing.T, who string, want ...string) {
+	t.Helper()
+	for i, w := range want {
+		if e := r.next(t); e.op+" "+e.uid != w {
+			t.Fatalf("%s: event %d is %+v, want %q", who, i+1, e, w)
+		}
+	}
+}
+
 func inode(t *testing.T, f *os.File) uint64 {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {

@@ -202,51 +202,27 @@ func TestIdleZtunnelTakesOverWhenTheActiveLeaves(t *testing.T) {
 	}
 	newZ := newRecorder()
 	startClient(t, path, newZ)
-	for _, want := range []string{"add", "snapshot"} {
-		if e := newZ.next(t); e.op != want {
-			t.Fatalf("new ztunnel got %+v, want %s", e, want)
-		}
-	}
+	newZ.expect(t, "new ztunnel", "add uid-a", "snapshot ")
 	if err := s.WaitConnected(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	oldZ := newRecorder()
 	stopOld := startClient(t, path, oldZ)
-	for _, want := range []string{"add", "snapshot"} {
-		if e := oldZ.next(t); e.op != want {
-			t.Fatalf("reconnecting old ztunnel got %+v, want %s", e, want)
-		}
-	}
+	oldZ.expect(t, "reconnecting old ztunnel", "add uid-a", "snapshot ")
 	// Once the old ztunnel gets new pods, it is the active one.
 	if err := s.AddWorkload(t.Context(), podB, newNetns(t)); err != nil {
 		t.Fatal(err)
 	}
-	if e := oldZ.next(t); e.op != "add" || e.uid != podB.UID {
-		t.Fatalf("old ztunnel got %+v, want add %s", e, podB.UID)
-	}
+	oldZ.expect(t, "old ztunnel", "add uid-b")
 	stopOld()
 
-	// The new ztunnel reconnects and gets the whole state again.
-	got := map[string]bool{}
-	for range 2 {
-		if e := newZ.next(t); e.op == "add" {
-			got[e.uid] = true
-		} else {
-			t.Fatalf("new ztunnel got %+v, want the replay of both pods", e)
-		}
-	}
-	if !got[podA.UID] || !got[podB.UID] {
-		t.Fatalf("new ztunnel's replay had %v", got)
-	}
-	if e := newZ.next(t); e.op != "snapshot" {
-		t.Fatalf("new ztunnel got %+v, want snapshot", e)
-	}
+	// The new ztunnel reconnects and gets the whole state again, in the
+	// order the pods were added.
+	newZ.expect(t, "new ztunnel after the old one left", "add uid-a", "add uid-b", "snapshot ")
 	if err := s.AddWorkload(t.Context(), podC, newNetns(t)); err != nil {
 		t.Fatal(err)
 	}
-	if e := newZ.next(t); e.op != "add" || e.uid != podC.UID {
-		t.Fatalf("new ztunnel got %+v, want add %s", e, podC.UID)
-	}
+	newZ.expect(t, "new ztunnel", "add uid-c")
 }
 
 // rawZtunnel is a hand-driven ztunnel connection.
