@@ -207,9 +207,13 @@ type h2Conn struct {
 	handlers  uint32
 	unstarted []unstartedStream
 	// spare hands a new stream to a handler goroutine waiting for one;
-	// spareCount counts those waiting (cfg.spareHandlers).
+	// spareCount counts those waiting (cfg.spareHandlers), and closing
+	// sparesEnd ends them once the connection carries no stream. A
+	// goroutine becomes a spare, and sparesEnd is closed and replaced,
+	// under mu, so no spare misses the end.
 	spare      chan unstartedStream
 	spareCount atomic.Int32
+	sparesEnd  chan struct{}
 
 	// sentResets holds the last streams we reset: frames the peer sent
 	// on them before it saw our RST_STREAM are ignored (RFC 9113 §5.1),
@@ -272,6 +276,7 @@ func newH2Conn(nc net.Conn, client bool, cfg h2Config) *h2Conn {
 		done:           make(chan struct{}),
 		settingsSeen:   make(chan struct{}),
 		spare:          make(chan unstartedStream),
+		sparesEnd:      make(chan struct{}),
 	}
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, connBufSize))
@@ -896,42 +901,32 @@ func (c *h2Conn) startHandler(st *h2Stream, f *http2.MetaHeadersFrame) {
 // (streamGone), its spare goroutines end.
 func (c *h2Conn) runHandlers(st *h2Stream, f *http2.MetaHeadersFrame) {
 	for {
+		var end chan struct{}
 		for st != nil {
 			c.onStream(st, f)
-			st, f = c.nextUnstarted()
+			st, f, end = c.nextUnstarted()
 		}
-		if c.spareCount.Add(1) > c.cfg.spareHandlers {
-			c.spareCount.Add(-1)
+		if end == nil {
 			return
 		}
 		select {
 		case u := <-c.spare:
-			c.spareCount.Add(-1)
-			if u.st == nil {
-				return // the connection is idle
-			}
 			st, f = u.st, u.f
+		case <-end:
 		case <-c.done:
-			c.spareCount.Add(-1)
-			return
 		}
-	}
-}
-
-// endSpares ends the spare handler goroutines waiting for a stream.
-func (c *h2Conn) endSpares() {
-	for c.spareCount.Load() > 0 {
-		select {
-		case c.spare <- unstartedStream{}:
-		default:
+		c.spareCount.Add(-1)
+		if st == nil {
 			return
 		}
 	}
 }
 
 // nextUnstarted takes the next waiting stream the peer has not reset in
-// the meantime, or gives the handler slot back.
-func (c *h2Conn) nextUnstarted() (*h2Stream, *http2.MetaHeadersFrame) {
+// the meantime, or gives the handler slot back. Then, while the
+// connection carries streams and fewer than cfg.spareHandlers wait, the
+// caller becomes a spare: end is the channel that ends its wait.
+func (c *h2Conn) nextUnstarted() (st *h2Stream, f *http2.MetaHeadersFrame, end chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.unstarted) > 0 {
@@ -939,12 +934,16 @@ func (c *h2Conn) nextUnstarted() (*h2Stream, *http2.MetaHeadersFrame) {
 		c.unstarted[0] = unstartedStream{}
 		c.unstarted = c.unstarted[1:]
 		if !u.st.removed {
-			return u.st, u.f
+			return u.st, u.f, nil
 		}
 	}
 	c.unstarted = nil
 	c.handlers--
-	return nil, nil
+	if len(c.streams) == 0 || c.spareCount.Load() >= c.cfg.spareHandlers {
+		return nil, nil, nil
+	}
+	c.spareCount.Add(1)
+	return nil, nil, c.sparesEnd
 }
 
 func (c *h2Conn) handleData(f *http2.DataFrame) error {
@@ -1381,11 +1380,11 @@ func (c *h2Conn) streamGone() {
 	c.mu.Lock()
 	idle := len(c.streams) == 0 && (c.goAwayDone || c.goAwayRecv)
 	drain := c.goAwayWhenIdle && len(c.streams) == 0 && !c.goAwaySent
-	quiet := len(c.streams) == 0
-	c.mu.Unlock()
-	if quiet && c.spareCount.Load() > 0 {
-		c.endSpares()
+	if len(c.streams) == 0 && c.spareCount.Load() > 0 {
+		close(c.sparesEnd)
+		c.sparesEnd = make(chan struct{})
 	}
+	c.mu.Unlock()
 	if idle {
 		c.endIdle()
 	}
