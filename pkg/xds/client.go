@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,11 +27,13 @@ import (
 	"github.com/skiffmesh/skiff/pkg/xds/internal/discoveryapi"
 )
 
-// Resource is one named, versioned resource as last accepted.
+// Resource is one named, versioned resource of a Delta.
 type Resource struct {
 	Name    string
 	Version string
-	// Body holds the resource; decode it with Body.UnmarshalTo.
+	// Body holds the resource; decode it with Body.UnmarshalTo. It shares
+	// memory with the whole response it came in, so keep what it decodes
+	// to, not Body itself.
 	Body *anypb.Any
 }
 
@@ -84,15 +87,18 @@ type ClientOptions struct {
 	DialOptions    []grpc.DialOption
 }
 
-// Client is a delta ADS client. Run drives it; State reads what it accepted.
+// Client is a delta ADS client. Run drives it; Versions reads what it
+// accepted.
 type Client struct {
 	opts ClientOptions
 	node *discoveryapi.Node
 	conn *grpc.ClientConn
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	state  map[string]map[string]Resource // type → name → resource
+	mu sync.Mutex
+	// state holds, per type, the version of every resource accepted (not
+	// its body: the subscriptions keep what they decoded).
+	state  map[string]map[string]string
 	synced map[string]bool
 	// missing, per type not yet synced, names of rejected responses that
 	// no accepted response has carried since: the state is not complete
@@ -179,13 +185,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		node:    node(opts.NodeID, opts.NodeMetadata),
 		conn:    conn,
 		log:     opts.Logger.With("xds_server", opts.Address),
-		state:   map[string]map[string]Resource{},
+		state:   map[string]map[string]string{},
 		synced:  map[string]bool{},
 		missing: map[string]map[string]bool{},
 		ready:   make(chan struct{}),
 	}
 	for _, s := range opts.Subscriptions {
-		c.state[s.TypeURL] = map[string]Resource{}
+		c.state[s.TypeURL] = map[string]string{}
 	}
 	return c, nil
 }
@@ -210,10 +216,14 @@ func node(id string, metadata map[string]string) *discoveryapi.Node {
 // last state remains in force.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
 
-// State returns a copy of the last accepted resources of one type.
-func (c *Client) State(typeURL string) map[string]Resource {
+// Versions returns the name and version of every accepted resource of one
+// type, or nil if there are none.
+func (c *Client) Versions(typeURL string) map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.state[typeURL]) == 0 {
+		return nil
+	}
 	return maps.Clone(c.state[typeURL])
 }
 
@@ -277,7 +287,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		req := &discoveryapi.DeltaDiscoveryRequest{
 			TypeUrl:                 s.TypeURL,
 			ResourceNamesSubscribe:  s.Names,
-			InitialResourceVersions: c.versions(s.TypeURL),
+			InitialResourceVersions: c.Versions(s.TypeURL),
 		}
 		if len(s.Names) == 0 {
 			req.ResourceNamesSubscribe = []string{"*"}
@@ -330,19 +340,6 @@ func sendError(stream grpc.ClientStream, err error) error {
 	return errors.New("server closed the stream")
 }
 
-func (c *Client) versions(typeURL string) map[string]string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.state[typeURL]) == 0 {
-		return nil
-	}
-	v := make(map[string]string, len(c.state[typeURL]))
-	for name, r := range c.state[typeURL] {
-		v[name] = r.Version
-	}
-	return v
-}
-
 // apply checks a response, hands it to the subscription, and records it.
 func (c *Client) apply(sub Subscription, resp *discoveryapi.DeltaDiscoveryResponse) error {
 	d := Delta{TypeURL: resp.GetTypeUrl(), Removed: resp.GetRemovedResources(), Updated: make([]Resource, 0, len(resp.GetResources()))}
@@ -362,7 +359,9 @@ func (c *Client) apply(sub Subscription, resp *discoveryapi.DeltaDiscoveryRespon
 		if body.GetTypeUrl() != resp.GetTypeUrl() {
 			return fmt.Errorf("resource %q is a %s in a %s response", r.GetName(), body.GetTypeUrl(), resp.GetTypeUrl())
 		}
-		d.Updated = append(d.Updated, Resource{Name: r.GetName(), Version: r.GetVersion(), Body: body})
+		// The decoder's strings share one copy of the response: a name a
+		// subscription or the state keeps must not keep all of it.
+		d.Updated = append(d.Updated, Resource{Name: strings.Clone(r.GetName()), Version: r.GetVersion(), Body: body})
 	}
 	if err := sub.Apply(d); err != nil {
 		return err
@@ -371,14 +370,14 @@ func (c *Client) apply(sub Subscription, resp *discoveryapi.DeltaDiscoveryRespon
 	defer c.mu.Unlock()
 	st := c.state[d.TypeURL]
 	if len(st) == 0 && len(d.Updated) > 0 {
-		st = make(map[string]Resource, len(d.Updated))
+		st = make(map[string]string, len(d.Updated))
 		c.state[d.TypeURL] = st
 	}
 	for _, name := range d.Removed {
 		delete(st, name)
 	}
 	for _, r := range d.Updated {
-		st[r.Name] = r
+		st[r.Name] = strings.Clone(r.Version)
 	}
 	return nil
 }

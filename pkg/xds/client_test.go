@@ -148,8 +148,8 @@ func TestClientValidatesResumesAndNACKs(t *testing.T) {
 	if ack := next(); ack.ResponseNonce != "6" || ack.ErrorDetail != nil {
 		t.Fatalf("reply to 6: %v", ack)
 	}
-	st := c.State(AddressType)
-	if len(st) != 1 || st["b"].Version != "2" {
+	st := c.Versions(AddressType)
+	if len(st) != 1 || st["b"] != "2" {
 		t.Fatalf("state %v, want only b@2", st)
 	}
 }
@@ -246,7 +246,7 @@ func TestReadyOnlyWithACompleteState(t *testing.T) {
 				t.Helper()
 				select {
 				case <-c.Ready():
-					t.Fatalf("ready %s, holding %v", when, c.State(AddressType))
+					t.Fatalf("ready %s, holding %v", when, c.Versions(AddressType))
 				default:
 				}
 			}
@@ -273,7 +273,7 @@ func TestReadyOnlyWithACompleteState(t *testing.T) {
 			default:
 				t.Fatal("not ready with a complete state")
 			}
-			if st := c.State(AddressType); len(st) != 2 || st["a"].Version != "1" || st["c"].Version != "1" {
+			if st := c.Versions(AddressType); len(st) != 2 || st["a"] != "1" || st["c"] != "1" {
 				t.Fatalf("state %v, want a and c", st)
 			}
 		})

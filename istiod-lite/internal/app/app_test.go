@@ -427,7 +427,7 @@ func TestControlPlane(t *testing.T) {
 		}
 		// The client records a delta once its Apply (above) has returned.
 		eventually(t, "client state after the resume", func() error {
-			if n := len(xc.State(xds.AddressType)); n != 4 {
+			if n := len(xc.Versions(xds.AddressType)); n != 4 {
 				return fmt.Errorf("client holds %d addresses, want 4", n)
 			}
 			return nil

@@ -40,7 +40,7 @@ func TestLeaderElection(t *testing.T) {
 	for _, addr := range []string{addrA, addrB} {
 		c := startClient(t, addr, roots, token, xds.Subscription{TypeURL: xds.AddressType})
 		<-c.Ready()
-		if len(c.State(xds.AddressType)) == 0 {
+		if len(c.Versions(xds.AddressType)) == 0 {
 			t.Fatalf("replica %s serves an empty state", addr)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/xds"
 	"github.com/skiffmesh/skiff/pkg/xds/waypointapi"
 	"github.com/skiffmesh/skiff/pkg/xds/workloadapi"
+	"github.com/skiffmesh/skiff/pkg/xds/xdstest"
 )
 
 // eventually polls cond until it holds or a generous deadline passes; the
@@ -345,14 +346,15 @@ func TestWaypointDeployer(t *testing.T) {
 	})
 
 	t.Run("ztunnel sees the service's waypoint", func(t *testing.T) {
-		xc := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.AddressType})
+		var addrs xdstest.Bodies
+		startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.AddressType, Apply: addrs.Apply})
 		eventually(t, "service reviews bound to the waypoint", func() error {
-			r, ok := xc.State(xds.AddressType)["shop/reviews.shop.svc.cluster.local"]
+			body, ok := addrs.Get("shop/reviews.shop.svc.cluster.local")
 			if !ok {
 				return fmt.Errorf("no service")
 			}
 			var a workloadapi.Address
-			if err := r.Body.UnmarshalTo(&a); err != nil {
+			if err := body.UnmarshalTo(&a); err != nil {
 				return err
 			}
 			wp := a.GetService().GetWaypoint()
@@ -365,18 +367,18 @@ func TestWaypointDeployer(t *testing.T) {
 
 	t.Run("waypoint gets its own configuration only", func(t *testing.T) {
 		wpPod := cl.pod(t, "shop", "wp-0", "wp", "node-a", "10.2.0.9", nil)
-		xc := startClient(t, grpcAddr, roots, cl.token(t, wpPod), xds.Subscription{TypeURL: xds.WaypointType, Names: []string{"shop/wp", "shop/other"}})
+		var wps xdstest.Bodies
+		startClient(t, grpcAddr, roots, cl.token(t, wpPod), xds.Subscription{TypeURL: xds.WaypointType, Names: []string{"shop/wp", "shop/other"}, Apply: wps.Apply})
 		eventually(t, "waypoint config with the route", func() error {
-			st := xc.State(xds.WaypointType)
-			if _, ok := st["shop/other"]; ok {
+			if _, ok := wps.Get("shop/other"); ok {
 				return fmt.Errorf("got another waypoint's configuration")
 			}
-			r, ok := st["shop/wp"]
+			body, ok := wps.Get("shop/wp")
 			if !ok {
 				return fmt.Errorf("no configuration")
 			}
 			var w waypointapi.Waypoint
-			if err := r.Body.UnmarshalTo(&w); err != nil {
+			if err := body.UnmarshalTo(&w); err != nil {
 				return err
 			}
 			if len(w.Services) != 1 || w.Services[0].Hostname != "reviews.shop.svc.cluster.local" || len(w.Services[0].HttpRoutes) != 1 {
@@ -398,7 +400,7 @@ func TestWaypointDeployer(t *testing.T) {
 		})
 		ztClient := startClient(t, grpcAddr, roots, cl.token(t, ztunnel), xds.Subscription{TypeURL: xds.WaypointType, Names: []string{"shop/wp"}})
 		<-ztClient.Ready()
-		if len(ztClient.State(xds.WaypointType)) != 0 {
+		if len(ztClient.Versions(xds.WaypointType)) != 0 {
 			t.Fatal("ztunnel's account received a waypoint configuration")
 		}
 	})
@@ -421,7 +423,9 @@ func TestWaypointDeployer(t *testing.T) {
 
 func startClient(t *testing.T, addr string, roots *x509.CertPool, token string, sub xds.Subscription) *xds.Client {
 	t.Helper()
-	sub.Apply = func(xds.Delta) error { return nil }
+	if sub.Apply == nil {
+		sub.Apply = func(xds.Delta) error { return nil }
+	}
 	opts := xds.ClientOptions{
 		Address: addr, TokenFile: token, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Subscriptions: []xds.Subscription{sub}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -383,27 +383,27 @@ func awaitReady(t *testing.T, z *ztunnel) {
 	}
 }
 
-// awaitFullState waits until z holds every address and policy of the
-// cluster, the Services of waypoint namespaces bound to their waypoint.
+// awaitFullState waits until z (one without a store) holds every address
+// and policy of the cluster, the Services of waypoint namespaces bound to
+// their waypoint.
 func awaitFullState(t *testing.T, z *ztunnel, s shape) {
 	t.Helper()
 	poll(t, "the whole state at the ztunnel", func() error {
-		addrs := z.client.State(xds.AddressType)
-		if len(addrs) != s.addresses() {
-			return fmt.Errorf("%d of %d addresses", len(addrs), s.addresses())
+		if n := len(z.client.Versions(xds.AddressType)); n != s.addresses() {
+			return fmt.Errorf("%d of %d addresses", n, s.addresses())
 		}
-		if n := len(z.client.State(xds.AuthorizationType)); n != s.policies() {
+		if n := len(z.client.Versions(xds.AuthorizationType)); n != s.policies() {
 			return fmt.Errorf("%d of %d policies", n, s.policies())
 		}
 		for ns := 0; ns < s.namespaces; ns += waypointEvery {
 			for k := range servicesPerNS {
 				name := serviceName(nsName(ns), fmt.Sprintf("svc-%d", k))
-				r, ok := addrs[name]
+				body, ok := z.addresses.Get(name)
 				if !ok {
 					return fmt.Errorf("no %s", name)
 				}
 				var a workloadapi.Address
-				if err := r.Body.UnmarshalTo(&a); err != nil {
+				if err := body.UnmarshalTo(&a); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				if a.GetService().GetWaypoint() == nil {

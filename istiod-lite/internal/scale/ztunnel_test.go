@@ -19,6 +19,7 @@ import (
 	"github.com/skiffmesh/skiff/pkg/meshstate"
 	"github.com/skiffmesh/skiff/pkg/meshstate/xdssource"
 	"github.com/skiffmesh/skiff/pkg/xds"
+	"github.com/skiffmesh/skiff/pkg/xds/xdstest"
 )
 
 // ztunnel is a subscriber made as ztunnel makes its own: pkg/xds's client,
@@ -29,6 +30,8 @@ import (
 type ztunnel struct {
 	client *xds.Client
 	store  *meshstate.Store // nil: the deltas are only recorded
+	// addresses holds the bodies of the addresses, if store is nil.
+	addresses xdstest.Bodies
 
 	mu         sync.Mutex
 	deliveries []delivery
@@ -62,7 +65,7 @@ func connectZtunnel(t *testing.T, addr string, roots *x509.CertPool, tokenFile s
 	t.Helper()
 	z := &ztunnel{arrived: make(chan struct{}, 1)}
 	subs := []xds.Subscription{
-		{TypeURL: xds.AddressType, Apply: func(xds.Delta) error { return nil }},
+		{TypeURL: xds.AddressType, Apply: z.addresses.Apply},
 		{TypeURL: xds.AuthorizationType, Apply: func(xds.Delta) error { return nil }},
 	}
 	var src *xdssource.Source

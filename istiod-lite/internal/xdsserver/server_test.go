@@ -168,14 +168,14 @@ func TestNACKedResourcesAreResentAndCounted(t *testing.T) {
 		t.Fatalf("after NACK: %v, want a (resent) and b", got)
 	}
 	waitRejects(t, e, 2) // a is still bad
-	if st := c.State(xds.AddressType); st["a"].Version != "v1" || len(st) != 1 {
+	if st := c.Versions(xds.AddressType); st["a"] != "v1" || len(st) != 1 {
 		t.Fatalf("client holds %v after rejecting a@bad, want a@v1 only", st)
 	}
 	e.srv.Push([]index.Update{{TypeURL: xds.AddressType, Upserted: []index.Resource{workload("a", "v2")}}})
 	if got := names(rec.next(t).Updated); len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("after the fix: %v, want a and b (resent)", got)
 	}
-	if st := c.State(xds.AddressType); st["a"].Version != "v2" || st["b"].Version != "v1" {
+	if st := c.Versions(xds.AddressType); st["a"] != "v2" || st["b"] != "v1" {
 		t.Fatalf("client holds %v, want a@v2 and b@v1", st)
 	}
 }
@@ -201,7 +201,7 @@ func TestNACKedInitialStateIsResent(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("not ready with a complete state")
 	}
-	if st := c.State(xds.AddressType); len(st) != 3 {
+	if st := c.Versions(xds.AddressType); len(st) != 3 {
 		t.Fatalf("client holds %v, want a, c and y", st)
 	}
 }
