@@ -399,11 +399,9 @@ func TestH2CSparesEnd(t *testing.T) {
 	}), nil)
 	// One client connection for sure: net/http's pool may dial more for
 	// a burst that comes before it has filed the first one as idle.
-	nc, err := net.Dial("tcp", e.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(nc)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	cc, err := (&http.Transport{Protocols: &p}).NewClientConn(context.Background(), "http", e.ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
