@@ -1,7 +1,8 @@
 // Package acceptor accepts connections on many listening sockets with one
 // goroutine. In in-pod mode ztunnel listens on three ports in every pod; a
 // goroutine parked in Accept on each costs a 4 KB stack and its
-// descriptor, some 12 KB per pod, while the pod is idle.
+// descriptor, some 12 KB per pod, while the pod is idle. The same goroutine
+// waits for the first datagram on each pod's QUIC socket (AwaitReadable).
 //
 // The listeners are registered, level-triggered, with an epoll instance of
 // the acceptor's own; that instance's descriptor is itself waited on
@@ -37,10 +38,12 @@ type Acceptor struct {
 
 type listener struct {
 	id    int32
-	ln    *net.TCPListener
+	ln    *net.TCPListener // nil for a socket awaited (AwaitReadable)
 	rc    syscall.RawConn
 	fd    int // valid while the listener is registered (it is closed only after removal)
 	serve func(*net.TCPConn)
+	// ready, for a socket awaited, is called once it has data to read.
+	ready func()
 	// paused: accepting failed (out of descriptors, say) and the listener
 	// is out of the epoll set until the back-off ends.
 	paused bool
@@ -75,8 +78,21 @@ func (a *Acceptor) Add(ln *net.TCPListener, serve func(*net.TCPConn)) (remove fu
 	if err != nil {
 		return nil, fmt.Errorf("acceptor: %w", err)
 	}
-	fd := -1
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+	return a.add(&listener{ln: ln, rc: rc, serve: serve})
+}
+
+// AwaitReadable calls ready, on a goroutine of its own, once the socket of
+// rc has something to read, and then forgets the socket: a socket that
+// may never be used waits at the cost of an entry in the epoll set. The
+// returned cancel stops waiting; call it before closing the socket. ready
+// is not called after cancel returned, but may already run.
+func (a *Acceptor) AwaitReadable(rc syscall.RawConn, ready func()) (cancel func(), err error) {
+	return a.add(&listener{rc: rc, ready: ready})
+}
+
+func (a *Acceptor) add(l *listener) (remove func(), err error) {
+	l.fd = -1
+	if err := l.rc.Control(func(f uintptr) { l.fd = int(f) }); err != nil {
 		return nil, fmt.Errorf("acceptor: %w", err)
 	}
 	a.mu.Lock()
@@ -101,10 +117,10 @@ func (a *Acceptor) Add(ln *net.TCPListener, serve func(*net.TCPConn)) (remove fu
 			break
 		}
 	}
-	l := &listener{id: a.next, ln: ln, rc: rc, fd: fd, serve: serve}
+	l.id = a.next
 	if err := a.ep.ctl(unix.EPOLL_CTL_ADD, l); err != nil {
 		a.stopIfIdleLocked()
-		return nil, fmt.Errorf("acceptor: registering %v: %w", ln.Addr(), err)
+		return nil, fmt.Errorf("acceptor: registering %s: %w", l, err)
 	}
 	a.lns[l.id] = l
 	var once sync.Once
@@ -114,7 +130,11 @@ func (a *Acceptor) Add(ln *net.TCPListener, serve func(*net.TCPConn)) (remove fu
 func (a *Acceptor) remove(l *listener) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.lns[l.id]; !ok {
+	a.removeLocked(l)
+}
+
+func (a *Acceptor) removeLocked(l *listener) {
+	if a.lns[l.id] != l {
 		return
 	}
 	delete(a.lns, l.id)
@@ -147,7 +167,7 @@ func (a *Acceptor) Close() error {
 	return nil
 }
 
-// Listeners counts the listeners accepted on.
+// Listeners counts the listeners accepted on and the sockets awaited.
 func (a *Acceptor) Listeners() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -224,8 +244,17 @@ func (a *Acceptor) run(ep *epoll) {
 		for _, id := range ready {
 			a.mu.Lock()
 			l := a.lns[id]
+			if l != nil && l.ready != nil {
+				// Taken out under the lock: a cancel that returns
+				// before this point means ready is never called.
+				a.removeLocked(l)
+			}
 			a.mu.Unlock()
-			if l != nil {
+			switch {
+			case l == nil:
+			case l.ready != nil:
+				go l.ready()
+			default:
 				a.acceptAll(ep, l)
 			}
 		}
@@ -304,6 +333,14 @@ func (a *Acceptor) pause(ep *epoll, l *listener, err error) {
 			a.log.Error("re-registering listener", "addr", l.ln.Addr(), "err", err)
 		}
 	})
+}
+
+// String names the listener, or the socket awaited, in errors and logs.
+func (l *listener) String() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return fmt.Sprintf("awaited socket %d", l.fd)
 }
 
 // tcpConn makes a *net.TCPConn of an accepted descriptor (and takes it).

@@ -141,3 +141,83 @@ func TestListenerClosedUnderneath(t *testing.T) {
 		t.Fatalf("got %q", b)
 	}
 }
+
+// TestAwaitReadable: a socket awaited is handed back once, at its first
+// datagram, which stays queued for its reader; a wait cancelled first
+// never calls back.
+func TestAwaitReadable(t *testing.T) {
+	a := New(nil)
+	defer a.Close()
+	udp := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	send := func(to *net.UDPConn, msg string) {
+		t.Helper()
+		c, err := net.DialUDP("udp", nil, to.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await := func(c *net.UDPConn, ready func()) func() {
+		t.Helper()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel, err := a.AwaitReadable(rc, ready)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cancel
+	}
+
+	used, cancelled := udp(), udp()
+	calls := make(chan string, 4)
+	await(used, func() { calls <- "used" })
+	cancel := await(cancelled, func() { calls <- "cancelled" })
+	// A listener of the same acceptor, to know that it went round its
+	// loop after the datagrams came.
+	ln := listen(t)
+	if _, err := a.Add(ln, echoName("tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Listeners(); got != 3 {
+		t.Fatalf("Listeners() = %d, want 3", got)
+	}
+	cancel()
+	send(cancelled, "late")
+	send(used, "first")
+	if got := <-calls; got != "used" {
+		t.Fatalf("callback for the %s socket", got)
+	}
+	// The datagram is still there for the socket's reader.
+	buf := make([]byte, 16)
+	n, _, err := used.ReadFromUDP(buf)
+	if err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("read %q, %v after the callback; want the first datagram", buf[:n], err)
+	}
+	send(used, "second")
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(c)
+	c.Close()
+	select {
+	case got := <-calls:
+		t.Fatalf("another callback, for the %s socket", got)
+	default:
+	}
+	if got := a.Listeners(); got != 1 {
+		t.Fatalf("Listeners() = %d once the sockets were handed back or cancelled, want 1", got)
+	}
+}

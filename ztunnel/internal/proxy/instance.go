@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/sys/unix"
 
 	"github.com/skiffmesh/skiff/pkg/hbone"
 	"github.com/skiffmesh/skiff/pkg/inpod"
@@ -61,7 +60,8 @@ type Instance struct {
 	dialer   hbone.Dialer
 	closers  []func() error // HBONE clients
 	hboneSrv *hbone.Server
-	quicSrv  *hbone.QUICServer
+	// quicCfg configures the QUIC server, made at the first datagram.
+	quicCfg hbone.ServerConfig
 
 	listeners  []net.Listener
 	stopAccept []func() // remove the listeners from the acceptor
@@ -70,10 +70,14 @@ type Instance struct {
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
 	// quicIdle is the HBONE UDP socket while it waits for its first
-	// datagram (awaitDatagram).
-	quicIdle *net.UDPConn
-	idle     chan struct{} // closed when conns becomes empty, while draining
-	closed   bool
+	// datagram (awaitQUIC), and stopAwait ends that wait; quicSrv serves
+	// it from then on.
+	quicIdle  *net.UDPConn
+	stopAwait func()
+	quicSrv   *hbone.QUICServer
+	idle      chan struct{} // closed when conns becomes empty, while draining
+	draining  bool
+	closed    bool
 }
 
 // tracked is an open connection. Killing it closes its sockets, which
@@ -253,16 +257,14 @@ func (i *Instance) open() error {
 			return err
 		}
 		if quic {
-			if i.quicSrv, err = hbone.NewQUICServer(srvCfg); err != nil {
-				if udp != nil {
-					udp.Close()
-				}
-				return err
+			i.quicCfg = srvCfg
+			if udp != nil {
+				return i.awaitQUIC(udp)
 			}
 			i.wg.Add(1)
 			go func() {
 				defer i.wg.Done()
-				i.serveQUIC(ctx, udp, lo)
+				i.rebindQUIC(ctx, lo)
 			}()
 		}
 	}
@@ -273,7 +275,7 @@ func (i *Instance) open() error {
 // not share the port (SO_REUSEPORT) with a ztunnel being replaced: the
 // kernel would spread the packets of the old ztunnel's QUIC connections
 // over both sockets, and the new one cannot serve them. While the old
-// one holds the port, it returns nil, and serveQUIC binds it once free;
+// one holds the port, it returns nil, and rebindQUIC binds it once free;
 // meanwhile peers that try QUIC fall back to TCP.
 func (i *Instance) listenQUIC(ctx context.Context, o socket.Options) (*net.UDPConn, error) {
 	o.ReusePort = false
@@ -288,68 +290,80 @@ func (i *Instance) listenQUIC(ctx context.Context, o socket.Options) (*net.UDPCo
 // quicRebind is how often a port held by the replaced ztunnel is tried.
 const quicRebind = 250 * time.Millisecond
 
-// serveQUIC serves HBONE over QUIC on udp, or on the port once it can be
-// bound (udp nil), until the instance closes.
-func (i *Instance) serveQUIC(ctx context.Context, udp *net.UDPConn, o socket.Options) {
+// rebindQUIC binds HBONE's UDP port once the replaced ztunnel let it go,
+// and then awaits QUIC on it, unless the instance closed first.
+func (i *Instance) rebindQUIC(ctx context.Context, o socket.Options) {
 	o.ReusePort = false
-	if udp == nil {
-		t := time.NewTicker(quicRebind)
-		defer t.Stop()
-		for udp == nil {
-			select {
-			case <-i.ctx.Done():
-				return
-			case <-t.C:
-			}
-			var err error
-			udp, err = i.ns.ListenPacket(ctx, i.cfg.HBONE, o)
-			if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
-				i.log.Error("HBONE QUIC listener failed", "err", err)
-				return
-			}
+	t := time.NewTicker(quicRebind)
+	defer t.Stop()
+	var udp *net.UDPConn
+	for udp == nil {
+		select {
+		case <-i.ctx.Done():
+			return
+		case <-t.C:
 		}
-		i.log.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
+		var err error
+		udp, err = i.ns.ListenPacket(ctx, i.cfg.HBONE, o)
+		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+			i.log.Error("HBONE QUIC listener failed", "err", err)
+			return
+		}
 	}
-	if !i.awaitDatagram(udp) {
-		return
-	}
-	// Serve closes udp when the server closes, even if it already has.
-	if err := i.quicSrv.Serve(udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+	i.log.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
+	if err := i.awaitQUIC(udp); err != nil {
 		i.log.Error("HBONE QUIC listener failed", "err", err)
 	}
 }
 
-// awaitDatagram waits, with no more than a parked goroutine, until a
-// datagram is queued on udp, and leaves it there; it reports false once
-// the instance closed (udp is closed then). QUIC's reader and server cost
-// about 140 KB a pod, and most pods never receive QUIC: they start with
-// the first datagram, which they then read.
-func (i *Instance) awaitDatagram(udp *net.UDPConn) bool {
+// awaitQUIC serves HBONE over QUIC on udp from its first datagram on.
+// Until then the socket is only an entry in the acceptor's epoll set:
+// QUIC's reader and server cost about 140 KB a pod, a goroutine waiting
+// for the datagram a few more, and most pods never receive QUIC.
+func (i *Instance) awaitQUIC(udp *net.UDPConn) error {
+	rc, err := udp.SyscallConn()
+	if err != nil {
+		udp.Close()
+		return err
+	}
 	i.mu.Lock()
+	defer i.mu.Unlock()
 	if i.closed {
-		i.mu.Unlock()
 		udp.Close()
-		return false
+		return nil
 	}
+	// Under the lock, so that Close sees stopAwait if it sees quicIdle.
 	i.quicIdle = udp
-	i.mu.Unlock()
-	var rerr error
-	if rc, err := udp.SyscallConn(); err == nil {
-		var b [1]byte
-		rerr = rc.Read(func(fd uintptr) bool {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return !errors.Is(err, unix.EAGAIN)
-		})
-	}
-	i.mu.Lock()
-	i.quicIdle = nil
-	closed := i.closed
-	i.mu.Unlock()
-	if rerr != nil || closed {
+	i.stopAwait, err = i.p.acceptor.AwaitReadable(rc, func() { i.serveQUIC(udp) })
+	if err != nil {
+		i.quicIdle = nil
 		udp.Close()
-		return false
 	}
-	return true
+	return err
+}
+
+// serveQUIC serves HBONE over QUIC on udp, which has a datagram queued,
+// until the instance closes; a draining instance takes no new QUIC.
+func (i *Instance) serveQUIC(udp *net.UDPConn) {
+	i.mu.Lock()
+	if i.closed || i.draining || i.quicIdle != udp {
+		i.mu.Unlock()
+		return // Close closes udp
+	}
+	srv, err := hbone.NewQUICServer(i.quicCfg)
+	if err != nil {
+		i.mu.Unlock()
+		i.log.Error("HBONE QUIC server", "err", err)
+		return
+	}
+	i.quicIdle, i.quicSrv = nil, srv
+	i.wg.Add(1)
+	i.mu.Unlock()
+	defer i.wg.Done()
+	// Serve closes udp when the server closes, even if it already has.
+	if err := srv.Serve(udp); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+		i.log.Error("HBONE QUIC listener failed", "err", err)
+	}
 }
 
 // altSvcMaxAge is how long a peer may count on ztunnel's QUIC listener
@@ -445,10 +459,11 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	if i.hboneSrv != nil {
 		go i.hboneSrv.Shutdown(ctx)
 	}
+	i.mu.Lock()
+	i.draining = true
 	if i.quicSrv != nil {
 		go i.quicSrv.Shutdown(ctx)
 	}
-	i.mu.Lock()
 	var idle chan struct{}
 	if len(i.conns) > 0 {
 		if i.idle == nil {
@@ -478,17 +493,20 @@ func (i *Instance) Close() error {
 		return nil
 	}
 	i.closed = true
-	idle := i.quicIdle
+	idle, stopAwait, quicSrv := i.quicIdle, i.stopAwait, i.quicSrv
 	i.mu.Unlock()
+	if stopAwait != nil {
+		stopAwait() // out of the epoll set before its descriptor closes
+	}
 	if idle != nil {
-		idle.Close() // ends awaitDatagram
+		idle.Close()
 	}
 	i.stopAccepting()
 	if i.hboneSrv != nil {
 		i.hboneSrv.Close()
 	}
-	if i.quicSrv != nil {
-		i.quicSrv.Close()
+	if quicSrv != nil {
+		quicSrv.Close()
 	}
 	i.cancel(errInstanceClosed)
 	for _, t := range i.trackedConns() {
