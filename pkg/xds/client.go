@@ -402,7 +402,7 @@ func (c *Client) track(resp *discoveryapi.DeltaDiscoveryResponse, first, accepte
 		if accepted {
 			delete(missing, name)
 		} else {
-			missing[name] = true
+			missing[strings.Clone(name)] = true // not the whole response
 		}
 	}
 	for _, r := range resp.GetResources() {

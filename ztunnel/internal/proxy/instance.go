@@ -258,14 +258,15 @@ func (i *Instance) open() error {
 		}
 		if quic {
 			i.quicCfg = srvCfg
-			if udp != nil {
-				return i.awaitQUIC(udp)
+			if udp == nil {
+				i.wg.Add(1)
+				go func() {
+					defer i.wg.Done()
+					i.rebindQUIC(ctx, lo)
+				}()
+			} else if err := i.awaitQUIC(udp); err != nil {
+				return err
 			}
-			i.wg.Add(1)
-			go func() {
-				defer i.wg.Done()
-				i.rebindQUIC(ctx, lo)
-			}()
 		}
 	}
 	return nil
@@ -310,7 +311,7 @@ func (i *Instance) rebindQUIC(ctx context.Context, o socket.Options) {
 			return
 		}
 	}
-	i.log.Info("serving HBONE over QUIC", "addr", udp.LocalAddr().String())
+	i.log.Info("HBONE UDP port bound; QUIC is served from its first datagram", "addr", udp.LocalAddr().String())
 	if err := i.awaitQUIC(udp); err != nil {
 		i.log.Error("HBONE QUIC listener failed", "err", err)
 	}
